@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make train   set up, get Fashion-MNIST, train the default LeNet and print its results
+#   make test    set up, get Fashion-MNIST, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build where one is at hand; on a CUDA machine `make TORCH=torch ...` takes pip's default.
+TORCH  ?= torch==2.13.0
+ARGS   ?=
+BIN    := $(VENV)/bin
+
+.PHONY: train test install data bench clean
+
+train: install data
+	$(BIN)/lenet train $(ARGS)
+
+test: install data
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: install data
+	$(BIN)/python -m benchmarks.train_speed $(ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+data:
+	@sh scripts/get-data.sh
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,113 @@
+"""Your own images through the model: one preprocessing function, then top-k classes.
+
+Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
+trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or
+JPEG look like that:
+  1. EXIF rotation applied; transparency composited onto white; converted to grey.
+  2. Inverted when the ground is light (mean of the border pixels above 50%), so that
+     an ordinary product photo on white becomes light-on-dark.
+  3. A 28x28 image is then taken as it is (it is already in Fashion-MNIST's form).
+     A larger or smaller one is trimmed to the object's bounding box (pixels above 10%
+     of the brightest), scaled so its longer side is 28 pixels (Lanczos), and centred
+     on a black 28x28 square.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import CLASSES, IMAGE_SIZE
+from .errors import ImageError
+from .metrics import predict_logits
+
+MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as a uint8 tensor [1, 28, 28] in Fashion-MNIST's form."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{path}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a PNG, JPEG or other image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{path}: cannot decode image ({e})") from None
+    return to_fashion_mnist(img)
+
+
+def to_fashion_mnist(img) -> torch.Tensor:
+    """A PIL image in any mode and size as a uint8 tensor [1, 28, 28]."""
+    from PIL import Image, ImageOps
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        ground = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(ground, rgba)
+    grey = img.convert("L")
+    if _border_mean(grey) > 127:
+        grey = ImageOps.invert(grey)
+    if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
+        grey = _fit_object(grey)
+    pixels = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8)
+    return pixels.reshape(1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _border_mean(grey) -> float:
+    w, h = grey.size
+    pixels = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).reshape(h, w).float()
+    return torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean().item()
+
+
+def _fit_object(grey):
+    from PIL import Image
+
+    brightest = grey.getextrema()[1]
+    box = grey.point(lambda v: 255 if v > brightest * 0.1 else 0).getbbox() if brightest else None
+    if box:
+        grey = grey.crop(box)
+    w, h = grey.size
+    scale = IMAGE_SIZE / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    grey = grey.resize(size, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    canvas.paste(grey, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
+    return canvas
+
+
+def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Prediction]:
+    """Top-k classes for uint8 images [N, 1, 28, 28]."""
+    device = next(model.parameters()).device
+    probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()
+    values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    return [
+        Prediction([(CLASSES[i], p) for i, p in zip(idx.tolist(), val.tolist())])
+        for idx, val in zip(indices, values)
+    ]

@@ -1,0 +1,91 @@
+"""A run directory and the files in it. Every write is atomic.
+
+    runs/NAME/
+      config.json        the resolved config: recipe, model, seed, device, versions, data hashes
+      metrics.csv        one row per epoch
+      summary.json       the final results (test metrics, per-class accuracy, confusion matrix)
+      model.safetensors  the weights, with the model config in their metadata
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .checkpoint import WEIGHTS_FILE
+from .errors import LenetError
+from .files import write_json, write_text
+
+CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.csv", "summary.json"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float  # training only; evaluation is timed apart
+    images_per_s: float
+    eval_seconds: float
+    lr: float
+
+
+def create_run_dir(out: str | Path, name: str) -> Path:
+    """Make out/name; refuse to reuse a directory that already holds a run."""
+    path = Path(out) / name
+    if path.exists() and any(path.iterdir()):
+        raise LenetError(f"run directory {path} already exists; choose another --name or remove it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LenetError(f"cannot create run directory {path}: {e.strerror}") from None
+    return path
+
+
+def default_run_name(recipe_name: str, seed: int, out: str | Path) -> str:
+    base = f"{recipe_name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 2
+    while (Path(out) / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "lenet": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": sys.argv,
+    }
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    write_json(run_dir / CONFIG_FILE, config)
+
+
+def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(history[0])) if history else ["epoch"])
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in history)
+    write_text(run_dir / METRICS_FILE, buffer.getvalue())
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(run_dir / SUMMARY_FILE, summary)
+
+
+def weights_path(run_dir: Path) -> Path:
+    return run_dir / WEIGHTS_FILE

@@ -1,0 +1,69 @@
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lenet import create_model, load, save_model
+from lenet.errors import CheckpointError
+
+
+def test_round_trip_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lenet_wide").eval()
+    path = save_model(model, tmp_path / "m.safetensors")
+    loaded = load(path)
+    assert loaded.config == model.config and not loaded.training
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert load(tmp_path) is not None if (tmp_path / "model.safetensors").exists() else True
+
+
+def test_run_directory_or_file(tmp_path):
+    save_model(create_model("lenet"), tmp_path / "model.safetensors")
+    assert load(tmp_path).config == create_model("lenet").config
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run directory or checkpoint"):
+        load(tmp_path / "nope")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load(path)
+
+
+def test_foreign_safetensors_file_is_refused(tmp_path):
+    save_file({"w": torch.zeros(3)}, tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="not a lenet checkpoint"):
+        load(tmp_path / "other.safetensors")
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    """Weights of lenet_wide under the config of the tutorial's lenet."""
+    path = save_model(create_model("lenet_wide"), tmp_path / "m.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    metadata["model_config"] = json.dumps(create_model("lenet").config.to_dict())
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match="do not fit the model config"):
+        load(path)
+
+
+def test_a_pickle_is_never_loaded(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open('" + str(tmp_path / "pwned") + "', 'w').write('x')",))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(CheckpointError):
+        load(path)
+    assert not (tmp_path / "pwned").exists()

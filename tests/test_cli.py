@@ -1,0 +1,128 @@
+"""The `lenet` command end to end, as a user runs it: subprocesses, exit codes, stderr."""
+
+import json
+import subprocess
+
+import pytest
+from PIL import Image
+
+from conftest import LENET
+
+
+def lenet(*args, cwd=None):
+    return subprocess.run([*LENET, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=240)
+
+
+def assert_clean_error(proc, *fragments):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_summary_prints_the_tutorial_shapes():
+    proc = lenet("summary")
+    assert proc.returncode == 0, proc.stderr
+    assert "[64, 16, 4, 4]" in proc.stdout and "[64, 256]" in proc.stdout and "44,426" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = lenet("train", "--recipe", "seed", "--model", "lenet_bn", "--epochs", "1", "--batch-size", "256",
+                 "--device", "cpu", "--out", out, "--name", "r1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out / "r1", proc.stdout
+
+
+def test_train_prints_epochs_and_the_final_accuracy(trained_run):
+    run, stdout = trained_run
+    assert "epoch  1/1" in stdout and "img/s" in stdout and "test acc" in stdout
+    assert f"run saved to {run}" in stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"test accuracy {summary['test']['accuracy']:.2%}" in stdout
+
+
+def test_eval_json_agrees_with_the_run_summary(trained_run):
+    run, _ = trained_run
+    proc = lenet("eval", run, "--json", "--batch-size", "333")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    summary = json.loads((run / "summary.json").read_text())["test"]
+    assert result["total"] == 10_000 and result["correct"] == summary["correct"]
+    assert len(result["confusion_matrix"]) == 10 and "Ankle boot" in result["per_class_accuracy"]
+
+
+def test_eval_table_names_the_classes(trained_run):
+    proc = lenet("eval", trained_run[0])
+    assert proc.returncode == 0
+    assert "T-shirt/top" in proc.stdout and "confusion matrix" in proc.stdout and "/10000)" in proc.stdout
+
+
+def test_predict_json(trained_run, fmnist, tmp_path):
+    run, _ = trained_run
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(fmnist.test_images[i, 0].numpy(), mode="L").save(paths[-1])
+    proc = lenet("predict", run, *paths, "--json", "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [o["image"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    text = lenet("predict", run, paths[0])
+    assert text.stdout.startswith(f"{paths[0]}: {out[0]['label']} ")
+
+
+def test_existing_run_name_is_refused_and_kept(trained_run):
+    run, _ = trained_run
+    before = (run / "model.safetensors").read_bytes()
+    proc = lenet("train", "--recipe", "seed", "--epochs", "1", "--out", run.parent, "--name", run.name)
+    assert_clean_error(proc, "already exists")
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--epochs", "0"], "--epochs: 0 must be >= 1"),
+        (["train", "--lr", "abc"], "--lr"),
+        (["train", "--model", "resnet"], "invalid choice"),
+        (["train", "--device", "tpu"], "invalid choice"),
+        (["summary", "--batch-size", "-1"], "--batch-size"),
+        (["eval"], "RUN_OR_CHECKPOINT"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_flags_give_one_line(args, fragment):
+    proc = lenet(*args)
+    assert proc.returncode == 2
+    assert_clean_error(proc, fragment)
+
+
+def test_missing_checkpoint_and_bad_image(trained_run, tmp_path):
+    assert_clean_error(lenet("eval", tmp_path / "nope"), "no such run directory")
+    bad = tmp_path / "bad.png"
+    bad.write_text("hello")
+    assert_clean_error(lenet("predict", trained_run[0], bad), "bad.png")
+    assert_clean_error(lenet("predict", trained_run[0], tmp_path / "missing.png"), "missing.png: no such file")
+
+
+def test_cuda_asked_for_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_clean_error(lenet("train", "--device", "cuda", "--no-save-model"), "--device cuda")
+
+
+def test_no_data_offline_is_one_clear_line(trained_run, tmp_path):
+    code = ("import sys, pathlib, lenet.data as d; d.SYSTEM_DIR = pathlib.Path(sys.argv[1]); "
+            "from lenet.cli import main; sys.exit(main(sys.argv[2:]))")  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LENET_MIRRORS": "http://127.0.0.1:9/"}
+    proc = subprocess.run(
+        [LENET[0], "-c", code, str(tmp_path / "none"), "eval", str(trained_run[0]), "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert_clean_error(proc, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")

@@ -1,0 +1,61 @@
+"""Real training on a subset of the real data."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import small_subset
+from lenet import TrainConfig, get_recipe, load, train
+from lenet.errors import LenetError
+
+
+def _config(tmp_path, **recipe):
+    base = replace(get_recipe("default"), **{"model": "lenet_bn", "epochs": 2, "batch_size": 64, **recipe})
+    return TrainConfig(recipe=base, recipe_name="default", device="cpu", out=str(tmp_path), name="run", progress=False)
+
+
+def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
+    data = small_subset(fmnist, 6000, 2000)
+    result = train(_config(tmp_path), data=data)
+    assert result.final.accuracy > 0.75  # chance is 0.10
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    run = result.run_dir
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "summary.json"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == fmnist.sha256
+    assert config["environment"]["torch"] == torch.__version__
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss,train_accuracy,test_loss,test_accuracy") and len(lines) == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["correct"] == result.final.correct and summary["test"]["total"] == 2000
+    # The saved weights are the final model.
+    loaded = load(run)
+    x = data.test_images[:50].float() / 255
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))
+
+
+def test_same_seed_gives_bit_identical_weights_on_cpu(fmnist, tmp_path):
+    data = small_subset(fmnist, 1024, 256)
+    a = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.state_dict()
+    b = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.state_dict()
+    c = train(replace(_config(tmp_path, epochs=1), seed=1, save=False), data=data).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv.0.weight"], c["conv.0.weight"])
+
+
+def test_an_existing_run_is_never_overwritten(fmnist, tmp_path):
+    data = small_subset(fmnist, 256, 64)
+    first = train(_config(tmp_path, epochs=1), data=data).run_dir
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    with pytest.raises(LenetError, match="already exists"):
+        train(_config(tmp_path, epochs=1), data=data)
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+
+
+def test_seed_recipe_is_the_tutorial():
+    seed = get_recipe("seed")
+    assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == ("lenet", "adam", 0.01, 64, 5)
+    assert (seed.weight_decay, seed.schedule, seed.label_smoothing) == (0.0, "constant", 0.0)
