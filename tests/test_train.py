@@ -27,7 +27,7 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
     assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == fmnist.sha256
     assert config["environment"]["torch"] == torch.__version__
     lines = (run / "metrics.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,train_loss,train_accuracy,test_loss,test_accuracy") and len(lines) == 3
+    assert lines[0].startswith("epoch,train_loss,train_accuracy,eval_split,eval_loss,eval_accuracy") and len(lines) == 3
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["correct"] == result.final.correct and summary["test"]["total"] == 2000
     # The saved weights are the final model.

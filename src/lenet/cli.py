@@ -54,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=nonnegative_float)
     t.add_argument("--schedule", choices=SCHEDULES)
     t.add_argument("--label-smoothing", type=nonnegative_float)
-    t.add_argument("--seed", type=int, default=0, help="seeds weights and shuffling (default: 0)")
+    t.add_argument("--shift", type=int, help="random translations by up to this many pixels (0 = off)")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    t.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each test image's prediction with its mirror's")  # fmt: skip
+    t.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and augmentation (default: 0)")
+    t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
+    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
+    t.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (the CPU always is)")
     _add_device(t, DEVICES)
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="directory that holds run directories (default: runs)")
@@ -108,33 +115,45 @@ def _version() -> str:
 
 def cmd_train(args) -> int:
     from .recipes import get_recipe
-    from .train import TrainConfig, train
+    from .train import TrainConfig, train, train_seeds
 
-    overrides = {
-        key: value
-        for key in ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing")
-        if (value := getattr(args, key)) is not None
-    }
+    fields = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing",
+              "shift", "flip", "test_flip")  # fmt: skip
+    overrides = {key: value for key in fields if (value := getattr(args, key)) is not None}
     recipe = replace(get_recipe(args.recipe), **overrides)
     config = TrainConfig(
-        recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, data_dir=args.data_dir,
-        out=args.out, name=args.name, save=args.save_model, progress=args.progress,
+        recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
+        deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=args.name,
+        save=args.save_model, progress=args.progress,
     )  # fmt: skip
-    print(f"recipe {args.recipe}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, "
-          f"batch {recipe.batch_size}, {recipe.epochs} epochs, seed {args.seed}", flush=True)  # fmt: skip
-    result = train(config, on_epoch=lambda row: print(_epoch_line(row, recipe.epochs), flush=True))
-    final = result.final
-    print(f"test accuracy {final.accuracy:.2%} ({final.correct}/{final.total}), test loss {final.loss:.4f}, "
-          f"{result.train_seconds:.1f} s of training")  # fmt: skip
-    if result.run_dir is not None:
-        print(f"run saved to {result.run_dir}")
+    print(f"recipe {args.recipe}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
+          f"{recipe.epochs} epochs, seed {args.seed}" + (f" (+{args.seeds - 1} more)" if args.seeds > 1 else ""),
+          flush=True)  # fmt: skip
+    callbacks = {
+        "on_epoch": lambda row: print(_epoch_line(row, recipe.epochs), flush=True),
+        "on_warning": lambda text: print(f"warning: {text}", file=sys.stderr, flush=True),
+    }
+    if args.seeds == 1:
+        _print_result(train(config, **callbacks))
+        return 0
+    _, stats = train_seeds(config, args.seeds, on_run=lambda seed, r: _print_result(r, f"seed {seed}: "), **callbacks)
+    print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
+          f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
     return 0
+
+
+def _print_result(result, prefix: str = "") -> None:
+    final = result.final
+    print(f"{prefix}test accuracy {final.accuracy:.2%} ({final.correct}/{final.total}), test loss {final.loss:.4f}, "
+          f"{result.train_seconds:.1f} s of training", flush=True)  # fmt: skip
+    if result.run_dir is not None:
+        print(f"{prefix}run saved to {result.run_dir}", flush=True)
 
 
 def _epoch_line(row, epochs: int) -> str:
     return (
         f"epoch {row.epoch:>2}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_accuracy:.2%}  "
-        f"test loss {row.test_loss:.4f} acc {row.test_accuracy:.2%}  "
+        f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}  "
         f"{row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
     )
 

@@ -66,3 +66,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     predictions = logits.argmax(dim=1)
     confusion = confusion_matrix(labels, predictions, logits.shape[1]).cpu()
     return Evaluation(loss=loss, correct=int(confusion.diagonal().sum()), total=len(labels), confusion=confusion)
+
+
+def seed_statistics(accuracies: list[float], **extra: Any) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max of per-seed accuracies."""
+    t = torch.tensor(accuracies, dtype=torch.float64)
+    return {
+        "runs": len(accuracies),
+        "mean": t.mean().item(),
+        "std": t.std().item() if len(accuracies) > 1 else 0.0,
+        "min": t.min().item(),
+        "max": t.max().item(),
+        "accuracies": accuracies,
+        **extra,
+    }

@@ -34,6 +34,7 @@ class LeNetConfig:
     dropout: float = 0.0  # before each hidden fully connected layer
     input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
     input_std: float | None = None
+    flip_tta: bool = False  # in eval mode, average the logits of each image and its mirror
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -106,6 +107,12 @@ class LeNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self.config.flip_tta and not self.training:
+            both = self.classify(torch.cat([img, img.flip(-1)]))  # one pass over twice the batch
+            return both.view(2, len(img), -1).mean(0)
+        return self.classify(img)
+
+    def classify(self, img: torch.Tensor) -> torch.Tensor:
         feature = self.conv(self.normalize(img))
         return self.fc(feature.flatten(1))
 

@@ -28,6 +28,9 @@ class Recipe:
     batch_size: int = 128
     epochs: int = 10
     label_smoothing: float = 0.1
+    shift: int = 0  # random translations by up to this many pixels
+    flip: bool = False  # random horizontal flips
+    test_flip: bool = False  # average each test image's logits with its mirror's
     eval_batch_size: int = 1000  # evaluation in chunks keeps peak memory low
 
     def __post_init__(self) -> None:
@@ -46,6 +49,8 @@ class Recipe:
             raise LenetError(f"weight-decay must not be negative, not {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise LenetError(f"label-smoothing must be in [0, 1), not {self.label_smoothing}")
+        if not 0 <= self.shift <= 8:
+            raise LenetError(f"shift must be 0 to 8 pixels, not {self.shift}")
         if not 0 < self.warmup < 1:
             raise LenetError(f"warmup must be in (0, 1), not {self.warmup}")
 

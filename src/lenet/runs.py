@@ -33,8 +33,9 @@ class EpochMetrics:
     epoch: int
     train_loss: float
     train_accuracy: float
-    test_loss: float
-    test_accuracy: float
+    eval_split: str  # "test", or "val" for a run with a validation split
+    eval_loss: float
+    eval_accuracy: float
     seconds: float  # training only; evaluation is timed apart
     images_per_s: float
     eval_seconds: float

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -13,11 +14,28 @@ from torch import nn
 
 from . import runs
 from .checkpoint import save_model
-from .data import FashionMNIST, batch_indices, load_fashion_mnist, to_float
+from .data import FashionMNIST, augment, batch_indices, holdout, load_fashion_mnist, to_float
 from .device import describe, resolve_device
-from .metrics import Evaluation, evaluate
-from .models import LeNet, count_parameters, model_config
+from .errors import LenetError
+from .files import write_json
+from .metrics import Evaluation, evaluate, seed_statistics
+from .models import LeNet, LeNetConfig, count_parameters, model_config
 from .recipes import Recipe, get_recipe
+
+CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
+STUCK_ADVICE = (
+    "accuracy after epoch 1 is {accuracy:.1%}, chance level: the sigmoid units have saturated "
+    "(the tutorial's Adam at lr 0.01 on [0, 1] inputs does this on about a third of seeds) and "
+    "the run will most likely stay there; use --recipe default, or --lr 0.001, or --model lenet_relu"
+)
+
+
+def is_stuck(accuracy: float, num_classes: int = 10) -> bool:
+    return accuracy < 1 / num_classes + CHANCE_MARGIN
+
+
+class TrainingDiverged(LenetError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +45,9 @@ class TrainConfig:
     recipe: Recipe = field(default_factory=lambda: get_recipe("default"))
     recipe_name: str = "default"
     seed: int = 0
+    val_split: int = 0  # hold out this many training images; then every epoch is judged on them
     device: str = "auto"
+    deterministic: bool = False  # CUDA: deterministic kernels (the CPU is deterministic anyway)
     data_dir: str | None = None
     out: str = "runs"
     name: str | None = None  # run directory name; a fresh one is made up when None
@@ -39,9 +59,18 @@ class TrainConfig:
 class RunResult:
     model: LeNet
     history: list[runs.EpochMetrics]
-    final: Evaluation
+    final: Evaluation  # on the test set, always
     run_dir: Path | None
     train_seconds: float
+    warnings: list[str]
+
+
+def build_model(recipe: Recipe) -> LeNet:
+    return LeNet(recipe_model_config(recipe))
+
+
+def recipe_model_config(recipe: Recipe) -> LeNetConfig:
+    return model_config(recipe.model, flip_tta=recipe.test_flip)
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -67,59 +96,78 @@ def train(
     config: TrainConfig = TrainConfig(),
     data: FashionMNIST | None = None,
     on_epoch: Callable[[runs.EpochMetrics], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Train one model by `config`; evaluate on the test set after every epoch."""
+    """Train one model by `config`; judge it after every epoch on the validation or test set."""
     recipe = config.recipe
     device = resolve_device(config.device)
+    _set_determinism(device, config.deterministic)
     data = (data or load_fashion_mnist(config.data_dir)).to(device)
+    if config.val_split:
+        (train_x, train_y), (eval_x, eval_y) = holdout(data.train_images, data.train_labels, config.val_split)
+    else:
+        (train_x, train_y), (eval_x, eval_y) = (data.train_images, data.train_labels), (data.test_images, data.test_labels)
+    eval_split = "val" if config.val_split else "test"
     run_dir = _start_run_dir(config, data, device) if config.save else None
 
     torch.manual_seed(config.seed)
-    model = LeNet(model_config(recipe.model)).to(device)
+    model = build_model(recipe).to(device)
     optimizer = build_optimizer(model, recipe)
-    steps_per_epoch = -(-len(data.train_labels) // recipe.batch_size)
+    steps_per_epoch = -(-len(train_y) // recipe.batch_size)
     schedule = build_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
+    augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
 
     history: list[runs.EpochMetrics] = []
+    warnings: list[str] = []
     train_seconds = 0.0
     for epoch in range(1, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        loss_sum, correct = _train_epoch(model, optimizer, schedule, data, recipe, shuffle, device, config.progress, epoch)
+        batches = _progress(
+            batch_indices(len(train_y), recipe.batch_size, shuffle=True, generator=shuffle, device=device),
+            config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
+        )  # fmt: skip
+        loss_sum, correct = _train_epoch(model, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng)
         seconds = time.perf_counter() - start
+        if not math.isfinite(loss_sum):
+            kept = f"; the weights of epoch {epoch - 1} are kept in {run_dir}" if run_dir and epoch > 1 else ""
+            raise TrainingDiverged(f"the training loss became {loss_sum} in epoch {epoch}{kept}; try a lower --lr")
         train_seconds += seconds
         start = time.perf_counter()
-        test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
-        n = len(data.train_labels)
+        judged = evaluate(model, eval_x, eval_y, recipe.eval_batch_size)
         row = runs.EpochMetrics(
-            epoch=epoch, train_loss=loss_sum / n, train_accuracy=correct / n,
-            test_loss=test.loss, test_accuracy=test.accuracy, seconds=seconds,
-            images_per_s=n / seconds, eval_seconds=time.perf_counter() - start, lr=lr,
+            epoch=epoch, train_loss=loss_sum / len(train_y), train_accuracy=correct / len(train_y),
+            eval_split=eval_split, eval_loss=judged.loss, eval_accuracy=judged.accuracy, seconds=seconds,
+            images_per_s=len(train_y) / seconds, eval_seconds=time.perf_counter() - start, lr=lr,
         )  # fmt: skip
         history.append(row)
+        if epoch == 1 and is_stuck(judged.accuracy, model.config.num_classes):
+            warnings.append(STUCK_ADVICE.format(accuracy=judged.accuracy))
+            if on_warning is not None:
+                on_warning(warnings[-1])
         if run_dir is not None:
             runs.write_metrics(run_dir, history)
             save_model(model, runs.weights_path(run_dir), {"epoch": str(epoch)})
         if on_epoch is not None:
             on_epoch(row)
 
+    test = judged if eval_split == "test" else evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
     if run_dir is not None:
-        runs.write_summary(run_dir, _summary(model, test, history, train_seconds))
-    return RunResult(model.eval(), history, test, run_dir, train_seconds)
+        runs.write_summary(run_dir, _summary(config, model, test, history, train_seconds, warnings))
+    return RunResult(model.eval(), history, test, run_dir, train_seconds, warnings)
 
 
-def _train_epoch(model, optimizer, schedule, data, recipe, generator, device, progress, epoch) -> tuple[float, int]:
+def _train_epoch(model, optimizer, schedule, images, labels, batches, recipe: Recipe, rng) -> tuple[float, int]:
     model.train()
-    n = len(data.train_labels)
     # Sums stay on the device so the step never waits for the host.
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    batches = batch_indices(n, recipe.batch_size, shuffle=True, generator=generator, device=device)
-    bar = _progress_bar(progress, -(-n // recipe.batch_size), epoch, recipe.epochs)
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
     for idx in batches:
-        x, y = to_float(data.train_images[idx]), data.train_labels[idx]
-        logits = model(x)
+        x, y = images[idx], labels[idx]
+        if recipe.shift or recipe.flip:
+            x = augment(x, recipe.shift, recipe.flip, rng)
+        logits = model(to_float(x))
         loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,37 +176,45 @@ def _train_epoch(model, optimizer, schedule, data, recipe, generator, device, pr
             schedule.step()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(dim=1) == y).sum()
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
     return loss_sum.item(), int(correct.item())
 
 
-def _progress_bar(enabled: bool, total: int, epoch: int, epochs: int):
+def _progress(batches, enabled: bool, total: int, description: str):
     if not enabled:
-        return None
+        return batches
     try:
         from tqdm import tqdm
     except ImportError:
-        return None
+        return batches
     # disable=None: only on a terminal, so logs and CI output stay clean.
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=None)
+    return tqdm(batches, total=total, desc=description, unit="batch", leave=False, disable=None)
+
+
+def _set_determinism(device: torch.device, deterministic: bool) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
+        if deterministic:
+            import os
+
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def _start_run_dir(config: TrainConfig, data: FashionMNIST, device: torch.device) -> Path:
     name = config.name or runs.default_run_name(config.recipe_name, config.seed, config.out)
     run_dir = runs.create_run_dir(config.out, name)
-    recipe = config.recipe
     runs.write_config(
         run_dir,
         {
             "recipe_name": config.recipe_name,
-            "recipe": recipe.to_dict(),
-            "model_config": model_config(recipe.model).to_dict(),
+            "recipe": config.recipe.to_dict(),
+            "model_config": recipe_model_config(config.recipe).to_dict(),
             "seed": config.seed,
+            "val_split": config.val_split,
+            "eval_split": "val" if config.val_split else "test",
             "device": str(device),
             "device_name": describe(device),
+            "deterministic": config.deterministic,
             "data": {"source": data.source, "sha256": data.sha256},
             "environment": runs.environment(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -167,7 +223,7 @@ def _start_run_dir(config: TrainConfig, data: FashionMNIST, device: torch.device
     return run_dir
 
 
-def _summary(model: LeNet, test: Evaluation, history: list[runs.EpochMetrics], train_seconds: float) -> dict:
+def _summary(config: TrainConfig, model: LeNet, test: Evaluation, history, train_seconds: float, warnings) -> dict:
     return {
         "model": model.config.to_dict(),
         "parameters": count_parameters(model),
@@ -175,5 +231,44 @@ def _summary(model: LeNet, test: Evaluation, history: list[runs.EpochMetrics], t
         "train_seconds": train_seconds,
         "final_train_loss": history[-1].train_loss,
         "final_train_accuracy": history[-1].train_accuracy,
+        "per_epoch_split": history[-1].eval_split,
+        "val": {"loss": history[-1].eval_loss, "accuracy": history[-1].eval_accuracy} if config.val_split else None,
         "test": test.to_dict(),
+        "stuck": is_stuck(test.accuracy, model.config.num_classes),
+        "warnings": warnings,
     }
+
+
+def train_seeds(
+    config: TrainConfig,
+    seeds: int,
+    data: FashionMNIST | None = None,
+    on_run: Callable[[int, RunResult], None] | None = None,
+    **callbacks,
+) -> tuple[list[RunResult], dict]:
+    """Train seeds config.seed .. config.seed + seeds - 1; runs go in out/NAME/seed-K/.
+
+    Returns the runs and the statistics of their final test accuracy (also saved as
+    out/NAME/seeds.json when saving).
+    """
+    data = data or load_fashion_mnist(config.data_dir)
+    group = config.name or runs.default_run_name(config.recipe_name, config.seed, config.out).replace(
+        f"-seed{config.seed}", f"-{seeds}seeds"
+    )
+    out = Path(config.out) / group
+    if config.save:
+        runs.create_run_dir(config.out, group)
+    results = []
+    for seed in range(config.seed, config.seed + seeds):
+        result = train(replace(config, seed=seed, out=str(out), name=f"seed-{seed}"), data, **callbacks)
+        results.append(result)
+        if on_run is not None:
+            on_run(seed, result)
+    stats = seed_statistics(
+        [r.final.accuracy for r in results],
+        stuck=sum(is_stuck(r.final.accuracy) for r in results),
+        seeds=list(range(config.seed, config.seed + seeds)),
+    )
+    if config.save:
+        write_json(out / "seeds.json", {"recipe": config.recipe.to_dict(), "split": "test", **stats})
+    return results, stats

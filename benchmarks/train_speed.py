@@ -1,0 +1,189 @@
+"""Training speed: the tutorial's pipeline against lenet's engine, side by side in one run.
+
+    python -m benchmarks.train_speed [--device auto] [--epochs 3] [--workers 2]
+
+Each measurement runs in its own child process, so that the peak resident memory of its
+whole process tree (DataLoader workers included) is its own. Printed: seconds per
+training epoch (evaluation excluded), images/s, the speed ratio, the test accuracy of
+both after the same number of epochs, peak memory, and the default recipe's
+time-to-accuracy (training seconds until test accuracy first reaches 90/91/92%,
+judged after each epoch; evaluation time is reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+TARGETS = (0.90, 0.91, 0.92)
+
+
+# --- children: each does one measurement and prints one JSON line ---------------------
+
+
+def child_reference(args) -> dict:
+    import torch
+
+    from benchmarks import reference
+    from lenet import create_model, evaluate, load_fashion_mnist
+    from lenet.device import resolve_device
+
+    device = resolve_device(args.device)
+    data = load_fashion_mnist()
+    torch.manual_seed(args.seed)
+    model = create_model("lenet").to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loader = reference.train_loader(data, batch_size=64, workers=args.workers, seed=args.seed)
+    seconds = [reference.train_epoch(model, optimizer, loader, device) for _ in range(args.epochs)]
+    test = data.to(device)
+    accuracy = evaluate(model, test.test_images, test.test_labels).accuracy
+    return {"seconds": seconds, "accuracy": accuracy, **_gpu_memory(device)}
+
+
+def child_engine(args) -> dict:
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe, load_fashion_mnist, train
+
+    recipe = get_recipe(args.recipe)
+    recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
+    config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
+                         progress=False)  # fmt: skip
+    result = train(config, load_fashion_mnist())
+    rows = result.history
+    return {
+        "seconds": [r.seconds for r in rows],
+        "accuracy": result.final.accuracy,
+        "accuracies": [r.eval_accuracy for r in rows],
+        "eval_seconds": [r.eval_seconds for r in rows],
+        **_gpu_memory(result.model.conv[0].weight.device),
+    }
+
+
+def _gpu_memory(device) -> dict:
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+# --- the parent: runs the children and watches their memory ---------------------------
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total / 2**20
+
+
+def run_child(kind: str, args, extra: list[str] = ()) -> dict:
+    command = [sys.executable, "-m", "benchmarks.train_speed", "--child", kind, "--device", args.device,
+               "--epochs", str(args.epochs), "--workers", str(args.workers), "--seed", str(args.seed), *extra]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    peak = [0.0]
+
+    def watch():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child {kind} failed (exit {proc.returncode})")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": peak[0]}
+
+
+def hardware(device: str) -> str:
+    import torch
+
+    from lenet.device import describe, resolve_device
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return (f"{describe(resolve_device(device))}; CPU {cpu}, {os.cpu_count()} logical cores; "
+            f"PyTorch {torch.__version__}; Python {platform.python_version()}")  # fmt: skip
+
+
+def steady(seconds: list[float]) -> float:
+    """Per-epoch seconds without the first epoch (start-up, worker spawn, allocator warm-up)."""
+    return min(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs timed for the reference and the engine")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default="seed")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--skip-time-to-accuracy", action="store_true")
+    parser.add_argument("--child", choices=("reference", "engine"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        result = (child_reference if args.child == "reference" else child_engine)(args)
+        print(json.dumps(result))
+        return 0
+
+    print(hardware(args.device))
+    print(f"tutorial recipe (sigmoid LeNet, Adam lr 0.01, batch 64), {args.epochs} epochs, seed {args.seed}\n")
+    rows = {}
+    if not args.skip_reference:
+        rows[f"tutorial pipeline (PIL + DataLoader, {args.workers} workers)"] = run_child("reference", args)
+    rows["lenet engine"] = run_child("engine", args, ["--recipe", "seed"])
+    print(f"{'pipeline':<45} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
+    for name, r in rows.items():
+        gpu = f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"
+        s = steady(r["seconds"])
+        print(f"{name:<45} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
+    if len(rows) == 2:
+        ref, ours = (steady(r["seconds"]) for r in rows.values())
+        print(f"speed-up: {ref / ours:.1f}x per epoch (steady state: the fastest epoch after the first)")
+
+    if not args.skip_time_to_accuracy:
+        default = run_child("engine", argparse.Namespace(**{**vars(args), "epochs": 0}), ["--recipe", "default"])
+        print("\ndefault recipe, time to accuracy (training seconds, judged after each epoch):")
+        elapsed, evals = 0.0, 0.0
+        reached = {}
+        for seconds, eval_s, acc in zip(default["seconds"], default["eval_seconds"], default["accuracies"]):
+            elapsed, evals = elapsed + seconds, evals + eval_s
+            for target in TARGETS:
+                reached.setdefault(target, None)
+                if acc >= target and reached[target] is None:
+                    reached[target] = elapsed
+        for target, at in reached.items():
+            print(f"  {target:.0%}: " + (f"{at:.1f} s" if at is not None else f"not reached in {len(default['seconds'])} epochs"))
+        gpu = f", GPU peak {default['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in default else ""
+        print(f"  final {default['accuracy']:.2%}; evaluation took {evals:.1f} s in all (not counted); "
+              f"peak RSS {default['peak_rss_mb']:.0f} MB{gpu}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
