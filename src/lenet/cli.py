@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from typing import NoReturn
 
-from .errors import LenetError
+from .errors import Interrupted, LenetError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
     t.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (the CPU always is)")
+    t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
     _add_device(t, DEVICES)
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="directory that holds run directories (default: runs)")
@@ -120,6 +121,8 @@ def cmd_train(args) -> int:
     fields = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing",
               "shift", "flip", "test_flip")  # fmt: skip
     overrides = {key: value for key in fields if (value := getattr(args, key)) is not None}
+    if args.resume:
+        return _resume(args, overrides)
     recipe = replace(get_recipe(args.recipe), **overrides)
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
@@ -139,6 +142,18 @@ def cmd_train(args) -> int:
     _, stats = train_seeds(config, args.seeds, on_run=lambda seed, r: _print_result(r, f"seed {seed}: "), **callbacks)
     print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
           f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
+    return 0
+
+
+def _resume(args, overrides) -> int:
+    from .train import resume_config, train
+
+    if overrides or args.seeds > 1 or args.val_split or args.name:
+        raise LenetError("--resume continues a run with its own recipe; drop the other training flags")
+    config = resume_config(args.resume, device=args.device, data_dir=args.data_dir, progress=args.progress)
+    print(f"resuming {args.resume}", flush=True)
+    epochs = config.recipe.epochs
+    _print_result(train(config, resume=args.resume, on_epoch=lambda row: print(_epoch_line(row, epochs), flush=True)))
     return 0
 
 
@@ -235,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as e:
+        print(f"lenet {args.command}: {e}", file=sys.stderr)
+        return 130
     except LenetError as e:
         print(f"lenet {args.command}: error: {e}", file=sys.stderr)
         return 1

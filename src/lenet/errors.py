@@ -18,3 +18,12 @@ class CheckpointError(LenetError):
 
 class ImageError(LenetError):
     """An image file that cannot be read or decoded."""
+
+
+class Interrupted(LenetError):
+    """Ctrl-C during training; the epochs completed before it are saved."""
+
+    def __init__(self, epoch: int, run_dir=None):
+        saved = f"epochs 1-{epoch - 1} are saved; " if epoch > 1 else ""
+        how = f"continue with: lenet train --resume {run_dir}" if run_dir and epoch > 1 else "nothing was saved to resume"
+        super().__init__(f"interrupted in epoch {epoch}; {saved}{how}")

@@ -5,12 +5,14 @@
       metrics.csv        one row per epoch
       summary.json       the final results (test metrics, per-class accuracy, confusion matrix)
       model.safetensors  the weights, with the model config in their metadata
+      train_state.pt     model, optimizer, schedule and RNG states after the last epoch (--resume)
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import platform
 import sys
 import time
@@ -22,10 +24,11 @@ import torch
 
 from . import __version__
 from .checkpoint import WEIGHTS_FILE
-from .errors import LenetError
-from .files import write_json, write_text
+from .errors import CheckpointError, LenetError
+from .files import atomic_open, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.csv", "summary.json"
+STATE_FILE = "train_state.pt"  # optimizer, schedule, RNG states: what --resume needs
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class EpochMetrics:
 def create_run_dir(out: str | Path, name: str) -> Path:
     """Make out/name; refuse to reuse a directory that already holds a run."""
     path = Path(out) / name
-    if path.exists() and any(path.iterdir()):
+    # A kill during the very first write leaves only a hidden temporary file: not a run yet.
+    if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
         raise LenetError(f"run directory {path} already exists; choose another --name or remove it")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -86,6 +90,31 @@ def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / SUMMARY_FILE, summary)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise LenetError(f"{run_dir}: not a run directory (no {CONFIG_FILE})") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: unreadable ({e})") from None
+
+
+def write_train_state(run_dir: Path, state: dict[str, Any]) -> None:
+    with atomic_open(run_dir / STATE_FILE) as f:
+        torch.save(state, f)
+
+
+def read_train_state(run_dir: Path) -> dict[str, Any] | None:
+    """The training state, loaded without running code (weights_only); None before epoch 1 ends."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or unsafe files
+        raise CheckpointError(f"{path}: not a loadable training state ({type(e).__name__})") from None
 
 
 def weights_path(run_dir: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from . import runs
 from .checkpoint import save_model
 from .data import FashionMNIST, augment, batch_indices, holdout, load_fashion_mnist, to_float
 from .device import describe, resolve_device
-from .errors import LenetError
+from .errors import CheckpointError, Interrupted, LenetError
 from .files import write_json
 from .metrics import Evaluation, evaluate, seed_statistics
 from .models import LeNet, LeNetConfig, count_parameters, model_config
@@ -97,8 +97,13 @@ def train(
     data: FashionMNIST | None = None,
     on_epoch: Callable[[runs.EpochMetrics], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    resume: str | Path | None = None,
 ) -> RunResult:
-    """Train one model by `config`; judge it after every epoch on the validation or test set."""
+    """Train one model by `config`; judge it after every epoch on the validation or test set.
+
+    With `resume` (a run directory made with the same config, see `resume_config`), the
+    run continues after its last completed epoch and ends as an uninterrupted run would.
+    """
     recipe = config.recipe
     device = resolve_device(config.device)
     _set_determinism(device, config.deterministic)
@@ -108,7 +113,6 @@ def train(
     else:
         (train_x, train_y), (eval_x, eval_y) = (data.train_images, data.train_labels), (data.test_images, data.test_labels)
     eval_split = "val" if config.val_split else "test"
-    run_dir = _start_run_dir(config, data, device) if config.save else None
 
     torch.manual_seed(config.seed)
     model = build_model(recipe).to(device)
@@ -117,23 +121,35 @@ def train(
     schedule = build_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
+    state = TrainState(model, optimizer, schedule, shuffle, augment_rng)
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = runs.read_train_state(run_dir)
+        if saved is not None:  # else the run ended before its first epoch did: start it over
+            state.restore(saved, device)
+            runs.write_metrics(run_dir, state.history)  # a kill may have come between the state and these writes
+            save_model(model, runs.weights_path(run_dir), {"epoch": str(state.epoch)})
+    else:
+        run_dir = _start_run_dir(config, data, device) if config.save else None
 
-    history: list[runs.EpochMetrics] = []
-    warnings: list[str] = []
-    train_seconds = 0.0
-    for epoch in range(1, recipe.epochs + 1):
+    history, warnings = state.history, state.warnings
+    judged = None
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         batches = _progress(
             batch_indices(len(train_y), recipe.batch_size, shuffle=True, generator=shuffle, device=device),
             config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
         )  # fmt: skip
-        loss_sum, correct = _train_epoch(model, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng)
+        try:
+            loss_sum, correct = _train_epoch(model, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng)
+        except KeyboardInterrupt:
+            raise Interrupted(epoch, run_dir) from None
         seconds = time.perf_counter() - start
         if not math.isfinite(loss_sum):
             kept = f"; the weights of epoch {epoch - 1} are kept in {run_dir}" if run_dir and epoch > 1 else ""
             raise TrainingDiverged(f"the training loss became {loss_sum} in epoch {epoch}{kept}; try a lower --lr")
-        train_seconds += seconds
+        state.train_seconds += seconds
         start = time.perf_counter()
         judged = evaluate(model, eval_x, eval_y, recipe.eval_batch_size)
         row = runs.EpochMetrics(
@@ -146,16 +162,77 @@ def train(
             warnings.append(STUCK_ADVICE.format(accuracy=judged.accuracy))
             if on_warning is not None:
                 on_warning(warnings[-1])
+        state.epoch = epoch
         if run_dir is not None:
+            # The state first: it alone decides where a resumed run goes on from.
+            runs.write_train_state(run_dir, state.to_dict())
             runs.write_metrics(run_dir, history)
             save_model(model, runs.weights_path(run_dir), {"epoch": str(epoch)})
         if on_epoch is not None:
             on_epoch(row)
 
-    test = judged if eval_split == "test" else evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
+    if judged is None or eval_split != "test":
+        judged = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
+    test = judged
     if run_dir is not None:
-        runs.write_summary(run_dir, _summary(config, model, test, history, train_seconds, warnings))
-    return RunResult(model.eval(), history, test, run_dir, train_seconds, warnings)
+        runs.write_summary(run_dir, _summary(config, model, test, history, state.train_seconds, warnings))
+    return RunResult(model.eval(), history, test, run_dir, state.train_seconds, warnings)
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to go on after its last completed epoch, bit for bit."""
+
+    model: LeNet
+    optimizer: torch.optim.Optimizer
+    schedule: object | None
+    shuffle: torch.Generator
+    augment_rng: torch.Generator
+    epoch: int = 0
+    history: list[runs.EpochMetrics] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "rng": {"shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state(),
+                    "torch": torch.get_rng_state()},  # fmt: skip
+            "history": [asdict(row) for row in self.history],
+            "warnings": self.warnings,
+            "train_seconds": self.train_seconds,
+        }
+
+    def restore(self, saved: dict, device: torch.device) -> None:
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.schedule is not None:
+                self.schedule.load_state_dict(saved["schedule"])
+            self.shuffle.set_state(saved["rng"]["shuffle"])
+            self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.device))
+            torch.set_rng_state(saved["rng"]["torch"])
+            self.history = [runs.EpochMetrics(**row) for row in saved["history"]]
+            self.epoch, self.warnings, self.train_seconds = saved["epoch"], saved["warnings"], saved["train_seconds"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the saved training state does not fit this run's config ({e})") from None
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The TrainConfig a run was started with, read back from its config.json."""
+    saved = runs.read_config(Path(run_dir))
+    try:
+        config = TrainConfig(
+            recipe=Recipe.from_dict(saved["recipe"]), recipe_name=saved["recipe_name"], seed=saved["seed"],
+            val_split=saved["val_split"], device=saved["device"].split(":")[0], deterministic=saved["deterministic"],
+            out=str(Path(run_dir).parent), name=Path(run_dir).name,
+        )  # fmt: skip
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
+    return replace(config, **overrides)
 
 
 def _train_epoch(model, optimizer, schedule, images, labels, batches, recipe: Recipe, rng) -> tuple[float, int]:
