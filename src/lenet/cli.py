@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="run directory name (default: RECIPE-seedN-TIMESTAMP); never overwritten")
     t.add_argument("--save-model", action=argparse.BooleanOptionalAction, default=True, help="write the run directory")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar on a terminal")
+    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="after training, save plots and RUN/report.html (needs matplotlib)")  # fmt: skip
+    t.add_argument("--tensorboard", action="store_true",
+                   help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
@@ -83,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="lenet", choices=list(list_models()))
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.set_defaults(func=cmd_summary)
+
+    r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
+    r.add_argument("run", metavar="RUN", help="a run directory")
+    r.add_argument("--batch-size", type=positive_int, default=1000)
+    _add_device(r, DEVICES)
+    _add_data_dir(r)
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="overlaid learning curves and a side-by-side table of runs")
+    c.add_argument("runs", metavar="RUN", nargs="+", help="two or more run directories")
+    c.add_argument("--out", default="compare.html", help="the HTML file; the curves go beside it as .png (default: compare.html)")
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
@@ -107,7 +123,9 @@ def _version() -> str:
 
 
 def cmd_train(args) -> int:
+    from .data import load_fashion_mnist
     from .recipes import get_recipe
+    from .runs import default_run_name
     from .train import TrainConfig, train
 
     overrides = {
@@ -116,19 +134,56 @@ def cmd_train(args) -> int:
         if (value := getattr(args, key)) is not None
     }
     recipe = replace(get_recipe(args.recipe), **overrides)
+    # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
+    name = args.name or default_run_name(args.recipe, args.seed, args.out)
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, data_dir=args.data_dir,
-        out=args.out, name=args.name, save=args.save_model, progress=args.progress,
+        out=args.out, name=name, save=args.save_model, progress=args.progress,
     )  # fmt: skip
+    board = _tensorboard(args, name) if args.tensorboard else None
+    data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
     print(f"recipe {args.recipe}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, "
           f"batch {recipe.batch_size}, {recipe.epochs} epochs, seed {args.seed}", flush=True)  # fmt: skip
-    result = train(config, on_epoch=lambda row: print(_epoch_line(row, recipe.epochs), flush=True))
+
+    def on_epoch(row) -> None:
+        print(_epoch_line(row, recipe.epochs), flush=True)
+        if board is not None:
+            board.log_epoch(row)
+
+    result = train(config, data=data, on_epoch=on_epoch)
     final = result.final
     print(f"test accuracy {final.accuracy:.2%} ({final.correct}/{final.total}), test loss {final.loss:.4f}, "
           f"{result.train_seconds:.1f} s of training")  # fmt: skip
     if result.run_dir is not None:
-        print(f"run saved to {result.run_dir}")
+        print(f"run saved to {result.run_dir}", flush=True)
+        if args.report:
+            _report_after_training(result.run_dir, data, args.device, board, len(result.history))
+    if board is not None:
+        board.close()
     return 0
+
+
+def _tensorboard(args, name: str):
+    from pathlib import Path
+
+    from .tensorboard_log import TensorBoardLog
+
+    if not args.save_model:
+        raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-model")
+    return TensorBoardLog(Path(args.out) / name)
+
+
+def _report_after_training(run_dir, data, device: str, board, step: int) -> None:
+    from .report import PlotsUnavailable, write_report
+
+    try:
+        report = write_report(run_dir, data, device=device)
+    except PlotsUnavailable as e:
+        print(f"no report: {e}")  # training worked; the plots are an extra
+        return
+    print(f"report written to {report.path}")
+    if board is not None:
+        board.log_images(report.figures, step)
 
 
 def _epoch_line(row, epochs: int) -> str:
@@ -161,6 +216,27 @@ def cmd_eval(args) -> int:
     print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(CLASSES))))
     for i, (name, row) in enumerate(zip(CLASSES, result.confusion.tolist())):
         print(f"{name:<{width}}  " + " ".join(f"{v:>5}" for v in row) + f"   {i}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .runs import PLOTS_DIR
+
+    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
+    result = report.evaluation
+    print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
+    print(f"plots saved to {report.path.parent / PLOTS_DIR}")
+    print(f"report written to {report.path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare, comparison_text
+
+    result = compare(args.runs, args.out)
+    print(comparison_text(result.rows))
+    print(f"\ncomparison written to {result.html} (curves: {result.png})")
     return 0
 
 
