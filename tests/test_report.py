@@ -261,6 +261,6 @@ def test_report_in_a_browser_loads_every_image_without_errors(browser, report):
 def test_comparison_in_a_browser(browser, run, tmp_path):
     other = shutil.copytree(run, tmp_path / "other")
     result = compare([run, other], tmp_path / "compare.html")
-    title, images, errors, requests = open_in_browser(browser, result.html)
+    _, images, errors, requests = open_in_browser(browser, result.html)
     assert errors == [] and requests == [result.html.resolve().as_uri()]
     assert [(w, h) for _, _, w, h in images] == [expected_size("curves")]

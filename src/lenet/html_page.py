@@ -40,7 +40,7 @@ def page(title: str, sections: Iterable[str], subtitle: str = "") -> str:
 </head>
 <body>
 <h1>{escape(title)}</h1>
-{f'<p class="note">{escape(subtitle)}</p>' if subtitle else ''}
+{f'<p class="note">{escape(subtitle)}</p>' if subtitle else ""}
 {body}
 </body>
 </html>
@@ -55,7 +55,7 @@ def paragraph(text: str) -> str:
     return f'<p class="note">{escape(text)}</p>'
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"

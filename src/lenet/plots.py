@@ -62,7 +62,8 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str
             if f"{split}_loss" not in rows[0]:
                 continue
             name = f"{label} {split}".strip()
-            kw = dict(color=f"C{i}" if label else _split_color(split), linestyle=styles[split], marker="o", markersize=3)
+            color = f"C{i}" if label else _split_color(split)  # a run's colour, or a split's for one run
+            kw = {"color": color, "linestyle": styles[split], "marker": "o", "markersize": 3}
             loss_ax.plot(epochs, [row[f"{split}_loss"] for row in rows], label=name, **kw)
             acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in rows], label=name, **kw)
     _style_axes(loss_ax, "loss (cross-entropy per image)")
@@ -162,9 +163,7 @@ def filters(weights: torch.Tensor) -> Figure:
     return fig
 
 
-def feature_maps(
-    images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps, classes: Sequence[str]
-) -> Figure:
+def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps, classes: Sequence[str]) -> Figure:
     """One row per image: the input, then its feature maps in this block (first MAX_CHANNELS)."""
     channels = min(found.maps.shape[1], MAX_CHANNELS)
     fig = new_figure("features")
@@ -181,7 +180,5 @@ def feature_maps(
         ax.set_axis_off()
     _, total, height, width = found.maps.shape
     shown = f"all {total}" if channels == total else f"first {channels} of {total}"
-    fig.suptitle(
-        f"conv block {found.block}: {found.kind} output ({found.layer}), {shown} channels of {height}x{width}"
-    )
+    fig.suptitle(f"conv block {found.block}: {found.kind} output ({found.layer}), {shown} channels of {height}x{width}")
     return fig

@@ -31,15 +31,13 @@ PLOTS_HINT = "pip install 'lenet[plots]'"
 
 # name -> (heading, caption) for each figure, in report order; features1/2 are the conv blocks.
 FIGURES = {
-    "curves": ("Learning curves", "Loss and accuracy per epoch, from metrics.csv. The train loss includes "
-               "label smoothing where the recipe uses it; the test loss is plain cross-entropy."),
-    "confusion": ("Confusion matrix", "Rows are the true class, columns the prediction: the matrix `lenet eval` prints."),
-    "mistakes": ("Most confident mistakes", "Misclassified test images the model was surest about, "
-                 "with its probability for the wrong class."),
+    "curves": ("Learning curves", "Per epoch, from metrics.csv. The train loss includes any label smoothing."),
+    "confusion": ("Confusion matrix", "Rows: true class; columns: prediction. The matrix `lenet eval` prints."),
+    "mistakes": ("Most confident mistakes", "Wrong answers the model was surest of, with its probability."),
     "filters": ("First-layer filters", "The kernels of the first convolution, on one colour scale."),
     "features1": ("Feature maps: block 1", "What the first convolution block responds to, one row per test image."),
     "features2": ("Feature maps: block 2", "The second block's maps: coarser, combining the first block's features."),
-}  # fmt: skip
+}
 
 
 class PlotsUnavailable(LenetError):
@@ -76,7 +74,7 @@ def write_report(
     run = read_run(run_dir)
     device = resolve_device(device)
     model = load(run.path, device)
-    data = data or load_fashion_mnist(data_dir)
+    data = load_fashion_mnist(data_dir) if data is None else data
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     evaluation = evaluate(model, images, labels, batch_size)
     logits = predict_logits(model, images, batch_size)  # evaluate() keeps its logits to itself
@@ -122,7 +120,7 @@ def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: di
             H.section("Results", H.key_value_table(_results(run, evaluation, parameters), ("result", "value"))),
             H.section("Per-class accuracy", _per_class_table(evaluation)),
             *figure_sections,
-            H.section("Epochs", H.table(list(run.metrics[0]), ([_number(v) for v in row.values()] for row in run.metrics))),
+            H.section("Epochs", H.table(list(run.metrics[0]), [map(_number, row.values()) for row in run.metrics])),
             H.section("Configuration", H.key_value_table(H.flatten(run.config))),
         ],
         subtitle=f"{run.path} - {evaluation.total:,} test images, started {run.config.get('started', '?')}",
@@ -185,7 +183,8 @@ def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare
     runs = [read_run(path) for path in run_dirs]
     labels = _labels(runs)
     rows = [_comparison_row(label, run) for label, run in zip(labels, runs)]
-    png = plots.png_bytes(plots.compare_curves({label: run.metrics for label, run in zip(labels, runs)}))
+    curves = {label: run.metrics for label, run in zip(labels, runs)}
+    png = plots.png_bytes(plots.compare_curves(curves, f"{len(runs)} runs: solid test, dashed train"))
     write_bytes(png_path, png)
     page = H.page(
         f"lenet: {len(runs)} runs compared",
