@@ -8,12 +8,12 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data bench clean
+.PHONY: train test install data browser bench clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install data
@@ -29,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 
 data:
 	@sh scripts/get-data.sh
+
+# The HTML report's test opens it in Debian's chromium, driven by Playwright.
+browser:
+	@sh scripts/get-browser.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -41,6 +41,7 @@ def test_train_prints_epochs_and_the_final_accuracy(trained_run):
     run, stdout = trained_run
     assert "epoch  1/1" in stdout and "img/s" in stdout and "test acc" in stdout
     assert f"run saved to {run}" in stdout
+    assert f"report written to {run / 'report.html'}" in stdout and (run / "plots" / "confusion.png").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert f"test accuracy {summary['test']['accuracy']:.2%}" in stdout
 

@@ -56,6 +56,8 @@ def test_unreadable_images_raise_image_error(tmp_path, content):
 
 def test_huge_image_header_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr("lenet.inference.MAX_PIXELS", 100 * 100)
+    # load_image copies the limit into Pillow's global; restore that too, or later tests inherit it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     Image.new("L", (200, 200)).save(tmp_path / "big.png")
     with pytest.raises(ImageError, match="over the limit"):
         load_image(tmp_path / "big.png")

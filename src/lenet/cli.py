@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="run directory name (default: RECIPE-seedN-TIMESTAMP); never overwritten")
     t.add_argument("--save-model", action=argparse.BooleanOptionalAction, default=True, help="write the run directory")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar on a terminal")
+    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="after training, save plots and RUN/report.html (needs matplotlib)")  # fmt: skip
+    t.add_argument("--tensorboard", action="store_true",
+                   help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
@@ -91,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="lenet", choices=list(list_models()))
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.set_defaults(func=cmd_summary)
+
+    r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
+    r.add_argument("run", metavar="RUN", help="a run directory")
+    r.add_argument("--batch-size", type=positive_int, default=1000)
+    _add_device(r, DEVICES)
+    _add_data_dir(r)
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="overlaid learning curves and a side-by-side table of runs")
+    c.add_argument("runs", metavar="RUN", nargs="+", help="two or more run directories")
+    c.add_argument("--out", default="compare.html", help="the HTML file; the curves go beside it as .png (default: compare.html)")
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
@@ -115,7 +131,9 @@ def _version() -> str:
 
 
 def cmd_train(args) -> int:
+    from .data import load_fashion_mnist
     from .recipes import get_recipe
+    from .runs import default_run_name
     from .train import TrainConfig, train, train_seeds
 
     fields = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing",
@@ -123,37 +141,61 @@ def cmd_train(args) -> int:
     overrides = {key: value for key in fields if (value := getattr(args, key)) is not None}
     if args.resume:
         return _resume(args, overrides)
+    if args.tensorboard and args.seeds > 1:
+        raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
     recipe = replace(get_recipe(args.recipe), **overrides)
+    # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
+    name = args.name or (default_run_name(args.recipe, args.seed, args.out) if args.seeds == 1 else None)
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
-        deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=args.name,
+        deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=name,
         save=args.save_model, progress=args.progress,
     )  # fmt: skip
+    board = _tensorboard(args, name) if args.tensorboard else None
+    data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
     print(f"recipe {args.recipe}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
           f"{recipe.epochs} epochs, seed {args.seed}" + (f" (+{args.seeds - 1} more)" if args.seeds > 1 else ""),
           flush=True)  # fmt: skip
-    callbacks = {
-        "on_epoch": lambda row: print(_epoch_line(row, recipe.epochs), flush=True),
-        "on_warning": lambda text: print(f"warning: {text}", file=sys.stderr, flush=True),
-    }
+
+    def on_epoch(row) -> None:
+        print(_epoch_line(row, recipe.epochs), flush=True)
+        if board is not None:
+            board.log_epoch(row)
+
+    def on_warning(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    def finish(result, prefix: str = "") -> None:
+        _print_result(result, prefix)
+        if result.run_dir is not None and args.report:
+            _report_after_training(result.run_dir, data, args.device, board, len(result.history))
+
     if args.seeds == 1:
-        _print_result(train(config, **callbacks))
-        return 0
-    _, stats = train_seeds(config, args.seeds, on_run=lambda seed, r: _print_result(r, f"seed {seed}: "), **callbacks)
-    print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
-          f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
+        finish(train(config, data=data, on_epoch=on_epoch, on_warning=on_warning))
+    else:
+        _, stats = train_seeds(config, args.seeds, data=data, on_run=lambda seed, r: finish(r, f"seed {seed}: "),
+                               on_epoch=on_epoch, on_warning=on_warning)  # fmt: skip
+        print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
+              f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
+    if board is not None:
+        board.close()
     return 0
 
 
 def _resume(args, overrides) -> int:
     from .train import resume_config, train
 
-    if overrides or args.seeds > 1 or args.val_split or args.name:
+    if overrides or args.seeds > 1 or args.val_split or args.name or args.tensorboard:
         raise LenetError("--resume continues a run with its own recipe; drop the other training flags")
     config = resume_config(args.resume, device=args.device, data_dir=args.data_dir, progress=args.progress)
     print(f"resuming {args.resume}", flush=True)
     epochs = config.recipe.epochs
-    _print_result(train(config, resume=args.resume, on_epoch=lambda row: print(_epoch_line(row, epochs), flush=True)))
+    result = train(config, resume=args.resume, on_epoch=lambda row: print(_epoch_line(row, epochs), flush=True))
+    _print_result(result)
+    if args.report:
+        from .data import load_fashion_mnist
+
+        _report_after_training(result.run_dir, load_fashion_mnist(args.data_dir), args.device, None, epochs)
     return 0
 
 
@@ -163,6 +205,29 @@ def _print_result(result, prefix: str = "") -> None:
           f"{result.train_seconds:.1f} s of training", flush=True)  # fmt: skip
     if result.run_dir is not None:
         print(f"{prefix}run saved to {result.run_dir}", flush=True)
+
+
+def _tensorboard(args, name: str):
+    from pathlib import Path
+
+    from .tensorboard_log import TensorBoardLog
+
+    if not args.save_model:
+        raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-model")
+    return TensorBoardLog(Path(args.out) / name)
+
+
+def _report_after_training(run_dir, data, device: str, board, step: int) -> None:
+    from .report import PlotsUnavailable, write_report
+
+    try:
+        report = write_report(run_dir, data, device=device)
+    except PlotsUnavailable as e:
+        print(f"no report: {e}")  # training worked; the plots are an extra
+        return
+    print(f"report written to {report.path}", flush=True)
+    if board is not None:
+        board.log_images(report.figures, step)
 
 
 def _epoch_line(row, epochs: int) -> str:
@@ -195,6 +260,27 @@ def cmd_eval(args) -> int:
     print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(CLASSES))))
     for i, (name, row) in enumerate(zip(CLASSES, result.confusion.tolist())):
         print(f"{name:<{width}}  " + " ".join(f"{v:>5}" for v in row) + f"   {i}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .runs import PLOTS_DIR
+
+    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
+    result = report.evaluation
+    print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
+    print(f"plots saved to {report.path.parent / PLOTS_DIR}")
+    print(f"report written to {report.path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare, comparison_text
+
+    result = compare(args.runs, args.out)
+    print(comparison_text(result.rows))
+    print(f"\ncomparison written to {result.html} (curves: {result.png})")
     return 0
 
 

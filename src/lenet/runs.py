@@ -6,6 +6,8 @@
       summary.json       the final results (test metrics, per-class accuracy, confusion matrix)
       model.safetensors  the weights, with the model config in their metadata
       train_state.pt     model, optimizer, schedule and RNG states after the last epoch (--resume)
+      report.html        config, results and plots in one self-contained page (`lenet report`)
+      plots/             the report's figures as PNG files
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ from .files import atomic_open, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.csv", "summary.json"
 STATE_FILE = "train_state.pt"  # optimizer, schedule, RNG states: what --resume needs
+REPORT_FILE, PLOTS_DIR = "report.html", "plots"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory's files, read back. `summary` is None while the run is unfinished."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, float]]  # one row per epoch, metrics.csv's columns
+    summary: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -119,3 +136,47 @@ def read_train_state(run_dir: Path) -> dict[str, Any] | None:
 
 def weights_path(run_dir: Path) -> Path:
     return run_dir / WEIGHTS_FILE
+
+
+# --- reading a run back ---------------------------------------------------------------
+
+
+def read_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise LenetError(f"{path}: no such run directory")
+    if not (path / METRICS_FILE).is_file():
+        raise LenetError(f"{path}: no {METRICS_FILE}, so not a lenet run (or its first epoch never finished)")
+    summary = _read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).is_file() else None
+    return Run(path, _read_json(path / CONFIG_FILE), read_metrics(path), summary)
+
+
+def by_split(row: dict[str, Any]) -> dict[str, float]:
+    """A metrics row with its eval columns named after their split: test_loss, val_accuracy, ..."""
+    split = row.get("eval_split", "test")
+    renamed = {"eval_loss": f"{split}_loss", "eval_accuracy": f"{split}_accuracy"}
+    return {renamed.get(key, key): float(value) for key, value in row.items() if key != "eval_split"}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / METRICS_FILE
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [by_split(row) for row in csv.DictReader(f)]
+    except (ValueError, TypeError) as e:
+        raise LenetError(f"{path}: not a lenet metrics file ({e})") from None
+    if not rows or "epoch" not in rows[0]:
+        raise LenetError(f"{path}: no epochs in it")
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LenetError(f"{path}: missing, so not a complete lenet run directory") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LenetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise LenetError(f"{path}: not a JSON object")
+    return obj

@@ -1,0 +1,111 @@
+"""What a trained LeNet learned, as tensors: first-layer filters, feature maps, worst mistakes.
+
+Plain torch, no plotting; plots.py draws these. Layers are found by type, never by index:
+batch norm shifts the indices (`conv.1` is BatchNorm2d in lenet_bn, Sigmoid in lenet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import to_float
+from .errors import LenetError
+from .models import ACTIVATIONS, LeNet
+
+_ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    block: int  # 1 or 2: which convolution block
+    layer: str  # the hooked module's name, e.g. "conv.2"
+    kind: str  # its type, e.g. "ReLU"
+    maps: torch.Tensor  # [images, channels, height, width], on the CPU
+
+
+@dataclass(frozen=True)
+class Mistakes:
+    """Misclassified test images, most confident first."""
+
+    indices: torch.Tensor  # into the test set
+    true: torch.Tensor
+    predicted: torch.Tensor
+    probability: torch.Tensor  # the model's probability for its (wrong) prediction
+
+
+def first_conv(model: LeNet) -> nn.Conv2d:
+    for module in model.conv:
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise LenetError("the model has no convolution layer")
+
+
+def first_layer_filters(model: LeNet) -> torch.Tensor:
+    """The first convolution's kernels, [out_channels, 5, 5] (one input channel: grey)."""
+    return first_conv(model).weight.detach().cpu()[:, 0]
+
+
+def block_activations(model: LeNet) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the nonlinearity in each convolution block, in order.
+
+    A block starts at a Conv2d; its feature maps are what comes out of the activation
+    that follows it (after batch norm where there is one, before the pooling).
+    """
+    found: list[tuple[str, nn.Module]] = []
+    in_block = False
+    for name, module in model.conv.named_children():
+        if isinstance(module, nn.Conv2d):
+            in_block = True
+        elif in_block and isinstance(module, _ACTIVATION_TYPES):
+            found.append((f"conv.{name}", module))
+            in_block = False
+    if not found:
+        raise LenetError("the model's conv block has no activation after a convolution")
+    return found
+
+
+@torch.inference_mode()
+def feature_maps(model: LeNet, images: torch.Tensor) -> list[FeatureMaps]:
+    """Each convolution block's activations for uint8 images [N, 1, 28, 28]."""
+    captured: list[FeatureMaps] = []
+    hooks = [
+        module.register_forward_hook(
+            lambda m, _inp, out, block=block, name=name: captured.append(
+                FeatureMaps(block, name, type(m).__name__, out.detach().cpu())
+            )
+        )
+        for block, (name, module) in enumerate(block_activations(model), start=1)
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        model(to_float(images.to(first_conv(model).weight.device)))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+def one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the first image of each of `count` different classes, in test-set order."""
+    seen: dict[int, int] = {}
+    for i, label in enumerate(labels.tolist()):
+        seen.setdefault(label, i)
+        if len(seen) == count:
+            break
+    return torch.tensor(list(seen.values()), dtype=torch.long)
+
+
+def confident_mistakes(logits: torch.Tensor, labels: torch.Tensor, count: int) -> Mistakes:
+    """The `count` misclassified images the model was surest about."""
+    probs = logits.float().softmax(dim=1).cpu()
+    labels = labels.cpu()
+    confidence, predicted = probs.max(dim=1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True, stable=True)[:count]
+    picked = wrong[order]
+    return Mistakes(picked, labels[picked], predicted[picked], confidence[picked])

@@ -1,0 +1,98 @@
+"""Self-contained HTML pages: every image inline as a base64 data URI, no scripts, no network.
+
+The Content-Security-Policy makes that a promise the browser keeps: anything that tried to
+load from elsewhere would be blocked (and show up as a console error), not fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1d1d1f; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f4f4f6; }
+img { max-width: 100%; height: auto; display: block; }
+figcaption, .note { color: #555; font-size: 0.9rem; }
+"""
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def page(title: str, sections: Iterable[str], subtitle: str = "") -> str:
+    body = "\n".join(sections)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{escape(title)}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>{escape(title)}</h1>
+{f'<p class="note">{escape(subtitle)}</p>' if subtitle else ""}
+{body}
+</body>
+</html>
+"""
+
+
+def section(heading: str, *parts: str) -> str:
+    return f"<section>\n<h2>{escape(heading)}</h2>\n" + "\n".join(parts) + "\n</section>"
+
+
+def paragraph(text: str) -> str:
+    return f'<p class="note">{escape(text)}</p>'
+
+
+def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def key_value_table(items: Mapping[str, Any], headers: Sequence[str] = ("setting", "value")) -> str:
+    # All text, left-aligned: a column mixing numbers and words reads badly split both ways.
+    return table(headers, ((key, _text(value)) for key, value in items.items()))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return f"<td>{escape(json.dumps(value))}</td>"
+    if isinstance(value, int):
+        return f'<td class="num">{value:,}</td>'
+    if isinstance(value, float):
+        return f'<td class="num">{value:.6g}</td>'
+    return f"<td>{escape(_text(value))}</td>"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def png_figure(png: bytes, alt: str, caption: str = "") -> str:
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+    return f'<figure>\n<img src="{src}" alt="{escape(alt)}">\n{cap}\n</figure>'
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"recipe": {"lr": 0.01}} -> {"recipe.lr": 0.01}, so nested configs fit in one table."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,184 @@
+"""The report's figures, drawn with matplotlib's Agg backend into PNG bytes.
+
+Only this module imports matplotlib, and only report.py imports this module, so training
+and every other command work without it. Figures are built with `Figure` directly, never
+pyplot: no global state, no GUI backend, nothing changed for a notebook that imports lenet.
+Every figure has a fixed size (SIZES, at DPI) so its PNG is always the same number of pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .analysis import FeatureMaps, Mistakes
+
+DPI = 100
+SIZES = {  # inches, width x height
+    "curves": (11.0, 4.2),
+    "confusion": (8.0, 7.0),
+    "mistakes": (12.0, 6.6),
+    "filters": (9.0, 3.0),
+    "features": (14.0, 4.6),
+}
+SPLITS = ("train", "val", "test")  # metrics.csv columns are SPLIT_loss and SPLIT_accuracy
+MAX_CHANNELS = 16  # feature maps per image; lenet_wide's 32 would leave no room to see any
+
+
+def new_figure(kind: str) -> Figure:
+    fig = Figure(figsize=SIZES[kind], dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, whatever backend the user's matplotlib is set to
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)  # no bbox_inches="tight": it would change the size
+    return buffer.getvalue()
+
+
+# --- learning curves ------------------------------------------------------------------
+
+
+def curves(metrics: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+    """Loss and accuracy per epoch for every split metrics.csv has (train, val, test)."""
+    return compare_curves({"": metrics}, title)
+
+
+def compare_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str = "") -> Figure:
+    """Several runs' curves overlaid: one colour per run, one line style per split."""
+    fig = new_figure("curves")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    styles = {"train": "--", "val": ":", "test": "-"}
+    for i, (label, rows) in enumerate(runs.items()):
+        epochs = [row["epoch"] for row in rows]
+        for split in SPLITS:
+            if f"{split}_loss" not in rows[0]:
+                continue
+            name = f"{label} {split}".strip()
+            color = f"C{i}" if label else _split_color(split)  # a run's colour, or a split's for one run
+            kw = {"color": color, "linestyle": styles[split], "marker": "o", "markersize": 3}
+            loss_ax.plot(epochs, [row[f"{split}_loss"] for row in rows], label=name, **kw)
+            acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in rows], label=name, **kw)
+    _style_axes(loss_ax, "loss (cross-entropy per image)")
+    _style_axes(acc_ax, "accuracy (%)")
+    acc_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _split_color(split: str) -> str:
+    return {"train": "C0", "val": "C2", "test": "C1"}[split]
+
+
+def _style_axes(ax: Axes, ylabel: str) -> None:
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+# --- confusion matrix -----------------------------------------------------------------
+
+
+def confusion(matrix: torch.Tensor, classes: Sequence[str]) -> Figure:
+    """A heat map of the counts `lenet eval` prints: rows true class, columns predicted."""
+    counts = matrix.cpu().long()
+    fig = new_figure("confusion")
+    ax = fig.subplots()
+    image = ax.imshow(counts.numpy(), cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="images")
+    threshold = counts.max().item() / 2
+    for (i, j), value in _cells(counts):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color="white" if value > threshold else "black")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45, ha="right")
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total, correct = counts.sum().item(), counts.diagonal().sum().item()
+    ax.set_title(f"confusion matrix: {correct:,} of {total:,} test images right ({correct / max(total, 1):.2%})")
+    return fig
+
+
+def _cells(counts: torch.Tensor):
+    for i, row in enumerate(counts.tolist()):
+        for j, value in enumerate(row):
+            yield (i, j), value
+
+
+def annotated_counts(fig: Figure) -> list[list[int]]:
+    """The numbers written on a confusion() figure, back as a matrix (for checking it)."""
+    ax = fig.axes[0]
+    n = len(ax.get_xticks())
+    matrix = [[0] * n for _ in range(n)]
+    for text in ax.texts:
+        j, i = text.get_position()
+        matrix[round(i)][round(j)] = int(text.get_text())
+    return matrix
+
+
+# --- images: mistakes, filters, feature maps -------------------------------------------
+
+
+def mistakes(images: torch.Tensor, found: Mistakes, classes: Sequence[str], rows: int = 3, cols: int = 8) -> Figure:
+    """A grid of misclassified test images with true class, predicted class and probability."""
+    fig = new_figure("mistakes")
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, index, true, predicted, prob in zip(
+        axes, found.indices.tolist(), found.true.tolist(), found.predicted.tolist(), found.probability.tolist()
+    ):
+        ax.imshow(images[index, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"true: {classes[true]}\npred: {classes[predicted]}\n{prob:.1%}", fontsize=8)
+    fig.suptitle(f"the {len(found.indices)} most confidently misclassified test images")
+    return fig
+
+
+def filters(weights: torch.Tensor) -> Figure:
+    """The first convolution's kernels [C, k, k], on one symmetric scale so signs compare."""
+    fig = new_figure("filters")
+    count = len(weights)
+    cols = min(count, 8)
+    axes = fig.subplots(math.ceil(count / cols), cols, squeeze=False).flatten()
+    limit = weights.abs().max().item() or 1.0
+    image = None
+    for ax in axes:
+        ax.set_axis_off()
+    for i, (ax, kernel) in enumerate(zip(axes, weights)):
+        image = ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"filter {i + 1}", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="weight")
+    side = weights.shape[-1]
+    fig.suptitle(f"the {count} {side}x{side} filters of the first convolution (red positive, blue negative)")
+    return fig
+
+
+def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps, classes: Sequence[str]) -> Figure:
+    """One row per image: the input, then its feature maps in this block (first MAX_CHANNELS)."""
+    channels = min(found.maps.shape[1], MAX_CHANNELS)
+    fig = new_figure("features")
+    axes = fig.subplots(len(images), channels + 1, squeeze=False)
+    for row, (image, label, maps) in enumerate(zip(images, labels.tolist(), found.maps)):
+        axes[row, 0].imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(classes[label], fontsize=8)
+        for c in range(channels):
+            # Each map on its own scale: what matters is where it responds, not how much.
+            axes[row, c + 1].imshow(maps[c].numpy(), cmap="viridis")
+            if row == 0:
+                axes[row, c + 1].set_title(f"ch {c + 1}", fontsize=8)
+    for ax in axes.flatten():
+        ax.set_axis_off()
+    _, total, height, width = found.maps.shape
+    shown = f"all {total}" if channels == total else f"first {channels} of {total}"
+    fig.suptitle(f"conv block {found.block}: {found.kind} output ({found.layer}), {shown} channels of {height}x{width}")
+    return fig

@@ -1,0 +1,250 @@
+"""`lenet report` and `lenet compare`: what a run learned, as PNG files and one HTML page.
+
+A report evaluates the run's saved model exactly as `lenet eval` does (checkpoint.load, then
+metrics.evaluate), so its confusion matrix is the one `lenet eval` prints. It runs after
+training, never inside it; without matplotlib it raises PlotsUnavailable and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from . import html_page as H
+from .analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
+from .checkpoint import load
+from .data import CLASSES, FashionMNIST, load_fashion_mnist
+from .device import resolve_device
+from .errors import LenetError
+from .files import write_bytes, write_text
+from .metrics import Evaluation, evaluate, predict_logits
+from .models import LeNet, LeNetConfig, count_parameters
+from .runs import PLOTS_DIR, REPORT_FILE, Run, read_run
+
+MISTAKES = 24  # the grid in plots.mistakes is 3 x 8
+EXAMPLES = 4  # test images, of different classes, shown through the feature maps
+PLOTS_HINT = "pip install 'lenet[plots]'"
+
+# name -> (heading, caption) for each figure, in report order; features1/2 are the conv blocks.
+FIGURES = {
+    "curves": ("Learning curves", "Per epoch, from metrics.csv. The train loss includes any label smoothing."),
+    "confusion": ("Confusion matrix", "Rows: true class; columns: prediction. The matrix `lenet eval` prints."),
+    "mistakes": ("Most confident mistakes", "Wrong answers the model was surest of, with its probability."),
+    "filters": ("First-layer filters", "The kernels of the first convolution, on one colour scale."),
+    "features1": ("Feature maps: block 1", "What the first convolution block responds to, one row per test image."),
+    "features2": ("Feature maps: block 2", "The second block's maps: coarser, combining the first block's features."),
+}
+
+
+class PlotsUnavailable(LenetError):
+    """matplotlib is not installed; training and evaluation work without it."""
+
+
+def load_plots() -> ModuleType:
+    try:
+        from . import plots
+    except ImportError:
+        raise PlotsUnavailable(f"plots need matplotlib, which is not installed: {PLOTS_HINT}") from None
+    return plots
+
+
+# --- one run ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path  # RUN/report.html
+    figures: dict[str, bytes]  # name -> PNG, as saved in RUN/plots/NAME.png
+    evaluation: Evaluation
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    data: FashionMNIST | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 1000,
+) -> Report:
+    """Evaluate a run's model on the test set, save its plots and RUN/report.html."""
+    plots = load_plots()
+    run = read_run(run_dir)
+    device = resolve_device(device)
+    model = load(run.path, device)
+    data = load_fashion_mnist(data_dir) if data is None else data
+    images, labels = data.test_images.to(device), data.test_labels.to(device)
+    evaluation = evaluate(model, images, labels, batch_size)
+    logits = predict_logits(model, images, batch_size)  # evaluate() keeps its logits to itself
+    figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
+    for name, png in figures.items():
+        write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
+    path = run.path / REPORT_FILE
+    write_text(path, render_report(run, evaluation, count_parameters(model), figures))
+    return Report(path, figures, evaluation)
+
+
+def draw_figures(
+    plots: ModuleType,
+    run: Run,
+    model: LeNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    evaluation: Evaluation,
+    logits: torch.Tensor,
+) -> dict[str, bytes]:
+    examples = one_per_class(labels, EXAMPLES)
+    shown, shown_labels = images[examples], labels[examples]
+    figures = {
+        "curves": plots.curves(run.metrics, f"{run.name}: learning curves"),
+        "confusion": plots.confusion(evaluation.confusion, CLASSES),
+        "mistakes": plots.mistakes(images, confident_mistakes(logits, labels, MISTAKES), CLASSES),
+        "filters": plots.filters(first_layer_filters(model)),
+    }
+    for maps in feature_maps(model, shown):
+        figures[f"features{maps.block}"] = plots.feature_maps(shown, shown_labels, maps, CLASSES)
+    return {name: plots.png_bytes(fig) for name, fig in figures.items()}
+
+
+def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: dict[str, bytes]) -> str:
+    figure_sections = [
+        H.section(heading, H.png_figure(figures[name], heading, caption))
+        for name, (heading, caption) in FIGURES.items()
+        if name in figures
+    ]
+    return H.page(
+        f"lenet run {run.name}",
+        [
+            H.section("Results", H.key_value_table(_results(run, evaluation, parameters), ("result", "value"))),
+            H.section("Per-class accuracy", _per_class_table(evaluation)),
+            *figure_sections,
+            H.section("Epochs", H.table(list(run.metrics[0]), [map(_number, row.values()) for row in run.metrics])),
+            H.section("Configuration", H.key_value_table(H.flatten(run.config))),
+        ],
+        subtitle=f"{run.path} - {evaluation.total:,} test images, started {run.config.get('started', '?')}",
+    )
+
+
+def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str]:
+    last = run.metrics[-1]
+    split = _eval_split(run)
+    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
+    return {
+        "test accuracy": f"{evaluation.accuracy:.2%} ({evaluation.correct:,} / {evaluation.total:,})",
+        "test loss": f"{evaluation.loss:.4f}",
+        f"best {split} accuracy": f"{best[f'{split}_accuracy']:.2%} (epoch {int(best['epoch'])})",
+        "final train loss / accuracy": f"{last['train_loss']:.4f} / {last['train_accuracy']:.2%}",
+        "recipe": str(run.config.get("recipe_name", "?")),
+        "model": str(run.config.get("recipe", {}).get("model", "?")),
+        "parameters": f"{parameters:,}",
+        "epochs": f"{len(run.metrics)}" + ("" if run.summary else " (unfinished: no summary.json)"),
+        "training time": f"{_train_seconds(run):.1f} s",
+    }
+
+
+def _per_class_table(evaluation: Evaluation) -> str:
+    counts = evaluation.confusion
+    rows = [
+        (name, f"{accuracy:.2%}", int(counts[i, i]), int(counts[i].sum()))
+        for i, (name, accuracy) in enumerate(zip(CLASSES, evaluation.per_class_accuracy))
+    ]
+    return H.table(("class", "accuracy", "right", "images"), rows)
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+# --- several runs -----------------------------------------------------------------------
+
+COMPARE_COLUMNS = (
+    "run", "recipe", "model", "seed", "epochs", "parameters",
+    "test accuracy", "best test accuracy", "test loss", "training time",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Comparison:
+    html: Path
+    png: Path
+    rows: list[tuple[str, ...]]  # one per run, COMPARE_COLUMNS
+
+
+def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare.html") -> Comparison:
+    """Overlaid learning curves (OUT with .png) and a side-by-side table (OUT, HTML)."""
+    if len(run_dirs) < 2:
+        raise LenetError("compare needs at least two runs")
+    html, png_path = Path(out), Path(out).with_suffix(".png")
+    if html.suffix.lower() not in (".html", ".htm"):
+        raise LenetError(f"{html}: the comparison is an HTML file; give a name ending in .html")
+    plots = load_plots()
+    runs = [read_run(path) for path in run_dirs]
+    labels = _labels(runs)
+    rows = [_comparison_row(label, run) for label, run in zip(labels, runs)]
+    curves = {label: run.metrics for label, run in zip(labels, runs)}
+    png = plots.png_bytes(plots.compare_curves(curves, f"{len(runs)} runs: solid test, dashed train"))
+    write_bytes(png_path, png)
+    page = H.page(
+        f"lenet: {len(runs)} runs compared",
+        [
+            H.section("Results", H.table(COMPARE_COLUMNS, rows)),
+            H.section("Learning curves", H.png_figure(png, "learning curves", "Solid: test. Dashed: train.")),
+        ],
+    )
+    write_text(html, page)
+    return Comparison(html, png_path, rows)
+
+
+def comparison_text(rows: list[tuple[str, ...]]) -> str:
+    """The table as aligned plain text, for the terminal."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(COMPARE_COLUMNS, *rows)]
+    lines = [COMPARE_COLUMNS, *rows]
+    return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
+    split = _eval_split(run)
+    last = run.metrics[-1]
+    best = max(row[f"{split}_accuracy"] for row in run.metrics)
+    return (
+        label,
+        str(run.config.get("recipe_name", "?")),
+        str(run.config.get("recipe", {}).get("model", "?")),
+        str(run.config.get("seed", "?")),
+        str(len(run.metrics)),
+        _parameters(run),
+        f"{last[f'{split}_accuracy']:.2%}",
+        f"{best:.2%}",
+        f"{last[f'{split}_loss']:.4f}",
+        f"{_train_seconds(run):.1f} s",
+    )
+
+
+def _labels(runs: list[Run]) -> list[str]:
+    # Run directory names, unless two share a name (runs/a/x and runs/b/x): then paths.
+    names = [run.name for run in runs]
+    return names if len(set(names)) == len(names) else [str(run.path) for run in runs]
+
+
+def _parameters(run: Run) -> str:
+    if run.summary and "parameters" in run.summary:
+        return f"{run.summary['parameters']:,}"
+    try:
+        return f"{count_parameters(LeNet(LeNetConfig.from_dict(run.config['model_config']))):,}"
+    except (KeyError, TypeError, LenetError):
+        return "?"
+
+
+def _eval_split(run: Run) -> str:
+    for split in ("test", "val"):
+        if f"{split}_accuracy" in run.metrics[0] and f"{split}_loss" in run.metrics[0]:
+            return split
+    raise LenetError(f"{run.path}: metrics.csv has no test or validation accuracy")
+
+
+def _train_seconds(run: Run) -> float:
+    if run.summary and "train_seconds" in run.summary:
+        return float(run.summary["train_seconds"])
+    return sum(row.get("seconds", 0.0) for row in run.metrics)

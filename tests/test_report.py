@@ -1,0 +1,266 @@
+"""Plots, the HTML report (opened in a real headless browser), run comparison, TensorBoard."""
+
+import io
+import json
+import os
+import shutil
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+import lenet
+import lenet.data
+from conftest import small_subset
+from lenet import TrainConfig, get_recipe, load, train
+from lenet.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
+from lenet.cli import main
+from lenet.data import CLASSES
+from lenet.errors import LenetError
+from lenet.metrics import evaluate
+from lenet.models import ACTIVATIONS, create_model, list_models, model_config
+from lenet.report import compare, write_report
+from lenet.runs import METRICS_FILE, PLOTS_DIR, read_run
+
+plots = pytest.importorskip("lenet.plots", reason="matplotlib is in the dev extra: pip install -e '.[dev]'")
+
+FIGURES = {"curves", "confusion", "mistakes", "filters", "features1", "features2"}
+CHROMIUM = os.environ.get("LENET_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(fmnist):
+    return small_subset(fmnist, 1000, 300)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    recipe = replace(get_recipe("default"), model="lenet_bn", epochs=2, batch_size=100)
+    out = tmp_path_factory.mktemp("runs")
+    return train(TrainConfig(recipe=recipe, device="cpu", out=str(out), name="bn", progress=False), data=data).run_dir
+
+
+@pytest.fixture(scope="module")
+def report(run, data):
+    return write_report(run, data)
+
+
+def expected_size(name: str) -> tuple[int, int]:
+    width, height = plots.SIZES[name.rstrip("12")]  # features1, features2 -> features
+    return round(width * plots.DPI), round(height * plots.DPI)
+
+
+# --- the plots ----------------------------------------------------------------------------
+
+
+def test_every_plot_is_saved_at_its_size(run, report):
+    assert set(report.figures) == FIGURES
+    for name in FIGURES:
+        with Image.open(run / PLOTS_DIR / f"{name}.png") as png:
+            assert png.format == "PNG" and png.size == expected_size(name), name
+
+
+def test_confusion_plot_shows_the_matrix_lenet_eval_prints(run, tmp_path, capsys, monkeypatch):
+    run = shutil.copytree(run, tmp_path / "run")  # the full test set, as `lenet eval` uses
+    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)["confusion_matrix"]
+
+    drawn = []
+    draw = plots.confusion
+
+    def spy(matrix, classes):
+        fig = draw(matrix, classes)
+        drawn.append(plots.annotated_counts(fig))
+        return fig
+
+    monkeypatch.setattr(plots, "confusion", spy)
+    report = write_report(run, device="cpu")
+    assert report.evaluation.confusion.tolist() == printed
+    assert drawn == [printed]  # the numbers written on the heat map
+
+
+def test_confusion_annotations_are_the_counts(data, run):
+    evaluation = evaluate(load(run), data.test_images, data.test_labels)
+    fig = plots.confusion(evaluation.confusion, CLASSES)
+    assert plots.annotated_counts(fig) == evaluation.confusion.tolist()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(CLASSES)
+
+
+@pytest.mark.parametrize("name", list(list_models()))
+def test_feature_maps_for_every_model(name, data):
+    """Found by layer type: batch norm shifts the activations to other indices."""
+    model = create_model(name)
+    config = model_config(name)
+    maps = feature_maps(model, data.test_images[:3])
+    side = 28 + 2 * config.padding - 4
+    assert [m.block for m in maps] == [1, 2]
+    assert [m.kind for m in maps] == [ACTIVATIONS[config.activation].__name__] * 2
+    assert maps[0].maps.shape == (3, config.channels[0], side, side)
+    assert maps[1].maps.shape == (3, config.channels[1], side // 2 - 4, side // 2 - 4)
+    assert first_layer_filters(model).shape == (config.channels[0], 5, 5)
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed
+    fig = plots.feature_maps(data.test_images[:3], data.test_labels[:3], maps[1], CLASSES)
+    assert Image.open(io.BytesIO(plots.png_bytes(fig))).size == expected_size("features")
+
+
+def test_confident_mistakes_are_wrong_and_sorted():
+    labels = torch.tensor([0, 1, 2, 3])
+    logits = torch.tensor([[5.0, 0, 0, 0], [0, 0, 4, 0], [0, 1, 0, 0], [0, 0, 0, 3]])
+    found = confident_mistakes(logits, labels, 10)
+    assert found.indices.tolist() == [1, 2] and found.predicted.tolist() == [2, 1]
+    assert found.probability[0] > found.probability[1] > 0.25
+
+
+def test_one_image_per_class():
+    assert one_per_class(torch.tensor([3, 3, 1, 3, 0, 1, 2]), 3).tolist() == [0, 2, 4]
+
+
+# --- the HTML report and comparison -----------------------------------------------------
+
+
+def test_report_html_holds_results_and_every_plot_inline(report):
+    html = report.path.read_text()
+    assert html.count('<img src="data:image/png;base64,') == len(FIGURES)
+    assert "http://" not in html and "https://" not in html  # nothing to fetch
+    assert f"{report.evaluation.accuracy:.2%}" in html and all(name in html for name in CLASSES)
+
+
+def test_compare_writes_curves_and_a_table(run, tmp_path, capsys):
+    other = shutil.copytree(run, tmp_path / "other")
+    out = tmp_path / "cmp" / "compare.html"
+    assert main(["compare", str(run), str(other), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "test accuracy" in lines[0] and lines[1].startswith("bn ") and lines[2].startswith("other ")
+    assert out.read_text().count("<tr>") == 3  # header and two runs
+    with Image.open(out.with_suffix(".png")) as png:
+        assert png.size == expected_size("curves")
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda tmp: tmp / "nope", "no such run directory"),
+        (lambda tmp: tmp, "no metrics.csv"),
+    ],
+)
+def test_bad_run_is_one_line_error(make, fragment, tmp_path, capsys):
+    assert main(["report", str(make(tmp_path))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and err[0].startswith("lenet report: error:")
+
+
+def test_bad_metrics_and_too_few_runs(run, tmp_path):
+    broken = shutil.copytree(run, tmp_path / "broken")
+    (broken / METRICS_FILE).write_text("epoch,train_loss\n1,abc\n")
+    with pytest.raises(LenetError, match="not a lenet metrics file"):
+        read_run(broken)
+    with pytest.raises(LenetError, match="at least two runs"):
+        compare([run])
+
+
+# --- train: the report after training, TensorBoard, without matplotlib --------------------
+
+
+@pytest.fixture
+def small_cli_data(data, monkeypatch):
+    # `lenet train` loads the whole set; give it the subset so it trains in seconds.
+    monkeypatch.setattr(lenet.data, "load_fashion_mnist", lambda *a, **k: data)
+
+
+def train_args(out, *extra):
+    return ["train", "--model", "lenet_bn", "--epochs", "1", "--batch-size", "100", "--device", "cpu",
+            "--no-progress", "--out", str(out), "--name", "r", *extra]  # fmt: skip
+
+
+def test_train_writes_the_report_and_tensorboard(small_cli_data, tmp_path, capsys):
+    tensorboard = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    assert main(train_args(tmp_path, "--tensorboard")) == 0
+    run = tmp_path / "r"
+    assert f"report written to {run / 'report.html'}" in capsys.readouterr().out
+    assert {p.stem for p in (run / PLOTS_DIR).iterdir()} == FIGURES
+    events = tensorboard.EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "accuracy/test", "lr"} <= set(events.Tags()["scalars"])
+    assert {f"report/{name}" for name in FIGURES} == set(events.Tags()["images"])
+
+
+def test_train_without_matplotlib_still_trains_and_says_how(small_cli_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "lenet.plots", None)
+    monkeypatch.delattr(lenet, "plots", raising=False)  # `from . import plots` looks here first
+    assert main(train_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "lenet[plots]" in line]
+    assert len(notes) == 1 and notes[0].startswith("no report: plots need matplotlib")
+    assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "report.html").exists()
+    assert main(["report", str(tmp_path / "r")]) == 1
+    assert "pip install 'lenet[plots]'" in capsys.readouterr().err
+
+
+def test_tensorboard_missing_is_one_line_before_training(small_cli_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert main(train_args(tmp_path, "--tensorboard")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'lenet[tensorboard]'" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+# --- in a real browser ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (it is in the dev extra)")
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"no chromium at {CHROMIUM}; `make test` installs Debian's (scripts/get-browser.sh)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: under CI the browser test must run")
+    pytest.skip(reason)
+
+
+def open_in_browser(browser, path):
+    """Load a page; return its images' state, console errors and every URL it requested."""
+    page = browser.new_page()
+    errors, requests = [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    images = page.evaluate("[...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+    title = page.title()
+    page.close()
+    return title, images, errors, requests
+
+
+def test_report_in_a_browser_loads_every_image_without_errors(browser, report):
+    title, images, errors, requests = open_in_browser(browser, report.path)
+    assert errors == []
+    assert requests == [report.path.resolve().as_uri()]  # self-contained: nothing else fetched
+    assert title == f"lenet run {report.path.parent.name}"
+    assert len(images) == len(FIGURES)
+    for alt, complete, width, height in images:
+        assert complete and width > 0 and height > 0, alt
+
+
+def test_comparison_in_a_browser(browser, run, tmp_path):
+    other = shutil.copytree(run, tmp_path / "other")
+    result = compare([run, other], tmp_path / "compare.html")
+    _, images, errors, requests = open_in_browser(browser, result.html)
+    assert errors == [] and requests == [result.html.resolve().as_uri()]
+    assert [(w, h) for _, _, w, h in images] == [expected_size("curves")]
