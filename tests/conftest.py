@@ -34,3 +34,21 @@ def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
         data.train_images[:n_train], data.train_labels[:n_train],
         data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_run(fmnist, tmp_path_factory) -> Path:
+    """A real run directory of a briefly trained lenet_bn (one epoch on 12,000 images, a few seconds)."""
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe, train
+
+    recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1, batch_size=128)
+    out = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(recipe=recipe, recipe_name="seed", device="cpu", out=str(out), name="small", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net on a busy 2-core machine: one thread is many times faster
+    try:
+        return train(config, data=small_subset(fmnist, 12_000, 1_000)).run_dir
+    finally:
+        torch.set_num_threads(threads)

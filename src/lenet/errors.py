@@ -18,3 +18,11 @@ class CheckpointError(LenetError):
 
 class ImageError(LenetError):
     """An image file that cannot be read or decoded."""
+
+
+class ExportError(LenetError):
+    """An export that cannot be made, or whose file does not reproduce the PyTorch model."""
+
+
+class ServeError(LenetError):
+    """A server that cannot start: a missing extra, a port in use, a bad address."""
