@@ -75,6 +75,13 @@ def _decode(source: str | os.PathLike | IO[bytes], name: str) -> torch.Tensor:
     return to_fashion_mnist(img)
 
 
+def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """A uint8 grey array [H, W] (say, 28x28 pixels sent as JSON) through the same steps as an image file."""
+    from PIL import Image
+
+    return to_fashion_mnist(Image.fromarray(pixels.to(torch.uint8).numpy()))
+
+
 def to_fashion_mnist(img) -> torch.Tensor:
     """A PIL image in any mode and size as a uint8 tensor [1, 28, 28]."""
     from PIL import Image, ImageOps
