@@ -8,16 +8,20 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data bench clean
+.PHONY: train test install data browser bench bench-serve clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install data
 	$(BIN)/python -m benchmarks.train_speed $(ARGS)
+
+# Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
+bench-serve: install data
+	$(BIN)/python benchmarks/serve_load.py $(RUN) --write BENCHMARKS.md $(ARGS)
 
 install: $(VENV)/.installed
 
@@ -29,6 +33,9 @@ $(VENV)/.installed: pyproject.toml
 
 data:
 	@sh scripts/get-data.sh
+
+browser:
+	@sh scripts/get-browser.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
