@@ -360,7 +360,7 @@ class BodyLimit:
 def require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart, for file uploads)
+        import python_multipart  # noqa: F401  (for file uploads)
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise ServeError(f"lenet serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): "
