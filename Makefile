@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data browser bench clean
+.PHONY: train test install data browser bench bench-serve clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
@@ -18,6 +18,10 @@ test: install data browser
 
 bench: install data
 	$(BIN)/python -m benchmarks.train_speed $(ARGS)
+
+# Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
+bench-serve: install data
+	$(BIN)/python benchmarks/serve_load.py $(RUN) --write BENCHMARKS.md $(ARGS)
 
 install: $(VENV)/.installed
 

@@ -34,3 +34,50 @@ def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
         data.train_images[:n_train], data.train_labels[:n_train],
         data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_run(fmnist, tmp_path_factory) -> Path:
+    """A real run directory of a briefly trained lenet_bn (one epoch on 12,000 images, a few seconds)."""
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe, train
+
+    recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1, batch_size=128)
+    out = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(recipe=recipe, recipe_name="seed", device="cpu", out=str(out), name="small", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net on a busy 2-core machine: one thread is many times faster
+    try:
+        return train(config, data=small_subset(fmnist, 12_000, 1_000)).run_dir
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def live_server(small_run):
+    """`lenet serve` as a user runs it, on 127.0.0.1 and a free port; yields its base URL."""
+    import re
+    import selectors
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([*LENET, "serve", str(small_run), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        deadline, line = time.monotonic() + 120, ""
+        while "serving" not in line and time.monotonic() < deadline and proc.poll() is None:
+            if selector.select(timeout=1):
+                line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert match, f"lenet serve did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        yield match.group(0).rstrip("/")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -35,6 +35,13 @@ def _number(kind, minimum, inclusive=True):
 positive_int, positive_float, nonnegative_float = _number(int, 1), _number(float, 0, False), _number(float, 0)
 
 
+def _port(text: str) -> int:
+    port = _number(int, 0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .device import DEVICES
     from .models import list_models
@@ -90,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, DEVICES)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a run as ONNX or TorchScript, verified on the test set")
+    x.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    x.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default: onnx")
+    x.add_argument("--output", help="file to write (default: model.onnx or model.torchscript.pt in the run directory)")
+    _add_data_dir(x)
+    x.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
+    v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=_port, default=8000, help="default: 8000; 0 picks a free port")
+    v.add_argument("--max-batch", type=positive_int, default=64, help="most images in one forward pass (default: 64)")
+    v.add_argument("--max-wait-ms", type=nonnegative_float, default=2.0, help="how long a batch waits to fill (default: 2)")
+    _add_device(v, DEVICES)
+    _add_data_dir(v)
+    v.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("summary", help="layer-by-layer output shapes and parameter counts")
     s.add_argument("--model", default="lenet", choices=list(list_models()))
@@ -300,6 +324,23 @@ def cmd_predict(args) -> int:
     for path, p in zip(args.images, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
     return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    result = export(args.checkpoint, args.format, args.output, args.data_dir)
+    v = result.verification
+    print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
+          f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
+    print(f"wrote {result.path} ({result.bytes:,} bytes), preprocessing in {result.sidecar}, record in {result.record}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, args.max_batch, args.max_wait_ms)
 
 
 def cmd_summary(args) -> int:

@@ -27,3 +27,11 @@ class Interrupted(LenetError):
         saved = f"epochs 1-{epoch - 1} are saved; " if epoch > 1 else ""
         how = f"continue with: lenet train --resume {run_dir}" if run_dir and epoch > 1 else "nothing was saved to resume"
         super().__init__(f"interrupted in epoch {epoch}; {saved}{how}")
+
+
+class ExportError(LenetError):
+    """An export that cannot be made, or whose file does not reproduce the PyTorch model."""
+
+
+class ServeError(LenetError):
+    """A server that cannot start: a missing extra, a port in use, a bad address."""

@@ -14,8 +14,10 @@ JPEG look like that:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
+from typing import IO
 
 import torch
 from torch import nn
@@ -41,26 +43,43 @@ class Prediction:
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file as a uint8 tensor [1, 28, 28] in Fashion-MNIST's form."""
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "image") -> torch.Tensor:
+    """Encoded image bytes (an upload) as a uint8 tensor [1, 28, 28]; `name` is for messages."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: str | os.PathLike | IO[bytes], name: str) -> torch.Tensor:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            # Checked on the header, before any pixel is decoded.
             if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
+                raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)") from None
+        raise ImageError(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a PNG, JPEG or other image Pillow can read") from None
+        raise ImageError(f"{name}: not a PNG, JPEG or other image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{path}: cannot decode image ({e})") from None
+        raise ImageError(f"{name}: cannot decode image ({e})") from None
     return to_fashion_mnist(img)
+
+
+def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """A uint8 grey array [H, W] (say, 28x28 pixels sent as JSON) through the same steps as an image file."""
+    from PIL import Image
+
+    return to_fashion_mnist(Image.fromarray(pixels.to(torch.uint8).numpy()))
 
 
 def to_fashion_mnist(img) -> torch.Tensor:

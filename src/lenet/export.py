@@ -1,0 +1,218 @@
+"""A trained model as a file other runtimes load: ONNX or TorchScript, verified before it is kept.
+
+The exported graph is the whole LeNet, normalisation included, so a caller only has to do
+what `lenet predict` does before the model: make the image a 28x28 grey Fashion-MNIST-like
+picture (inference.to_fashion_mnist) and scale its uint8 pixels to [0, 1]. That contract is
+written three times, so it cannot get lost: in the file's own metadata (ONNX metadata_props,
+TorchScript extra files), in a JSON sidecar beside it, and in the run's export.json.
+
+An export is written only after the bytes about to be written reproduce PyTorch's logits on
+all 10,000 test images (identical argmax, max |difference| <= TOLERANCE), and then atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .checkpoint import load, resolve_weights
+from .data import CLASSES, IMAGE_SIZE, load_fashion_mnist, to_float
+from .errors import ExportError
+from .files import write_bytes, write_json
+from .metrics import predict_logits
+from .models import LeNet, count_parameters
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and the exported model
+OPSET = 17
+INPUT, OUTPUT = "image", "logits"
+EXPORT_RECORD = "export.json"  # in the run directory: one entry per format
+BATCH = 1000  # verification batch; the last one is smaller on purpose when N is not a multiple
+
+
+@dataclass(frozen=True)
+class Verification:
+    images: int
+    argmax_agree: int
+    max_abs_logit_diff: float
+    tolerance: float
+    runtime: str
+
+    @property
+    def passed(self) -> bool:
+        return self.argmax_agree == self.images and self.max_abs_logit_diff <= self.tolerance
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    format: str
+    path: Path
+    sidecar: Path
+    record: Path
+    bytes: int
+    sha256: str
+    verification: Verification
+
+
+def preprocessing(model: LeNet) -> dict[str, Any]:
+    """What a caller must feed the exported model, in words and numbers."""
+    c = model.config
+    normalise = f"(x - {c.input_mean}) / {c.input_std}, inside the model" if c.input_mean is not None else "none"
+    return {
+        "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
+        "output": {"name": OUTPUT, "shape": ["batch", len(CLASSES)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
+        "image": "grey 28x28, a light object on a dark ground, trimmed and centred as Fashion-MNIST "
+        "(lenet.inference.to_fashion_mnist does this to any picture)",
+        "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
+        "normalisation": normalise,
+        "classes": list(CLASSES),
+    }  # fmt: skip
+
+
+def export(
+    run_or_checkpoint: str | os.PathLike,
+    fmt: str = "onnx",
+    output: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> ExportResult:
+    """Export, verify on the test set, then write the file, its sidecar and the run's record."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    weights = resolve_weights(run_or_checkpoint)
+    model = load(weights)
+    run_dir = weights.parent
+    path = Path(output) if output is not None else run_dir / FORMATS[fmt]
+    info = {
+        "lenet_version": __version__,
+        "torch_version": torch.__version__,
+        "checkpoint": str(weights),
+        "model_config": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "preprocessing": preprocessing(model),
+    }
+    serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
+    data = serialise(model, info)
+    images = load_fashion_mnist(data_dir).test_images
+    verification = verify(model, runner(data), images, runtime=_runtime_name(fmt))
+    if not verification.passed:
+        raise ExportError(
+            f"{fmt} export does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
+            f"{verification.images} test images, max |logit difference| {verification.max_abs_logit_diff:.3g} "
+            f"(allowed {verification.tolerance:g}); nothing written"
+        )
+    write_bytes(path, data)
+    digest = hashlib.sha256(data).hexdigest()
+    entry = {"format": fmt, "path": str(path), "bytes": len(data), "sha256": digest,
+             "verification": asdict(verification), **info}  # fmt: skip
+    sidecar = path.with_name(path.name + ".json")
+    write_json(sidecar, entry)
+    record = run_dir / EXPORT_RECORD
+    write_json(record, {**_read_record(record), fmt: entry})
+    return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
+
+
+def verify(model: LeNet, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "") -> Verification:
+    """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, 1, 28, 28])."""
+    expected = predict_logits(model, images, BATCH).float()
+    got = torch.cat([runner(to_float(images[i : i + BATCH])) for i in range(0, len(images), BATCH)]).float()
+    if got.shape != expected.shape:
+        raise ExportError(f"exported model gives logits of shape {list(got.shape)}, expected {list(expected.shape)}")
+    agree = int((got.argmax(1) == expected.argmax(1)).sum())
+    return Verification(len(images), agree, float((got - expected).abs().max()), TOLERANCE, runtime)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: it is rewritten whole
+    return record if isinstance(record, dict) else {}
+
+
+def _example() -> torch.Tensor:
+    # Batch 2, not 1, so no exporter can specialise the batch axis to a constant.
+    return torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise ExportError(f"ONNX export needs onnx and onnxruntime ({e.name} is missing): pip install 'lenet[export]'") from None
+    return onnx, onnxruntime
+
+
+def _onnx(model: LeNet, info: dict[str, Any]) -> bytes:
+    onnx, _ = _require_onnx()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, but that one
+        # needs onnxscript and more; this one is exact for a plain conv net and works offline.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(), (_example(),), buffer, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+    proto = onnx.load_from_string(buffer.getvalue())
+    pre = info["preprocessing"]
+    onnx.helper.set_model_props(proto, {
+        "lenet": json.dumps(info),
+        "classes": json.dumps(pre["classes"]),
+        "input": f"{INPUT}: float32 [batch, 1, 28, 28]; {pre['scaling']}",
+        "normalisation": pre["normalisation"],
+    })  # fmt: skip
+    proto.doc_string = f"LeNet on Fashion-MNIST (lenet {__version__}); see metadata_props 'lenet' for preprocessing"
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _onnx_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    _, ort = _require_onnx()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run([OUTPUT], {INPUT: x.numpy()})[0])
+
+
+# --- TorchScript ----------------------------------------------------------------------------
+
+TORCHSCRIPT_EXTRA = "lenet.json"  # torch.jit.load(path, _extra_files={"lenet.json": ""}) reads it
+
+
+def _torchscript(model: LeNet, info: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format asked for
+        traced = torch.jit.trace(model.eval(), _example())
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA: json.dumps(info)})
+    return buffer.getvalue()
+
+
+def _torchscript_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return module(x)
+
+    return run
+
+
+def _runtime_name(fmt: str) -> str:
+    if fmt == "onnx":
+        _, ort = _require_onnx()
+        return f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return f"torch.jit.load (torch {torch.__version__})"

@@ -1,0 +1,427 @@
+"""`lenet serve`: a run's model behind a small HTTP API and a web page to try it.
+
+    POST /predict      image files (multipart) or {"images": [28x28 pixel arrays]} -> top-k classes
+    GET  /model        model config, parameter count, classes, the run's test accuracy
+    GET  /healthz      liveness, and how many forward passes served how many images
+    GET  /samples      a few test images (GET /samples/{index}.png) for the page to try
+    GET  /             the page; /docs is the OpenAPI documentation
+
+Every image goes through `inference.decode_image` / `from_pixels` (-> `to_fashion_mnist`) and
+`inference.predict`: the same code as `lenet predict`, so the server and the CLI cannot disagree.
+Requests that arrive together share one forward pass (MicroBatcher).
+"""
+
+import asyncio
+import io
+import ipaddress
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import load, resolve_weights
+from .data import CLASSES, IMAGE_SIZE
+from .errors import LenetError, ServeError
+from .inference import Prediction, decode_image, from_pixels, predict
+from .models import count_parameters
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 8 * 2**20  # an upload bigger than this gets 413 before it is read
+MAX_IMAGES = 64  # per request
+SAMPLES_PER_CLASS = 2
+INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
+
+
+# --- batching ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    images: torch.Tensor  # uint8 [n, 1, 28, 28]
+    future: asyncio.Future
+
+
+@dataclass
+class MicroBatcher:
+    """Collects requests for up to `max_wait_s` or `max_batch` images, then runs one forward pass.
+
+    The forward pass runs on one worker thread, so the event loop keeps accepting and decoding
+    requests meanwhile; those requests form the next batch.
+    """
+
+    model: nn.Module
+    max_batch: int = 64
+    max_wait_s: float = 0.002
+    batches: int = 0  # forward passes so far
+    images: int = 0  # images through them
+    _queue: asyncio.Queue | None = field(default=None, repr=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _task: asyncio.Task | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lenet-forward")
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def __call__(self, images: torch.Tensor) -> list[Prediction]:
+        """All classes, most probable first, for uint8 images [n, 1, 28, 28]."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(images, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            batch = torch.cat([job.images for job in jobs])
+            try:
+                predictions = await loop.run_in_executor(self._executor, predict, self.model, batch, len(CLASSES))
+            except Exception as e:  # a failed pass fails its requests, never the server
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                continue
+            self.batches, self.images = self.batches + 1, self.images + len(batch)
+            start = 0
+            for job in jobs:
+                if not job.future.done():  # its client may have gone
+                    job.future.set_result(predictions[start : start + len(job.images)])
+                start += len(job.images)
+
+    async def _collect(self) -> list[_Job]:
+        assert self._queue is not None
+        jobs = [await self._queue.get()]
+        count = len(jobs[0].images)
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while count < self.max_batch:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 and self._queue.empty():
+                break
+            try:
+                job = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            jobs.append(job)
+            count += len(job.images)
+        return jobs
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def _json_body_model():
+    from pydantic import BaseModel, Field, StrictFloat, StrictInt
+
+    Row = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+    Image = Annotated[list[Row], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+
+    class PixelImages(BaseModel):
+        """28x28 grey images as pixel rows. An image of JSON integers is read as 0-255; one with any
+        number written with a decimal point or exponent is read as floats in [0, 1]."""
+
+        images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES)]
+
+    return PixelImages
+
+
+def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
+    """One 28x28 JSON image as uint8 [28, 28]; ints are 0-255, floats are [0, 1]."""
+    floats = any(isinstance(v, float) for row in image for v in row)
+    values = torch.tensor(image, dtype=torch.float64)
+    low, high = (0.0, 1.0) if floats else (0, 255)
+    if values.min() < low or values.max() > high or values.isnan().any():
+        kind = "float pixels must be in [0, 1]" if floats else "integer pixels must be in 0-255"
+        raise ValueError(f"{where}: {kind}, got values from {values.min().item():g} to {values.max().item():g}")
+    return (values * 255).round().to(torch.uint8) if floats else values.to(torch.uint8)
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
+    """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
+    config, summary = _read_json(weights.parent / "config.json"), _read_json(weights.parent / "summary.json")
+    return {
+        "name": config.get("recipe", {}).get("model"),
+        "checkpoint": str(weights),
+        "config": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "classes": list(CLASSES),
+        "test_accuracy": summary.get("test", {}).get("accuracy"),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a bare checkpoint file has no run files beside it
+    return value if isinstance(value, dict) else {}
+
+
+def pick_samples(images: torch.Tensor, labels: torch.Tensor, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
+    """The first `per_class` test images of each class, in class order: the same row every time."""
+    return [i for c in range(len(CLASSES)) for i in (labels == c).nonzero().flatten()[:per_class].tolist()]
+
+
+def create_app(
+    model: nn.Module,
+    info: dict[str, Any],
+    test_images: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    max_batch: int = 64,
+    max_wait_s: float = 0.002,
+    max_body_bytes: int = MAX_BODY_BYTES,
+):
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import ValidationError
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+
+    batcher = MicroBatcher(model, max_batch, max_wait_s)
+    PixelImages = _json_body_model()
+    samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="lenet", version=__version__, lifespan=lifespan,
+                  description="LeNet on Fashion-MNIST: classify 28x28 clothing images.")  # fmt: skip
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(LenetError)
+    async def bad_input(_request, e: LenetError):
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "forward_passes": batcher.batches, "images": batcher.images}
+
+    @app.get("/model")
+    async def model_info() -> dict[str, Any]:
+        return info
+
+    @app.get("/samples")
+    async def sample_list() -> list[dict[str, Any]]:
+        """Test images to try, one entry per image: its index, true class and PNG address."""
+        return [{"index": i, "label": CLASSES[int(test_labels[i])], "url": f"/samples/{i}.png"} for i in samples]
+
+    @app.get("/samples/{index}.png", response_class=Response)
+    async def sample_png(index: int) -> Response:
+        if test_images is None or not 0 <= index < len(test_images):
+            raise HTTPException(404, f"no test image {index}")
+        return Response(_png(test_images[index]), media_type="image/png")
+
+    async def images_from_form(request: Request) -> list[tuple[str, torch.Tensor]]:
+        form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
+        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
+        blobs = [(u.filename or f"upload {i}", await u.read()) for i, u in enumerate(uploads)]
+        decode = lambda: [(name, decode_image(data, name)) for name, data in blobs]  # noqa: E731
+        # A big image takes a while to decode: off the event loop, so other requests keep moving.
+        # A small one decodes faster than a hop to a worker thread would take.
+        return decode() if sum(len(d) for _, d in blobs) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
+
+    async def images_from_json(request: Request) -> list[tuple[str, torch.Tensor]]:
+        try:
+            body = PixelImages.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+
+        def convert() -> list[tuple[str, torch.Tensor]]:
+            return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
+
+        try:
+            return await run_in_threadpool(convert)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.post("/predict", openapi_extra=_predict_openapi(PixelImages))
+    async def predict_endpoint(
+        request: Request,
+        top_k: Annotated[int, Query(ge=1, le=len(CLASSES), description="classes per image")] = 3,
+        pixels: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
+    ) -> dict[str, Any]:
+        """Classify images: multipart image files (any PNG/JPEG, prepared as `lenet predict` does) or
+        JSON `{"images": [...]}` of 28x28 pixel arrays. Answers in the order sent."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            named = await images_from_form(request)
+        elif content_type.startswith("application/json"):
+            named = await images_from_json(request)
+        else:
+            raise HTTPException(415, "send multipart/form-data image files or an application/json body")
+        if len(named) > MAX_IMAGES:
+            raise HTTPException(400, f"{len(named)} images in one request; at most {MAX_IMAGES}")
+        images = torch.stack([tensor for _, tensor in named])
+        predictions = await batcher(images)
+        results = []
+        for (name, tensor), p in zip(named, predictions):
+            result = {"name": name, **Prediction(p.top[:top_k]).to_dict()}
+            if pixels:
+                result["pixels"] = tensor[0].tolist()
+            results.append(result)
+        return {"predictions": results}
+
+    return app
+
+
+def _png(image: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[0].numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _predict_openapi(PixelImages) -> dict[str, Any]:
+    # One endpoint takes two body types, which FastAPI cannot declare from the signature.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        "required": ["files"],
+                    }
+                },
+                "application/json": {"schema": PixelImages.model_json_schema()},
+            },
+        }
+    }
+
+
+class BodyLimit:
+    """413 for a request body over `max_bytes`: at once from Content-Length, or as a chunked body streams in."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            from starlette.responses import JSONResponse
+
+            detail = f"request body of {int(length):,} bytes is over the limit of {self.max_bytes:,}"
+            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                from fastapi import HTTPException
+
+                # Raised inside the endpoint's read, so FastAPI answers it like any HTTPException.
+                raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def require_serve_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (for file uploads)
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ServeError(f"lenet serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): "
+                         "pip install 'lenet[serve]'") from None  # fmt: skip
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so a busy port or a bad address is one clear error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as e:
+        raise ServeError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def exposure_warning(sock: socket.socket) -> str | None:
+    """A warning when the socket listens on every interface, not one address."""
+    host = sock.getsockname()[0]
+    if not ipaddress.ip_address(host).is_unspecified:
+        return None
+    return (f"lenet serve: warning: listening on all interfaces ({host}): anyone who can reach this machine "
+            "can use the model; --host 127.0.0.1 keeps it to this machine")  # fmt: skip
+
+
+def serve(
+    run_or_checkpoint: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    data_dir: str | None = None,
+    max_batch: int = 64,
+    max_wait_ms: float = 2.0,
+) -> int:
+    require_serve_extra()
+    import uvicorn
+
+    from .data import load_fashion_mnist
+    from .device import resolve_device
+
+    # LeNet's passes are tiny: more intra-op threads only spin against the event loop on a small machine.
+    torch.set_num_threads(1)
+    weights = resolve_weights(run_or_checkpoint)
+    model = load(weights, resolve_device(device))
+    info = {**run_info(weights, model), "lenet_version": __version__}
+    data = load_fashion_mnist(data_dir)
+    app = create_app(model, info, data.test_images, data.test_labels, max_batch, max_wait_ms / 1000)
+    sock = bind(host, port)
+    if warning := exposure_warning(sock):
+        print(warning, file=sys.stderr, flush=True)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"serving {info['name'] or 'model'} from {weights} at http://{shown}:{bound_port}/ "
+          f"(API docs at /docs); Ctrl-C stops", flush=True)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,82 @@
+"""`lenet export`: ONNX and TorchScript files that reproduce the model, or nothing at all."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LENET
+from lenet import load
+from lenet.data import CLASSES
+from lenet.errors import ExportError
+from lenet.export import export
+
+
+def test_onnx_export_is_verified_on_the_test_set_and_documented(small_run):
+    import onnx
+    import onnxruntime as ort
+
+    result = export(small_run)
+    v = result.verification
+    assert result.path == small_run / "model.onnx" and result.path.is_file()
+    assert v.images == v.argmax_agree == 10_000 and v.max_abs_logit_diff <= 1e-4
+
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert json.loads(props["classes"]) == list(CLASSES)
+    assert "/ 255" in props["input"] and "0.286" in props["normalisation"]
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["preprocessing"]["input"]["shape"] == ["batch", 1, 28, 28]
+    record = json.loads((small_run / "export.json").read_text())
+    assert record["onnx"]["verification"]["max_abs_logit_diff"] == v.max_abs_logit_diff
+
+    # The batch axis is dynamic: any batch size runs, and agrees with PyTorch.
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = torch.rand(7, 1, 28, 28)
+    with torch.no_grad():
+        expected = load(small_run)(x).numpy()
+    for n in (1, 7):
+        got = session.run(None, {"image": x[:n].numpy()})[0]
+        np.testing.assert_allclose(got, expected[:n], atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load is deprecated, still what users call
+def test_torchscript_export_to_a_chosen_path(small_run, tmp_path):
+    result = export(small_run, "torchscript", tmp_path / "out" / "m.pt")
+    assert result.path.is_file() and result.verification.argmax_agree == 10_000
+    extra = {"lenet.json": ""}
+    module = torch.jit.load(str(result.path), _extra_files=extra)
+    assert json.loads(extra["lenet.json"])["preprocessing"]["classes"] == list(CLASSES)
+    assert module(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert "torchscript" in json.loads((small_run / "export.json").read_text())
+
+
+def test_failing_verification_keeps_no_file(small_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("lenet.export.TOLERANCE", -1.0)  # no export can pass
+    target = tmp_path / "never.onnx"
+    with pytest.raises(ExportError, match="does not reproduce the model.*nothing written"):
+        export(small_run, "onnx", target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_onnx_it_says_how_to_get_it(small_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(ExportError, match=r"pip install 'lenet\[export\]'"):
+        export(small_run, "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_prints_the_verification_figure(small_run, tmp_path):
+    proc = subprocess.run([*LENET, "export", str(small_run), "--output", str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "argmax identical on 10,000/10,000" in proc.stdout and "max |logit difference|" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [(["/nonexistent/run"], "no such run"), (["RUN", "--format", "tflite"], "invalid choice")])
+def test_cli_errors_are_one_line(small_run, args, fragment):
+    args = [str(small_run) if a == "RUN" else a for a in args]
+    proc = subprocess.run([*LENET, "export", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr

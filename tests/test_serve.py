@@ -1,0 +1,175 @@
+"""`lenet serve`: the HTTP API in-process (TestClient) and as a real uvicorn server on loopback."""
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2 as httpx
+import pytest
+import torch
+from PIL import Image
+
+from conftest import LENET
+from lenet import load, load_image, predict
+from lenet.checkpoint import resolve_weights
+from lenet.data import CLASSES
+from lenet.errors import ServeError
+from lenet.inference import decode_image
+from lenet.serve import bind, create_app, exposure_warning, require_serve_extra, run_info
+
+
+def png(pixels: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.reshape(28, 28).numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A few hundred bytes whose header claims 900 megapixels."""
+    data = png(torch.zeros(28, 28, dtype=torch.uint8))
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    chunk = b"IHDR" + ihdr
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+@pytest.fixture(scope="module")
+def client(small_run, fmnist):
+    from fastapi.testclient import TestClient
+
+    weights = resolve_weights(small_run)
+    model = load(weights)
+    app = create_app(model, run_info(weights, model), fmnist.test_images, fmnist.test_labels, max_body_bytes=2**20)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_uploads_answer_as_lenet_predict_does_in_the_order_sent(client, small_run, fmnist, tmp_path):
+    images = fmnist.test_images[:5]
+    files = [("files", (f"{i}.png", png(img), "image/png")) for i, img in enumerate(images)]
+    response = client.post("/predict?top_k=3", files=files)
+    assert response.status_code == 200, response.text
+    got = response.json()["predictions"]
+    paths = [tmp_path / f"{i}.png" for i in range(5)]
+    for path, (_, (_, data, _)) in zip(paths, files):
+        path.write_bytes(data)
+    expected = predict(load(small_run), torch.stack([load_image(p) for p in paths]), top_k=3)
+    assert [g["name"] for g in got] == [f"{i}.png" for i in range(5)]
+    assert [g["label"] for g in got] == [p.label for p in expected]
+    for g, p in zip(got, expected):
+        assert [t["class"] for t in g["top"]] == [c for c, _ in p.top]
+        assert [t["probability"] for t in g["top"]] == pytest.approx([q for _, q in p.top], abs=1e-6)
+
+
+def test_json_pixels_ints_and_floats_mean_the_same_image(client, fmnist):
+    image = fmnist.test_images[0, 0]
+    as_ints, as_floats = image.tolist(), (image.double() / 255).tolist()
+    response = client.post("/predict?top_k=10&pixels=true", json={"images": [as_ints, as_floats]})
+    assert response.status_code == 200, response.text
+    a, b = response.json()["predictions"]
+    assert a["top"] == b["top"] and len(a["top"]) == 10
+    assert a["pixels"] == as_ints  # a 28x28 Fashion-MNIST image is taken as it is
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"images": [[[0] * 28] * 27]}, 422, "at least 28"),
+        ({"images": [[[0] * 28] * 28 + [[0] * 28]]}, 422, "at most 28"),
+        ({"images": []}, 422, "at least 1"),
+        ({"pixels": []}, 422, "images"),
+        ({"images": [[[256] * 28] * 28]}, 422, "0-255"),
+        ({"images": [[[1.5] * 28] * 28]}, 422, "[0, 1]"),
+        ({"images": [[["7"] * 28] * 28]}, 422, "number"),
+    ],
+)
+def test_bad_json_is_422_with_a_message(client, body, status, fragment):
+    response = client.post("/predict", json=body)
+    assert response.status_code == status and fragment in response.text, response.text
+
+
+def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, fmnist):
+    for files, status, fragment in [
+        ([("files", ("x.png", b"not an image", "image/png"))], 400, "x.png: not a PNG"),
+        ([("files", ("bomb.png", bomb_png(), "image/png"))], 400, "over the limit"),
+        ([("files", ("big.bin", b"\0" * (2**20 + 1), "application/octet-stream"))], 413, "over the limit"),
+        ([("other", (None, "text"))], 400, "no image files"),
+    ]:
+        response = client.post("/predict", files=files)
+        assert response.status_code == status and fragment in response.text, response.text
+    chunked = client.post("/predict", content=iter([b"{" * 2**19] * 3), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert client.post("/predict", content=b"hi", headers={"content-type": "text/plain"}).status_code == 415
+    ok = client.post("/predict", files=[("files", ("t.png", png(fmnist.test_images[0]), "image/png"))])
+    assert ok.status_code == 200 and client.get("/healthz").json()["status"] == "ok"
+
+
+def test_model_samples_page_and_docs(client, small_run, fmnist):
+    info = client.get("/model").json()
+    assert info["name"] == "lenet_bn" and info["parameters"] == 61_750 and info["classes"] == list(CLASSES)
+    assert 0.5 < info["test_accuracy"] <= 1
+    samples = client.get("/samples").json()
+    assert {s["label"] for s in samples} == set(CLASSES)
+    first = samples[0]
+    assert torch.equal(decode_image(client.get(first["url"]).content), fmnist.test_images[first["index"]])
+    assert client.get("/samples/10000.png").status_code == 404
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="draw"' in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+# --- a real server ---------------------------------------------------------------------------
+
+
+def test_real_server_batches_concurrent_requests(live_server, fmnist):
+    images = fmnist.test_images[:32]
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        before = http.get("/healthz").json()
+
+        def one(img):
+            response = http.post("/predict", files={"files": ("t.png", png(img), "image/png")})
+            assert response.status_code == 200, response.text
+            return response.json()["predictions"][0]["label"]
+
+        with ThreadPoolExecutor(16) as pool:
+            labels = list(pool.map(one, images))
+        after = http.get("/healthz").json()
+        batched = http.post("/predict", json={"images": [img[0].tolist() for img in images]}).json()["predictions"]
+    assert labels == [p["label"] for p in batched]  # same answers one by one as in one request
+    passes, served = after["forward_passes"] - before["forward_passes"], after["images"] - before["images"]
+    assert served == 32 and passes <= 32
+
+
+def test_real_server_refuses_huge_bodies_and_lives_on(live_server):
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        response = http.post("/predict", content=b"\0" * (9 * 2**20), headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert http.get("/healthz").status_code == 200
+
+
+def test_serve_errors_are_one_line(small_run):
+    for args, fragment in [(["/nonexistent"], "no such run"), ([str(small_run), "--port", "70000"], "not a port"),
+                           ([str(small_run), "--host", "256.1.1.1", "--port", "0"], "cannot listen")]:  # fmt: skip
+        proc = subprocess.run([*LENET, "serve", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_loopback_by_default_and_a_warning_for_all_interfaces():
+    for host, warns in [("127.0.0.1", False), ("0.0.0.0", True)]:
+        sock = bind(host, 0)  # bound and closed at once: nothing is served
+        try:
+            assert (exposure_warning(sock) is not None) == warns
+        finally:
+            sock.close()
+
+
+def test_without_the_serve_extra_it_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(ServeError, match=r"pip install 'lenet\[serve\]'"):
+        require_serve_extra()
