@@ -22,7 +22,7 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
     assert result.final.accuracy > 0.75  # chance is 0.10
     assert result.history[-1].train_loss < result.history[0].train_loss
     run = result.run_dir
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "summary.json", "train_state.pt"]
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == fmnist.sha256
     assert config["environment"]["torch"] == torch.__version__
@@ -59,3 +59,20 @@ def test_seed_recipe_is_the_tutorial():
     seed = get_recipe("seed")
     assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == ("lenet", "adam", 0.01, 64, 5)
     assert (seed.weight_decay, seed.schedule, seed.label_smoothing) == (0.0, "constant", 0.0)
+
+
+def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatch):
+    def broken_compile(model):
+        def forward(x):
+            raise RuntimeError("no C++ compiler")
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    data = small_subset(fmnist, 512, 128)
+    seen = []
+    eager = train(replace(_config(tmp_path, epochs=1), save=False), data=data)
+    fallback = train(replace(_config(tmp_path, epochs=1), save=False, compile=True), data=data, on_warning=seen.append)
+    assert len(seen) == 1 and "--compile is unavailable here (RuntimeError)" in seen[0]
+    a, b = eager.model.state_dict(), fallback.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the failed attempt changed nothing

@@ -53,6 +53,8 @@ class TrainConfig:
     name: str | None = None  # run directory name; a fresh one is made up when None
     save: bool = True  # write the run directory
     progress: bool = True  # a progress bar on a terminal
+    threads: int | None = None  # CPU threads for the run (None: PyTorch's default, one per core)
+    compile: bool = False  # torch.compile the model (inductor); falls back to eager where it cannot
 
 
 @dataclass
@@ -107,6 +109,8 @@ def train(
     recipe = config.recipe
     device = resolve_device(config.device)
     _set_determinism(device, config.deterministic)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     data = (data or load_fashion_mnist(config.data_dir)).to(device)
     if config.val_split:
         (train_x, train_y), (eval_x, eval_y) = holdout(data.train_images, data.train_labels, config.val_split)
@@ -122,6 +126,7 @@ def train(
     shuffle = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     state = TrainState(model, optimizer, schedule, shuffle, augment_rng)
+    forward = compiled(model, on_warning) if config.compile else model
     if resume is not None:
         run_dir = Path(resume)
         saved = runs.read_train_state(run_dir)
@@ -142,7 +147,9 @@ def train(
             config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
         )  # fmt: skip
         try:
-            loss_sum, correct = _train_epoch(model, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng)
+            loss_sum, correct = _train_epoch(
+                model, forward, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng
+            )
         except KeyboardInterrupt:
             raise Interrupted(epoch, run_dir) from None
         seconds = time.perf_counter() - start
@@ -235,7 +242,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     return replace(config, **overrides)
 
 
-def _train_epoch(model, optimizer, schedule, images, labels, batches, recipe: Recipe, rng) -> tuple[float, int]:
+def _train_epoch(model, forward, optimizer, schedule, images, labels, batches, recipe, rng) -> tuple[float, int]:
     model.train()
     # Sums stay on the device so the step never waits for the host.
     loss_sum = torch.zeros((), device=images.device)
@@ -244,7 +251,7 @@ def _train_epoch(model, optimizer, schedule, images, labels, batches, recipe: Re
         x, y = images[idx], labels[idx]
         if recipe.shift or recipe.flip:
             x = augment(x, recipe.shift, recipe.flip, rng)
-        logits = model(to_float(x))
+        logits = forward(to_float(x))
         loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,6 +261,30 @@ def _train_epoch(model, optimizer, schedule, images, labels, batches, recipe: Re
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(dim=1) == y).sum()
     return loss_sum.item(), int(correct.item())
+
+
+def compiled(model: nn.Module, on_warning: Callable[[str], None] | None = None) -> Callable:
+    """torch.compile(model), falling back to the model itself where compiling cannot work here.
+
+    Compilation happens at the first call; if it fails (no C++ compiler, an unsupported
+    platform or build), that call and every later one run eagerly.
+    """
+    compiled_forward = torch.compile(model)
+    first = True
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        nonlocal first, compiled_forward
+        if first:
+            first = False
+            try:
+                return compiled_forward(x)
+            except Exception as e:  # torch._dynamo raises many types; none is the user's fault
+                compiled_forward = model
+                if on_warning is not None:
+                    on_warning(f"--compile is unavailable here ({type(e).__name__}); training eagerly")
+        return compiled_forward(x)
+
+    return forward
 
 
 def _progress(batches, enabled: bool, total: int, description: str):
