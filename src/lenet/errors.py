@@ -18,3 +18,11 @@ class CheckpointError(LenetError):
 
 class ImageError(LenetError):
     """An image file that cannot be read or decoded."""
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """A value from a file, fit for a one-line message: short, and never failing (a huge int has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a huge number"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
