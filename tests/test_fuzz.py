@@ -199,9 +199,18 @@ def state_dicts() -> dict[str, dict[str, torch.Tensor]]:
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file whose header has its keys sorted.
+
+    safetensors writes the metadata in the order of a Rust HashMap, which changes from process
+    to process; mutations at a fixed offset would then hit other fields on every run.
+    """
     from safetensors.torch import save
 
-    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes
+    return struct.pack("<Q", len(header)) + header + blob[8 + n :]
 
 
 def lenet_metadata(config_text: str) -> dict[str, str]:
