@@ -81,3 +81,16 @@ def live_server(small_run):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that fuzzed, how many generated inputs each kind of input got."""
+    fuzz = sys.modules.get("test_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if counts:
+        terminalreporter.write_sep("-", "fuzzed inputs (tests/test_fuzz.py): generated, valid results, refused")
+        for kind, n in counts.items():
+            valid = fuzz.VALID[kind]
+            terminalreporter.write_line(f"{n:>7,} {valid:>6,} {n - valid:>6,}  {kind}")
+        terminalreporter.write_line(f"{sum(counts.values()):>7,} {sum(fuzz.VALID.values()):>6,} "
+                                    f"{sum(counts.values()) - sum(fuzz.VALID.values()):>6,}  in all")  # fmt: skip

@@ -1,10 +1,12 @@
 import json
 import pickle
+import subprocess
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import LENET
 from lenet import create_model, load, save_model
 from lenet.errors import CheckpointError
 
@@ -57,13 +59,46 @@ def test_weights_of_another_model_are_refused(tmp_path):
         load(path)
 
 
-def test_a_pickle_is_never_loaded(tmp_path):
-    class Boom:
-        def __reduce__(self):
-            return (exec, ("open('" + str(tmp_path / "pwned") + "', 'w').write('x')",))
+class Plant:
+    """Unpickling this runs code: it writes a marker file."""
 
-    path = tmp_path / "evil.safetensors"
-    path.write_bytes(pickle.dumps(Boom()))
-    with pytest.raises(CheckpointError):
-        load(path)
-    assert not (tmp_path / "pwned").exists()
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def _malicious(kind: str, path, marker) -> None:
+    if kind == "raw pickle":
+        path.write_bytes(pickle.dumps(Plant(marker)))
+    else:  # what torch.save writes: a zip holding the pickle
+        torch.save({"state_dict": Plant(marker)}, path)
+
+
+@pytest.mark.parametrize("kind", ["raw pickle", "torch.save"])
+def test_the_planted_payloads_are_live(tmp_path, kind):
+    """Control: loading these files the unsafe way does run their code."""
+    _malicious(kind, tmp_path / "evil", tmp_path / "ran")
+    if kind == "raw pickle":
+        pickle.loads((tmp_path / "evil").read_bytes())
+    else:
+        torch.load(tmp_path / "evil", weights_only=False)
+    assert (tmp_path / "ran").read_text() == "pwned"
+
+
+@pytest.mark.parametrize("kind", ["raw pickle", "torch.save"])
+@pytest.mark.parametrize("where", ["run/model.safetensors", "evil.pt"])
+def test_a_pickle_is_never_loaded(tmp_path, kind, where):
+    """By the library and by `lenet eval`: one line on stderr, and the payload never runs."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / where
+    path.parent.mkdir(exist_ok=True)
+    _malicious(kind, path, marker)
+    target = path.parent if where.startswith("run/") else path  # a run directory, or the file itself
+    with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
+        load(target)
+    proc = subprocess.run([*LENET, "eval", str(target), "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and "not a readable safetensors checkpoint" in proc.stderr
+    assert not marker.exists()

@@ -127,3 +127,26 @@ def test_no_data_offline_is_one_clear_line(trained_run, tmp_path):
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert_clean_error(proc, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")
+
+
+def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
+    """A tensor or file named with a newline, a damaged image: still one line on stderr."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lenet import create_model, save_model
+    from lenet.checkpoint import read_checkpoint
+
+    path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
+    _, tensors, metadata = read_checkpoint(path)
+    save_file({**tensors, "evil\nsecond line": torch.zeros(1)}, tmp_path / "x.safetensors",
+              metadata=metadata)  # fmt: skip
+    proc = lenet("eval", tmp_path / "x.safetensors", "--device", "cpu")
+    assert_clean_error(proc, "unexpected", "\\n")
+    png = tmp_path / "cut.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(png)
+    png.write_bytes(png.read_bytes()[:-30])  # the IEND chunk and part of the data gone
+    assert_clean_error(lenet("predict", path, png, "--device", "cpu"), "cut.png")
+    odd = tmp_path / "two\nlines.png"  # a file name is untrusted text too
+    odd.write_bytes(b"not an image")
+    assert_clean_error(lenet("predict", path, odd, "--device", "cpu"), "two\\nlines.png")

@@ -41,6 +41,13 @@ def test_malformed_idx_is_refused_with_its_name(mutate, message):
     assert "some-file" in str(info.value)
 
 
+def test_zero_elements_and_huge_dimensions():
+    assert parse_idx(b"\x00\x00\x08\x03" + bytes(4) + b"\x00\x00\x00\x1c" * 2).shape == (0, 28, 28)
+    # No element to store, yet 2**31 x 2**31 would overflow a tensor's strides: refused by the header alone.
+    with pytest.raises(DataError, match="declares dimensions"):
+        parse_idx(b"\x00\x00\x08\x03" + bytes(4) + b"\x80\x00\x00\x00" * 2)
+
+
 def test_truncated_gzip_names_the_file(tmp_path):
     blob = gzip.compress(idx_bytes(torch.zeros(50, 28, 28, dtype=torch.uint8)))
     path = tmp_path / "cut.gz"

@@ -1,9 +1,11 @@
+import re
+
 import pytest
 import torch
 from torch import nn
 
 from lenet.errors import LenetError
-from lenet.models import MODELS, LeNet, LeNetConfig, count_parameters, create_model, summarize
+from lenet.models import MODELS, LeNet, LeNetConfig, count_parameters, create_model, list_models, summarize
 
 
 def test_tutorial_lenet_layer_for_layer():
@@ -53,6 +55,36 @@ def test_normalisation_is_part_of_the_model():
 def test_bad_options_are_refused(bad):
     with pytest.raises(LenetError):
         LeNetConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"channels": (10**9, 1)}, "channels must be a whole number from 1 to 4096, not 1000000000"),
+        ({"channels": (6, 16, 32)}, "channels must be a pair"),
+        ({"channels": "ab"}, "channels must be a pair"),
+        ({"hidden": (1.5, 84)}, "hidden must be a whole number"),
+        ({"hidden": (True, 84)}, "hidden must be a whole number"),
+        ({"num_classes": 10**100}, "num_classes must be a whole number from 1 to 1000, not a huge number"),
+        ({"padding": True}, "padding must be a whole number from 0 to 2"),
+        ({"batch_norm": "yes"}, "batch_norm must be true or false"),
+        ({"activation": ["relu"]}, "unknown activation"),
+        ({"dropout": "0.1"}, "dropout must be in"),
+        ({"input_mean": "a", "input_std": 1.0}, "input_mean and input_std"),
+        ({"input_mean": 0.0, "input_std": float("nan")}, "input_mean and input_std"),
+        ({"channels": (4096, 4096)}, "parameters is over the limit of 50,000,000"),
+    ],
+)
+def test_wrong_types_and_absurd_sizes_are_refused(bad, message):
+    """A config read from a file is checked field by field before any model is built."""
+    with pytest.raises(LenetError, match=re.escape(message)):
+        LeNetConfig.from_dict({**LeNetConfig().to_dict(), **bad})
+
+
+@pytest.mark.parametrize("name", list(list_models()))
+def test_parameter_count_without_building(name):
+    model = create_model(name)
+    assert model.config.parameter_count == count_parameters(model)
 
 
 def test_unknown_model_names_the_choices():

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
-from .errors import CheckpointError, LenetError
+from .errors import CheckpointError, LenetError, short_repr
 from .files import write_bytes
 from .models import LeNet, LeNetConfig
 
@@ -45,27 +45,42 @@ def read_checkpoint(path: Path) -> tuple[LeNetConfig, dict[str, torch.Tensor], d
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
+            config = _model_config(path, metadata)  # checked before any tensor is read
             tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises several types for a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({type(e).__name__}: {e})") from None
+    return config, tensors, metadata
+
+
+def _model_config(path: Path, metadata: dict[str, str]) -> LeNetConfig:
     if metadata.get("format") != FORMAT or "model_config" not in metadata:
         raise CheckpointError(f"{path}: not a lenet checkpoint (no lenet model config in its metadata)")
     try:
-        config = LeNetConfig.from_dict(json.loads(metadata["model_config"]))
-    except (ValueError, TypeError, LenetError) as e:
+        return LeNetConfig.from_dict(json.loads(metadata["model_config"]))
+    except (ValueError, RecursionError, LenetError) as e:  # ValueError: not JSON; RecursionError: nested too deep
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
-    return config, tensors, metadata
 
 
 def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> LeNet:
     """A ready model (eval mode) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
     config, tensors, _ = read_checkpoint(path)
+    with torch.device("meta"):  # the model's shapes, without allocating its weights
+        expected = LeNet(config).state_dict()
+    problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]
+    problems += [f"unexpected {short_repr(key)}" for key in tensors.keys() - expected.keys()]
+    describe = lambda t: f"{t.dtype} {list(t.shape)}"  # noqa: E731
+    problems += [
+        f"{key} is {describe(tensors[key])}, not {describe(expected[key])}"
+        for key in expected.keys() & tensors.keys()
+        if tensors[key].shape != expected[key].shape
+        or tensors[key].is_floating_point() != expected[key].is_floating_point()
+    ]
+    if problems:
+        shown = "; ".join(sorted(problems)[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise CheckpointError(f"{path}: the weights do not fit the model config they came with ({shown})")
     model = LeNet(config)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise CheckpointError(f"{path}: the weights do not fit the model config they came with ({detail})") from None
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()

@@ -375,6 +375,11 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _one_line(message: str) -> str:
+    # A message may quote untrusted text (a file name, a tensor name) that holds a line break.
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -383,13 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenet {args.command}: {e}", file=sys.stderr)
         return 130
     except LenetError as e:
-        print(f"lenet {args.command}: error: {e}", file=sys.stderr)
+        print(_one_line(f"lenet {args.command}: error: {e}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"lenet {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        print(f"lenet {args.command}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        message = f"lenet {args.command}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(_one_line(message), file=sys.stderr)
         return 1
 
 

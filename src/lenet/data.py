@@ -78,10 +78,14 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> torch.Tensor:
     if len(raw) < header:
         raise DataError(f"{name}: truncated header ({len(raw)} bytes, need {header})")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if max(shape) > MAX_IDX_BYTES:  # no file we read holds that many; with a zero beside it, no tensor has it
+        raise DataError(f"{name}: the header declares dimensions {list(shape)}, over the limit of {MAX_IDX_BYTES}")
     expected = header + _prod(shape)
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DataError(f"{name}: {problem}: {len(raw)} bytes, the header {list(shape)} needs {expected}")
+    if expected == header:  # no elements (a zero dimension); frombuffer refuses an empty buffer
+        return torch.empty(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 

@@ -35,3 +35,11 @@ class ExportError(LenetError):
 
 class ServeError(LenetError):
     """A server that cannot start: a missing extra, a port in use, a bad address."""
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """A value from a file, fit for a one-line message: short, and never failing (a huge int has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a huge number"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

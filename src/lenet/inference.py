@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from typing import IO
 
@@ -27,6 +28,9 @@ from .errors import ImageError
 from .metrics import predict_logits
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
+# The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
+# complaints about a damaged TIFF straight to stderr, and the rest are rare and little used.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -56,23 +60,29 @@ def _decode(source: str | os.PathLike | IO[bytes], name: str) -> torch.Tensor:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(source) as img:
-            # Checked on the header, before any pixel is decoded.
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of damaged metadata on stderr; the pixels decide
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source, formats=IMAGE_FORMATS) as img:
+                # Checked on the header, before any pixel is decoded.
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
+                if img.width * img.height == 0:
+                    raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty")
+                img.load()
+                grey = _to_grey(ImageOps.exif_transpose(img, in_place=True) or img)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a PNG, JPEG or other image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{name}: cannot decode image ({e})") from None
-    return to_fashion_mnist(img)
+        raise ImageError(f"{name}: not a {', '.join(IMAGE_FORMATS)} image Pillow can read") from None
+    except Exception as e:  # Pillow's decoders raise many types for a damaged file (OSError, SyntaxError,
+        # struct.error, IndexError, MemoryError, ...): all of them mean the file cannot be decoded
+        raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+    return _to_28x28(grey)
 
 
 def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -84,13 +94,25 @@ def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
 
 def to_fashion_mnist(img) -> torch.Tensor:
     """A PIL image in any mode and size as a uint8 tensor [1, 28, 28]."""
-    from PIL import Image, ImageOps
+    return _to_28x28(_to_grey(img))
 
+
+def _to_grey(img):
+    """Any mode to "L": transparency composited onto white first, on grey copies to save memory."""
+    from PIL import Image
+
+    if img.mode == "LAB":  # (a TIFF mode) Pillow cannot convert it, but its first band is the lightness
+        return img.getchannel("L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        ground = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(ground, rgba)
-    grey = img.convert("L")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        white = Image.new("L", rgba.size, 255)
+        return Image.composite(rgba.convert("L"), white, rgba.getchannel("A"))
+    return img.convert("L")
+
+
+def _to_28x28(grey) -> torch.Tensor:
+    from PIL import ImageOps
+
     if _border_mean(grey) > 127:
         grey = ImageOps.invert(grey)
     if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -101,8 +123,9 @@ def to_fashion_mnist(img) -> torch.Tensor:
 
 def _border_mean(grey) -> float:
     w, h = grey.size
-    pixels = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).reshape(h, w).float()
-    return torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean().item()
+    edges = [grey.crop(box).tobytes() for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))]
+    pixels = b"".join(edges)
+    return sum(pixels) / len(pixels)
 
 
 def _fit_object(grey):

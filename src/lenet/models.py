@@ -10,16 +10,22 @@ normalised inputs carries its own mean and std, so callers never normalise by ha
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import LenetError
+from .errors import LenetError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+# Bounds on a config, so that one read from a file cannot ask for unbounded memory. The
+# largest registry model has 97,098 parameters; these allow far bigger ones.
+MAX_WIDTH = 4096  # channels of a convolution, units of a hidden layer
+MAX_CLASSES = 1000
+MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights
 
 
 @dataclass(frozen=True)
@@ -37,18 +43,40 @@ class LeNetConfig:
     flip_tta: bool = False  # in eval mode, average the logits of each image and its mirror
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise LenetError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
-        if self.pool not in POOLS:
-            raise LenetError(f"unknown pooling {self.pool!r}; choose from {', '.join(POOLS)}")
-        if self.padding not in (0, 1, 2):
-            raise LenetError(f"padding must be 0, 1 or 2, not {self.padding}")
-        if min(*self.channels, *self.hidden, self.num_classes) < 1:
-            raise LenetError("channels, hidden sizes and num_classes must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise LenetError(f"dropout must be in [0, 1), not {self.dropout}")
-        if (self.input_mean is None) != (self.input_std is None) or (self.input_std is not None and self.input_std <= 0):
-            raise LenetError("input_mean and input_std go together, and the std must be positive")
+        # Every field is checked for type and range here, so a config read from a file
+        # (a checkpoint's metadata) can never build an absurd or unbuildable model.
+        for name in ("channels", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, value := tuple(value))
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise LenetError(f"{name} must be a pair of layer sizes, not {short_repr(value)}")
+            for size in value:
+                _check_int(name, size, 1, MAX_WIDTH)
+        _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        _check_int("padding", self.padding, 0, 2)
+        for name in ("activation", "pool"):
+            choices = ACTIVATIONS if name == "activation" else POOLS
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
+                raise LenetError(f"unknown {name} {short_repr(getattr(self, name))}; choose from {', '.join(choices)}")
+        for name in ("batch_norm", "flip_tta"):
+            if not isinstance(getattr(self, name), bool):
+                raise LenetError(f"{name} must be true or false, not {short_repr(getattr(self, name))}")
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise LenetError(f"dropout must be in [0, 1), not {short_repr(self.dropout)}")
+        mean, std = self.input_mean, self.input_std
+        if (mean is None) != (std is None) or (std is not None and not (_is_real(mean) and _is_real(std) and std > 0)):
+            raise LenetError("input_mean and input_std go together, and are finite numbers with a positive std")
+        if self.parameter_count > MAX_PARAMETERS:
+            raise LenetError(f"a model of {self.parameter_count:,} parameters is over the limit of {MAX_PARAMETERS:,}")
+
+    @property
+    def parameter_count(self) -> int:
+        """The number of parameters LeNet(self) has, computed without building it."""
+        (c1, c2), (h1, h2) = self.channels, self.hidden
+        conv = (25 + 1) * c1 + (25 * c1 + 1) * c2 + (2 * (c1 + c2) if self.batch_norm else 0)
+        fc = (c2 * self.feature_side**2 + 1) * h1 + (h1 + 1) * h2 + (h2 + 1) * self.num_classes
+        return conv + fc
 
     @property
     def feature_side(self) -> int:
@@ -61,12 +89,27 @@ class LeNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LeNetConfig:
+        if not isinstance(d, dict):
+            raise LenetError(f"a model config is a mapping of options, not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise LenetError(f"unknown model options: {', '.join(sorted(unknown))}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+            raise LenetError(f"unknown model options: {', '.join(sorted(map(short_repr, unknown)))}")
         return cls(**d)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise LenetError(f"{name} must be a whole number from {low} to {high}, not {short_repr(value)}")
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class Normalize(nn.Module):

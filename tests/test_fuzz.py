@@ -1,0 +1,572 @@
+"""Property-based fuzzing of everything that reads a file a user hands us.
+
+Three readers take untrusted bytes: the IDX reader (Fashion-MNIST files, raw or gzipped),
+the checkpoint loader (safetensors with lenet metadata) and the image decoder. Each test
+below generates thousands of malformed inputs (random bytes, mutated valid files, headers
+that declare huge sizes, bombs) and requires that every one ends in the reader's own error
+(a LenetError subclass) or a valid result: never another exception, a hang or a huge
+allocation. Hypothesis runs derandomized, so CI sees the same inputs on every run.
+
+Every test counts the inputs it ran in COUNTS; conftest.py prints the totals after the run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections import Counter
+from functools import cache
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import REPO
+from lenet.checkpoint import FORMAT, load
+from lenet.data import parse_idx, read_idx
+from lenet.errors import CheckpointError, DataError, ImageError
+from lenet.inference import load_image
+from lenet.models import MAX_PARAMETERS, MODELS, LeNet, count_parameters, create_model
+
+pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of stalling the suite
+
+COUNTS: Counter[str] = Counter()  # generated inputs per kind; conftest.py reports them
+VALID: Counter[str] = Counter()  # of those, the ones that gave a valid result (the rest were refused)
+
+
+def fuzz(examples: int):
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,  # the same inputs on every run (for a given Hypothesis version)
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def record(kind: str, valid: bool) -> None:
+    COUNTS[kind] += 1
+    VALID[kind] += valid
+
+
+def run(kind: str, examples: int, test) -> None:
+    """Run a hypothesis test and check it really generated `examples` inputs."""
+    before = COUNTS[kind]
+    test()
+    assert COUNTS[kind] - before >= examples, f"{kind}: only {COUNTS[kind] - before} of {examples} inputs ran"
+
+
+def put(path, blob: bytes) -> None:
+    # Unlink first: rewriting a file in place makes ext4 flush it to disk (auto_da_alloc), 2-3 ms a time.
+    path.unlink(missing_ok=True)
+    path.write_bytes(blob)
+
+
+# --- generic byte mutations -----------------------------------------------------------
+
+HUGE32 = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1]))
+HUGE64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 2**32, 2**63 - 1, 2**63, 2**64 - 1]))
+
+
+@st.composite
+def mutated(draw, blobs, head: int = 64):
+    """A valid file from `blobs` with 1-4 edits, half of them in its first `head` bytes."""
+    b = bytearray(draw(blobs))
+    for _ in range(draw(st.integers(1, 4))):
+        end = max(len(b) - 1, 0)
+        pos = draw(st.one_of(st.integers(0, min(head, end)), st.integers(0, end)))
+        op = draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete", "u32be", "u32le", "u64le"]))
+        if op == "flip" and b:
+            b[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and b:
+            b[pos] = draw(st.integers(0, 255))
+        elif op == "truncate":
+            del b[pos:]
+        elif op == "insert":
+            b[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete":
+            del b[pos : pos + draw(st.integers(1, 16))]
+        elif op in ("u32be", "u32le"):
+            b[pos : pos + 4] = struct.pack(">I" if op == "u32be" else "<I", draw(HUGE32))
+        elif op == "u64le":
+            b[pos : pos + 8] = struct.pack("<Q", draw(HUGE64))
+    return bytes(b)
+
+
+# --- IDX ------------------------------------------------------------------------------
+
+
+def idx_header(shape, dtype: int = 0x08) -> bytes:
+    return b"\x00\x00" + bytes([dtype, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@st.composite
+def valid_idx(draw):
+    shape = draw(st.lists(st.integers(0, 6), min_size=1, max_size=3))
+    n = 1
+    for d in shape:
+        n *= d
+    return idx_header(shape) + draw(st.binary(min_size=n, max_size=n))
+
+
+@st.composite
+def huge_idx(draw):
+    """A header declaring up to 3 x (2**32 - 1) elements, over a short body."""
+    ndim = draw(st.integers(0, 4))
+    shape = draw(st.lists(HUGE32, min_size=ndim, max_size=ndim))
+    dtype = draw(st.sampled_from([0x08, 0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]))
+    return b"\x00\x00" + bytes([dtype, ndim]) + struct.pack(f">{ndim}I", *shape) + draw(st.binary(max_size=32))
+
+
+IDX_INPUTS = st.one_of(st.binary(max_size=64), mutated(valid_idx(), head=16), huge_idx())
+
+
+def check_idx(raw: bytes) -> bool:
+    """True for a valid result, False for a refusal; anything else fails the test."""
+    try:
+        t = parse_idx(raw, "fuzz")
+    except DataError:
+        return False
+    assert t.dtype == torch.uint8 and 1 <= t.dim() <= 3
+    assert 4 + 4 * t.dim() + t.numel() == len(raw) and t.flatten().tolist() == list(raw[4 + 4 * t.dim() :])
+    return True
+
+
+def test_idx_bytes_end_in_data_error_or_a_tensor():
+    @fuzz(2000)
+    @given(IDX_INPUTS)
+    def check(raw):
+        record("IDX bytes: random, mutated headers, huge dimensions (parse_idx)", check_idx(raw))
+
+    run("IDX bytes: random, mutated headers, huge dimensions (parse_idx)", 2000, check)
+
+
+@st.composite
+def idx_file(draw, limit: int):
+    """The bytes of a raw or gzipped IDX file: good, damaged, truncated, or a bomb."""
+    kind = draw(st.sampled_from(["raw", "gzip", "gzip damaged", "gzip truncated", "gzip bomb", "gzip trailing"]))
+    if kind == "gzip bomb":  # declares what it holds, but holds more than `limit` bytes
+        n = draw(st.integers(limit - 64, 4 * limit))
+        return gzip.compress(idx_header([n]) + bytes(n), mtime=0)
+    raw = draw(IDX_INPUTS)
+    if kind == "raw":
+        return raw
+    blob = gzip.compress(raw, mtime=0)
+    if kind == "gzip damaged":
+        return draw(mutated(st.just(blob), head=16))
+    if kind == "gzip truncated":
+        return blob[: draw(st.integers(0, len(blob) - 1))]
+    if kind == "gzip trailing":
+        return blob + draw(st.binary(min_size=1, max_size=24))
+    return blob
+
+
+def test_idx_files_end_in_data_error_or_a_tensor(tmp_path, monkeypatch):
+    limit = 4096  # MAX_IDX_BYTES scaled down, so that bombs over it are cheap to make
+    monkeypatch.setattr("lenet.data.MAX_IDX_BYTES", limit)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+
+    @fuzz(1600)
+    @given(idx_file(limit))
+    def check(blob):
+        put(path, blob)
+        try:
+            t = read_idx(path)
+        except DataError as e:
+            assert str(path) in str(e)
+            return record("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", False)
+        assert t.dtype == torch.uint8 and t.numel() <= limit
+        record("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", True)
+
+    run("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", 1600, check)
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+@cache
+def state_dicts() -> dict[str, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    return {name: create_model(name).state_dict() for name in ("lenet", "lenet_wide")}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file whose header has its keys sorted.
+
+    safetensors writes the metadata in the order of a Rust HashMap, which changes from process
+    to process; mutations at a fixed offset would then hit other fields on every run.
+    """
+    from safetensors.torch import save
+
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes
+    return struct.pack("<Q", len(header)) + header + blob[8 + n :]
+
+
+def lenet_metadata(config_text: str) -> dict[str, str]:
+    return {"format": FORMAT, "lenet_version": "0.1.0", "model_config": config_text}
+
+
+@cache
+def good_checkpoints() -> tuple[bytes, ...]:
+    return tuple(
+        safetensors_bytes(sd, lenet_metadata(json.dumps(MODELS[name][0].to_dict())))
+        for name, sd in state_dicts().items()
+    )
+
+
+def check_checkpoint(path) -> bool:
+    try:
+        model = load(path)
+    except CheckpointError as e:
+        assert str(path) in str(e) and "\n" not in str(e)
+        return False
+    assert isinstance(model, LeNet) and not model.training
+    assert count_parameters(model) == model.config.parameter_count <= MAX_PARAMETERS
+    return True
+
+
+@st.composite
+def raw_safetensors(draw):
+    """An 8-byte header length, then a header that is random bytes or almost JSON."""
+    header = draw(
+        st.one_of(
+            st.binary(max_size=48),
+            st.text(max_size=48).map(str.encode),
+            st.sampled_from([b"{}", b'{"__metadata__": {}}', b'{"w": {"dtype": "F32", "shape": [1099511627776], '
+                             b'"data_offsets": [0, 4]}}', b'{"w": {"dtype": "F32", "shape": [1],'
+                             b' "data_offsets": [0, 18446744073709551615]}}']),  # fmt: skip
+        )
+    )
+    length = draw(st.one_of(st.just(len(header)), HUGE64))
+    return struct.pack("<Q", length) + header + draw(st.binary(max_size=16))
+
+
+CHECKPOINT_BYTES = st.one_of(
+    st.binary(max_size=128),
+    raw_safetensors(),
+    mutated(st.sampled_from(range(2)).map(lambda i: good_checkpoints()[i]), head=1024),
+)
+
+
+def test_checkpoint_bytes_end_in_checkpoint_error_or_a_model(tmp_path):
+    path = tmp_path / "model.safetensors"
+
+    @fuzz(1800)
+    @given(CHECKPOINT_BYTES)
+    def check(blob):
+        put(path, blob)
+        record("checkpoint bytes: random, huge header lengths, mutated valid files (load)", check_checkpoint(path))
+
+    run("checkpoint bytes: random, huge header lengths, mutated valid files (load)", 1800, check)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+SIZE = st.one_of(st.integers(-3, 5000), st.sampled_from([0, -1, 4096, 4097, 10**9, 2**63, 10**30]))
+FIELD_VALUES = {
+    "activation": st.sampled_from(["relu", "sigmoid", "tanh", "gelu", "swish", ""]),
+    "pool": st.sampled_from(["max", "avg", "min"]),
+    "batch_norm": st.booleans(),
+    "padding": st.integers(-1, 3),
+    "channels": st.lists(SIZE, min_size=0, max_size=3),
+    "hidden": st.lists(SIZE, min_size=0, max_size=3),
+    "num_classes": SIZE,
+    "dropout": st.floats(-1, 2),
+    "input_mean": st.none() | st.floats(),
+    "input_std": st.none() | st.floats(),
+    "flip_tta": st.booleans(),
+}
+
+
+@st.composite
+def model_config_text(draw):
+    """A registry config with some fields changed to wrong types, absurd sizes or garbage."""
+    name = draw(st.sampled_from(sorted(state_dicts())))
+    config = MODELS[name][0].to_dict()
+    for key in draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=3, unique=True)):
+        config[key] = draw(st.one_of(FIELD_VALUES[key], FIELD_VALUES[key], JSON))
+    if draw(st.integers(0, 9)) == 0:
+        config[draw(st.text(max_size=6))] = draw(JSON)  # an unknown option
+    text = json.dumps(config)
+    whole = draw(st.sampled_from(["config", "config", "config", "json", "cut", "deep"]))
+    if whole == "json":
+        text = json.dumps(draw(JSON))  # not a mapping, or a mapping of junk
+    elif whole == "cut":
+        text = text[: draw(st.integers(0, len(text)))]
+    elif whole == "deep":
+        text = "[" * 100_000 + "]" * 100_000
+    return name, text
+
+
+@st.composite
+def mangled_tensors(draw, name: str):
+    """The model's weights with some changed dtype or shape, missing, or extra."""
+    tensors = dict(state_dicts()[name])
+    for key in draw(st.lists(st.sampled_from(sorted(tensors)), max_size=3, unique=True)):
+        op = draw(st.sampled_from(["dtype", "shape", "drop"]))
+        if op == "dtype":
+            dtype = draw(st.sampled_from([torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8,
+                                          torch.int32, torch.int64, torch.bool, torch.float32]))  # fmt: skip
+            tensors[key] = tensors[key].to(dtype)
+        elif op == "shape":
+            tensors[key] = torch.zeros(draw(st.lists(st.integers(0, 4), max_size=4)))
+        else:
+            del tensors[key]
+    if draw(st.booleans()):
+        extra = draw(st.text(min_size=1, max_size=8).filter(lambda k: k != "__metadata__"))
+        tensors[extra] = torch.zeros(draw(st.integers(0, 3)))
+    return tensors
+
+
+@st.composite
+def checkpoint_files(draw):
+    name, text = draw(model_config_text())
+    tensors = draw(st.one_of(st.just(state_dicts()[name]), mangled_tensors(name)))
+    metadata = lenet_metadata(text)
+    if draw(st.integers(0, 19)) == 0:
+        metadata["format"] = draw(st.sampled_from(["", "lenet.model.v2", "pickle"]))
+    return safetensors_bytes(tensors, metadata)
+
+
+def test_checkpoint_configs_and_weights_end_in_checkpoint_error_or_a_model(tmp_path):
+    KIND = "checkpoint configs: wrong types, absurd sizes, bad JSON; wrong dtypes/shapes (load)"  # noqa: N806
+    path = tmp_path / "model.safetensors"
+
+    @fuzz(1800)
+    @given(checkpoint_files())
+    def check(blob):
+        put(path, blob)
+        record(KIND, check_checkpoint(path))
+
+    run(KIND, 1800, check)
+
+
+def test_absurd_configs_are_refused_before_building(tmp_path, monkeypatch):
+    """channels=(10**9, 1) would ask for ~100 GB: refused from the metadata alone."""
+    built = []  # the device of every model the loader builds
+
+    def spy(config):
+        model = LeNet(config)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr("lenet.checkpoint.LeNet", spy)
+    path = tmp_path / "m.safetensors"
+    base = MODELS["lenet"][0].to_dict()
+    for change in ({"channels": [10**9, 1]}, {"hidden": [4096, 4096], "channels": [4096, 4096]},
+                   {"num_classes": 10**6}, {"channels": ["6", "16"]}, {"hidden": [-120, 84]}):  # fmt: skip
+        path.write_bytes(safetensors_bytes(state_dicts()["lenet"], lenet_metadata(json.dumps({**base, **change}))))
+        with pytest.raises(CheckpointError, match="bad model config"):
+            load(path)
+    assert built == []
+    # A config under the limits (27.5 M parameters) whose weights do not fit it is refused
+    # after a look at its shapes on the meta device, before its 110 MB of weights exist.
+    change = {"channels": [4096, 64], "hidden": [4096, 4096]}
+    path.write_bytes(safetensors_bytes(state_dicts()["lenet"], lenet_metadata(json.dumps({**base, **change}))))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load(path)
+    assert built == ["meta"]
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **options)
+    return out.getvalue()
+
+
+@cache
+def good_images() -> tuple[bytes, ...]:
+    """Small valid files in every format and mode the decoder meets."""
+    gradient = Image.linear_gradient("L").resize((9, 7))
+    blobs = []
+    for size in ((1, 1), (9, 7), (28, 28)):
+        grey = gradient.resize(size)
+        rgb = Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grey))
+        rgba = rgb.copy()
+        rgba.putalpha(grey)
+        blobs += [
+            encode(grey.convert("1"), "PNG"), encode(grey, "PNG"), encode(rgb, "PNG"), encode(rgba, "PNG"),
+            encode(grey.convert("LA"), "PNG"), encode(grey.convert("I;16"), "PNG"),
+            encode(rgb.convert("P"), "PNG"), encode(rgb.convert("P"), "PNG", transparency=0),
+            encode(rgb, "JPEG"), encode(grey, "JPEG"), encode(rgb.convert("CMYK"), "JPEG"),
+            encode(rgb, "JPEG", progressive=True), encode(rgb, "JPEG", exif=_rotated_exif()),
+            encode(rgb, "GIF"), encode(grey, "GIF", save_all=True, append_images=[rgb.convert("L")], transparency=0),
+            encode(rgb, "BMP"), encode(grey, "BMP"), encode(grey.convert("1"), "BMP"), encode(rgb.convert("P"), "BMP"),
+            encode(rgba, "WEBP"), encode(rgb, "WEBP", lossless=True),
+        ]  # fmt: skip
+    return tuple(blobs)
+
+
+def _rotated_exif():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees
+    return exif
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@st.composite
+def png_with_header(draw):
+    """A PNG whose IHDR (correct CRC) declares any size, depth and colour type: bombs, zero size, 16-bit..."""
+    side = st.one_of(st.integers(0, 40), st.sampled_from([1, 6324, 6325, 65535, 2**31 - 1, 2**32 - 1]))
+    width, height = draw(side), draw(side)
+    depth = draw(st.sampled_from([1, 2, 4, 8, 16, 3, 0]))
+    colour = draw(st.sampled_from([0, 2, 3, 4, 6, 1, 7]))
+    interlace = draw(st.sampled_from([0, 0, 1, 2]))
+    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace))]
+    if draw(st.booleans()):
+        chunks.append(png_chunk(b"PLTE", draw(st.binary(max_size=3 * 20))))
+    if draw(st.booleans()):
+        chunks.append(png_chunk(b"tRNS", draw(st.binary(max_size=8))))
+    row = (width * 8 * depth + 7) // 8 + 1 if width <= 40 else 16
+    body = bytes(row * min(height, 40)) if draw(st.booleans()) else draw(st.binary(max_size=64))
+    chunks.append(png_chunk(b"IDAT", zlib.compress(body)))
+    if draw(st.booleans()):
+        chunks.append(png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+MAGICS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"GIF87a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF"]
+IMAGE_INPUTS = st.one_of(
+    st.binary(max_size=64),
+    st.tuples(st.sampled_from(MAGICS), st.binary(max_size=64)).map(b"".join),
+    mutated(st.sampled_from(good_images())),
+    png_with_header(),
+)
+
+
+def test_images_end_in_image_error_or_28x28(tmp_path):
+    KIND = "images: random, mutated PNG/JPEG/GIF/BMP/WebP, PNG headers of any size and mode (load_image)"  # noqa: N806
+    path = tmp_path / "photo.png"
+
+    @fuzz(3600)
+    @given(IMAGE_INPUTS)
+    def check(blob):
+        put(path, blob)
+        try:
+            x = load_image(path)
+        except ImageError as e:
+            assert str(path) in str(e) and "\n" not in str(e)
+            return record(KIND, False)
+        assert x.shape == (1, 28, 28) and x.dtype == torch.uint8
+        record(KIND, True)
+
+    run(KIND, 3600, check)
+
+
+def test_every_good_image_decodes(tmp_path):
+    """The mutations above start from files that really are valid."""
+    for i, blob in enumerate(good_images()):
+        (tmp_path / f"{i}.img").write_bytes(blob)
+        assert load_image(tmp_path / f"{i}.img").shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "EPS", "PCX", "ICO"])
+def test_other_formats_are_never_decoded(tmp_path, fmt):
+    """Pillow reads these too, but lenet does not try: libtiff prints to stderr, EPS runs Ghostscript."""
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.new("RGB", (16, 16)).save(path, fmt)
+    with pytest.raises(ImageError, match="not a PNG, JPEG, GIF, BMP, WEBP image"):
+        load_image(path)
+
+
+# --- memory ---------------------------------------------------------------------------
+
+# Each input declares far more memory than it may use (IDX dimensions of 2**32, a 256 MB gzip
+# bomb against the 64 MB limit, a 2**31 x 2**31 PNG, channels of 10**9, a 38 M parameter model
+# (154 MB) over weights that do not fit it, a safetensors header of 2**63 bytes) and is read in a
+# fresh interpreter whose address space may grow by 64 MB only (256 MB for the gzip bomb), set
+# with RLIMIT_AS: each must be refused within that, and an allocator failure (RuntimeError,
+# MemoryError) fails the test. The one input that is accepted, a 16-bit RGBA PNG just under the
+# 40 M pixel limit, must decode within 400 MB.
+MEMORY_SCRIPT = textwrap.dedent("""
+    import gzip, json, resource, struct, sys, zlib
+    from pathlib import Path
+    import torch
+    from lenet import load, load_image, save_model, create_model
+    from lenet.data import read_idx
+    from lenet.errors import LenetError
+
+    tmp = Path(sys.argv[1])
+    save_model(create_model("lenet"), tmp / "ok.safetensors")
+    load(tmp / "ok.safetensors")(torch.zeros(2, 1, 28, 28))  # warm up torch's allocator and threads
+
+    def limit(mb):  # the soft limit only, so that the next input can have its own
+        vm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm * 1024 + mb * 2**20, resource.RLIM_INFINITY))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def png(w, h, body=b""):  # 16-bit RGBA, so that Pillow would need 4 bytes a pixel
+        ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0))
+        return b"\\x89PNG\\r\\n\\x1a\\n" + ihdr + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b"")
+
+    def bomb(n):  # n zero bytes behind an IDX header that declares them, gzipped in slices
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)
+        out = [z.compress(b"\\x00\\x00\\x08\\x01" + struct.pack(">I", n % 2**32))]
+        out += [z.compress(bytes(2**24)) for _ in range(n // 2**24)]
+        return b"".join(out) + z.flush()
+
+    def checkpoint(change):  # the good file, with its model config changed
+        raw = (tmp / "ok.safetensors").read_bytes()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + n])
+        config = json.loads(header["__metadata__"]["model_config"])
+        header["__metadata__"]["model_config"] = json.dumps({**config, **change})
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+    inputs = [  # name, bytes, MB it may take, whether it is refused
+        ("idx-3-dims.gz", gzip.compress(b"\\x00\\x00\\x08\\x03" + b"\\xff" * 12 + bytes(100)), 64, True),
+        ("idx-bomb.gz", bomb(256 * 2**20), 256, True),
+        ("png-2g.png", png(2**31 - 1, 2**31 - 1), 64, True),
+        ("png-zero.png", png(0, 0), 64, True),
+        ("channels-1e9.safetensors", checkpoint({"channels": [10**9, 1]}), 64, True),
+        ("38M-parameters.safetensors", checkpoint({"channels": [4096, 128], "hidden": [4096, 4096]}), 64, True),
+        ("header-2-63.safetensors", struct.pack("<Q", 2**63) + b"{}", 64, True),
+        ("png-40m.png", png(6324, 6324, bytes(6324 * 8 + 1) * 6324), 400, False),
+    ]
+    for name, blob, mb, refused in inputs:
+        (tmp / name).write_bytes(blob)
+        reader = load if name.endswith(".safetensors") else load_image if name.endswith(".png") else read_idx
+        limit(mb)
+        try:
+            reader(tmp / name)
+            print(name, "read within", mb, "MB")
+        except LenetError as e:
+            print(name, "refused within", mb, "MB:", e)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+    print("peak rss MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+""")
+
+
+def test_huge_declared_sizes_stay_within_a_memory_limit(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("refused within") == 7 and "png-40m.png read within" in proc.stdout, proc.stdout
+    names = ("idx-3-dims", "idx-bomb", "png-2g", "png-zero", "channels-1e9", "38M-parameters", "header-2-63", "png-40m")
+    for name in names:
+        record("huge declared sizes, each in a process allowed only the memory it needs (RLIMIT_AS)",
+               name == "png-40m")  # fmt: skip
