@@ -80,3 +80,18 @@ def test_cli_errors_are_one_line(small_run, args, fragment):
     args = [str(small_run) if a == "RUN" else a for a in args]
     proc = subprocess.run([*LENET, "export", *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_flip_averaging_models_export_with_a_dynamic_batch(tmp_path, fmt):
+    """The default recipe's model averages each image with its mirror inside forward()."""
+    from lenet import create_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet_bn", flip_tta=True).eval()
+    with torch.no_grad():  # settle the batch norm statistics away from their initial values
+        model.train()(torch.rand(64, 1, 28, 28))
+    model.eval()
+    save_model(model, tmp_path / "model.safetensors")
+    result = export(tmp_path, fmt)
+    assert result.verification.passed and result.verification.images == 10_000

@@ -152,7 +152,7 @@ class LeNet(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if self.config.flip_tta and not self.training:
             both = self.classify(torch.cat([img, img.flip(-1)]))  # one pass over twice the batch
-            return both.view(2, len(img), -1).mean(0)
+            return both.view(2, -1, both.shape[-1]).mean(0)  # -1, not len(img): traced exports keep any batch
         return self.classify(img)
 
     def classify(self, img: torch.Tensor) -> torch.Tensor:
