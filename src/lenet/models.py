@@ -180,6 +180,13 @@ MODELS: dict[str, tuple[LeNetConfig, str]] = {
         ),  # fmt: skip
         "lenet_bn with 16/32 channels and 96/64 hidden units (97,098 parameters)",
     ),
+    "lenet_32x48": (
+        LeNetConfig(
+            activation="relu", batch_norm=True, padding=2, channels=(32, 48), hidden=(48, 32),
+            input_mean=0.2860, input_std=0.3530,
+        ),  # fmt: skip
+        "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions (98,986 parameters)",
+    ),
 }
 
 
