@@ -8,6 +8,7 @@ import torch
 
 from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
+from lenet.engine import Engine
 from lenet.errors import LenetError
 
 
@@ -72,7 +73,8 @@ def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatc
     data = small_subset(fmnist, 512, 128)
     seen = []
     eager = train(replace(_config(tmp_path, epochs=1), save=False), data=data)
-    fallback = train(replace(_config(tmp_path, epochs=1), save=False, compile=True), data=data, on_warning=seen.append)
+    config = replace(_config(tmp_path, epochs=1), save=False, engine=Engine(compile=True))
+    fallback = train(config, data=data, on_warning=seen.append)
     assert len(seen) == 1 and "--compile is unavailable here (RuntimeError)" in seen[0]
     a, b = eager.model.state_dict(), fallback.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the failed attempt changed nothing

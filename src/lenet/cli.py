@@ -44,6 +44,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .device import DEVICES
+    from .engine import PRECISIONS
     from .models import list_models
     from .recipes import OPTIMIZERS, SCHEDULES, list_recipes
 
@@ -69,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
     t.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (the CPU always is)")
+    t.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocasts the forward pass")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC convolutions")
+    t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused optimizer kernel")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (slow start)")
     t.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
     _add_device(t, DEVICES)
     _add_data_dir(t)
@@ -175,7 +179,7 @@ def cmd_train(args) -> int:
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
         deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=name,
-        save=args.save_model, progress=args.progress, threads=args.threads, compile=args.compile,
+        save=args.save_model, progress=args.progress, engine=_engine(args),
     )  # fmt: skip
     board = _tensorboard(args, name) if args.tensorboard else None
     data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
@@ -206,6 +210,13 @@ def cmd_train(args) -> int:
     if board is not None:
         board.close()
     return 0
+
+
+def _engine(args):
+    from .engine import Engine
+
+    return Engine(channels_last=args.channels_last, fused=args.fused, precision=args.precision,
+                  compile=args.compile, threads=args.threads)  # fmt: skip
 
 
 def _resume(args, overrides) -> int:

@@ -16,6 +16,7 @@ from . import runs
 from .checkpoint import save_model
 from .data import FashionMNIST, augment, batch_indices, holdout, load_fashion_mnist, to_float
 from .device import describe, resolve_device
+from .engine import Engine, forward_fn, make_optimizer, prepare
 from .errors import CheckpointError, Interrupted, LenetError
 from .files import write_json
 from .metrics import Evaluation, evaluate, seed_statistics
@@ -53,8 +54,7 @@ class TrainConfig:
     name: str | None = None  # run directory name; a fresh one is made up when None
     save: bool = True  # write the run directory
     progress: bool = True  # a progress bar on a terminal
-    threads: int | None = None  # CPU threads for the run (None: PyTorch's default, one per core)
-    compile: bool = False  # torch.compile the model (inductor); falls back to eager where it cannot
+    engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
 
 
 @dataclass
@@ -75,13 +75,13 @@ def recipe_model_config(recipe: Recipe) -> LeNetConfig:
     return model_config(recipe.model, flip_tta=recipe.test_flip)
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    params = model.parameters()
+def build_optimizer(model: nn.Module, recipe: Recipe, engine: Engine = Engine()) -> torch.optim.Optimizer:
+    params, kw = model.parameters(), {"lr": recipe.lr, "weight_decay": recipe.weight_decay}
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return make_optimizer(torch.optim.Adam, params, engine, **kw)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
+        return make_optimizer(torch.optim.AdamW, params, engine, **kw)
+    return make_optimizer(torch.optim.SGD, params, engine, momentum=recipe.momentum, nesterov=True, **kw)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
@@ -109,8 +109,6 @@ def train(
     recipe = config.recipe
     device = resolve_device(config.device)
     _set_determinism(device, config.deterministic)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     data = (data or load_fashion_mnist(config.data_dir)).to(device)
     if config.val_split:
         (train_x, train_y), (eval_x, eval_y) = holdout(data.train_images, data.train_labels, config.val_split)
@@ -119,14 +117,14 @@ def train(
     eval_split = "val" if config.val_split else "test"
 
     torch.manual_seed(config.seed)
-    model = build_model(recipe).to(device)
-    optimizer = build_optimizer(model, recipe)
+    model = prepare(build_model(recipe).to(device), config.engine)
+    optimizer = build_optimizer(model, recipe, config.engine)
     steps_per_epoch = -(-len(train_y) // recipe.batch_size)
     schedule = build_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     state = TrainState(model, optimizer, schedule, shuffle, augment_rng)
-    forward = compiled(model, on_warning) if config.compile else model
+    forward = forward_fn(model, config.engine, on_warning)
     if resume is not None:
         run_dir = Path(resume)
         saved = runs.read_train_state(run_dir)
@@ -138,7 +136,6 @@ def train(
         run_dir = _start_run_dir(config, data, device) if config.save else None
 
     history, warnings = state.history, state.warnings
-    judged = None
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
@@ -178,9 +175,10 @@ def train(
         if on_epoch is not None:
             on_epoch(row)
 
-    if judged is None or eval_split != "test":
-        judged = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
-    test = judged
+    # The final figure comes from the model exactly as saved and as `lenet eval` loads it (the
+    # default layout, float32), so the two always agree to the image.
+    model.to(memory_format=torch.contiguous_format)
+    test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
     if run_dir is not None:
         runs.write_summary(run_dir, _summary(config, model, test, history, state.train_seconds, warnings))
     return RunResult(model.eval(), history, test, run_dir, state.train_seconds, warnings)
@@ -235,7 +233,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
         config = TrainConfig(
             recipe=Recipe.from_dict(saved["recipe"]), recipe_name=saved["recipe_name"], seed=saved["seed"],
             val_split=saved["val_split"], device=saved["device"].split(":")[0], deterministic=saved["deterministic"],
-            out=str(Path(run_dir).parent), name=Path(run_dir).name,
+            out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**saved.get("engine", {})),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
@@ -261,30 +259,6 @@ def _train_epoch(model, forward, optimizer, schedule, images, labels, batches, r
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(dim=1) == y).sum()
     return loss_sum.item(), int(correct.item())
-
-
-def compiled(model: nn.Module, on_warning: Callable[[str], None] | None = None) -> Callable:
-    """torch.compile(model), falling back to the model itself where compiling cannot work here.
-
-    Compilation happens at the first call; if it fails (no C++ compiler, an unsupported
-    platform or build), that call and every later one run eagerly.
-    """
-    compiled_forward = torch.compile(model)
-    first = True
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        nonlocal first, compiled_forward
-        if first:
-            first = False
-            try:
-                return compiled_forward(x)
-            except Exception as e:  # torch._dynamo raises many types; none is the user's fault
-                compiled_forward = model
-                if on_warning is not None:
-                    on_warning(f"--compile is unavailable here ({type(e).__name__}); training eagerly")
-        return compiled_forward(x)
-
-    return forward
 
 
 def _progress(batches, enabled: bool, total: int, description: str):
@@ -323,6 +297,7 @@ def _start_run_dir(config: TrainConfig, data: FashionMNIST, device: torch.device
             "device": str(device),
             "device_name": describe(device),
             "deterministic": config.deterministic,
+            "engine": asdict(config.engine),
             "data": {"source": data.source, "sha256": data.sha256},
             "environment": runs.environment(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,0 +1,90 @@
+"""How the training step runs: memory format, fused optimizer, precision, compilation, threads.
+
+None of these changes the maths beyond float rounding, except bf16, which is opt-in. Each
+fast path falls back to the plain one where this PyTorch or device cannot take it, and each
+has a flag to turn it off (BENCHMARKS.md has the measurements that chose the defaults).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import LenetError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Engine:
+    channels_last: bool = True  # NHWC convolutions: oneDNN's fast layout on the CPU, tensor cores' on GPUs
+    fused: bool = True  # the optimizer update as one kernel over all parameters
+    precision: str = "fp32"  # "bf16": autocast the forward pass (AMX CPUs, recent GPUs)
+    compile: bool = False  # torch.compile the model (inductor)
+    threads: int | None = None  # CPU threads for the run (None: PyTorch's default, one per core)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise LenetError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.threads is not None and self.threads < 1:
+            raise LenetError(f"threads must be at least 1, not {self.threads}")
+
+
+def prepare(model: nn.Module, engine: Engine) -> nn.Module:
+    """Set the thread count and move the weights to the engine's memory format (in place)."""
+    if engine.threads is not None:
+        torch.set_num_threads(engine.threads)
+    if engine.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_optimizer(factory: Callable[..., torch.optim.Optimizer], params, engine: Engine, **kw) -> torch.optim.Optimizer:
+    """factory(params, **kw), fused where this PyTorch and device support it."""
+    params = list(params)
+    if engine.fused:
+        with contextlib.suppress(RuntimeError, ValueError, TypeError):  # device or version without a fused kernel
+            return factory(params, fused=True, **kw)
+    return factory(params, **kw)
+
+
+def forward_fn(model: nn.Module, engine: Engine, on_warning: Callable[[str], None] | None = None) -> Callable:
+    """The training forward pass: logits in float32, whatever the precision inside."""
+    forward = compiled(model, on_warning) if engine.compile else model
+    if engine.precision == "fp32":
+        return forward
+    device_type = next(model.parameters()).device.type
+
+    def autocast_forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return forward(x).float()
+
+    return autocast_forward
+
+
+def compiled(model: nn.Module, on_warning: Callable[[str], None] | None = None) -> Callable:
+    """torch.compile(model), falling back to the model itself where compiling cannot work here.
+
+    Compilation happens at the first call; if it fails (no C++ compiler, an unsupported
+    platform or build), that call and every later one run eagerly.
+    """
+    compiled_forward = torch.compile(model)
+    first = True
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        nonlocal first, compiled_forward
+        if first:
+            first = False
+            try:
+                return compiled_forward(x)
+            except Exception as e:  # torch._dynamo raises many types; none is the user's fault
+                compiled_forward = model
+                if on_warning is not None:
+                    on_warning(f"--compile is unavailable here ({type(e).__name__}); training eagerly")
+        return compiled_forward(x)
+
+    return forward
