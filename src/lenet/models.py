@@ -162,6 +162,8 @@ class LeNet(nn.Module):
 
 # --- registry -------------------------------------------------------------------------
 
+_BN = LeNetConfig(activation="relu", batch_norm=True, padding=2, input_mean=0.2860, input_std=0.3530)
+
 MODELS: dict[str, tuple[LeNetConfig, str]] = {
     "lenet": (LeNetConfig(), "the tutorial's LeNet: sigmoid, max-pool, 256-120-84-10 (44,426 parameters)"),
     "lenet5": (
@@ -169,22 +171,13 @@ MODELS: dict[str, tuple[LeNetConfig, str]] = {
         "classic LeNet-5: tanh, average pooling, padding 2, 16x5x5 flatten",
     ),
     "lenet_relu": (LeNetConfig(activation="relu"), "the tutorial's LeNet with ReLU"),
-    "lenet_bn": (
-        LeNetConfig(activation="relu", batch_norm=True, padding=2, input_mean=0.2860, input_std=0.3530),
-        "ReLU, batch norm, padding 2, normalised input (61,750 parameters)",
-    ),
+    "lenet_bn": (_BN, "ReLU, batch norm, padding 2, normalised input (61,750 parameters)"),
     "lenet_wide": (
-        LeNetConfig(
-            activation="relu", batch_norm=True, padding=2, channels=(16, 32), hidden=(96, 64),
-            input_mean=0.2860, input_std=0.3530,
-        ),  # fmt: skip
+        replace(_BN, channels=(16, 32), hidden=(96, 64)),
         "lenet_bn with 16/32 channels and 96/64 hidden units (97,098 parameters)",
     ),
     "lenet_32x48": (
-        LeNetConfig(
-            activation="relu", batch_norm=True, padding=2, channels=(32, 48), hidden=(48, 32),
-            input_mean=0.2860, input_std=0.3530,
-        ),  # fmt: skip
+        replace(_BN, channels=(32, 48), hidden=(48, 32)),
         "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions (98,986 parameters)",
     ),
 }
