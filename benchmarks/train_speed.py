@@ -52,10 +52,13 @@ def child_engine(args) -> dict:
 
     from lenet import TrainConfig, get_recipe, load_fashion_mnist, train
 
+    from lenet.engine import Engine
+
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
+    engine = Engine(channels_last=not args.plain, fused=not args.plain, precision=args.precision, threads=args.threads)
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
-                         progress=False)  # fmt: skip
+                         progress=False, engine=engine)  # fmt: skip
     result = train(config, load_fashion_mnist())
     rows = result.history
     return {
@@ -103,6 +106,8 @@ def tree_rss_mb(pid: int) -> float:
 def run_child(kind: str, args, extra: list[str] = ()) -> dict:
     command = [sys.executable, "-m", "benchmarks.train_speed", "--child", kind, "--device", args.device,
                "--epochs", str(args.epochs), "--workers", str(args.workers), "--seed", str(args.seed), *extra]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     peak = [0.0]
 
@@ -142,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", default="seed")
+    parser.add_argument("--threads", type=int, help="CPU threads for lenet's engine (default: PyTorch's)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-time-to-accuracy", action="store_true")
+    parser.add_argument("--tta-precisions", default="fp32,bf16", help="precisions to time the default recipe in")
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("reference", "engine"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -152,37 +161,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(hardware(args.device))
+    speed_table(args)
+    for precision in [] if args.skip_time_to_accuracy else args.tta_precisions.split(","):
+        time_to_accuracy(args, precision)
+    return 0
+
+
+def speed_table(args) -> None:
+    """The tutorial's recipe through each pipeline: seconds per epoch, accuracy, memory."""
     print(f"tutorial recipe (sigmoid LeNet, Adam lr 0.01, batch 64), {args.epochs} epochs, seed {args.seed}\n")
     rows = {}
     if not args.skip_reference:
         rows[f"tutorial pipeline (PIL + DataLoader, {args.workers} workers)"] = run_child("reference", args)
-    rows["lenet engine"] = run_child("engine", args, ["--recipe", "seed"])
-    print(f"{'pipeline':<45} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
+    rows["lenet, plain step (--no-channels-last --no-fused)"] = run_child("engine", args, ["--recipe", "seed", "--plain"])
+    rows["lenet engine (default: channels-last, fused Adam)"] = run_child("engine", args, ["--recipe", "seed"])
+    rows["lenet engine, --precision bf16"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
+    print(f"{'pipeline':<52} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
     for name, r in rows.items():
         gpu = f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"
         s = steady(r["seconds"])
-        print(f"{name:<45} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
-    if len(rows) == 2:
-        ref, ours = (steady(r["seconds"]) for r in rows.values())
-        print(f"speed-up: {ref / ours:.1f}x per epoch (steady state: the fastest epoch after the first)")
+        print(f"{name:<52} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
+    if not args.skip_reference:
+        reference, *ours = rows.values()
+        for name, r in zip(list(rows)[1:], ours):
+            print(f"speed-up, {name}: {steady(reference['seconds']) / steady(r['seconds']):.1f}x")
+        print("(per epoch: the fastest epoch after the first, so start-up and worker spawn do not count)")
 
-    if not args.skip_time_to_accuracy:
-        default = run_child("engine", argparse.Namespace(**{**vars(args), "epochs": 0}), ["--recipe", "default"])
-        print("\ndefault recipe, time to accuracy (training seconds, judged after each epoch):")
-        elapsed, evals = 0.0, 0.0
-        reached = {}
-        for seconds, eval_s, acc in zip(default["seconds"], default["eval_seconds"], default["accuracies"]):
-            elapsed, evals = elapsed + seconds, evals + eval_s
-            for target in TARGETS:
-                reached.setdefault(target, None)
-                if acc >= target and reached[target] is None:
-                    reached[target] = elapsed
-        for target, at in reached.items():
-            print(f"  {target:.0%}: " + (f"{at:.1f} s" if at is not None else f"not reached in {len(default['seconds'])} epochs"))
-        gpu = f", GPU peak {default['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in default else ""
-        print(f"  final {default['accuracy']:.2%}; evaluation took {evals:.1f} s in all (not counted); "
-              f"peak RSS {default['peak_rss_mb']:.0f} MB{gpu}")  # fmt: skip
-    return 0
+
+def time_to_accuracy(args, precision: str) -> None:
+    """The default recipe, whole: training seconds until test accuracy first reaches each target."""
+    run = run_child("engine", argparse.Namespace(**{**vars(args), "epochs": 0}), ["--recipe", "default", "--precision", precision])
+    print(f"\ndefault recipe, --precision {precision}: training seconds to test accuracy (judged after each epoch)")
+    elapsed, reached = 0.0, {}
+    for seconds, accuracy in zip(run["seconds"], run["accuracies"]):
+        elapsed += seconds
+        for target in TARGETS:
+            if accuracy >= target:
+                reached.setdefault(target, elapsed)
+    for target in TARGETS:
+        at = reached.get(target)
+        print(f"  {target:.0%}: " + (f"{at:.1f} s" if at is not None else f"not reached in {len(run['seconds'])} epochs"))
+    gpu = f", GPU peak {run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in run else ""
+    print(f"  final {run['accuracy']:.2%} after {elapsed:.1f} s; evaluation took {sum(run['eval_seconds']):.1f} s "
+          f"in all (not counted); peak RSS {run['peak_rss_mb']:.0f} MB{gpu}")  # fmt: skip
 
 
 if __name__ == "__main__":
