@@ -150,3 +150,12 @@ def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
     odd = tmp_path / "two\nlines.png"  # a file name is untrusted text too
     odd.write_bytes(b"not an image")
     assert_clean_error(lenet("predict", path, odd, "--device", "cpu"), "two\\nlines.png")
+
+
+def test_several_seeds_print_their_statistics(tmp_path):
+    proc = lenet("train", "--recipe", "seed", "--model", "lenet_bn", "--epochs", "1", "--batch-size", "512",
+                 "--seeds", "2", "--seed", "3", "--no-report", "--out", tmp_path, "--name", "g")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((tmp_path / "g" / "seeds.json").read_text())
+    assert [p.name for p in sorted((tmp_path / "g").iterdir())] == ["seed-3", "seed-4", "seeds.json"]
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"2 seeds: test accuracy mean {stats['mean']:.2%}")

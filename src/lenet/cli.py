@@ -175,7 +175,7 @@ def cmd_train(args) -> int:
         raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
     recipe = replace(get_recipe(args.recipe), **overrides)
     # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
-    name = args.name or (default_run_name(args.recipe, args.seed, args.out) if args.seeds == 1 else None)
+    name = args.name or (default_run_name(args.recipe, f"seed{args.seed}", args.out) if args.seeds == 1 else None)
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
         deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=name,

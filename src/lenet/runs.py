@@ -75,8 +75,9 @@ def create_run_dir(out: str | Path, name: str) -> Path:
     return path
 
 
-def default_run_name(recipe_name: str, seed: int, out: str | Path) -> str:
-    base = f"{recipe_name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(recipe_name: str, what: str, out: str | Path) -> str:
+    """RECIPE-WHAT-TIMESTAMP (WHAT: seed3, 10seeds), made unique within `out`."""
+    base = f"{recipe_name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
     name, n = base, 2
     while (Path(out) / name).exists():
         name, n = f"{base}-{n}", n + 1

@@ -283,7 +283,7 @@ def _set_determinism(device: torch.device, deterministic: bool) -> None:
 
 
 def _start_run_dir(config: TrainConfig, data: FashionMNIST, device: torch.device) -> Path:
-    name = config.name or runs.default_run_name(config.recipe_name, config.seed, config.out)
+    name = config.name or runs.default_run_name(config.recipe_name, f"seed{config.seed}", config.out)
     run_dir = runs.create_run_dir(config.out, name)
     runs.write_config(
         run_dir,
@@ -335,9 +335,7 @@ def train_seeds(
     out/NAME/seeds.json when saving).
     """
     data = data or load_fashion_mnist(config.data_dir)
-    group = config.name or runs.default_run_name(config.recipe_name, config.seed, config.out).replace(
-        f"-seed{config.seed}", f"-{seeds}seeds"
-    )
+    group = config.name or runs.default_run_name(config.recipe_name, f"{seeds}seeds", config.out)
     out = Path(config.out) / group
     if config.save:
         runs.create_run_dir(config.out, group)
