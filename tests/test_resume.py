@@ -72,7 +72,8 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     print(f"kill points (s after start): {kills}")
 
 
-def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])  # at the end-of-epoch writes, mid-epoch, later
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, delay):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lenet.cli", "train", "--recipe", "seed", "--epochs", "20", "--device", "cpu",
          "--out", str(tmp_path), "--name", "r", "--no-progress"],
@@ -82,6 +83,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     while not (tmp_path / "r" / "train_state.pt").exists():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

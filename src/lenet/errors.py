@@ -23,10 +23,12 @@ class ImageError(LenetError):
 class Interrupted(LenetError):
     """Ctrl-C during training; the epochs completed before it are saved."""
 
-    def __init__(self, epoch: int, run_dir=None):
-        saved = f"epochs 1-{epoch - 1} are saved; " if epoch > 1 else ""
-        how = f"continue with: lenet train --resume {run_dir}" if run_dir and epoch > 1 else "nothing was saved to resume"
-        super().__init__(f"interrupted in epoch {epoch}; {saved}{how}")
+    def __init__(self, epoch: int, resumable_run=None):
+        if resumable_run is not None:
+            how = f"the completed epochs are saved; continue with: lenet train --resume {resumable_run}"
+        else:
+            how = "no epoch was completed, so there is nothing to resume"
+        super().__init__(f"interrupted in epoch {epoch}; {how}")
 
 
 class ExportError(LenetError):

@@ -136,51 +136,53 @@ def train(
         run_dir = _start_run_dir(config, data, device) if config.save else None
 
     history, warnings = state.history, state.warnings
-    for epoch in range(state.epoch + 1, recipe.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        batches = _progress(
-            batch_indices(len(train_y), recipe.batch_size, shuffle=True, generator=shuffle, device=device),
-            config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
-        )  # fmt: skip
-        try:
+    epoch = state.epoch + 1
+    try:
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            batches = _progress(
+                batch_indices(len(train_y), recipe.batch_size, shuffle=True, generator=shuffle, device=device),
+                config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
+            )  # fmt: skip
             loss_sum, correct = _train_epoch(
                 model, forward, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng
             )
-        except KeyboardInterrupt:
-            raise Interrupted(epoch, run_dir) from None
-        seconds = time.perf_counter() - start
-        if not math.isfinite(loss_sum):
-            kept = f"; the weights of epoch {epoch - 1} are kept in {run_dir}" if run_dir and epoch > 1 else ""
-            raise TrainingDiverged(f"the training loss became {loss_sum} in epoch {epoch}{kept}; try a lower --lr")
-        state.train_seconds += seconds
-        start = time.perf_counter()
-        judged = evaluate(model, eval_x, eval_y, recipe.eval_batch_size)
-        row = runs.EpochMetrics(
-            epoch=epoch, train_loss=loss_sum / len(train_y), train_accuracy=correct / len(train_y),
-            eval_split=eval_split, eval_loss=judged.loss, eval_accuracy=judged.accuracy, seconds=seconds,
-            images_per_s=len(train_y) / seconds, eval_seconds=time.perf_counter() - start, lr=lr,
-        )  # fmt: skip
-        history.append(row)
-        if epoch == 1 and is_stuck(judged.accuracy, model.config.num_classes):
-            warnings.append(STUCK_ADVICE.format(accuracy=judged.accuracy))
-            if on_warning is not None:
-                on_warning(warnings[-1])
-        state.epoch = epoch
-        if run_dir is not None:
-            # The state first: it alone decides where a resumed run goes on from.
-            runs.write_train_state(run_dir, state.to_dict())
-            runs.write_metrics(run_dir, history)
-            save_model(model, runs.weights_path(run_dir), {"epoch": str(epoch)})
-        if on_epoch is not None:
-            on_epoch(row)
+            seconds = time.perf_counter() - start
+            if not math.isfinite(loss_sum):
+                kept = f"; the weights of epoch {epoch - 1} are kept in {run_dir}" if run_dir and epoch > 1 else ""
+                raise TrainingDiverged(f"the training loss became {loss_sum} in epoch {epoch}{kept}; try a lower --lr")
+            state.train_seconds += seconds
+            start = time.perf_counter()
+            judged = evaluate(model, eval_x, eval_y, recipe.eval_batch_size)
+            row = runs.EpochMetrics(
+                epoch=epoch, train_loss=loss_sum / len(train_y), train_accuracy=correct / len(train_y),
+                eval_split=eval_split, eval_loss=judged.loss, eval_accuracy=judged.accuracy, seconds=seconds,
+                images_per_s=len(train_y) / seconds, eval_seconds=time.perf_counter() - start, lr=lr,
+            )  # fmt: skip
+            history.append(row)
+            if epoch == 1 and is_stuck(judged.accuracy, model.config.num_classes):
+                warnings.append(STUCK_ADVICE.format(accuracy=judged.accuracy))
+                if on_warning is not None:
+                    on_warning(warnings[-1])
+            state.epoch = epoch
+            if run_dir is not None:
+                # The state first: it alone decides where a resumed run goes on from.
+                runs.write_train_state(run_dir, state.to_dict())
+                runs.write_metrics(run_dir, history)
+                save_model(model, runs.weights_path(run_dir), {"epoch": str(epoch)})
+            if on_epoch is not None:
+                on_epoch(row)
 
-    # The final figure comes from the model exactly as saved and as `lenet eval` loads it (the
-    # default layout, float32), so the two always agree to the image.
-    model.to(memory_format=torch.contiguous_format)
-    test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
-    if run_dir is not None:
-        runs.write_summary(run_dir, _summary(config, model, test, history, state.train_seconds, warnings))
+        # The final figure comes from the model exactly as saved and as `lenet eval` loads it (the
+        # default layout, float32), so the two always agree to the image.
+        model.to(memory_format=torch.contiguous_format)
+        test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
+        if run_dir is not None:
+            runs.write_summary(run_dir, _summary(config, model, test, history, state.train_seconds, warnings))
+    except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
+        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
+        raise Interrupted(epoch, run_dir if resumable else None) from None
     return RunResult(model.eval(), history, test, run_dir, state.train_seconds, warnings)
 
 
