@@ -64,7 +64,6 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
         mode = "resume" if (run / "config.json").exists() else "start"  # a kill before that: start again
     a, b = load_file(whole / "model.safetensors"), load_file(run / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "images_per_s"} for r in rows]  # noqa: E731
     read = lambda d: json.loads((d / "summary.json").read_text())  # noqa: E731
     assert read(whole)["test"] == read(run)["test"]
     metrics = lambda d: [line.split(",")[:6] for line in (d / "metrics.csv").read_text().splitlines()]  # noqa: E731

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .device import DEVICES
     from .engine import PRECISIONS
     from .models import list_models
-    from .recipes import OPTIMIZERS, SCHEDULES, list_recipes
+    from .recipes import OPTIMIZERS, SCHEDULES, Recipe, list_recipes
 
     parser = _Parser(prog="lenet", description="LeNet on Fashion-MNIST: train, evaluate, inspect, predict.")
     parser.add_argument("--version", action="version", version=f"lenet {_version()}")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
-    e.add_argument("--batch-size", type=positive_int, default=1000)
+    e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
     _add_device(e, DEVICES)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -220,6 +220,7 @@ def _engine(args):
 
 
 def _resume(args, overrides) -> int:
+    from .data import load_fashion_mnist
     from .train import resume_config, train
 
     if overrides or args.seeds > 1 or args.val_split or args.name or args.tensorboard:
@@ -227,12 +228,12 @@ def _resume(args, overrides) -> int:
     config = resume_config(args.resume, device=args.device, data_dir=args.data_dir, progress=args.progress)
     print(f"resuming {args.resume}", flush=True)
     epochs = config.recipe.epochs
-    result = train(config, resume=args.resume, on_epoch=lambda row: print(_epoch_line(row, epochs), flush=True))
+    data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
+    on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
+    result = train(config, data=data, resume=args.resume, on_epoch=on_epoch)
     _print_result(result)
     if args.report:
-        from .data import load_fashion_mnist
-
-        _report_after_training(result.run_dir, load_fashion_mnist(args.data_dir), args.device, None, epochs)
+        _report_after_training(result.run_dir, data, args.device, None, epochs)
     return 0
 
 
