@@ -56,7 +56,8 @@ def child_engine(args) -> dict:
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
-    engine = Engine(channels_last=not args.plain, fused=not args.plain, precision=args.precision, threads=args.threads)
+    fast = not args.plain
+    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, precision=args.precision, threads=args.threads)
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
                          progress=False, engine=engine)  # fmt: skip
     result = train(config, load_fashion_mnist())
@@ -173,7 +174,7 @@ def speed_table(args) -> None:
     rows = {}
     if not args.skip_reference:
         rows[f"tutorial pipeline (PIL + DataLoader, {args.workers} workers)"] = run_child("reference", args)
-    rows["lenet, plain step (--no-channels-last --no-fused)"] = run_child("engine", args, ["--recipe", "seed", "--plain"])
+    rows["lenet, plain step (--no-channels-last --no-fused --no-pool-first)"] = run_child("engine", args, ["--recipe", "seed", "--plain"])
     rows["lenet engine (default: channels-last, fused Adam)"] = run_child("engine", args, ["--recipe", "seed"])
     rows["lenet engine, --precision bf16"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
     print(f"{'pipeline':<52} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")

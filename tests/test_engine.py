@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lenet import create_model
-from lenet.engine import Engine, forward_fn, make_optimizer, prepare
+from lenet.engine import Engine, forward_fn, make_optimizer, prepare, training_order
 from lenet.errors import LenetError
 
 
@@ -42,6 +42,44 @@ def test_bf16_forward_gives_float32_logits_close_to_fp32():
         low, full = forward_fn(model, Engine(precision="bf16"))(x), forward_fn(model, Engine())(x)
     assert low.dtype == torch.float32 and not torch.equal(low, full)
     assert torch.allclose(low, full, atol=0.1)
+
+
+def _step(model, x, y):
+    model.zero_grad()
+    logits = model(x)
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["lenet", "lenet_32x48"])
+def test_pool_first_keeps_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    order = [type(m) for m in model.conv]
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    logits, grads = _step(model, x, y)
+    with training_order(model, Engine(pool_first=True)):
+        kinds = [type(m).__name__ for m in model.conv]
+        fast_logits, fast_grads = _step(model, x, y)
+    assert kinds.index("MaxPool2d") < kinds.index("ReLU" if name != "lenet" else "Sigmoid")  # it did swap
+    assert [type(m) for m in model.conv] == order  # and swapped back
+    assert torch.allclose(fast_logits, logits, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast_grads, grads))
+
+
+def test_pool_first_leaves_other_layers_and_restores_after_an_error():
+    for name, kw in [("lenet5", {}), ("lenet", {"activation": "gelu"})]:  # average pool; a non-monotonic activation
+        model = create_model(name, **kw)
+        before = [type(m) for m in model.conv]
+        with training_order(model, Engine(pool_first=True)):
+            assert [type(m) for m in model.conv] == before
+    model = create_model("lenet")
+    before = [type(m) for m in model.conv]
+    with pytest.raises(KeyboardInterrupt), training_order(model, Engine(pool_first=True)):
+        raise KeyboardInterrupt
+    assert [type(m) for m in model.conv] == before
+    with training_order(model, Engine(pool_first=False)):
+        assert [type(m) for m in model.conv] == before
 
 
 def test_bad_engine_options():

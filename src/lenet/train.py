@@ -16,7 +16,7 @@ from . import runs
 from .checkpoint import save_model
 from .data import FashionMNIST, augment, batch_indices, holdout, load_fashion_mnist, to_float
 from .device import describe, resolve_device
-from .engine import Engine, forward_fn, make_optimizer, prepare
+from .engine import Engine, forward_fn, make_optimizer, prepare, training_order
 from .errors import CheckpointError, Interrupted, LenetError
 from .files import write_json
 from .metrics import Evaluation, evaluate, seed_statistics
@@ -145,9 +145,10 @@ def train(
                 batch_indices(len(train_y), recipe.batch_size, shuffle=True, generator=shuffle, device=device),
                 config.progress, steps_per_epoch, f"epoch {epoch}/{recipe.epochs}",
             )  # fmt: skip
-            loss_sum, correct = _train_epoch(
-                model, forward, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng
-            )
+            with training_order(model, config.engine):
+                loss_sum, correct = _train_epoch(
+                    model, forward, optimizer, schedule, train_x, train_y, batches, recipe, augment_rng
+                )
             seconds = time.perf_counter() - start
             if not math.isfinite(loss_sum):
                 kept = f"; the weights of epoch {epoch - 1} are kept in {run_dir}" if run_dir and epoch > 1 else ""
