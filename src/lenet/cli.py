@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
     r.add_argument("run", metavar="RUN", help="a run directory")
-    r.add_argument("--batch-size", type=positive_int, default=1000)
+    r.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
     _add_device(r, DEVICES)
     _add_data_dir(r)
     r.set_defaults(func=cmd_report)

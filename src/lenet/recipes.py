@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import LenetError
+from .metrics import EVAL_CHUNK
 from .models import MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -31,7 +32,7 @@ class Recipe:
     shift: int = 2  # random translations by up to this many pixels
     flip: bool = True  # random horizontal flips
     test_flip: bool = True  # average each test image's logits with its mirror's
-    eval_batch_size: int = 250  # evaluation in chunks keeps peak memory low (flip averaging doubles each)
+    eval_batch_size: int = EVAL_CHUNK  # evaluation in chunks keeps peak memory low
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

@@ -21,7 +21,7 @@ from .data import CLASSES, FashionMNIST, load_fashion_mnist
 from .device import resolve_device
 from .errors import LenetError
 from .files import write_bytes, write_text
-from .metrics import Evaluation, evaluate, predict_logits
+from .metrics import EVAL_CHUNK, Evaluation, predict_logits, score
 from .models import LeNet, LeNetConfig, count_parameters
 from .runs import PLOTS_DIR, REPORT_FILE, Run, read_run
 
@@ -67,7 +67,7 @@ def write_report(
     data: FashionMNIST | None = None,
     data_dir: str | None = None,
     device: str = "cpu",
-    batch_size: int = 1000,
+    batch_size: int = EVAL_CHUNK,
 ) -> Report:
     """Evaluate a run's model on the test set, save its plots and RUN/report.html."""
     plots = load_plots()
@@ -76,8 +76,8 @@ def write_report(
     model = load(run.path, device)
     data = load_fashion_mnist(data_dir) if data is None else data
     images, labels = data.test_images.to(device), data.test_labels.to(device)
-    evaluation = evaluate(model, images, labels, batch_size)
-    logits = predict_logits(model, images, batch_size)  # evaluate() keeps its logits to itself
+    logits = predict_logits(model, images, batch_size)
+    evaluation = score(logits, labels)
     figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
     for name, png in figures.items():
         write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
