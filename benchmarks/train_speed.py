@@ -174,14 +174,15 @@ def speed_table(args) -> None:
     rows = {}
     if not args.skip_reference:
         rows[f"tutorial pipeline (PIL + DataLoader, {args.workers} workers)"] = run_child("reference", args)
-    rows["lenet, plain step (--no-channels-last --no-fused --no-pool-first)"] = run_child("engine", args, ["--recipe", "seed", "--plain"])
-    rows["lenet engine (default: channels-last, fused Adam)"] = run_child("engine", args, ["--recipe", "seed"])
+    plain = "lenet, plain step (--no-channels-last --no-fused --no-pool-first)"
+    rows[plain] = run_child("engine", args, ["--recipe", "seed", "--plain"])
+    rows["lenet engine (default: channels-last, fused Adam, pool first)"] = run_child("engine", args, ["--recipe", "seed"])
     rows["lenet engine, --precision bf16"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
-    print(f"{'pipeline':<52} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
+    print(f"{'pipeline':<66} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
     for name, r in rows.items():
         gpu = f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"
         s = steady(r["seconds"])
-        print(f"{name:<52} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
+        print(f"{name:<66} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
     if not args.skip_reference:
         reference, *ours = rows.values()
         for name, r in zip(list(rows)[1:], ours):
