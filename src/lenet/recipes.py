@@ -22,7 +22,7 @@ class Recipe:
     model: str = "lenet_32x48"
     optimizer: str = "adamw"
     lr: float = 0.01  # peak learning rate for onecycle
-    weight_decay: float = 0.05
+    weight_decay: float = 0.01
     momentum: float = 0.9  # sgd only
     schedule: str = "onecycle"
     warmup: float = 0.2  # fraction of steps rising to the peak (onecycle)
