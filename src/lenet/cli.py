@@ -44,7 +44,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .device import DEVICES
-    from .engine import PRECISIONS
+    from .engine import PRECISIONS, Engine
     from .models import list_models
     from .recipes import OPTIMIZERS, SCHEDULES, Recipe, list_recipes
 
@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
     t.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (the CPU always is)")
-    t.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocasts the forward pass")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC convolutions")
-    t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused optimizer kernel")
-    t.add_argument("--pool-first", action=argparse.BooleanOptionalAction, default=True,
+    t.add_argument("--precision", choices=PRECISIONS, default=Engine.precision, help="bf16 autocasts the forward pass")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=Engine.channels_last,
+                   help="NHWC convolutions")
+    t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=Engine.fused, help="fused optimizer kernel")
+    t.add_argument("--pool-first", action=argparse.BooleanOptionalAction, default=Engine.pool_first,
                    help="while training, max-pool before the activation (same result, less work)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow start)")
     t.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
