@@ -102,6 +102,13 @@ def test_bad_flags_give_one_line(args, fragment):
     assert_clean_error(proc, fragment)
 
 
+@pytest.mark.parametrize("flag", ["--shift", "--test-shift"])
+def test_shifts_beyond_the_image_are_refused(flag):
+    proc = lenet("train", flag, "9", "--no-save-model")
+    assert proc.returncode == 1
+    assert_clean_error(proc, f"{flag[2:]} must be 0 to 8 pixels, not 9")
+
+
 def test_missing_checkpoint_and_bad_image(trained_run, tmp_path):
     assert_clean_error(lenet("eval", tmp_path / "nope"), "no such run directory")
     bad = tmp_path / "bad.png"

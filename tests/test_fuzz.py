@@ -289,6 +289,7 @@ FIELD_VALUES = {
     "input_mean": st.none() | st.floats(),
     "input_std": st.none() | st.floats(),
     "flip_tta": st.booleans(),
+    "shift_tta": st.integers(-1, 10) | st.booleans() | st.floats(0, 2),
 }
 
 

@@ -13,6 +13,8 @@ from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.data import augment, holdout
 from lenet.errors import DataError
+from lenet.metrics import evaluate
+from lenet.models import without_test_shifts
 from lenet.train import TrainingDiverged, train_seeds
 
 
@@ -62,6 +64,26 @@ def test_flip_tta_averages_image_and_mirror():
         assert torch.allclose(model(x), expected, atol=1e-6)
 
 
+def test_shift_tta_averages_the_moved_images_and_their_mirrors():
+    from lenet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet_bn", flip_tta=True, shift_tta=1).eval()
+    x = torch.rand(3, 1, 28, 28)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    # Each view by hand: the image moved down, up, right and left, the vacated pixels zero.
+    moved = [x, padded[..., :28, 1:29], padded[..., 2:, 1:29], padded[..., 1:29, :28], padded[..., 1:29, 2:]]
+    assert moved[1][..., 0, :].abs().sum() == 0 and torch.equal(moved[1][..., 1:, :], x[..., :-1, :])
+    with torch.no_grad():
+        expected = sum(model.classify(v) + model.classify(v.flip(-1)) for v in moved) / 10
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        assert not torch.allclose(model(x), (model.classify(x) + model.classify(x.flip(-1))) / 2, atol=1e-4)
+        without_flip = create_model("lenet_bn", shift_tta=1).eval()
+        without_flip.load_state_dict(model.state_dict())
+        assert torch.allclose(without_flip(x), sum(map(model.classify, moved)) / 5, atol=1e-6)
+        assert torch.equal(model.train()(x), model.classify(x))  # training sees one view
+
+
 def test_val_split_is_recorded_and_test_is_still_reported(fmnist, tmp_path):
     data = small_subset(fmnist, 3000, 1000)
     result = train(replace(_config(tmp_path), val_split=500), data=data)
@@ -69,7 +91,13 @@ def test_val_split_is_recorded_and_test_is_still_reported(fmnist, tmp_path):
     config = json.loads((result.run_dir / "config.json").read_text())
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert config["val_split"] == 500 and config["eval_split"] == "val"
-    assert summary["val"]["accuracy"] == result.history[-1].eval_accuracy and summary["test"]["total"] == 1000
+    assert summary["val"]["accuracy"] == result.val.accuracy and summary["test"]["total"] == 1000
+    # Per epoch the model skips its shifted test-time views (for speed); the final figures use them all.
+    (_, _), (val_x, val_y) = holdout(data.train_images, data.train_labels, 500)
+    assert result.model.config.shift_tta == 1 and evaluate(result.model, val_x, val_y).accuracy == result.val.accuracy
+    with without_test_shifts(result.model) as mirrors_only:
+        assert evaluate(mirrors_only, val_x, val_y).accuracy == result.history[-1].eval_accuracy
+    assert result.model.config.shift_tta == 1
     assert "val" in (result.run_dir / "metrics.csv").read_text().splitlines()[1]
 
 

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
     t.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each test image's prediction with its mirror's")  # fmt: skip
+    t.add_argument("--test-shift", type=int,
+                   help="also average over the test image moved this many pixels up, down, left and right (0 = off)")
     t.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and augmentation (default: 0)")
     t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
@@ -170,7 +172,7 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train, train_seeds
 
     fields = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing",
-              "shift", "flip", "test_flip")  # fmt: skip
+              "shift", "flip", "test_flip", "test_shift")  # fmt: skip
     overrides = {key: value for key in fields if (value := getattr(args, key)) is not None}
     if args.resume:
         return _resume(args, overrides)
@@ -244,6 +246,8 @@ def _print_result(result, prefix: str = "") -> None:
     final = result.final
     print(f"{prefix}test accuracy {final.accuracy:.2%} ({final.correct}/{final.total}), test loss {final.loss:.4f}, "
           f"{result.train_seconds:.1f} s of training", flush=True)  # fmt: skip
+    if result.val is not None:
+        print(f"{prefix}val accuracy {result.val.accuracy:.2%} ({result.val.correct}/{result.val.total})", flush=True)
     if result.run_dir is not None:
         print(f"{prefix}run saved to {result.run_dir}", flush=True)
 

@@ -10,11 +10,14 @@ normalised inputs carries its own mean and std, so callers never normalise by ha
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import LenetError, short_repr
@@ -26,6 +29,7 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 MAX_WIDTH = 4096  # channels of a convolution, units of a hidden layer
 MAX_CLASSES = 1000
 MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights
+MAX_SHIFT = 8  # pixels, of a shifted view at test time
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class LeNetConfig:
     input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
     input_std: float | None = None
     flip_tta: bool = False  # in eval mode, average the logits of each image and its mirror
+    shift_tta: int = 0  # in eval mode, also average over the image moved this many pixels up, down, left, right
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, so a config read from a file
@@ -55,6 +60,7 @@ class LeNetConfig:
                 _check_int(name, size, 1, MAX_WIDTH)
         _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
         _check_int("padding", self.padding, 0, 2)
+        _check_int("shift_tta", self.shift_tta, 0, MAX_SHIFT)
         for name in ("activation", "pool"):
             choices = ACTIVATIONS if name == "activation" else POOLS
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
@@ -150,14 +156,44 @@ class LeNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if self.config.flip_tta and not self.training:
-            both = self.classify(torch.cat([img, img.flip(-1)]))  # one pass over twice the batch
-            return both.view(2, -1, both.shape[-1]).mean(0)  # -1, not len(img): traced exports keep any batch
-        return self.classify(img)
+        c = self.config
+        if self.training or not (c.flip_tta or c.shift_tta):
+            return self.classify(img)
+        # Test-time augmentation: the mean of the logits over each image's views, one view
+        # (and its mirror) at a time so that memory stays that of a single pass.
+        logits = [self._flip_averaged(view) for view in shifted_views(img, c.shift_tta)]
+        return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+
+    def _flip_averaged(self, img: torch.Tensor) -> torch.Tensor:
+        if not self.config.flip_tta:
+            return self.classify(img)
+        both = self.classify(torch.cat([img, img.flip(-1)]))  # one pass over twice the batch
+        return both.view(2, -1, both.shape[-1]).mean(0)  # -1, not len(img): traced exports keep any batch
 
     def classify(self, img: torch.Tensor) -> torch.Tensor:
         feature = self.conv(self.normalize(img))
         return self.fc(feature.flatten(1))
+
+
+def shifted_views(img: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """The image itself, then moved by `shift` pixels down, up, right and left (zero fill)."""
+    if not shift:
+        return [img]
+    h, w = img.shape[-2:]
+    padded = F.pad(img, (shift, shift, shift, shift))
+    offsets = [(0, 0), (-shift, 0), (shift, 0), (0, -shift), (0, shift)]
+    return [padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w] for dy, dx in offsets]
+
+
+@contextlib.contextmanager
+def without_test_shifts(model: LeNet) -> Iterator[LeNet]:
+    """The model with its shifted test-time views off (mirrors stay): cheap per-epoch figures."""
+    config = model.config
+    model.config = replace(config, shift_tta=0)
+    try:
+        yield model
+    finally:
+        model.config = config
 
 
 # --- registry -------------------------------------------------------------------------

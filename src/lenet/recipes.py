@@ -11,10 +11,14 @@ from typing import Any
 
 from .errors import LenetError
 from .metrics import EVAL_CHUNK
-from .models import MODELS
+from .models import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
+
+
+# What a field added later meant before it existed (for configs saved by older versions).
+BEFORE_FIELD = {"test_shift": 0}
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,10 @@ class Recipe:
     batch_size: int = 128
     epochs: int = 15
     label_smoothing: float = 0.1
-    shift: int = 2  # random translations by up to this many pixels
+    shift: int = 1  # random translations by up to this many pixels
     flip: bool = True  # random horizontal flips
     test_flip: bool = True  # average each test image's logits with its mirror's
+    test_shift: int = 1  # and with those of the image moved this many pixels up, down, left, right
     eval_batch_size: int = EVAL_CHUNK  # evaluation in chunks keeps peak memory low
 
     def __post_init__(self) -> None:
@@ -50,8 +55,9 @@ class Recipe:
             raise LenetError(f"weight-decay must not be negative, not {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise LenetError(f"label-smoothing must be in [0, 1), not {self.label_smoothing}")
-        if not 0 <= self.shift <= 8:
-            raise LenetError(f"shift must be 0 to 8 pixels, not {self.shift}")
+        for name in ("shift", "test_shift"):
+            if not 0 <= getattr(self, name) <= MAX_SHIFT:
+                raise LenetError(f"{name.replace('_', '-')} must be 0 to {MAX_SHIFT} pixels, not {getattr(self, name)}")
         if not 0 < self.warmup < 1:
             raise LenetError(f"warmup must be in (0, 1), not {self.warmup}")
 
@@ -61,6 +67,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         known = {f.name for f in fields(cls)}
+        d = {**BEFORE_FIELD, **d}  # a run saved before a field existed resumes as it was started
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -68,7 +75,7 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
     "seed": (
         Recipe(
             model="lenet", optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant",
-            batch_size=64, epochs=5, label_smoothing=0.0, shift=0, flip=False, test_flip=False,
+            batch_size=64, epochs=5, label_smoothing=0.0, shift=0, flip=False, test_flip=False, test_shift=0,
         ),  # fmt: skip
         "the tutorial exactly: sigmoid LeNet, inputs in [0, 1], Adam lr 0.01, batch 64, 5 epochs "
         "(gets stuck at chance on about a third of seeds)",
