@@ -60,6 +60,15 @@ def test_seed_recipe_is_the_tutorial():
     seed = get_recipe("seed")
     assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == ("lenet", "adam", 0.01, 64, 5)
     assert (seed.weight_decay, seed.schedule, seed.label_smoothing) == (0.0, "constant", 0.0)
+    assert (seed.shift, seed.flip, seed.test_flip, seed.test_shift) == (0, False, False, 0)
+
+
+def test_a_recipe_saved_before_test_shift_existed_reads_back_without_it():
+    from lenet.recipes import Recipe
+
+    saved = {k: v for k, v in get_recipe("default").to_dict().items() if k != "test_shift"}
+    assert Recipe.from_dict(saved).test_shift == 0  # resumed as started: mirror averaging only
+    assert Recipe.from_dict(get_recipe("default").to_dict()) == get_recipe("default")
 
 
 def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatch):

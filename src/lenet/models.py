@@ -29,7 +29,7 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 MAX_WIDTH = 4096  # channels of a convolution, units of a hidden layer
 MAX_CLASSES = 1000
 MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights
-MAX_SHIFT = 8  # pixels, of a shifted view at test time
+MAX_SHIFT = 8  # pixels: the largest move of an image, in training or at test time
 
 
 @dataclass(frozen=True)

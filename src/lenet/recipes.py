@@ -82,8 +82,8 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
     ),
     "default": (
         Recipe(),
-        "lenet_32x48 (99k parameters), AdamW one-cycle, label smoothing, shifts and flips, "
-        "flip averaging at test time, 15 epochs",
+        "lenet_32x48 (99k parameters), AdamW one-cycle, label smoothing, 1-pixel shifts and flips, "
+        "ten views averaged at test time (1-pixel shifts and mirrors), 15 epochs",
     ),
 }
 
