@@ -129,6 +129,7 @@ def test_report_html_holds_results_and_every_plot_inline(report):
     assert html.count('<img src="data:image/png;base64,') == len(FIGURES)
     assert "http://" not in html and "https://" not in html  # nothing to fetch
     assert f"{report.evaluation.accuracy:.2%}" in html and all(name in html for name in CLASSES)
+    assert "accuracy (image and mirror only)" in html  # per-epoch figures are not the final model's views
 
 
 def test_compare_writes_curves_and_a_table(run, tmp_path, capsys):
@@ -137,6 +138,8 @@ def test_compare_writes_curves_and_a_table(run, tmp_path, capsys):
     assert main(["compare", str(run), str(other), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "test accuracy" in lines[0] and lines[1].startswith("bn ") and lines[2].startswith("other ")
+    final = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+    assert f"{final:.2%}" in lines[1] and " test (epoch " in lines[1]  # the model's figure, then the best epoch's
     assert out.read_text().count("<tr>") == 3  # header and two runs
     with Image.open(out.with_suffix(".png")) as png:
         assert png.size == expected_size("curves")

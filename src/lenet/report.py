@@ -134,7 +134,9 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
     return {
         "test accuracy": f"{evaluation.accuracy:.2%} ({evaluation.correct:,} / {evaluation.total:,})",
         "test loss": f"{evaluation.loss:.4f}",
-        f"best {split} accuracy": f"{best[f'{split}_accuracy']:.2%} (epoch {int(best['epoch'])})",
+        f"best epoch's {split} accuracy{_epoch_views(run)}": (
+            f"{best[f'{split}_accuracy']:.2%} (epoch {int(best['epoch'])})"
+        ),
         "final train loss / accuracy": f"{last['train_loss']:.4f} / {last['train_accuracy']:.2%}",
         "recipe": str(run.config.get("recipe_name", "?")),
         "model": str(run.config.get("recipe", {}).get("model", "?")),
@@ -142,6 +144,11 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
         "epochs": f"{len(run.metrics)}" + ("" if run.summary else " (unfinished: no summary.json)"),
         "training time": f"{_train_seconds(run):.1f} s",
     }
+
+
+def _epoch_views(run: Run) -> str:
+    # Per-epoch figures skip the shifted test-time views (see train.py), the final one does not.
+    return " (image and mirror only)" if run.config.get("model_config", {}).get("shift_tta") else ""
 
 
 def _per_class_table(evaluation: Evaluation) -> str:
@@ -161,7 +168,7 @@ def _number(value: float) -> int | float:
 
 COMPARE_COLUMNS = (
     "run", "recipe", "model", "seed", "epochs", "parameters",
-    "test accuracy", "best test accuracy", "test loss", "training time",
+    "test accuracy", "test loss", "best epoch", "training time",
 )  # fmt: skip
 
 
@@ -206,8 +213,10 @@ def comparison_text(rows: list[tuple[str, ...]]) -> str:
 
 def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
     split = _eval_split(run)
-    last = run.metrics[-1]
-    best = max(row[f"{split}_accuracy"] for row in run.metrics)
+    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
+    # The final test figures are the finished model's (every test-time view); a run without
+    # summary.json has none yet, and its per-epoch figures would not be the same thing.
+    test = run.summary.get("test", {}) if run.summary else {}
     return (
         label,
         str(run.config.get("recipe_name", "?")),
@@ -215,9 +224,9 @@ def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
         str(run.config.get("seed", "?")),
         str(len(run.metrics)),
         _parameters(run),
-        f"{last[f'{split}_accuracy']:.2%}",
-        f"{best:.2%}",
-        f"{last[f'{split}_loss']:.4f}",
+        f"{test['accuracy']:.2%}" if "accuracy" in test else "unfinished",
+        f"{test['loss']:.4f}" if "loss" in test else "unfinished",
+        f"{best[f'{split}_accuracy']:.2%} {split} (epoch {int(best['epoch'])})",
         f"{_train_seconds(run):.1f} s",
     )
 
