@@ -161,8 +161,7 @@ class LeNet(nn.Module):
             return self.classify(img)
         # Test-time augmentation: the mean of the logits over each image's views, one view
         # (and its mirror) at a time so that memory stays that of a single pass.
-        logits = [self._flip_averaged(view) for view in shifted_views(img, c.shift_tta)]
-        return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+        return torch.stack([self._flip_averaged(view) for view in shifted_views(img, c.shift_tta)]).mean(0)
 
     def _flip_averaged(self, img: torch.Tensor) -> torch.Tensor:
         if not self.config.flip_tta:

@@ -130,13 +130,10 @@ def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: di
 def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str]:
     last = run.metrics[-1]
     split = _eval_split(run)
-    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
     return {
         "test accuracy": f"{evaluation.accuracy:.2%} ({evaluation.correct:,} / {evaluation.total:,})",
         "test loss": f"{evaluation.loss:.4f}",
-        f"best epoch's {split} accuracy{_epoch_views(run)}": (
-            f"{best[f'{split}_accuracy']:.2%} (epoch {int(best['epoch'])})"
-        ),
+        f"best epoch's {split} accuracy{_epoch_views(run)}": _best_epoch(run),
         "final train loss / accuracy": f"{last['train_loss']:.4f} / {last['train_accuracy']:.2%}",
         "recipe": str(run.config.get("recipe_name", "?")),
         "model": str(run.config.get("recipe", {}).get("model", "?")),
@@ -144,6 +141,12 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
         "epochs": f"{len(run.metrics)}" + ("" if run.summary else " (unfinished: no summary.json)"),
         "training time": f"{_train_seconds(run):.1f} s",
     }
+
+
+def _best_epoch(run: Run) -> str:
+    split = _eval_split(run)
+    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
+    return f"{best[f'{split}_accuracy']:.2%} {split} (epoch {int(best['epoch'])})"
 
 
 def _epoch_views(run: Run) -> str:
@@ -212,8 +215,6 @@ def comparison_text(rows: list[tuple[str, ...]]) -> str:
 
 
 def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
-    split = _eval_split(run)
-    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
     # The final test figures are the finished model's (every test-time view); a run without
     # summary.json has none yet, and its per-epoch figures would not be the same thing.
     test = run.summary.get("test", {}) if run.summary else {}
@@ -226,7 +227,7 @@ def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
         _parameters(run),
         f"{test['accuracy']:.2%}" if "accuracy" in test else "unfinished",
         f"{test['loss']:.4f}" if "loss" in test else "unfinished",
-        f"{best[f'{split}_accuracy']:.2%} {split} (epoch {int(best['epoch'])})",
+        _best_epoch(run),
         f"{_train_seconds(run):.1f} s",
     )
 
