@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import LENET
@@ -16,7 +17,7 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
     model = create_model("lenet_wide").eval()
     path = save_model(model, tmp_path / "m.safetensors")
     loaded = load(path)
-    assert loaded.config == model.config and not loaded.training
+    assert loaded.net.config == model.config and not loaded.training
     x = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -25,7 +26,7 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
 
 def test_run_directory_or_file(tmp_path):
     save_model(create_model("lenet"), tmp_path / "model.safetensors")
-    assert load(tmp_path).config == create_model("lenet").config
+    assert load(tmp_path).net.config == create_model("lenet").config
 
 
 def test_missing_checkpoint(tmp_path):
@@ -102,3 +103,29 @@ def test_a_pickle_is_never_loaded(tmp_path, kind, where):
     assert proc.returncode == 1 and proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and "not a readable safetensors checkpoint" in proc.stderr
     assert not marker.exists()
+
+
+def test_the_views_travel_with_the_weights(tmp_path):
+    from lenet.views import Classifier, Views
+
+    torch.manual_seed(0)
+    model = Classifier(create_model("lenet_bn"), Views(flip=True, shift=1)).eval()
+    loaded = load(save_model(model, tmp_path / "m.safetensors"))
+    assert loaded.views == Views(flip=True, shift=1)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x)) and not torch.equal(loaded(x), loaded.net(x))
+
+
+def test_a_checkpoint_from_before_the_views_left_the_model_loads_with_them(tmp_path):
+    """Older checkpoints kept the views in the model config as flip_tta and shift_tta."""
+    from lenet.views import Views
+
+    path = save_model(create_model("lenet_bn"), tmp_path / "m.safetensors")
+    with safe_open(str(path), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    del metadata["views"]
+    metadata["model_config"] = json.dumps({**create_model("lenet_bn").config.to_dict(), "flip_tta": True, "shift_tta": 1})
+    save_file(tensors, path, metadata=metadata)
+    loaded = load(path)
+    assert loaded.views == Views(flip=True, shift=1) and loaded.net.config == create_model("lenet_bn").config

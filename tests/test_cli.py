@@ -87,10 +87,13 @@ def test_existing_run_name_is_refused_and_kept(trained_run):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["train", "--epochs", "0"], "--epochs: 0 must be >= 1"),
+        (["train", "--epochs", "0"], "--epochs: epochs must be >= 1, not 0"),
         (["train", "--lr", "abc"], "--lr"),
-        (["train", "--model", "resnet"], "invalid choice"),
-        (["train", "--device", "tpu"], "invalid choice"),
+        (["train", "--model", "resnet"], "unknown model 'resnet'"),
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (["eval", "x", "--device", "cuda:x"], "unknown device 'cuda:x'"),
+        (["train", "--lr", "inf"], "lr must be finite"),
+        (["train", "--epochs", "1.5"], "'1.5' is not a whole number"),
         (["summary", "--batch-size", "-1"], "--batch-size"),
         (["eval"], "RUN_OR_CHECKPOINT"),
         (["frobnicate"], "invalid choice"),
@@ -105,8 +108,8 @@ def test_bad_flags_give_one_line(args, fragment):
 @pytest.mark.parametrize("flag", ["--shift", "--test-shift"])
 def test_shifts_beyond_the_image_are_refused(flag):
     proc = lenet("train", flag, "9", "--no-save-model")
-    assert proc.returncode == 1
-    assert_clean_error(proc, f"{flag[2:]} must be 0 to 8 pixels, not 9")
+    assert proc.returncode == 2
+    assert_clean_error(proc, f"{flag[2:]} must be >= 0 and <= 8, not 9")
 
 
 def test_missing_checkpoint_and_bad_image(trained_run, tmp_path):
@@ -145,7 +148,7 @@ def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
     from lenet.checkpoint import read_checkpoint
 
     path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
-    _, tensors, metadata = read_checkpoint(path)
+    _, _, tensors, metadata = read_checkpoint(path)
     save_file({**tensors, "evil\nsecond line": torch.zeros(1)}, tmp_path / "x.safetensors",
               metadata=metadata)  # fmt: skip
     proc = lenet("eval", tmp_path / "x.safetensors", "--device", "cpu")

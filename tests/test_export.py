@@ -84,11 +84,12 @@ def test_cli_errors_are_one_line(small_run, args, fragment):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_test_time_augmenting_models_export_with_a_dynamic_batch(tmp_path, fmt):
-    """The default recipe's model averages each image's shifted views and mirrors inside forward()."""
+    """The default recipe's model averages each image's shifted views and mirrors in its Classifier."""
     from lenet import create_model, save_model
+    from lenet.views import Classifier, Views
 
     torch.manual_seed(0)
-    model = create_model("lenet_bn", flip_tta=True, shift_tta=1).eval()
+    model = Classifier(create_model("lenet_bn"), Views(flip=True, shift=1)).eval()
     with torch.no_grad():  # settle the batch norm statistics away from their initial values
         model.train()(torch.rand(64, 1, 28, 28))
     model.eval()

@@ -35,6 +35,7 @@ from lenet.data import parse_idx, read_idx
 from lenet.errors import CheckpointError, DataError, ImageError
 from lenet.inference import load_image
 from lenet.models import MAX_PARAMETERS, MODELS, LeNet, count_parameters, create_model
+from lenet.views import Classifier
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of stalling the suite
 
@@ -231,8 +232,8 @@ def check_checkpoint(path) -> bool:
     except CheckpointError as e:
         assert str(path) in str(e) and "\n" not in str(e)
         return False
-    assert isinstance(model, LeNet) and not model.training
-    assert count_parameters(model) == model.config.parameter_count <= MAX_PARAMETERS
+    assert isinstance(model, Classifier) and isinstance(model.net, LeNet) and not model.training
+    assert count_parameters(model) == model.net.config.parameter_count <= MAX_PARAMETERS
     return True
 
 

@@ -14,7 +14,7 @@ from lenet import TrainConfig, get_recipe, load, train
 from lenet.data import augment, holdout
 from lenet.errors import DataError
 from lenet.metrics import evaluate
-from lenet.models import without_test_shifts
+from lenet.views import Classifier, Views
 from lenet.train import TrainingDiverged, train_seeds
 
 
@@ -53,35 +53,50 @@ def test_holdout_is_disjoint_and_fixed():
         holdout(images, labels, 100)
 
 
-def test_flip_tta_averages_image_and_mirror():
+def _classifier(**views):
     from lenet import create_model
+    from lenet.views import Classifier, Views
 
     torch.manual_seed(0)
-    model = create_model("lenet_bn", flip_tta=True).eval()
-    x = torch.rand(5, 1, 28, 28)
+    return Classifier(create_model("lenet_bn"), Views(**views)).eval()
+
+
+def test_flip_view_averages_image_and_mirror():
+    model = _classifier(flip=True)
+    net, x = model.net, torch.rand(5, 1, 28, 28)
     with torch.no_grad():
-        expected = (model.classify(x) + model.classify(x.flip(-1))) / 2
+        expected = (net(x) + net(x.flip(-1))) / 2
         assert torch.allclose(model(x), expected, atol=1e-6)
 
 
-def test_shift_tta_averages_the_moved_images_and_their_mirrors():
-    from lenet import create_model
+def test_shift_views_average_the_moved_images_and_their_mirrors():
+    from lenet.views import Classifier, Views
 
-    torch.manual_seed(0)
-    model = create_model("lenet_bn", flip_tta=True, shift_tta=1).eval()
-    x = torch.rand(3, 1, 28, 28)
+    model = _classifier(flip=True, shift=1)
+    net, x = model.net, torch.rand(3, 1, 28, 28)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     # Each view by hand: the image moved down, up, right and left, the vacated pixels zero.
     moved = [x, padded[..., :28, 1:29], padded[..., 2:, 1:29], padded[..., 1:29, :28], padded[..., 1:29, 2:]]
     assert moved[1][..., 0, :].abs().sum() == 0 and torch.equal(moved[1][..., 1:, :], x[..., :-1, :])
     with torch.no_grad():
-        expected = sum(model.classify(v) + model.classify(v.flip(-1)) for v in moved) / 10
+        expected = sum(net(v) + net(v.flip(-1)) for v in moved) / 10
         assert torch.allclose(model(x), expected, atol=1e-6)
-        assert not torch.allclose(model(x), (model.classify(x) + model.classify(x.flip(-1))) / 2, atol=1e-4)
-        without_flip = create_model("lenet_bn", shift_tta=1).eval()
-        without_flip.load_state_dict(model.state_dict())
-        assert torch.allclose(without_flip(x), sum(map(model.classify, moved)) / 5, atol=1e-6)
-        assert torch.equal(model.train()(x), model.classify(x))  # training sees one view
+        assert not torch.allclose(model(x), (net(x) + net(x.flip(-1))) / 2, atol=1e-4)
+        without_flip = Classifier(net, Views(shift=1)).eval()
+        assert torch.allclose(without_flip(x), sum(map(net, moved)) / 5, atol=1e-6)
+        assert torch.equal(model.train()(x), net(x))  # training sees one view
+
+
+def test_the_network_runs_once_per_forward_whatever_the_views():
+    """Hooks inside the network see one pass: ten views are the wrapper's business."""
+    model = _classifier(flip=True, shift=1)
+    calls = []
+    model.net.conv[0].register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    with torch.no_grad():
+        model.net(torch.rand(4, 1, 28, 28))
+        assert calls == [4]
+        model(torch.rand(4, 1, 28, 28))
+    assert calls == [4] + [8] * 5  # the wrapper: five passes of image and mirror
 
 
 def test_val_split_is_recorded_and_test_is_still_reported(fmnist, tmp_path):
@@ -94,10 +109,9 @@ def test_val_split_is_recorded_and_test_is_still_reported(fmnist, tmp_path):
     assert summary["val"]["accuracy"] == result.val.accuracy and summary["test"]["total"] == 1000
     # Per epoch the model skips its shifted test-time views (for speed); the final figures use them all.
     (_, _), (val_x, val_y) = holdout(data.train_images, data.train_labels, 500)
-    assert result.model.config.shift_tta == 1 and evaluate(result.model, val_x, val_y).accuracy == result.val.accuracy
-    with without_test_shifts(result.model) as mirrors_only:
-        assert evaluate(mirrors_only, val_x, val_y).accuracy == result.history[-1].eval_accuracy
-    assert result.model.config.shift_tta == 1
+    assert result.model.views.shift == 1 and evaluate(result.model, val_x, val_y).accuracy == result.val.accuracy
+    mirrors_only = Classifier(result.model.net, Views(flip=True))
+    assert evaluate(mirrors_only, val_x, val_y).accuracy == result.history[-1].eval_accuracy
     assert "val" in (result.run_dir / "metrics.csv").read_text().splitlines()[1]
 
 
@@ -144,7 +158,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(fmnist, tmp_path,
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(importlib.import_module("lenet.train"), "F", types.SimpleNamespace(cross_entropy=poisoned))
+    monkeypatch.setattr(importlib.import_module("lenet.engine"), "F", types.SimpleNamespace(cross_entropy=poisoned))
     with pytest.raises(TrainingDiverged, match="epoch 2.*weights of epoch 1 are kept"):
         train(config, data=data)
     model = load(tmp_path / "run")

@@ -109,6 +109,25 @@ def test_feature_maps_for_every_model(name, data):
     assert Image.open(io.BytesIO(plots.png_bytes(fig))).size == expected_size("features")
 
 
+def test_report_feature_maps_belong_to_the_images_shown(run, data, monkeypatch):
+    """The default recipe's model predicts with ten views; its figures show one pass of the shown images."""
+    model = load(run)
+    assert model.views.count == 10
+    drawn, real = [], plots.feature_maps
+    monkeypatch.setattr(plots, "feature_maps", lambda shown, labels, maps, classes: drawn.append((shown, maps))
+                        or real(shown, labels, maps, classes))  # fmt: skip
+    write_report(run, data)
+    assert [maps.block for _, maps in drawn] == [1, 2]
+    for shown, maps in drawn:
+        seen = []
+        layer = dict(model.net.named_modules())[maps.layer]
+        hook = layer.register_forward_hook(lambda m, i, out: seen.append(out))
+        with torch.no_grad():
+            model.net(shown.float() / 255)
+        hook.remove()
+        assert torch.allclose(maps.maps, seen[0], atol=1e-5), maps.layer
+
+
 def test_confident_mistakes_are_wrong_and_sorted():
     labels = torch.tensor([0, 1, 2, 3])
     logits = torch.tensor([[5.0, 0, 0, 0], [0, 0, 4, 0], [0, 1, 0, 0], [0, 0, 0, 3]])

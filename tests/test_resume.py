@@ -91,10 +91,15 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, delay):
     assert state["epoch"] >= 1
 
 
-def test_resume_refuses_other_training_flags(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lenet.cli", "train", "--resume", str(tmp_path), "--epochs", "3"],
+@pytest.mark.parametrize("flags", [["--epochs", "3"], ["--seed", "5"], ["--recipe", "seed"], ["--precision", "bf16"],
+                                   ["--compile"], ["--no-fused"], ["--betas", "0.8", "0.9"], ["--val-split", "100"],
+                                   ["--no-save-run"], ["--seed", "5", "--lr", "0.1"]])  # fmt: skip
+def test_resume_refuses_every_flag_that_would_change_the_run(tmp_path, flags):
+    proc = subprocess.run([sys.executable, "-m", "lenet.cli", "train", "--resume", str(tmp_path), *flags],
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
-    assert proc.returncode == 1 and "drop the other training flags" in proc.stderr
+    named = [f.replace("--no-", "--") for f in flags if f.startswith("--")]
+    assert proc.returncode == 1 and "--resume continues a run as it was started; drop " in proc.stderr
+    assert all(flag in proc.stderr.split("drop ")[1] for flag in named), proc.stderr
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", None])

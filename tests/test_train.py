@@ -40,9 +40,9 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
 
 def test_same_seed_gives_bit_identical_weights_on_cpu(fmnist, tmp_path):
     data = small_subset(fmnist, 1024, 256)
-    a = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.state_dict()
-    b = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.state_dict()
-    c = train(replace(_config(tmp_path, epochs=1), seed=1, save=False), data=data).model.state_dict()
+    a = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.net.state_dict()
+    b = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.net.state_dict()
+    c = train(replace(_config(tmp_path, epochs=1), seed=1, save=False), data=data).model.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv.0.weight"], c["conv.0.weight"])
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .data import to_float
 from .errors import LenetError
-from .models import ACTIVATIONS, LeNet
+from .models import ACTIVATIONS, LeNet, eval_mode
 
 _ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
 
@@ -79,12 +79,10 @@ def feature_maps(model: LeNet, images: torch.Tensor) -> list[FeatureMaps]:
         )
         for block, (name, module) in enumerate(block_activations(model), start=1)
     ]
-    was_training = model.training
     try:
-        model.eval()
-        model(to_float(images.to(first_conv(model).weight.device)))
+        with eval_mode(model):
+            model(to_float(images.to(first_conv(model).weight.device)))
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
     return captured

@@ -1,7 +1,8 @@
 """Model weights on disk: safetensors (loading never runs code), the model config inside.
 
-A checkpoint is self-describing: its metadata holds the LeNetConfig it was built from,
-so `load()` needs nothing but the file (or the run directory holding `model.safetensors`).
+A checkpoint is self-describing: its metadata holds the LeNetConfig it was built from and
+the test-time views it predicts with, so `load()` needs nothing but the file (or the run
+directory holding `model.safetensors`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from . import __version__
 from .errors import CheckpointError, LenetError, short_repr
 from .files import write_bytes
 from .models import LeNet, LeNetConfig
+from .views import Classifier, Views
 
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "lenet.model.v1"
 
 
-def save_model(model: LeNet, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
-    """Write the weights and model config atomically to `path`."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "lenet_version": __version__, "model_config": json.dumps(model.config.to_dict())}
+def save_model(model: Classifier | LeNet, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write the network's weights, its config and its test-time views (none for a bare LeNet) atomically."""
+    model = model if isinstance(model, Classifier) else Classifier(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    metadata = {
+        "format": FORMAT, "lenet_version": __version__,
+        "model_config": json.dumps(model.net.config.to_dict()), "views": json.dumps(model.views.to_dict()),
+    }  # fmt: skip
     metadata.update(extra or {})
     write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
     return Path(path)
@@ -41,32 +47,43 @@ def resolve_weights(run_or_checkpoint: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: Path) -> tuple[LeNetConfig, dict[str, torch.Tensor], dict[str, str]]:
+def read_checkpoint(path: Path) -> tuple[LeNetConfig, Views, dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            config = _model_config(path, metadata)  # checked before any tensor is read
+            config, views = _model_config(path, metadata)  # checked before any tensor is read
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises several types for a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({type(e).__name__}: {e})") from None
-    return config, tensors, metadata
+    return config, views, tensors, metadata
 
 
-def _model_config(path: Path, metadata: dict[str, str]) -> LeNetConfig:
+def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Views]:
     if metadata.get("format") != FORMAT or "model_config" not in metadata:
         raise CheckpointError(f"{path}: not a lenet checkpoint (no lenet model config in its metadata)")
     try:
-        return LeNetConfig.from_dict(json.loads(metadata["model_config"]))
+        return model_and_views(json.loads(metadata["model_config"]), json.loads(metadata.get("views", "null")))
     except (ValueError, RecursionError, LenetError) as e:  # ValueError: not JSON; RecursionError: nested too deep
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
 
 
-def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> LeNet:
-    """A ready model (eval mode) from a run directory or a .safetensors checkpoint."""
+def model_and_views(model_config: dict, views: dict | None = None) -> tuple[LeNetConfig, Views]:
+    """The network's config and its views, as saved; also as saved before the views left the model.
+
+    Until lenet 0.1.0's views became a wrapper, the model config held them as flip_tta and shift_tta.
+    """
+    if isinstance(model_config, dict) and views is None:
+        model_config = dict(model_config)
+        views = {"flip": model_config.pop("flip_tta", False), "shift": model_config.pop("shift_tta", 0)}
+    return LeNetConfig.from_dict(model_config), Views.from_dict(views)
+
+
+def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> Classifier:
+    """A ready model (eval mode, with its test-time views) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
-    config, tensors, _ = read_checkpoint(path)
+    config, views, tensors, _ = read_checkpoint(path)
     with torch.device("meta"):  # the model's shapes, without allocating its weights
         expected = LeNet(config).state_dict()
     problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]
@@ -81,6 +98,6 @@ def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu
     if problems:
         shown = "; ".join(sorted(problems)[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise CheckpointError(f"{path}: the weights do not fit the model config they came with ({shown})")
-    model = LeNet(config)
-    model.load_state_dict(tensors, strict=True)
-    return model.to(device).eval()
+    net = LeNet(config)
+    net.load_state_dict(tensors, strict=True)
+    return Classifier(net, views).to(device).eval()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
+import types
+import typing
 from dataclasses import replace
 from typing import NoReturn
 
@@ -24,7 +27,9 @@ def _number(kind, minimum, inclusive=True):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value < minimum or (not inclusive and value == minimum) or value != value:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+        if value < minimum or (not inclusive and value == minimum):
             bound = f">= {minimum}" if inclusive else f"> {minimum}"
             raise argparse.ArgumentTypeError(f"{text} must be {bound}")
         return value
@@ -32,7 +37,7 @@ def _number(kind, minimum, inclusive=True):
     return parse
 
 
-positive_int, positive_float, nonnegative_float = _number(int, 1), _number(float, 0, False), _number(float, 0)
+positive_int, nonnegative_float = _number(int, 1), _number(float, 0)
 
 
 def _port(text: str) -> int:
@@ -43,60 +48,43 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .device import DEVICES
-    from .engine import PRECISIONS, Engine
+    from .engine import Engine
     from .models import list_models
-    from .recipes import OPTIMIZERS, SCHEDULES, Recipe, list_recipes
+    from .recipes import Recipe, list_recipes
+    from .train import TrainConfig
 
     parser = _Parser(prog="lenet", description="LeNet on Fashion-MNIST: train, evaluate, inspect, predict.")
     parser.add_argument("--version", action="version", version=f"lenet {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and save the run", description="Train LeNet on Fashion-MNIST.")
-    t.add_argument("--recipe", default="default", choices=list(list_recipes()), help="named hyperparameter set (default: default)")
-    t.add_argument("--model", choices=list(list_models()), help="model from the registry (overrides the recipe's)")
-    t.add_argument("--epochs", type=positive_int)
-    t.add_argument("--batch-size", type=positive_int)
-    t.add_argument("--lr", type=positive_float, help="learning rate (the peak one for --schedule onecycle)")
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
-    t.add_argument("--weight-decay", type=nonnegative_float)
-    t.add_argument("--schedule", choices=SCHEDULES)
-    t.add_argument("--label-smoothing", type=nonnegative_float)
-    t.add_argument("--shift", type=int, help="random translations by up to this many pixels (0 = off)")
-    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
-    t.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each test image's prediction with its mirror's")  # fmt: skip
-    t.add_argument("--test-shift", type=int,
-                   help="also average over the test image moved this many pixels up, down, left and right (0 = off)")
-    t.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and augmentation (default: 0)")
-    t.add_argument("--seeds", type=positive_int, default=1, help="train this many seeds from --seed on; report statistics")
+    t.add_argument("--recipe", choices=list(list_recipes()),
+                   help=f"named hyperparameter set (default: {TrainConfig.recipe_name})")  # fmt: skip
+    t.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
+    t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
-    t.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels (the CPU always is)")
-    t.add_argument("--precision", choices=PRECISIONS, default=Engine.precision, help="bf16 autocasts the forward pass")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=Engine.channels_last,
-                   help="NHWC convolutions")
-    t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=Engine.fused, help="fused optimizer kernel")
-    t.add_argument("--pool-first", action=argparse.BooleanOptionalAction, default=Engine.pool_first,
-                   help="while training, max-pool before the activation (same result, less work)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (slow start)")
-    t.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
+    t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
-    _add_device(t, DEVICES)
+    _add_device(t, default=None)
     _add_data_dir(t)
-    t.add_argument("--out", default="runs", help="directory that holds run directories (default: runs)")
+    t.add_argument("--out", help=f"directory that holds run directories (default: {TrainConfig.out})")
     t.add_argument("--name", help="run directory name (default: RECIPE-seedN-TIMESTAMP); never overwritten")
-    t.add_argument("--save-model", action=argparse.BooleanOptionalAction, default=True, help="write the run directory")
+    t.add_argument("--save-run", "--save-model", dest="save_run", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the run directory (config, metrics, weights); --no-save-run trains and prints only")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar on a terminal")
     t.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, save plots and RUN/report.html (needs matplotlib)")  # fmt: skip
-    t.add_argument("--tensorboard", action="store_true",
+    t.add_argument("--tensorboard", action="store_const", const=True,
                    help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
+    _add_field_flags(t.add_argument_group("recipe fields (each overrides the chosen recipe's; defaults: the default recipe)"),
+                     Recipe)  # fmt: skip
+    _add_field_flags(t.add_argument_group("engine (how a step runs; the maths stay the same but for bf16)"), Engine)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    _add_device(e, DEVICES)
+    _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
     e.set_defaults(func=cmd_eval)
@@ -105,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size and mode")
     p.add_argument("--top-k", type=positive_int, default=3)
-    _add_device(p, DEVICES)
+    _add_device(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -122,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=_port, default=8000, help="default: 8000; 0 picks a free port")
     v.add_argument("--max-batch", type=positive_int, default=64, help="most images in one forward pass (default: 64)")
     v.add_argument("--max-wait-ms", type=nonnegative_float, default=2.0, help="how long a batch waits to fill (default: 2)")
-    _add_device(v, DEVICES)
+    _add_device(v)
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
 
@@ -134,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
     r.add_argument("run", metavar="RUN", help="a run directory")
     r.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    _add_device(r, DEVICES)
+    _add_device(r)
     _add_data_dir(r)
     r.set_defaults(func=cmd_report)
 
@@ -148,8 +136,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_device(p, devices) -> None:
-    p.add_argument("--device", default="auto", choices=devices, help="default: auto (cuda, then mps, then cpu)")
+def _add_device(p, default: str | None = "auto") -> None:
+    p.add_argument("--device", default=default, type=_device,
+                   help="auto, cpu, cuda, cuda:N or mps (default: auto, which is cuda, then mps, then cpu)")  # fmt: skip
+
+
+def _device(text: str) -> str:
+    from .device import check_device_name
+
+    try:
+        return check_device_name(text)
+    except LenetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_field_flags(group, cls) -> None:
+    """One flag per field of a config dataclass: its type, help and bounds come from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, kind, meta = "--" + f.name.replace("_", "-"), _optional_of(hints[f.name]), f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{meta['help']} (default: {shown})"
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            group.add_argument(flag, nargs=2, type=_field_value(f.name, item, meta), metavar=("A", "B"), help=help_text)
+        else:
+            group.add_argument(flag, type=_field_value(f.name, kind, meta), choices=meta.get("choices"),
+                               metavar=None if meta.get("choices") else f.name.upper(), help=help_text)  # fmt: skip
+
+
+def _optional_of(kind):
+    """int | None -> int: a flag that is not given is None anyway."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1 else kind
+
+
+def _field_value(name: str, kind, meta):
+    from .recipes import check_value
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS.get(kind, kind.__name__)}") from None
+        try:
+            check_value(name, value, kind, meta)
+        except LenetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = _TYPE_WORDS.get(kind, kind.__name__)  # argparse names the type in its messages
+    return parse
+
+
+_TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
 
 
 def _add_data_dir(p) -> None:
@@ -165,31 +208,41 @@ def _version() -> str:
 # --- commands -------------------------------------------------------------------------
 
 
+# Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
+_RUN_FLAGS = ("recipe", "seed", "seeds", "val_split", "deterministic", "out", "name", "tensorboard")
+
+
 def cmd_train(args) -> int:
     from .data import load_fashion_mnist
-    from .recipes import get_recipe
+    from .engine import Engine
+    from .recipes import Recipe, get_recipe
     from .runs import default_run_name
     from .train import TrainConfig, train, train_seeds
 
-    fields = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "label_smoothing",
-              "shift", "flip", "test_flip", "test_shift")  # fmt: skip
-    overrides = {key: value for key in fields if (value := getattr(args, key)) is not None}
+    recipe_fields = _given(args, Recipe)
+    engine_fields = _given(args, Engine)
     if args.resume:
-        return _resume(args, overrides)
-    if args.tensorboard and args.seeds > 1:
+        return _resume(args, [*recipe_fields, *engine_fields, *(f for f in _RUN_FLAGS if getattr(args, f) is not None)])
+    base = TrainConfig()
+    recipe_name = args.recipe or base.recipe_name
+    seed, seeds = base.seed if args.seed is None else args.seed, args.seeds or 1
+    if args.tensorboard and seeds > 1:
         raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
-    recipe = replace(get_recipe(args.recipe), **overrides)
+    recipe = replace(get_recipe(recipe_name), **recipe_fields)
+    out = args.out or base.out
     # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
-    name = args.name or (default_run_name(args.recipe, f"seed{args.seed}", args.out) if args.seeds == 1 else None)
+    name = args.name
+    if name is None and args.tensorboard:
+        name = default_run_name(recipe_name, f"seed{seed}")
     config = TrainConfig(
-        recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
-        deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=name,
-        save=args.save_model, progress=args.progress, engine=_engine(args),
+        recipe=recipe, recipe_name=recipe_name, seed=seed, val_split=args.val_split or 0,
+        device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
+        name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
     )  # fmt: skip
-    board = _tensorboard(args, name) if args.tensorboard else None
+    board = _tensorboard(args, out, name) if args.tensorboard else None
     data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
-    print(f"recipe {args.recipe}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
-          f"{recipe.epochs} epochs, seed {args.seed}" + (f" (+{args.seeds - 1} more)" if args.seeds > 1 else ""),
+    print(f"recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
+          f"{_plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
           flush=True)  # fmt: skip
 
     def on_epoch(row) -> None:
@@ -197,19 +250,16 @@ def cmd_train(args) -> int:
         if board is not None:
             board.log_epoch(row)
 
-    def on_warning(text: str) -> None:
-        print(f"warning: {text}", file=sys.stderr, flush=True)
-
     def finish(result, prefix: str = "") -> None:
         _print_result(result, prefix)
         if result.run_dir is not None and args.report:
-            _report_after_training(result.run_dir, data, args.device, board, len(result.history))
+            _report_after_training(result.run_dir, data, config.device, board, len(result.history))
 
-    if args.seeds == 1:
-        finish(train(config, data=data, on_epoch=on_epoch, on_warning=on_warning))
+    if seeds == 1:
+        finish(train(config, data=data, on_epoch=on_epoch, on_warning=_print_warning))
     else:
-        _, stats = train_seeds(config, args.seeds, data=data, on_run=lambda seed, r: finish(r, f"seed {seed}: "),
-                               on_epoch=on_epoch, on_warning=on_warning)  # fmt: skip
+        _, stats = train_seeds(config, seeds, data=data, on_run=lambda seed, r: finish(r, f"seed {seed}: "),
+                               on_epoch=on_epoch, on_warning=_print_warning)  # fmt: skip
         print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
               f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
     if board is not None:
@@ -217,28 +267,37 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _engine(args):
-    from .engine import Engine
+def _given(args, cls) -> dict:
+    """The fields of a config dataclass that were given as flags, as values for dataclasses.replace."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in given.items()}
 
-    return Engine(channels_last=args.channels_last, fused=args.fused, pool_first=args.pool_first,
-                  precision=args.precision, compile=args.compile, threads=args.threads)  # fmt: skip
+
+def _print_warning(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def _resume(args, overrides) -> int:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _resume(args, changing: list[str]) -> int:
     from .data import load_fashion_mnist
     from .train import resume_config, train
 
-    if overrides or args.seeds > 1 or args.val_split or args.name or args.tensorboard:
-        raise LenetError("--resume continues a run with its own recipe; drop the other training flags")
-    config = resume_config(args.resume, device=args.device, data_dir=args.data_dir, progress=args.progress)
+    if changing or not args.save_run:
+        flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
+        raise LenetError(f"--resume continues a run as it was started; drop {flags}")
+    overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
+    config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
     print(f"resuming {args.resume}", flush=True)
     epochs = config.recipe.epochs
     data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
-    result = train(config, data=data, resume=args.resume, on_epoch=on_epoch)
+    result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
     if args.report:
-        _report_after_training(result.run_dir, data, args.device, None, epochs)
+        _report_after_training(result.run_dir, data, config.device, None, epochs)
     return 0
 
 
@@ -252,14 +311,14 @@ def _print_result(result, prefix: str = "") -> None:
         print(f"{prefix}run saved to {result.run_dir}", flush=True)
 
 
-def _tensorboard(args, name: str):
+def _tensorboard(args, out: str, name: str):
     from pathlib import Path
 
     from .tensorboard_log import TensorBoardLog
 
-    if not args.save_model:
-        raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-model")
-    return TensorBoardLog(Path(args.out) / name)
+    if not args.save_run:
+        raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-run")
+    return TensorBoardLog(Path(out) / name)
 
 
 def _report_after_training(run_dir, data, device: str, board, step: int) -> None:

@@ -9,10 +9,16 @@ from .errors import LenetError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def check_device_name(name: str) -> str:
+    """auto, cpu, mps, cuda or cuda:N; anything else is one line of error."""
+    kind, colon, index = name.partition(":")
+    if kind not in DEVICES or (colon and not (kind == "cuda" and index.isdigit())):
+        raise LenetError(f"unknown device {name!r}; choose from {', '.join(DEVICES)} or cuda:N")
+    return name
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    kind = name.split(":")[0]
-    if kind not in DEVICES:
-        raise LenetError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+    kind = check_device_name(name).split(":")[0]
     if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -20,7 +26,9 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise LenetError("--device cuda asked for, but this PyTorch build sees no CUDA GPU; use --device cpu or auto")
+        raise LenetError(f"--device {name} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu or auto")
+    if kind == "cuda" and torch.device(name).index is not None and torch.device(name).index >= torch.cuda.device_count():
+        raise LenetError(f"--device {name} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
     if kind == "mps" and not _mps_available():
         raise LenetError("--device mps asked for, but MPS is not available here; use --device cpu or auto")
     return torch.device(name)

@@ -1,17 +1,19 @@
 """How the training step runs: memory format, layer order, fused optimizer, precision, compilation, threads.
 
-None of these changes the maths beyond float rounding, except bf16, which is opt-in. Each
-fast path falls back to the plain one where this PyTorch or device cannot take it, and each
-has a flag to turn it off (BENCHMARKS.md has the measurements that chose the defaults).
+`Step` is the step itself (forward, loss, backward, update); `Engine` says how it runs. None
+of these changes the maths beyond float rounding, except bf16, which is opt-in. Each fast path
+falls back to the plain one where this PyTorch or device cannot take it, and each has a flag
+to turn it off (BENCHMARKS.md has the measurements that chose the defaults).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import LenetError
@@ -21,14 +23,19 @@ PRECISIONS = ("fp32", "bf16")
 MONOTONIC = (nn.Sigmoid, nn.Tanh, nn.ReLU)
 
 
+def _option(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class Engine:
-    channels_last: bool = True  # NHWC convolutions: oneDNN's fast layout on the CPU, tensor cores' on GPUs
-    fused: bool = True  # the optimizer update as one kernel over all parameters
-    pool_first: bool = True  # while training, max-pool before a monotonic activation: a quarter of its work
-    precision: str = "fp32"  # "bf16": autocast the forward pass (AMX CPUs, recent GPUs)
-    compile: bool = False  # torch.compile the model (inductor)
-    threads: int | None = None  # CPU threads for the run (None: PyTorch's default, one per core)
+    channels_last: bool = _option(True, "NHWC convolutions: oneDNN's fast layout on the CPU, tensor cores' on GPUs")
+    fused: bool = _option(True, "the optimizer update as one kernel over all parameters")
+    pool_first: bool = _option(True, "while training, max-pool before a monotonic activation (same result, "
+                                     "a quarter of the activation's work)")  # fmt: skip
+    precision: str = _option("fp32", "bf16 autocasts the forward pass (AMX CPUs, recent GPUs)", choices=PRECISIONS)
+    compile: bool = _option(False, "torch.compile the model (slow start)")
+    threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -117,3 +124,27 @@ def compiled(model: nn.Module, on_warning: Callable[[str], None] | None = None) 
         return compiled_forward(x)
 
     return forward
+
+
+class Step:
+    """One optimisation step on a float batch, as the engine runs it: forward, loss, backward, update.
+
+    The loss is the training objective (label smoothing included); the schedule, if any,
+    steps once per optimisation step. Call it inside `training_order(net, engine)`.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule, engine: Engine,
+                 label_smoothing: float = 0.0, on_warning: Callable[[str], None] | None = None):  # fmt: skip
+        self.optimizer, self.schedule, self.label_smoothing = optimizer, schedule, label_smoothing
+        self.forward = forward_fn(net, engine, on_warning)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the batch's mean loss, its logits), both detached and left on the device."""
+        logits = self.forward(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        return loss.detach(), logits.detach()

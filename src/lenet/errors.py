@@ -16,6 +16,10 @@ class CheckpointError(LenetError):
     """A run or checkpoint that is missing, corrupt or of another model."""
 
 
+class RunError(LenetError):
+    """A run directory that is missing, incomplete, or holds a file lenet cannot read."""
+
+
 class ImageError(LenetError):
     """An image file that cannot be read or decoded."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from . import __version__
 from .checkpoint import load, resolve_weights
@@ -29,7 +30,8 @@ from .data import CLASSES, IMAGE_SIZE, load_fashion_mnist, to_float
 from .errors import ExportError
 from .files import write_bytes, write_json
 from .metrics import predict_logits
-from .models import LeNet, count_parameters
+from .models import count_parameters
+from .views import Classifier
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and the exported model
@@ -63,9 +65,9 @@ class ExportResult:
     verification: Verification
 
 
-def preprocessing(model: LeNet) -> dict[str, Any]:
+def preprocessing(model: Classifier) -> dict[str, Any]:
     """What a caller must feed the exported model, in words and numbers."""
-    c = model.config
+    c = model.net.config
     normalise = f"(x - {c.input_mean}) / {c.input_std}, inside the model" if c.input_mean is not None else "none"
     return {
         "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
@@ -74,6 +76,7 @@ def preprocessing(model: LeNet) -> dict[str, Any]:
         "(lenet.inference.to_fashion_mnist does this to any picture)",
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
         "normalisation": normalise,
+        "test_time_views": model.views.describe() + ", logits averaged, inside the model",
         "classes": list(CLASSES),
     }  # fmt: skip
 
@@ -95,7 +98,8 @@ def export(
         "lenet_version": __version__,
         "torch_version": torch.__version__,
         "checkpoint": str(weights),
-        "model_config": model.config.to_dict(),
+        "model_config": model.net.config.to_dict(),
+        "views": model.views.to_dict(),
         "parameters": count_parameters(model),
         "preprocessing": preprocessing(model),
     }
@@ -120,7 +124,7 @@ def export(
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
 
 
-def verify(model: LeNet, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "") -> Verification:
+def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "") -> Verification:
     """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, 1, 28, 28])."""
     expected = predict_logits(model, images, BATCH).float()
     got = torch.cat([runner(to_float(images[i : i + BATCH])) for i in range(0, len(images), BATCH)]).float()
@@ -155,7 +159,7 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def _onnx(model: LeNet, info: dict[str, Any]) -> bytes:
+def _onnx(model: Classifier, info: dict[str, Any]) -> bytes:
     onnx, _ = _require_onnx()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -190,7 +194,7 @@ def _onnx_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
 TORCHSCRIPT_EXTRA = "lenet.json"  # torch.jit.load(path, _extra_files={"lenet.json": ""}) reads it
 
 
-def _torchscript(model: LeNet, info: dict[str, Any]) -> bytes:
+def _torchscript(model: Classifier, info: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format asked for

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASSES, to_float
+from .models import eval_mode
 
 # Images per forward pass when evaluating. Flip averaging doubles it: 500 images through 32
 # channels at 28x28 make 50 MB per activation, where chunks of 1,000 made 200 MB.
@@ -56,12 +57,8 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_CHUNK) -> torch.Tensor:
     """Logits for uint8 images [N, 1, 28, 28], computed in chunks to keep memory low."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(to_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_CHUNK) -> Evaluation:

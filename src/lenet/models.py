@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import LenetError, short_repr
@@ -44,8 +43,6 @@ class LeNetConfig:
     dropout: float = 0.0  # before each hidden fully connected layer
     input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
     input_std: float | None = None
-    flip_tta: bool = False  # in eval mode, average the logits of each image and its mirror
-    shift_tta: int = 0  # in eval mode, also average over the image moved this many pixels up, down, left, right
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, so a config read from a file
@@ -60,14 +57,12 @@ class LeNetConfig:
                 _check_int(name, size, 1, MAX_WIDTH)
         _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
         _check_int("padding", self.padding, 0, 2)
-        _check_int("shift_tta", self.shift_tta, 0, MAX_SHIFT)
         for name in ("activation", "pool"):
             choices = ACTIVATIONS if name == "activation" else POOLS
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise LenetError(f"unknown {name} {short_repr(getattr(self, name))}; choose from {', '.join(choices)}")
-        for name in ("batch_norm", "flip_tta"):
-            if not isinstance(getattr(self, name), bool):
-                raise LenetError(f"{name} must be true or false, not {short_repr(getattr(self, name))}")
+        if not isinstance(self.batch_norm, bool):
+            raise LenetError(f"batch_norm must be true or false, not {short_repr(self.batch_norm)}")
         if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise LenetError(f"dropout must be in [0, 1), not {short_repr(self.dropout)}")
         mean, std = self.input_mean, self.input_std
@@ -156,43 +151,8 @@ class LeNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if self.training or not (c.flip_tta or c.shift_tta):
-            return self.classify(img)
-        # Test-time augmentation: the mean of the logits over each image's views, one view
-        # (and its mirror) at a time so that memory stays that of a single pass.
-        return torch.stack([self._flip_averaged(view) for view in shifted_views(img, c.shift_tta)]).mean(0)
-
-    def _flip_averaged(self, img: torch.Tensor) -> torch.Tensor:
-        if not self.config.flip_tta:
-            return self.classify(img)
-        both = self.classify(torch.cat([img, img.flip(-1)]))  # one pass over twice the batch
-        return both.view(2, -1, both.shape[-1]).mean(0)  # -1, not len(img): traced exports keep any batch
-
-    def classify(self, img: torch.Tensor) -> torch.Tensor:
         feature = self.conv(self.normalize(img))
         return self.fc(feature.flatten(1))
-
-
-def shifted_views(img: torch.Tensor, shift: int) -> list[torch.Tensor]:
-    """The image itself, then moved by `shift` pixels down, up, right and left (zero fill)."""
-    if not shift:
-        return [img]
-    h, w = img.shape[-2:]
-    padded = F.pad(img, (shift, shift, shift, shift))
-    offsets = [(0, 0), (-shift, 0), (shift, 0), (0, -shift), (0, shift)]
-    return [padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w] for dy, dx in offsets]
-
-
-@contextlib.contextmanager
-def without_test_shifts(model: LeNet) -> Iterator[LeNet]:
-    """The model with its shifted test-time views off (mirrors stay): cheap per-epoch figures."""
-    config = model.config
-    model.config = replace(config, shift_tta=0)
-    try:
-        yield model
-    finally:
-        model.config = config
 
 
 # --- registry -------------------------------------------------------------------------
@@ -233,6 +193,17 @@ def create_model(name: str = "lenet", **overrides: Any) -> LeNet:
     return LeNet(model_config(name, **overrides))
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode within the block, in the mode it had before after it, whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -258,13 +229,10 @@ def summarize(model: nn.Module, batch_size: int = 64) -> list[LayerRow]:
         if not list(module.children()) and not isinstance(module, nn.Identity)
     ]
     device = next(model.parameters()).device
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(batch_size, 1, 28, 28, device=device))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return rows

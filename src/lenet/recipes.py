@@ -1,74 +1,146 @@
 """Named hyperparameter sets. Every number a recipe trains with is in this file.
 
-`seed` is the tutorial exactly; `default` is what `lenet train` uses. Command-line flags
-override single fields of the chosen recipe (dataclasses.replace).
+`seed` is the tutorial exactly; `default` is what `lenet train` uses. Each `Recipe` field
+carries its help text and its bounds: `lenet train`'s flags, recipe files and sweep spaces are
+all made from these fields (dataclasses.fields), so a new field is a new flag with no other edit.
+Where a number is PyTorch's own default (OneCycleLR's start and end, Adam's betas and eps), it
+is written out here anyway, so that nothing a run depends on is hidden in a library.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import LenetError
+from .errors import LenetError, short_repr
 from .metrics import EVAL_CHUNK
 from .models import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
+# The augmentation draws from its own generator, seeded with seed + this, so that it never
+# replays the shuffling generator's numbers (seeded with the seed itself).
+AUGMENT_SEED_OFFSET = 1
 
 
-# What a field added later meant before it existed (for configs saved by older versions).
-BEFORE_FIELD = {"test_shift": 0}
+def _field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+           above: float | None = None, below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
+    """A recipe field with its help text and bounds (low <= x <= high, above < x < below)."""
+    meta = {"help": help, "low": low, "high": high, "above": above, "below": below, "choices": choices}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    model: str = "lenet_32x48"
-    optimizer: str = "adamw"
-    lr: float = 0.01  # peak learning rate for onecycle
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # sgd only
-    schedule: str = "onecycle"
-    warmup: float = 0.2  # fraction of steps rising to the peak (onecycle)
-    batch_size: int = 128
-    epochs: int = 15
-    label_smoothing: float = 0.1
-    shift: int = 1  # random translations by up to this many pixels
-    flip: bool = True  # random horizontal flips
-    test_flip: bool = True  # average each test image's logits with its mirror's
-    test_shift: int = 1  # and with those of the image moved this many pixels up, down, left, right
-    eval_batch_size: int = EVAL_CHUNK  # evaluation in chunks keeps peak memory low
+    model: str = _field("lenet_32x48", "model from the registry (lenet models)", choices=tuple(MODELS))
+    optimizer: str = _field("adamw", "optimizer", choices=OPTIMIZERS)
+    lr: float = _field(0.01, "learning rate (the peak one for onecycle)", above=0)
+    weight_decay: float = _field(0.01, "weight decay (decoupled for adamw, L2 for adam and sgd)", low=0)
+    # PyTorch's default for one parameter group; kept while the validation split has not said otherwise.
+    decay_norm_and_bias: bool = _field(True, "apply weight decay to batch-norm and bias parameters too")
+    momentum: float = _field(0.9, "sgd's momentum", low=0, below=1)
+    nesterov: bool = _field(True, "Nesterov momentum for sgd")
+    betas: tuple[float, float] = _field((0.9, 0.999), "adam/adamw betas (beta1 is cycled instead under onecycle)",
+                                        low=0, below=1)  # fmt: skip
+    eps: float = _field(1e-8, "adam/adamw epsilon", above=0)
+    schedule: str = _field("onecycle", "learning-rate schedule", choices=SCHEDULES)
+    warmup: float = _field(0.2, "fraction of the steps rising to the peak (onecycle)", above=0, below=1)
+    # OneCycleLR's own defaults: a start 25 times below the peak is gentle enough for sigmoid
+    # nets; the end, 10^4 times below the start, is a full anneal.
+    onecycle_start_div: float = _field(25.0, "onecycle starts at lr / this", low=1)
+    onecycle_end_div: float = _field(1e4, "onecycle ends at its start lr / this", low=1)
+    # Momentum (adam's beta1) falls while the lr rises and rises while it falls: a larger step
+    # gets less of the past gradient's inertia (Smith's one-cycle policy, PyTorch's default).
+    cycle_momentum: bool = _field(True, "onecycle cycles momentum (adam's beta1) against the lr")
+    momentum_range: tuple[float, float] = _field((0.85, 0.95), "onecycle's low and high momentum", low=0, below=1)
+    cosine_min_lr: float = _field(0.0, "the lr the cosine schedule ends at", low=0)
+    batch_size: int = _field(128, "training images per step", low=1)
+    epochs: int = _field(15, "passes over the training images", low=1)
+    label_smoothing: float = _field(0.1, "label smoothing of the training loss", low=0, below=1)
+    shift: int = _field(1, "random translations by up to this many pixels (0 = off)", low=0, high=MAX_SHIFT)
+    flip: bool = _field(True, "random horizontal flips")
+    test_flip: bool = _field(True, "average each test image's logits with its mirror's")
+    test_shift: int = _field(1, "and with the image moved this many pixels up, down, left and right (0 = off)",
+                             low=0, high=MAX_SHIFT)  # fmt: skip
+    # Evaluation in chunks keeps peak memory low; it changes no figure.
+    eval_batch_size: int = _field(EVAL_CHUNK, "images per forward pass when evaluating", low=1)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise LenetError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise LenetError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise LenetError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        for name in ("batch_size", "epochs", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise LenetError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise LenetError(f"lr must be positive, not {self.lr}")
-        if self.weight_decay < 0:
-            raise LenetError(f"weight-decay must not be negative, not {self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1:
-            raise LenetError(f"label-smoothing must be in [0, 1), not {self.label_smoothing}")
-        for name in ("shift", "test_shift"):
-            if not 0 <= getattr(self, name) <= MAX_SHIFT:
-                raise LenetError(f"{name.replace('_', '-')} must be 0 to {MAX_SHIFT} pixels, not {getattr(self, name)}")
-        if not 0 < self.warmup < 1:
-            raise LenetError(f"warmup must be in (0, 1), not {self.warmup}")
+        types = typing.get_type_hints(Recipe)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # a pair read from JSON or TOML
+                object.__setattr__(self, f.name, value := tuple(value))
+            check_value(f.name, value, types[f.name], f.metadata)
+        if self.momentum_range[0] > self.momentum_range[1]:
+            raise LenetError(f"momentum-range is low then high, not {self.momentum_range}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        known = {f.name for f in fields(cls)}
-        d = {**BEFORE_FIELD, **d}  # a run saved before a field existed resumes as it was started
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict[str, Any], where: str = "recipe") -> Recipe:
+        """A recipe from a mapping (config.json, a recipe file): unknown keys are refused.
+
+        A key missing from a recipe saved by an older version means what it meant then
+        (BEFORE_FIELD), or the field's default where that has not changed.
+        """
+        if not isinstance(d, dict):
+            raise LenetError(f"{where}: a recipe is a mapping of fields, not {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise LenetError(f"{where}: unknown recipe fields {', '.join(sorted(map(short_repr, unknown)))}; "
+                             f"see lenet train --help")  # fmt: skip
+        return cls(**{**BEFORE_FIELD, **d})
+
+
+# What a field added later meant before it existed, where that differs from its default.
+BEFORE_FIELD = {"test_shift": 0}
+
+
+def check_value(name: str, value: Any, kind: Any, meta: typing.Mapping[str, Any]) -> None:
+    """Raise a one-line LenetError unless `value` is of `kind` and within the field's bounds."""
+    flag = name.replace("_", "-")
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, tuple) or len(value) != len(typing.get_args(kind)):
+            raise LenetError(f"{flag} is a pair of numbers, not {short_repr(value)}")
+        for item, item_kind in zip(value, typing.get_args(kind)):
+            check_value(name, item, item_kind, meta)
+        return
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise LenetError(f"{flag} must be true or false, not {short_repr(value)}")
+        return
+    if kind is str:
+        if meta.get("choices") and value not in meta["choices"]:
+            raise LenetError(f"unknown {flag} {short_repr(value)}; choose from {', '.join(meta['choices'])}")
+        return
+    numeric = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise LenetError(f"{flag} must be {'a whole number' if kind is int else 'a number'}, not {short_repr(value)}")
+    if not math.isfinite(value):
+        raise LenetError(f"{flag} must be finite, not {value}")
+    low, high, above, below = meta.get("low"), meta.get("high"), meta.get("above"), meta.get("below")
+    if (low is not None and value < low) or (high is not None and value > high) \
+            or (above is not None and value <= above) or (below is not None and value >= below):  # fmt: skip
+        raise LenetError(f"{flag} must be {describe_bounds(meta)}, not {value}")
+
+
+def describe_bounds(meta: typing.Mapping[str, Any]) -> str:
+    parts = [f">= {meta['low']:g}" if meta.get("low") is not None else None,
+             f"> {meta['above']:g}" if meta.get("above") is not None else None,
+             f"<= {meta['high']:g}" if meta.get("high") is not None else None,
+             f"< {meta['below']:g}" if meta.get("below") is not None else None]  # fmt: skip
+    return " and ".join(p for p in parts if p) or "any number"
+
+
+def default_of(name: str) -> Any:
+    f = next(f for f in fields(Recipe) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()
 
 
 RECIPES: dict[str, tuple[Recipe, str]] = {

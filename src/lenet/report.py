@@ -22,7 +22,8 @@ from .device import resolve_device
 from .errors import LenetError
 from .files import write_bytes, write_text
 from .metrics import EVAL_CHUNK, Evaluation, predict_logits, score
-from .models import LeNet, LeNetConfig, count_parameters
+from .models import count_parameters
+from .views import Classifier
 from .runs import PLOTS_DIR, REPORT_FILE, Run, read_run
 
 MISTAKES = 24  # the grid in plots.mistakes is 3 x 8
@@ -89,7 +90,7 @@ def write_report(
 def draw_figures(
     plots: ModuleType,
     run: Run,
-    model: LeNet,
+    model: Classifier,
     images: torch.Tensor,
     labels: torch.Tensor,
     evaluation: Evaluation,
@@ -101,9 +102,9 @@ def draw_figures(
         "curves": plots.curves(run.metrics, f"{run.name}: learning curves"),
         "confusion": plots.confusion(evaluation.confusion, CLASSES),
         "mistakes": plots.mistakes(images, confident_mistakes(logits, labels, MISTAKES), CLASSES),
-        "filters": plots.filters(first_layer_filters(model)),
+        "filters": plots.filters(first_layer_filters(model.net)),
     }
-    for maps in feature_maps(model, shown):
+    for maps in feature_maps(model.net, shown):  # the network alone: one pass, the image as shown
         figures[f"features{maps.block}"] = plots.feature_maps(shown, shown_labels, maps, CLASSES)
     return {name: plots.png_bytes(fig) for name, fig in figures.items()}
 
@@ -151,7 +152,7 @@ def _best_epoch(run: Run) -> str:
 
 def _epoch_views(run: Run) -> str:
     # Per-epoch figures skip the shifted test-time views (see train.py), the final one does not.
-    return " (image and mirror only)" if run.config.get("model_config", {}).get("shift_tta") else ""
+    return " (image and mirror only)" if run.views.shift else ""
 
 
 def _per_class_table(evaluation: Evaluation) -> str:
@@ -242,7 +243,7 @@ def _parameters(run: Run) -> str:
     if run.summary and "parameters" in run.summary:
         return f"{run.summary['parameters']:,}"
     try:
-        return f"{count_parameters(LeNet(LeNetConfig.from_dict(run.config['model_config']))):,}"
+        return f"{run.net_config.parameter_count:,}"
     except (KeyError, TypeError, LenetError):
         return "?"
 

@@ -1,4 +1,6 @@
-"""A run directory and the files in it. Every write is atomic.
+"""A run directory and the files in it: their names, what goes in them, every reader and writer.
+
+No other module names a run file or parses one; every write is atomic.
 
     runs/NAME/
       config.json        the resolved config: recipe, model, seed, device, versions, data hashes
@@ -8,6 +10,7 @@
       train_state.pt     model, optimizer, schedule and RNG states after the last epoch (--resume)
       report.html        config, results and plots in one self-contained page (`lenet report`)
       plots/             the report's figures as PNG files
+    runs/GROUP/seeds.json   a --seeds study: the per-seed runs are GROUP/seed-K/
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from typing import Any
 import torch
 
 from . import __version__
-from .checkpoint import WEIGHTS_FILE
-from .errors import CheckpointError, LenetError
+from .checkpoint import WEIGHTS_FILE, model_and_views, save_model
+from .errors import LenetError, RunError
 from .files import atomic_open, write_json, write_text
+from .models import LeNetConfig
+from .views import Classifier, Views
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.csv", "summary.json"
 STATE_FILE = "train_state.pt"  # optimizer, schedule, RNG states: what --resume needs
 REPORT_FILE, PLOTS_DIR = "report.html", "plots"
+SEEDS_FILE = "seeds.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,18 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def net_config(self) -> LeNetConfig:
+        return model_and_views(self.config["model_config"], self.config.get("views"))[0]
+
+    @property
+    def views(self) -> Views:
+        """The test-time views of the run's final figures (per-epoch figures skip the shifts)."""
+        try:
+            return model_and_views(self.config["model_config"], self.config.get("views"))[1]
+        except (KeyError, TypeError, LenetError):
+            return Views()
 
 
 @dataclass(frozen=True)
@@ -62,26 +80,46 @@ class EpochMetrics:
     lr: float
 
 
+def check_run_name(name: str) -> str:
+    """A run name is one path component, so a run can never land outside its --out directory."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
+            or "/" in name or "\\" in name or "\0" in name:  # fmt: skip
+        raise RunError(f"run name {name!r} must be one plain directory name: no '/', no '..', not hidden or empty")
+    return name
+
+
 def create_run_dir(out: str | Path, name: str) -> Path:
-    """Make out/name; refuse to reuse a directory that already holds a run."""
-    path = Path(out) / name
-    # A kill during the very first write leaves only a hidden temporary file: not a run yet.
-    if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
-        raise LenetError(f"run directory {path} already exists; choose another --name or remove it")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LenetError(f"cannot create run directory {path}: {e.strerror}") from None
+    """Make out/name, atomically: of two processes asking for one name, exactly one gets it."""
+    path = Path(out) / check_run_name(name)
+    if not _claim(path):
+        raise RunError(f"run directory {path} already exists; choose another --name or remove it")
     return path
 
 
-def default_run_name(recipe_name: str, what: str, out: str | Path) -> str:
-    """RECIPE-WHAT-TIMESTAMP (WHAT: seed3, 10seeds), made unique within `out`."""
-    base = f"{recipe_name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name, n = base, 2
-    while (Path(out) / name).exists():
-        name, n = f"{base}-{n}", n + 1
-    return name
+def create_unique_run_dir(out: str | Path, base: str) -> Path:
+    """out/base, or out/base-2, base-3, ... where taken: mkdir decides, so racing processes get distinct ones."""
+    check_run_name(base)
+    for n in range(1, 1000):
+        path = Path(out) / (base if n == 1 else f"{base}-{n}")
+        if _claim(path):
+            return path
+    raise RunError(f"no free run directory name for {base} in {out}")
+
+
+def _claim(path: Path) -> bool:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise RunError(f"cannot create run directory {path}: {e.strerror}") from None
+    return True
+
+
+def default_run_name(recipe_name: str, what: str) -> str:
+    """RECIPE-WHAT-TIMESTAMP (WHAT: seed3, 10seeds); create_unique_run_dir adds -2, -3 on a clash."""
+    return f"{Path(recipe_name).stem}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def environment() -> dict[str, Any]:
@@ -95,7 +133,15 @@ def environment() -> dict[str, Any]:
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    write_json(run_dir / CONFIG_FILE, config)
+    write_json(run_dir / CONFIG_FILE, {**config, "environment": environment(),
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # fmt: skip
+
+
+def save_epoch(run_dir: Path, state: dict[str, Any], history: list[EpochMetrics], model: Classifier) -> None:
+    """What a finished epoch leaves on disk. The state first: it alone decides where a resumed run goes on from."""
+    write_train_state(run_dir, state)
+    write_metrics(run_dir, history)
+    save_model(model, weights_path(run_dir), {"epoch": str(len(history))})
 
 
 def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
@@ -110,13 +156,14 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / SUMMARY_FILE, summary)
 
 
+def write_seeds(group_dir: Path, recipe: dict[str, Any], stats: dict[str, Any]) -> None:
+    write_json(group_dir / SEEDS_FILE, {"recipe": recipe, "split": "test", **stats})
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        raise LenetError(f"{run_dir}: not a run directory (no {CONFIG_FILE})") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: unreadable ({e})") from None
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    return read_json(run_dir / CONFIG_FILE)
 
 
 def write_train_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -132,7 +179,7 @@ def read_train_state(run_dir: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged or unsafe files
-        raise CheckpointError(f"{path}: not a loadable training state ({type(e).__name__})") from None
+        raise RunError(f"{path}: not a loadable training state ({type(e).__name__})") from None
 
 
 def weights_path(run_dir: Path) -> Path:
@@ -145,11 +192,19 @@ def weights_path(run_dir: Path) -> Path:
 def read_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
-        raise LenetError(f"{path}: no such run directory")
+        raise RunError(f"{path}: no such run directory")
     if not (path / METRICS_FILE).is_file():
-        raise LenetError(f"{path}: no {METRICS_FILE}, so not a lenet run (or its first epoch never finished)")
-    summary = _read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).is_file() else None
-    return Run(path, _read_json(path / CONFIG_FILE), read_metrics(path), summary)
+        raise RunError(f"{path}: no {METRICS_FILE}, so not a lenet run (or its first epoch never finished)")
+    summary = read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).is_file() else None
+    return Run(path, read_config(path), read_metrics(path), summary)
+
+
+def read_optional_json(path: Path) -> dict[str, Any]:
+    """A JSON object lenet wrote, or {} where there is none or it cannot be read (for what is only shown)."""
+    try:
+        return read_json(path)
+    except RunError:
+        return {}
 
 
 def by_split(row: dict[str, Any]) -> dict[str, float]:
@@ -165,19 +220,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [by_split(row) for row in csv.DictReader(f)]
     except (ValueError, TypeError) as e:
-        raise LenetError(f"{path}: not a lenet metrics file ({e})") from None
+        raise RunError(f"{path}: not a lenet metrics file ({e})") from None
     if not rows or "epoch" not in rows[0]:
-        raise LenetError(f"{path}: no epochs in it")
+        raise RunError(f"{path}: no epochs in it")
     return rows
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object lenet wrote (config.json, summary.json, seeds.json, export records)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LenetError(f"{path}: missing, so not a complete lenet run directory") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LenetError(f"{path}: not valid JSON ({e})") from None
+        raise RunError(f"{path}: missing, so not a complete lenet run directory") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise RunError(f"{path}: not readable as JSON ({e})") from None
     if not isinstance(obj, dict):
-        raise LenetError(f"{path}: not a JSON object")
+        raise RunError(f"{path}: not a JSON object")
     return obj

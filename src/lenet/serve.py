@@ -162,7 +162,8 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
     return {
         "name": config.get("recipe", {}).get("model"),
         "checkpoint": str(weights),
-        "config": model.config.to_dict(),
+        "config": model.net.config.to_dict(),
+        "views": model.views.to_dict(),
         "parameters": count_parameters(model),
         "classes": list(CLASSES),
         "test_accuracy": summary.get("test", {}).get("accuracy"),
