@@ -32,7 +32,7 @@ def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
 def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
     return FashionMNIST(
         data.train_images[:n_train], data.train_labels[:n_train],
-        data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256,
+        data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256, data.spec,
     )  # fmt: skip
 
 

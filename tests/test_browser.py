@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from lenet import load, predict
-from lenet.data import CLASSES
+from lenet.datasets import DATASETS
+
+CLASSES = DATASETS["fashion-mnist"].classes
 
 CHROMIUM = Path(os.environ.get("LENET_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -132,11 +132,12 @@ def test_no_data_offline_is_one_clear_line(trained_run, tmp_path):
     code = ("import sys, pathlib, lenet.data as d; d.SYSTEM_DIR = pathlib.Path(sys.argv[1]); "
             "from lenet.cli import main; sys.exit(main(sys.argv[2:]))")  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LENET_MIRRORS": "http://127.0.0.1:9/"}
+    (tmp_path / "d").mkdir()
     proc = subprocess.run(
         [LENET[0], "-c", code, str(tmp_path / "none"), "eval", str(trained_run[0]), "--data-dir", str(tmp_path / "d")],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
-    assert_clean_error(proc, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")
+    assert_clean_error(proc, "fashion-mnist not found", "apt-get install dataset-fashion-mnist")
 
 
 def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
@@ -148,7 +149,7 @@ def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
     from lenet.checkpoint import read_checkpoint
 
     path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
-    _, _, tensors, metadata = read_checkpoint(path)
+    _, _, _, tensors, metadata = read_checkpoint(path)
     save_file({**tensors, "evil\nsecond line": torch.zeros(1)}, tmp_path / "x.safetensors",
               metadata=metadata)  # fmt: skip
     proc = lenet("eval", tmp_path / "x.safetensors", "--device", "cpu")

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from conftest import idx_bytes
-from lenet.data import FILES, SYSTEM_DIR, download_file, load_fashion_mnist
+from lenet.data import SYSTEM_DIR, candidate_dirs, download_file, load_fashion_mnist
+from lenet.datasets import DATASETS
 from lenet.errors import DataError
+
+FILES = DATASETS["fashion-mnist"].files
 
 
 class Files(BaseHTTPRequestHandler):
@@ -113,6 +116,7 @@ def test_offline_without_data_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv("LENET_DATA_DIR", raising=False)
     monkeypatch.setenv("LENET_MIRRORS", "http://127.0.0.1:9/")  # the discard port: refused
     monkeypatch.setattr("lenet.data.time.sleep", lambda s: None)
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as info:
         load_fashion_mnist(tmp_path / "mine")
     message = str(info.value)
@@ -130,5 +134,18 @@ def test_corrupt_local_file_is_named(tmp_path, fmnist):
         load_fashion_mnist(tmp_path, download=False)
 
 
-def test_system_dir_is_the_debian_one():
-    assert SYSTEM_DIR == Path("/usr/share/datasets/fashion-mnist")
+def test_fashion_mnist_is_looked_for_where_debian_installs_it(monkeypatch):
+    monkeypatch.delenv("LENET_DATA_DIR", raising=False)
+    places = dict(candidate_dirs(DATASETS["fashion-mnist"]))
+    assert places["system"] == Path("/usr/share/datasets/fashion-mnist") == SYSTEM_DIR / "fashion-mnist"
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_a_data_directory_the_user_names_must_exist(tmp_path, monkeypatch, env):
+    """Before, a missing --data-dir was silently passed over and the data came from elsewhere."""
+    missing = tmp_path / "nonexistent"
+    if env:
+        monkeypatch.setenv("LENET_DATA_DIR", str(missing))
+    with pytest.raises(DataError, match=f"{'LENET_DATA_DIR' if env else '--data-dir'} {missing}: no such directory"):
+        load_fashion_mnist(None if env else missing, download=False)
+    assert not missing.exists()

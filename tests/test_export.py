@@ -10,9 +10,11 @@ import torch
 
 from conftest import LENET
 from lenet import load
-from lenet.data import CLASSES
+from lenet.datasets import DATASETS
 from lenet.errors import ExportError
 from lenet.export import export
+
+CLASSES = DATASETS["fashion-mnist"].classes
 
 
 def test_onnx_export_is_verified_on_the_test_set_and_documented(small_run):

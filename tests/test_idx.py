@@ -74,7 +74,7 @@ def _tensors(n_train=4, n_test=3):
 
 
 def test_from_idx_shapes_for_training():
-    data = FashionMNIST.from_idx(**_tensors(), source="synthetic", sha256={})
+    data = FashionMNIST.from_tensors(**_tensors(), source="synthetic", sha256={}, name="synthetic", classes=tuple("abcdefghij"))
     assert data.train_images.shape == (4, 1, 28, 28) and data.train_labels.dtype == torch.long
 
 
@@ -88,7 +88,8 @@ def test_from_idx_shapes_for_training():
 )
 def test_from_idx_refuses_files_that_do_not_fit(change, message):
     with pytest.raises(DataError, match=message):
-        FashionMNIST.from_idx(**{**_tensors(), **change}, source="synthetic", sha256={})
+        FashionMNIST.from_tensors(**{**_tensors(), **change}, source="synthetic", sha256={}, name="synthetic",
+                                  classes=tuple("abcdefghij"))
 
 
 def test_real_files_decode_and_verify(fmnist):

@@ -5,6 +5,7 @@ from PIL import Image
 from lenet import create_model, evaluate, load_image, predict
 from lenet.errors import ImageError
 from lenet.inference import to_fashion_mnist
+from lenet.views import classes_of
 
 
 def _png(path, pixels: torch.Tensor):
@@ -21,11 +22,10 @@ def test_a_test_image_written_as_png_predicts_as_eval_does(fmnist, tmp_path):
     predictions = predict(model, loaded, top_k=10)
     with torch.no_grad():
         expected = model(images.float() / 255).argmax(1)
-    from lenet.data import CLASSES
-
-    assert [p.label for p in predictions] == [CLASSES[i] for i in expected]
+    classes = classes_of(model)
+    assert [p.label for p in predictions] == [classes[i] for i in expected]
     assert all(abs(sum(prob for _, prob in p.top) - 1) < 1e-4 for p in predictions)
-    assert evaluate(model, images, labels).correct == sum(p.label == CLASSES[t] for p, t in zip(predictions, labels))
+    assert evaluate(model, images, labels).correct == sum(p.label == classes[t] for p, t in zip(predictions, labels))
 
 
 def test_a_photo_on_white_becomes_light_on_dark_and_28x28(tmp_path):

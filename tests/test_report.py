@@ -17,12 +17,14 @@ from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.cli import main
-from lenet.data import CLASSES
+from lenet.datasets import DATASETS
 from lenet.errors import LenetError
 from lenet.metrics import evaluate
 from lenet.models import ACTIVATIONS, create_model, list_models, model_config
 from lenet.report import compare, write_report
 from lenet.runs import METRICS_FILE, PLOTS_DIR, read_run
+
+CLASSES = DATASETS["fashion-mnist"].classes
 
 plots = pytest.importorskip("lenet.plots", reason="matplotlib is in the dev extra: pip install -e '.[dev]'")
 

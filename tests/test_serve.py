@@ -15,10 +15,12 @@ from PIL import Image
 from conftest import LENET
 from lenet import load, load_image, predict
 from lenet.checkpoint import resolve_weights
-from lenet.data import CLASSES
+from lenet.datasets import DATASETS
 from lenet.errors import ServeError
 from lenet.inference import decode_image
 from lenet.serve import bind, create_app, exposure_warning, require_serve_extra, run_info
+
+CLASSES = DATASETS["fashion-mnist"].classes
 
 
 def png(pixels: torch.Tensor) -> bytes:

@@ -18,6 +18,7 @@ from safetensors.torch import save as safetensors_bytes
 from . import __version__
 from .errors import CheckpointError, LenetError, short_repr
 from .files import write_bytes
+from .datasets import DataSpec, default_spec
 from .models import LeNet, LeNetConfig
 from .views import Classifier, Views
 
@@ -32,6 +33,7 @@ def save_model(model: Classifier | LeNet, path: str | os.PathLike, extra: dict[s
     metadata = {
         "format": FORMAT, "lenet_version": __version__,
         "model_config": json.dumps(model.net.config.to_dict()), "views": json.dumps(model.views.to_dict()),
+        "data": json.dumps(model.data.to_dict()),
     }  # fmt: skip
     metadata.update(extra or {})
     write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
@@ -47,24 +49,27 @@ def resolve_weights(run_or_checkpoint: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: Path) -> tuple[LeNetConfig, Views, dict[str, torch.Tensor], dict[str, str]]:
+def read_checkpoint(path: Path) -> tuple[LeNetConfig, Views, DataSpec, dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            config, views = _model_config(path, metadata)  # checked before any tensor is read
+            config, views, data = _model_config(path, metadata)  # checked before any tensor is read
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises several types for a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({type(e).__name__}: {e})") from None
-    return config, views, tensors, metadata
+    return config, views, data, tensors, metadata
 
 
-def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Views]:
+def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Views, DataSpec]:
     if metadata.get("format") != FORMAT or "model_config" not in metadata:
         raise CheckpointError(f"{path}: not a lenet checkpoint (no lenet model config in its metadata)")
     try:
-        return model_and_views(json.loads(metadata["model_config"]), json.loads(metadata.get("views", "null")))
+        config, views = model_and_views(json.loads(metadata["model_config"]), json.loads(metadata.get("views", "null")))
+        # Checkpoints from before other data sets were all of Fashion-MNIST.
+        data = DataSpec.from_dict(json.loads(metadata["data"])) if "data" in metadata else default_spec()
+        return config, views, data
     except (ValueError, RecursionError, LenetError) as e:  # ValueError: not JSON; RecursionError: nested too deep
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
 
@@ -83,7 +88,7 @@ def model_and_views(model_config: dict, views: dict | None = None) -> tuple[LeNe
 def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> Classifier:
     """A ready model (eval mode, with its test-time views) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
-    config, views, tensors, _ = read_checkpoint(path)
+    config, views, data, tensors, _ = read_checkpoint(path)
     with torch.device("meta"):  # the model's shapes, without allocating its weights
         expected = LeNet(config).state_dict()
     problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]
@@ -100,4 +105,7 @@ def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu
         raise CheckpointError(f"{path}: the weights do not fit the model config they came with ({shown})")
     net = LeNet(config)
     net.load_state_dict(tensors, strict=True)
-    return Classifier(net, views).to(device).eval()
+    try:
+        return Classifier(net, views, data).to(device).eval()
+    except LenetError as e:
+        raise CheckpointError(f"{path}: {e}") from None

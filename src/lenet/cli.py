@@ -49,6 +49,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .engine import Engine
+    from .datasets import list_datasets
     from .models import list_models
     from .recipes import Recipe, list_recipes
     from .train import TrainConfig
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=list(list_recipes()),
                    help=f"named hyperparameter set (default: {TrainConfig.recipe_name})")  # fmt: skip
     t.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
+    t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
+                                     f"(default: {TrainConfig.dataset})")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
+    e.add_argument("--dataset", help="judge the model on another data set of its shape (default: its own)")
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -196,7 +200,8 @@ _TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
 
 
 def _add_data_dir(p) -> None:
-    p.add_argument("--data-dir", help="directory with the Fashion-MNIST files (looked in first; downloads go here)")
+    p.add_argument("--data-dir", help="an existing directory with the data set's IDX files (looked in first; "
+                                      "downloads go here)")  # fmt: skip
 
 
 def _version() -> str:
@@ -209,11 +214,11 @@ def _version() -> str:
 
 
 # Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
-_RUN_FLAGS = ("recipe", "seed", "seeds", "val_split", "deterministic", "out", "name", "tensorboard")
+_RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "deterministic", "out", "name", "tensorboard")
 
 
 def cmd_train(args) -> int:
-    from .data import load_fashion_mnist
+    from .data import load_dataset
     from .engine import Engine
     from .recipes import Recipe, get_recipe
     from .runs import default_run_name
@@ -235,13 +240,13 @@ def cmd_train(args) -> int:
     if name is None and args.tensorboard:
         name = default_run_name(recipe_name, f"seed{seed}")
     config = TrainConfig(
-        recipe=recipe, recipe_name=recipe_name, seed=seed, val_split=args.val_split or 0,
+        recipe=recipe, recipe_name=recipe_name, seed=seed, dataset=args.dataset or base.dataset, val_split=args.val_split or 0,
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
     )  # fmt: skip
     board = _tensorboard(args, out, name) if args.tensorboard else None
-    data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
-    print(f"recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
+    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
+    print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
           f"{_plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
           flush=True)  # fmt: skip
 
@@ -282,7 +287,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _resume(args, changing: list[str]) -> int:
-    from .data import load_fashion_mnist
+    from .data import load_dataset
     from .train import resume_config, train
 
     if changing or not args.save_run:
@@ -292,7 +297,7 @@ def _resume(args, changing: list[str]) -> int:
     config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
     print(f"resuming {args.resume}", flush=True)
     epochs = config.recipe.epochs
-    data = load_fashion_mnist(args.data_dir)  # loaded once, for training and then the report
+    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
@@ -344,26 +349,30 @@ def _epoch_line(row, epochs: int) -> str:
 
 def cmd_eval(args) -> int:
     from .checkpoint import load
-    from .data import CLASSES, load_fashion_mnist
+    from .data import load_dataset
     from .device import resolve_device
     from .metrics import evaluate
 
     device = resolve_device(args.device)
     model = load(args.checkpoint, device)
-    data = load_fashion_mnist(args.data_dir, device)
+    name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
+    data = load_dataset(name, args.data_dir, device)
+    if len(data.spec.classes) != len(model.data.classes):
+        raise LenetError(f"{name} has {len(data.spec.classes)} classes; the model knows {len(model.data.classes)}")
     result = evaluate(model, data.test_images, data.test_labels, args.batch_size)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), **result.to_dict()}, indent=2))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}, indent=2))
         return 0
-    print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
-    width = max(map(len, CLASSES))
+    print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
+    labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
+    width = max(map(len, labels))
     print(f"{'class':<{width}}  accuracy")
-    for name, acc in zip(CLASSES, result.per_class_accuracy):
-        print(f"{name:<{width}}  {acc:8.2%}")
-    print("\nconfusion matrix (rows: true class, columns: predicted)")
-    print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(CLASSES))))
-    for i, (name, row) in enumerate(zip(CLASSES, result.confusion.tolist())):
-        print(f"{name:<{width}}  " + " ".join(f"{v:>5}" for v in row) + f"   {i}")
+    for label, acc in zip(labels, result.per_class_accuracy):
+        print(f"{label:<{width}}  {acc:8.2%}")
+    print("\nconfusion matrix (rows: true class, columns: predicted class, by number)")
+    print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(labels))))
+    for label, row in zip(labels, result.confusion.tolist()):
+        print(f"{label:<{width}}  " + " ".join(f"{v:>5}" for v in row))
     return 0
 
 
@@ -441,15 +450,16 @@ def cmd_summary(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from .datasets import list_datasets
     from .models import list_models
     from .recipes import list_recipes
 
-    print("models:")
-    for name, text in list_models().items():
-        print(f"  {name:<12} {text}")
-    print("recipes:")
-    for name, text in list_recipes().items():
-        print(f"  {name:<12} {text}")
+    for heading, table in (("models", list_models()), ("recipes", list_recipes()), ("data sets", list_datasets())):
+        print(f"{heading}:")
+        for name, text in table.items():
+            print(f"  {name:<13} {text}")
+    print("  folder:PATH   your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)")
+    print("  csv:PATH      a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)")
     return 0
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load, resolve_weights
-from .data import CLASSES, IMAGE_SIZE, load_fashion_mnist, to_float
+from .data import load_dataset, to_float
+from .datasets import IMAGE_SIZE
 from .errors import ExportError
 from .files import write_bytes, write_json
 from .metrics import predict_logits
@@ -71,13 +72,14 @@ def preprocessing(model: Classifier) -> dict[str, Any]:
     normalise = f"(x - {c.input_mean}) / {c.input_std}, inside the model" if c.input_mean is not None else "none"
     return {
         "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
-        "output": {"name": OUTPUT, "shape": ["batch", len(CLASSES)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
-        "image": "grey 28x28, a light object on a dark ground, trimmed and centred as Fashion-MNIST "
+        "output": {"name": OUTPUT, "shape": ["batch", len(model.data.classes)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
+        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {model.data.name} "
         "(lenet.inference.to_fashion_mnist does this to any picture)",
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
         "normalisation": normalise,
         "test_time_views": model.views.describe() + ", logits averaged, inside the model",
-        "classes": list(CLASSES),
+        "data_set": model.data.name,
+        "classes": list(model.data.classes),
     }  # fmt: skip
 
 
@@ -105,7 +107,7 @@ def export(
     }
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     data = serialise(model, info)
-    images = load_fashion_mnist(data_dir).test_images
+    images = load_dataset(model.data.name, data_dir).test_images
     verification = verify(model, runner(data), images, runtime=_runtime_name(fmt))
     if not verification.passed:
         raise ExportError(

@@ -23,9 +23,10 @@ from typing import IO
 import torch
 from torch import nn
 
-from .data import CLASSES, IMAGE_SIZE
+from .datasets import IMAGE_SIZE
 from .errors import ImageError
 from .metrics import predict_logits
+from .views import classes_of
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
 # The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
@@ -149,7 +150,8 @@ def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Pred
     device = next(model.parameters()).device
     probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()
     values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    classes = classes_of(model)
     return [
-        Prediction([(CLASSES[i], p) for i, p in zip(idx.tolist(), val.tolist())])
+        Prediction([(classes[i], p) for i, p in zip(idx.tolist(), val.tolist())])
         for idx, val in zip(indices, values)
     ]

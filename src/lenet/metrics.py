@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import CLASSES, to_float
+from .data import to_float
 from .models import eval_mode
+from .views import classes_of
 
 # Images per forward pass when evaluating. Flip averaging doubles it: 500 images through 32
 # channels at 28x28 make 50 MB per activation, where chunks of 1,000 made 200 MB.
@@ -28,6 +29,7 @@ class Evaluation:
     correct: int
     total: int
     confusion: torch.Tensor  # [true class, predicted class] counts, int64 on the CPU
+    classes: tuple[str, ...] = ()  # the names of the classes, where known
 
     @property
     def accuracy(self) -> float:
@@ -44,7 +46,7 @@ class Evaluation:
             "accuracy": self.accuracy,
             "correct": self.correct,
             "total": self.total,
-            "per_class_accuracy": dict(zip(CLASSES, self.per_class_accuracy)),
+            "per_class_accuracy": dict(zip(self.classes or map(str, range(len(self.confusion))), self.per_class_accuracy)),
             "confusion_matrix": self.confusion.tolist(),
         }
 
@@ -62,16 +64,17 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVA
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_CHUNK) -> Evaluation:
-    return score(predict_logits(model, images, batch_size), labels)
+    return score(predict_logits(model, images, batch_size), labels, classes_of(model))
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] = ()) -> Evaluation:
     """The evaluation of logits already computed (so a caller that needs them runs the model once)."""
     logits = logits.float()
     loss = F.cross_entropy(logits, labels, reduction="sum").item() / max(len(labels), 1)
     predictions = logits.argmax(dim=1)
     confusion = confusion_matrix(labels, predictions, logits.shape[1]).cpu()
-    return Evaluation(loss=loss, correct=int(confusion.diagonal().sum()), total=len(labels), confusion=confusion)
+    return Evaluation(loss=loss, correct=int(confusion.diagonal().sum()), total=len(labels), confusion=confusion,
+                      classes=tuple(classes))  # fmt: skip
 
 
 def seed_statistics(accuracies: list[float], **extra: Any) -> dict[str, Any]:

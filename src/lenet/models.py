@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .datasets import DataSpec, default_spec
 from .errors import LenetError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -157,40 +158,52 @@ class LeNet(nn.Module):
 
 # --- registry -------------------------------------------------------------------------
 
-_BN = LeNetConfig(activation="relu", batch_norm=True, padding=2, input_mean=0.2860, input_std=0.3530)
+# Batch-norm variants normalise their input by the training data's mean and std, which
+# model_config fills in from the data set (see NORMALISED); these placeholders are never used.
+_BN = LeNetConfig(activation="relu", batch_norm=True, padding=2, input_mean=0.0, input_std=1.0)
 
 MODELS: dict[str, tuple[LeNetConfig, str]] = {
-    "lenet": (LeNetConfig(), "the tutorial's LeNet: sigmoid, max-pool, 256-120-84-10 (44,426 parameters)"),
+    "lenet": (LeNetConfig(), "the tutorial's LeNet: sigmoid, max-pool, 256-120-84-10"),
     "lenet5": (
         LeNetConfig(activation="tanh", pool="avg", padding=2),
         "classic LeNet-5: tanh, average pooling, padding 2, 16x5x5 flatten",
     ),
     "lenet_relu": (LeNetConfig(activation="relu"), "the tutorial's LeNet with ReLU"),
-    "lenet_bn": (_BN, "ReLU, batch norm, padding 2, normalised input (61,750 parameters)"),
+    "lenet_bn": (_BN, "ReLU, batch norm, padding 2, normalised input"),
     "lenet_wide": (
         replace(_BN, channels=(16, 32), hidden=(96, 64)),
-        "lenet_bn with 16/32 channels and 96/64 hidden units (97,098 parameters)",
+        "lenet_bn with 16/32 channels and 96/64 hidden units",
     ),
     "lenet_32x48": (
         replace(_BN, channels=(32, 48), hidden=(48, 32)),
-        "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions (98,986 parameters)",
+        "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions",
     ),
 }
 
 
 def list_models() -> dict[str, str]:
-    return {name: description for name, (_, description) in MODELS.items()}
+    return {name: f"{description} ({model_config(name).parameter_count:,} parameters)"
+            for name, (_, description) in MODELS.items()}  # fmt: skip
 
 
-def model_config(name: str, **overrides: Any) -> LeNetConfig:
+NORMALISED = {name for name, (config, _) in MODELS.items() if config.input_mean is not None}
+
+
+def model_config(name: str, data: DataSpec | None = None, **overrides: Any) -> LeNetConfig:
+    """A registry config for a data set (default: Fashion-MNIST): its class count and, for the
+    models that normalise their input, its pixel mean and std."""
     if name not in MODELS:
         raise LenetError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return replace(MODELS[name][0], **overrides)
+    data = data or default_spec()
+    fitted = {"num_classes": len(data.classes)}
+    if name in NORMALISED:
+        fitted.update(input_mean=data.mean, input_std=data.std)
+    return replace(MODELS[name][0], **{**fitted, **overrides})
 
 
-def create_model(name: str = "lenet", **overrides: Any) -> LeNet:
+def create_model(name: str = "lenet", data: DataSpec | None = None, **overrides: Any) -> LeNet:
     """A fresh model from the registry, e.g. create_model("lenet", activation="relu")."""
-    return LeNet(model_config(name, **overrides))
+    return LeNet(model_config(name, data, **overrides))
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import torch
 from . import html_page as H
 from .analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from .checkpoint import load
-from .data import CLASSES, FashionMNIST, load_fashion_mnist
+from .data import Dataset, load_dataset
 from .device import resolve_device
 from .errors import LenetError
 from .files import write_bytes, write_text
@@ -65,7 +65,7 @@ class Report:
 
 def write_report(
     run_dir: str | os.PathLike,
-    data: FashionMNIST | None = None,
+    data: Dataset | None = None,
     data_dir: str | None = None,
     device: str = "cpu",
     batch_size: int = EVAL_CHUNK,
@@ -75,10 +75,10 @@ def write_report(
     run = read_run(run_dir)
     device = resolve_device(device)
     model = load(run.path, device)
-    data = load_fashion_mnist(data_dir) if data is None else data
+    data = load_dataset(model.data.name, data_dir) if data is None else data
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     logits = predict_logits(model, images, batch_size)
-    evaluation = score(logits, labels)
+    evaluation = score(logits, labels, model.data.classes)
     figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
     for name, png in figures.items():
         write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
@@ -100,12 +100,12 @@ def draw_figures(
     shown, shown_labels = images[examples], labels[examples]
     figures = {
         "curves": plots.curves(run.metrics, f"{run.name}: learning curves"),
-        "confusion": plots.confusion(evaluation.confusion, CLASSES),
-        "mistakes": plots.mistakes(images, confident_mistakes(logits, labels, MISTAKES), CLASSES),
+        "confusion": plots.confusion(evaluation.confusion, model.data.classes),
+        "mistakes": plots.mistakes(images, confident_mistakes(logits, labels, MISTAKES), model.data.classes),
         "filters": plots.filters(first_layer_filters(model.net)),
     }
     for maps in feature_maps(model.net, shown):  # the network alone: one pass, the image as shown
-        figures[f"features{maps.block}"] = plots.feature_maps(shown, shown_labels, maps, CLASSES)
+        figures[f"features{maps.block}"] = plots.feature_maps(shown, shown_labels, maps, model.data.classes)
     return {name: plots.png_bytes(fig) for name, fig in figures.items()}
 
 
@@ -159,7 +159,7 @@ def _per_class_table(evaluation: Evaluation) -> str:
     counts = evaluation.confusion
     rows = [
         (name, f"{accuracy:.2%}", int(counts[i, i]), int(counts[i].sum()))
-        for i, (name, accuracy) in enumerate(zip(CLASSES, evaluation.per_class_accuracy))
+        for i, (name, accuracy) in enumerate(zip(evaluation.classes, evaluation.per_class_accuracy))
     ]
     return H.table(("class", "accuracy", "right", "images"), rows)
 

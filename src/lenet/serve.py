@@ -29,7 +29,8 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load, resolve_weights
-from .data import CLASSES, IMAGE_SIZE
+from .datasets import IMAGE_SIZE
+from .views import classes_of
 from .errors import LenetError, ServeError
 from .inference import Prediction, decode_image, from_pixels, predict
 from .models import count_parameters
@@ -93,7 +94,7 @@ class MicroBatcher:
             jobs = await self._collect()
             batch = torch.cat([job.images for job in jobs])
             try:
-                predictions = await loop.run_in_executor(self._executor, predict, self.model, batch, len(CLASSES))
+                predictions = await loop.run_in_executor(self._executor, predict, self.model, batch, len(classes_of(self.model)))
             except Exception as e:  # a failed pass fails its requests, never the server
                 for job in jobs:
                     if not job.future.done():
@@ -165,7 +166,8 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
         "config": model.net.config.to_dict(),
         "views": model.views.to_dict(),
         "parameters": count_parameters(model),
-        "classes": list(CLASSES),
+        "data_set": model.data.name,
+        "classes": list(model.data.classes),
         "test_accuracy": summary.get("test", {}).get("accuracy"),
     }
 
@@ -180,7 +182,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def pick_samples(images: torch.Tensor, labels: torch.Tensor, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
     """The first `per_class` test images of each class, in class order: the same row every time."""
-    return [i for c in range(len(CLASSES)) for i in (labels == c).nonzero().flatten()[:per_class].tolist()]
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    return [i for c in range(classes) for i in (labels == c).nonzero().flatten()[:per_class].tolist()]
 
 
 def create_app(
@@ -211,7 +214,7 @@ def create_app(
         await batcher.stop()
 
     app = FastAPI(title="lenet", version=__version__, lifespan=lifespan,
-                  description="LeNet on Fashion-MNIST: classify 28x28 clothing images.")  # fmt: skip
+                  description=f"LeNet on {info.get('data_set', 'its data set')}: classify 28x28 grey images.")  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -234,7 +237,7 @@ def create_app(
     @app.get("/samples")
     async def sample_list() -> list[dict[str, Any]]:
         """Test images to try, one entry per image: its index, true class and PNG address."""
-        return [{"index": i, "label": CLASSES[int(test_labels[i])], "url": f"/samples/{i}.png"} for i in samples]
+        return [{"index": i, "label": classes_of(model)[int(test_labels[i])], "url": f"/samples/{i}.png"} for i in samples]
 
     @app.get("/samples/{index}.png", response_class=Response)
     async def sample_png(index: int) -> Response:
@@ -270,7 +273,7 @@ def create_app(
     @app.post("/predict", openapi_extra=_predict_openapi(PixelImages))
     async def predict_endpoint(
         request: Request,
-        top_k: Annotated[int, Query(ge=1, le=len(CLASSES), description="classes per image")] = 3,
+        top_k: Annotated[int, Query(ge=1, le=len(classes_of(model)), description="classes per image")] = 3,
         pixels: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
     ) -> dict[str, Any]:
         """Classify images: multipart image files (any PNG/JPEG, prepared as `lenet predict` does) or
@@ -406,7 +409,7 @@ def serve(
     require_serve_extra()
     import uvicorn
 
-    from .data import load_fashion_mnist
+    from .data import load_dataset
     from .device import resolve_device
 
     # LeNet's passes are tiny: more intra-op threads only spin against the event loop on a small machine.
@@ -414,7 +417,7 @@ def serve(
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights, resolve_device(device))
     info = {**run_info(weights, model), "lenet_version": __version__}
-    data = load_fashion_mnist(data_dir)
+    data = load_dataset(model.data.name, data_dir)
     app = create_app(model, info, data.test_images, data.test_labels, max_batch, max_wait_ms / 1000)
     sock = bind(host, port)
     if warning := exposure_warning(sock):

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from . import runs
-from .data import FashionMNIST, augment, batch_indices, holdout, load_fashion_mnist, to_float
+from .data import Dataset, augment, batch_indices, holdout, load_dataset, to_float
+from .datasets import DEFAULT, DataSpec
 from .device import describe, resolve_device
 from .engine import Engine, Step, make_optimizer, prepare, training_order
 from .errors import CheckpointError, Interrupted, LenetError
@@ -50,6 +51,7 @@ class TrainConfig:
     recipe: Recipe = field(default_factory=lambda: get_recipe("default"))
     recipe_name: str = "default"
     seed: int = 0
+    dataset: str = DEFAULT  # a registry name (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH
     val_split: int = 0  # hold out this many training images; then every epoch is judged on them
     device: str = "auto"
     deterministic: bool = False  # CUDA: deterministic kernels (the CPU is deterministic anyway)
@@ -75,16 +77,17 @@ class RunResult:
 # --- what a recipe builds -------------------------------------------------------------
 
 
-def recipe_model_config(recipe: Recipe) -> LeNetConfig:
-    return model_config(recipe.model)
+def recipe_model_config(recipe: Recipe, data: DataSpec | None = None) -> LeNetConfig:
+    return model_config(recipe.model, data)
 
 
 def recipe_views(recipe: Recipe) -> Views:
     return Views(flip=recipe.test_flip, shift=recipe.test_shift)
 
 
-def build_model(recipe: Recipe) -> Classifier:
-    return Classifier(LeNet(recipe_model_config(recipe)), recipe_views(recipe))
+def build_model(recipe: Recipe, data: DataSpec | None = None) -> Classifier:
+    """The recipe's network for a data set (its classes and, where it normalises, its statistics) and views."""
+    return Classifier(LeNet(recipe_model_config(recipe, data)), recipe_views(recipe), data)
 
 
 def build_optimizer(net: nn.Module, recipe: Recipe, engine: Engine = Engine()) -> torch.optim.Optimizer:
@@ -181,7 +184,7 @@ class Splits:
     judged_name: str  # "val" or "test"
 
     @classmethod
-    def of(cls, data: FashionMNIST, val_split: int) -> Splits:
+    def of(cls, data: Dataset, val_split: int) -> Splits:
         if val_split:
             train, val = holdout(data.train_images, data.train_labels, val_split)
             return cls(train, val, "val")
@@ -193,7 +196,7 @@ class Splits:
 
 def train(
     config: TrainConfig = TrainConfig(),
-    data: FashionMNIST | None = None,
+    data: Dataset | None = None,
     on_epoch: Callable[[runs.EpochMetrics], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     resume: str | Path | None = None,
@@ -206,12 +209,12 @@ def train(
     recipe = config.recipe
     device = resolve_device(config.device)
     set_determinism(device, config.deterministic)
-    data = (data or load_fashion_mnist(config.data_dir)).to(device)
+    data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
     splits = Splits.of(data, config.val_split)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
 
     torch.manual_seed(config.seed)
-    model = build_model(recipe).to(device)
+    model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, steps_per_epoch, device)
     step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, on_warning)
@@ -275,11 +278,11 @@ def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Re
     """An epoch's figures on the judged split, and their seconds: the image and its mirror only, a
     fifth of the cost of every view (the final figures use them all)."""
     start = time.perf_counter()
-    judged = evaluate(Classifier(model.net, replace(model.views, shift=0)), *data, recipe.eval_batch_size)
+    judged = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size)
     return judged, time.perf_counter() - start
 
 
-def final_figures(model: Classifier, data: FashionMNIST, splits: Splits,
+def final_figures(model: Classifier, data: Dataset, splits: Splits,
                   recipe: Recipe) -> tuple[Evaluation, Evaluation | None]:  # fmt: skip
     """Test (and validation) figures of the model exactly as saved and as `lenet eval` loads it
     (the default layout, float32, every view), so the two always agree to the image."""
@@ -298,7 +301,7 @@ def _warn(state: TrainState, text: str, on_warning: Callable[[str], None] | None
 # --- the run directory ------------------------------------------------------------------
 
 
-def _new_run_dir(config: TrainConfig, data: FashionMNIST, device: torch.device) -> Path | None:
+def _new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Path | None:
     if not config.save:
         return None
     if config.name is not None:
@@ -318,11 +321,11 @@ def _resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path
     return run_dir
 
 
-def _config_record(config: TrainConfig, data: FashionMNIST, device: torch.device) -> dict:
+def _config_record(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
     return {
         "recipe_name": config.recipe_name,
         "recipe": config.recipe.to_dict(),
-        "model_config": recipe_model_config(config.recipe).to_dict(),
+        "model_config": recipe_model_config(config.recipe, data.spec).to_dict(),
         "views": recipe_views(config.recipe).to_dict(),
         "seed": config.seed,
         "val_split": config.val_split,
@@ -331,7 +334,7 @@ def _config_record(config: TrainConfig, data: FashionMNIST, device: torch.device
         "device_name": describe(device),
         "deterministic": config.deterministic,
         "engine": asdict(config.engine),
-        "data": {"source": data.source, "sha256": data.sha256},
+        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
     }
 
 
@@ -359,7 +362,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     try:
         config = TrainConfig(
             recipe=Recipe.from_dict(saved["recipe"], f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
-            seed=saved["seed"], val_split=saved["val_split"], device=saved["device"], deterministic=saved["deterministic"],
+            seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"], device=saved["device"], deterministic=saved["deterministic"],
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**saved.get("engine", {})),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
@@ -392,7 +395,7 @@ def set_determinism(device: torch.device, deterministic: bool) -> None:
 def train_seeds(
     config: TrainConfig,
     seeds: int,
-    data: FashionMNIST | None = None,
+    data: Dataset | None = None,
     on_run: Callable[[int, RunResult], None] | None = None,
     **callbacks,
 ) -> tuple[list[RunResult], dict]:
@@ -401,7 +404,7 @@ def train_seeds(
     Returns the runs and the statistics of their final test accuracy (also saved as
     out/NAME/seeds.json when saving).
     """
-    data = data or load_fashion_mnist(config.data_dir)
+    data = data or load_dataset(config.dataset, config.data_dir)
     group = None
     if config.save:
         group = (runs.create_run_dir(config.out, config.name) if config.name is not None else

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .datasets import DataSpec, default_spec
 from .errors import LenetError, short_repr
 from .models import MAX_SHIFT, LeNet
 
@@ -54,14 +55,18 @@ class Views:
 
 
 class Classifier(nn.Module):
-    """A network and its test-time views: logits averaged over the views in eval mode.
+    """A network, its test-time views and the data set it knows: logits averaged over the views
+    in eval mode, and `data.classes` naming its outputs.
 
     In training mode it is the network alone, so a Classifier can be trained like its net.
     """
 
-    def __init__(self, net: LeNet, views: Views = Views()):
+    def __init__(self, net: LeNet, views: Views = Views(), data: DataSpec | None = None):
         super().__init__()
-        self.net, self.views = net, views
+        self.net, self.views, self.data = net, views, data or _unnamed_data(net.config.num_classes)
+        if len(self.data.classes) != net.config.num_classes:
+            raise LenetError(f"{self.data.name} has {len(self.data.classes)} classes; "
+                             f"the network has {net.config.num_classes} outputs")  # fmt: skip
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if self.training or self.views.count == 1:
@@ -76,7 +81,20 @@ class Classifier(nn.Module):
         return both.view(2, -1, both.shape[-1]).mean(0)  # -1, not len(img): traced exports keep any batch
 
     def extra_repr(self) -> str:
-        return f"views={self.views.describe()}"
+        return f"data={self.data.name}, views={self.views.describe()}"
+
+
+def _unnamed_data(num_classes: int) -> DataSpec:
+    """For a bare network: Fashion-MNIST's, the project's default, where the class count fits."""
+    fashion = default_spec()
+    if num_classes == len(fashion.classes):
+        return fashion
+    return DataSpec("unnamed", tuple(str(i) for i in range(num_classes)), fashion.mean, fashion.std)
+
+
+def classes_of(model: nn.Module) -> tuple[str, ...]:
+    """The names of a model's outputs: its data set's classes (a bare network: Fashion-MNIST's)."""
+    return model.data.classes if isinstance(model, Classifier) else default_spec().classes
 
 
 def shifted_views(img: torch.Tensor, shift: int) -> list[torch.Tensor]:

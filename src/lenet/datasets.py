@@ -1,0 +1,150 @@
+"""The data-set registry: what lenet knows about each data set, beside the model registry.
+
+An IDX data set is one table entry: its class names, its four files with their published
+SHA-256s, and its mirrors. Its pixel mean and std (for the models that normalise their input)
+are measured on its training images when it is loaded (data.py), so no statistic is copied by
+hand. Every other module asks a loaded data set, or a loaded model, for class names and
+statistics; none holds a data set's constants. The file formats themselves are data.py's.
+
+`folder:PATH` (one sub-directory per class) and `csv:PATH` (a label and 784 pixels per row)
+name a user's own images; their class names come from the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import DataError, LenetError, short_repr
+
+IMAGE_SIZE = 28  # every data set here is 28x28 grey: LeNet's input
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    stem: str  # file name without .gz
+    sha256: str  # of the decompressed bytes, which do not depend on how the file was gzipped
+    gz_sha256: str = ""  # of the .gz file as published, where only that is published
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a trained model must know of its data: it travels in checkpoints and config.json."""
+
+    name: str
+    classes: tuple[str, ...]
+    mean: float  # of the [0, 1] training pixels, to 4 places: models with batch norm normalise by these
+    std: float
+    image_size: int = IMAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, list):
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if not isinstance(self.name, str) or not self.name:
+            raise LenetError(f"a data set's name is a non-empty string, not {short_repr(self.name)}")
+        if not (isinstance(self.classes, tuple) and 1 <= len(self.classes) <= 1000
+                and all(isinstance(c, str) and 0 < len(c) <= 200 for c in self.classes)):  # fmt: skip
+            raise LenetError(f"a data set's classes are 1 to 1000 names, not {short_repr(self.classes)}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise LenetError(f"a data set's {name} is a number in [0, 1], not {short_repr(value)}")
+        if self.std == 0 or self.image_size != IMAGE_SIZE:
+            raise LenetError(f"a data set has a positive std and {IMAGE_SIZE}x{IMAGE_SIZE} images")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DataSpec:
+        if not isinstance(d, dict) or set(d) - {"name", "classes", "mean", "std", "image_size"}:
+            raise LenetError(f"a data set description is a mapping of name, classes, mean, std, not {short_repr(d)}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise LenetError(f"incomplete data set description ({e})") from None
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A data set published as four IDX files."""
+
+    name: str
+    classes: tuple[str, ...]
+    files: dict[str, IdxFile]  # train_images, train_labels, test_images, test_labels
+    mirrors: tuple[str, ...]
+    how_to_get: str  # one line for the error when the files cannot be had
+    description: str
+    system_dir: str | None = None  # where a distribution package installs the files
+
+
+def _files(*hashes: tuple[str, str]) -> dict[str, IdxFile]:
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    return {key: IdxFile(stem, raw, gz) for key, stem, (raw, gz) in zip(keys, stems, hashes)}
+
+
+# A file is accepted when its decompressed bytes have `sha256` or, failing that, the .gz file
+# as published has `gz_sha256`: distributions recompress (Debian's Fashion-MNIST .gz files
+# differ from Zalando's), while for KMNIST only the .gz hashes are published.
+DATASETS: dict[str, IdxDataset] = {
+    "fashion-mnist": IdxDataset(
+        "fashion-mnist",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        _files(
+            ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", ""),
+            ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", ""),
+            ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", ""),
+            ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", ""),
+        ),
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+        how_to_get="pass --data-dir DIR holding the four .gz files from github.com/zalandoresearch/fashion-mnist, "
+                   "or on Debian/Ubuntu: apt-get install dataset-fashion-mnist",
+        description="Zalando's clothing images, the tutorial's data set (the default)",
+        system_dir="/usr/share/datasets/fashion-mnist",
+    ),
+    "mnist": IdxDataset(
+        "mnist",
+        tuple("0123456789"),
+        _files(
+            ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        ),  # fmt: skip
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        how_to_get="pass --data-dir DIR holding the four .gz files of the MNIST database (yann.lecun.com/exdb/mnist)",
+        description="handwritten digits, where LeNet began",
+    ),
+    "kmnist": IdxDataset(
+        "kmnist",
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        _files(
+            ("", "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4"),
+            ("", "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17"),
+            ("", "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5"),
+            ("", "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c"),
+        ),
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        how_to_get="pass --data-dir DIR holding the four .gz files (MNIST format) from github.com/rois-codh/kmnist",
+        description="Kuzushiji-MNIST: ten cursive Japanese hiragana",
+    ),
+}
+DEFAULT = "fashion-mnist"
+# Fashion-MNIST's measured statistics, for a model created outside any data set (create_model()).
+DEFAULT_SPEC = DataSpec("fashion-mnist", DATASETS["fashion-mnist"].classes, 0.2860, 0.3530)
+
+
+def dataset_entry(name: str) -> IdxDataset:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, folder:PATH or csv:PATH")
+    return DATASETS[name]
+
+
+def default_spec() -> DataSpec:
+    return DEFAULT_SPEC
+
+
+def list_datasets() -> dict[str, str]:
+    return {name: entry.description for name, entry in DATASETS.items()}
