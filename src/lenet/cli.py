@@ -145,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
+
+    w = sub.add_parser("sweep", help="many runs over a space of recipes and seeds, on Ray Tune (needs lenet[sweep])",
+                       description="Train a space of recipes and seeds on Ray Tune; rank them on a validation split.")
+    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see README)")
+    w.add_argument("--resume", metavar="SWEEP", help="finish the sweep in directory SWEEP (no SPACE then)")
+    w.add_argument("--trials", type=positive_int, help="configurations to try (overrides the file)")
+    w.add_argument("--seeds", type=positive_int, help="seeds per configuration (overrides the file)")
+    w.add_argument("--val-split", type=positive_int, help="held-out training images that judge (default: 5000)")
+    w.add_argument("--epochs", type=positive_int, help="epochs of every run (overrides the recipe's)")
+    w.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="default: 1")
+    w.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0, help="fractions share a GPU (default: 0)")
+    w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
+    _add_data_dir(w)
+    w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
+    w.add_argument("--name", help="sweep directory name (default: the file's name, else sweep-NtrialsTIMESTAMP)")
+    w.set_defaults(func=cmd_sweep)
     return parser
 
 
@@ -391,6 +407,22 @@ def cmd_models(args) -> int:
     print("recipes:")
     for name, text in list_recipes().items():
         print(f"  {name:<12} {text}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import Options, run_sweep
+
+    if (args.space is None) == (args.resume is None):
+        raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
+    changed = [f"--{k.replace('_', '-')}" for k in ("trials", "seeds", "val_split", "epochs", "name")
+               if getattr(args, k) is not None]  # fmt: skip
+    if args.resume and changed:
+        raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
+    options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
+                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
+                      out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
+    run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 
 

@@ -6,10 +6,12 @@ override single fields of the chosen recipe (dataclasses.replace).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, get_type_hints
 
-from .errors import LenetError
+from .errors import LenetError, short_repr
 from .metrics import EVAL_CHUNK
 from .models import MAX_SHIFT, MODELS
 
@@ -96,3 +98,67 @@ def get_recipe(name: str) -> Recipe:
 
 def list_recipes() -> dict[str, str]:
     return {name: description for name, (_, description) in RECIPES.items()}
+
+
+# --- recipes from files ---------------------------------------------------------------
+
+
+def is_recipe_file(name: str) -> bool:
+    """`--recipe` names a built-in recipe, or a TOML file by its .toml ending."""
+    return name.endswith(".toml")
+
+
+def load_recipe_file(path: str | os.PathLike) -> Recipe:
+    """A recipe from a TOML file whose top-level keys are Recipe fields (the ones left out keep
+    the default recipe's values). Validated like the built-in recipes: an unknown key, a value
+    of the wrong type or out of range is one LenetError."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise LenetError(f"recipe file {path}: no such file") from None
+    except OSError as e:
+        raise LenetError(f"recipe file {path}: unreadable ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise LenetError(f"recipe file {path}: not valid TOML ({e})") from None
+    return recipe_from_table(table, f"recipe file {path}")
+
+
+def recipe_from_table(table: dict[str, Any], where: str, base: Recipe | None = None) -> Recipe:
+    """`base` (the default recipe when None) with the fields in `table`, each checked for its type."""
+    known = field_types()
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise LenetError(f"{where}: unknown recipe field {unknown[0]!r}; the fields are {', '.join(known)}")
+    values = {name: check_field_value(name, value, where) for name, value in table.items()}
+    try:
+        return replace(base or Recipe(), **values)
+    except LenetError as e:
+        raise LenetError(f"{where}: {e}") from None
+
+
+def field_types() -> dict[str, type]:
+    """Recipe's fields and their Python types, read from the dataclass itself."""
+    hints = get_type_hints(Recipe)
+    return {f.name: hints[f.name] for f in fields(Recipe)}
+
+
+def check_field_value(name: str, value: Any, where: str) -> Any:
+    """`value` as the type of Recipe field `name` (an int is a fine float), or a LenetError."""
+    kind = field_types()[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:  # bool is an int subclass: `shift = true` is refused
+        raise LenetError(f"{where}: {name} must be {kind.__name__}, not {short_repr(value)}")
+    return value
+
+
+def recipe_toml(recipe: Recipe, comments: list[str] = ()) -> str:
+    """A recipe file `load_recipe_file` reads back to `recipe`: every field, comments first."""
+    lines = [f"# {text}" for text in comments]
+    for name, value in recipe.to_dict().items():
+        text = json.dumps(value) if not isinstance(value, float) else repr(value)  # repr: exact, and valid TOML
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"
