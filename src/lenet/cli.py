@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and save the run", description="Train LeNet on Fashion-MNIST.")
-    t.add_argument("--recipe", default="default", choices=list(list_recipes()), help="named hyperparameter set (default: default)")
+    t.add_argument("--recipe", default="default", type=_recipe_choice,
+                   help=f"named hyperparameter set ({', '.join(list_recipes())}; default: default) or a recipe .toml file")
     t.add_argument("--model", choices=list(list_models()), help="model from the registry (overrides the recipe's)")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
@@ -157,11 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="default: 1")
     w.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0, help="fractions share a GPU (default: 0)")
     w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
+    w.add_argument("--local-cpus", type=positive_int, help="CPUs of the local Ray lenet starts (default: every core)")
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
     w.add_argument("--name", help="sweep directory name (default: the file's name, else sweep-NtrialsTIMESTAMP)")
     w.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _recipe_choice(text: str) -> str:
+    from .recipes import is_recipe_file, list_recipes
+
+    if text in list_recipes() or is_recipe_file(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a recipe ({', '.join(list_recipes())}) nor a .toml file")
 
 
 def _add_device(p, devices) -> None:
@@ -183,7 +193,9 @@ def _version() -> str:
 
 def cmd_train(args) -> int:
     from .data import load_fashion_mnist
-    from .recipes import get_recipe
+    from pathlib import Path
+
+    from .recipes import get_recipe, is_recipe_file, load_recipe_file
     from .runs import default_run_name
     from .train import TrainConfig, train, train_seeds
 
@@ -194,9 +206,12 @@ def cmd_train(args) -> int:
         return _resume(args, overrides)
     if args.tensorboard and args.seeds > 1:
         raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
-    recipe = replace(get_recipe(args.recipe), **overrides)
+    from_file = is_recipe_file(args.recipe)  # recorded in config.json: the file's path as the recipe's name
+    recipe = replace(load_recipe_file(args.recipe) if from_file else get_recipe(args.recipe), **overrides)
+    label = Path(args.recipe).stem if from_file else args.recipe  # a run directory name holds no path
     # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
-    name = args.name or (default_run_name(args.recipe, f"seed{args.seed}", args.out) if args.seeds == 1 else None)
+    what = f"seed{args.seed}" if args.seeds == 1 else f"{args.seeds}seeds"
+    name = args.name or default_run_name(label, what, args.out)
     config = TrainConfig(
         recipe=recipe, recipe_name=args.recipe, seed=args.seed, val_split=args.val_split or 0, device=args.device,
         deterministic=args.deterministic, data_dir=args.data_dir, out=args.out, name=name,
@@ -421,7 +436,7 @@ def cmd_sweep(args) -> int:
         raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
-                      out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
+                      local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 

@@ -111,6 +111,7 @@ class Options:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     address: str | None = None  # an existing Ray cluster; None: RAY_ADDRESS, else a local Ray
+    local_cpus: int | None = None  # CPUs of the local Ray (None: every core)
     out: str = "runs"
     name: str | None = None
     data_dir: str | None = None
@@ -449,7 +450,7 @@ def run_sweep(
     else:
         on_line(f"resuming sweep {plan.name}: {len(_finished_units(plan))} of {len(plan.units())} trials done")
     start = time.monotonic()
-    started_ray = _connect(ray, options.address or os.environ.get("RAY_ADDRESS"), on_line)
+    started_ray = _connect(ray, options.address or os.environ.get("RAY_ADDRESS"), options.local_cpus, on_line)
     try:
         complete = _tune(tune, plan, data, resume is not None, on_line)
     finally:
@@ -488,7 +489,7 @@ def _load_data(space: dict[str, Any], data_dir: str | None):
                         data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256)  # fmt: skip
 
 
-def _connect(ray, address: str | None, on_line) -> bool:
+def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
     """Join the cluster at `address`, or start a local Ray sized to this machine; True if lenet started it."""
     import logging
 
@@ -502,10 +503,11 @@ def _connect(ray, address: str | None, on_line) -> bool:
             on_line(f"on the Ray cluster at {address}: {ray.cluster_resources().get('CPU', 0):g} CPUs, "
                     f"{ray.cluster_resources().get('GPU', 0):g} GPUs")  # fmt: skip
             return False
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        cpus = local_cpus or os.cpu_count()
+        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}") from None
-    on_line(f"on a local Ray: {os.cpu_count()} CPUs")
+    on_line(f"on a local Ray: {cpus} CPUs")
     return True
 
 
