@@ -683,6 +683,8 @@ def finish(plan: Plan, seconds: float, on_line=print) -> SweepResult:
     on_line(f"table written to {directory / TABLE_CSV} and {directory / TABLE_JSON}")
     if best is not None:
         on_line(f"best recipe written to {best}")
+    else:
+        on_line("no best recipe: no configuration finished all its seeds")
     if page is not None:
         on_line(f"page written to {page}")
     return SweepResult(directory, rows, best, page, seconds)
