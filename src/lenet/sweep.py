@@ -383,7 +383,7 @@ def run_trial(config: dict[str, Any], plan: Plan, data) -> None:
     unit = plan.units()[config["unit"]]
     recipe = plan.recipe(unit.configuration)
     device = "cuda" if plan.gpus_per_trial > 0 else "cpu"
-    engine = Engine(threads=max(1, int(plan.cpus_per_trial)))
+    engine = Engine(threads=_threads(plan))
     for position, seed in enumerate(unit.seeds):
         run_dir = plan.run_dir(unit.configuration, seed)
         if (run_dir / runs.SUMMARY_FILE).exists() or (run_dir / FAILED_FILE).exists():
@@ -412,6 +412,10 @@ def run_trial(config: dict[str, Any], plan: Plan, data) -> None:
         except LenetError as e:  # the trial's own failure (diverged, bad values): recorded, and the sweep goes on
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / FAILED_FILE, {"error": str(e), "type": type(e).__name__})
+
+
+def _threads(plan: Plan) -> int:
+    return max(1, int(plan.cpus_per_trial))  # a trial's CPUs: more threads would fight the other trials
 
 
 # --- the driver -----------------------------------------------------------------------
@@ -674,7 +678,8 @@ def finish(plan: Plan, seconds: float, on_line=print) -> SweepResult:
             f"the best configuration of sweep {plan.name} ({top['trial']}): {metric} {top['val']['mean']:.2%} mean",
             f"over seeds {', '.join(map(str, plan.seeds))} on a validation split of {plan.space['val_split']} images",
             f"reproduce a seed: lenet train --recipe {BEST_RECIPE} --seed {plan.seeds[0]} "
-            f"--val-split {plan.space['val_split']}",
+            f"--val-split {plan.space['val_split']} --threads {_threads(plan)}"
+            + (" (on the sweep's data subset)" if plan.space["train_subset"] or plan.space["test_subset"] else ""),
         ]  # fmt: skip
         write_text(best, recipe_toml(plan.recipe(c), comments))
     for line in table_text(plan, rows):
