@@ -250,3 +250,22 @@ def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "lenet sweep: error: lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60)"
     )
+
+
+@needs_ray
+def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
+    from lenet.sweep import Options, make_plan, parse_space, run_trial, table_rows
+
+    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
+    space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
+    plan = make_plan(space, Options(out=str(tmp_path), name="nan"), text)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_trial({"unit": 0}, plan, small_subset(fmnist, 600, 100))  # in this process: it fails before any report
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = table_rows(plan)
+    assert row["finished"] == 0 and "val" not in row
+    assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
+    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory is still there

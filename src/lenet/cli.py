@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds", type=positive_int, help="seeds per configuration (overrides the file)")
     w.add_argument("--val-split", type=positive_int, help="held-out training images that judge (default: 5000)")
     w.add_argument("--epochs", type=positive_int, help="epochs of every run (overrides the recipe's)")
-    w.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="default: 1")
-    w.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0, help="fractions share a GPU (default: 0)")
+    w.add_argument("--cpus-per-trial", type=positive_float, help="CPUs (and threads) of a trial (default: 1)")
+    w.add_argument("--gpus-per-trial", type=nonnegative_float, help="fractions share a GPU (default: 0)")
     w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
     w.add_argument("--local-cpus", type=positive_int, help="CPUs of the local Ray lenet starts (default: every core)")
     _add_data_dir(w)
@@ -430,12 +430,13 @@ def cmd_sweep(args) -> int:
 
     if (args.space is None) == (args.resume is None):
         raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
-    changed = [f"--{k.replace('_', '-')}" for k in ("trials", "seeds", "val_split", "epochs", "name")
-               if getattr(args, k) is not None]  # fmt: skip
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial")
+    changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
         raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
+    resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial") if (v := getattr(args, k)) is not None}
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
-                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
+                      **resources, address=args.address,
                       local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0

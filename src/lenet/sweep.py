@@ -549,7 +549,11 @@ def _tune(tune, plan: Plan, data, resume: bool, on_line) -> bool:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )  # fmt: skip
-    tuner.fit()
+    try:
+        tuner.fit()
+    except (tune.TuneError, RuntimeError) as e:  # Tune's own failure (storage, the cluster), not a trial's
+        raise LenetError(f"Ray Tune stopped: {_first_line(e)}; finished runs are kept; "
+                         f"continue with: lenet sweep --resume {plan.directory}") from None  # fmt: skip
     return progress.all_ended()
 
 
