@@ -37,7 +37,7 @@ def _number(kind, minimum, inclusive=True):
     return parse
 
 
-positive_int, nonnegative_float = _number(int, 1), _number(float, 0)
+positive_int, positive_float, nonnegative_float = _number(int, 1), _number(float, 0, False), _number(float, 0)
 
 
 def _port(text: str) -> int:
@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model and save the run", description="Train LeNet on Fashion-MNIST.")
-    t.add_argument("--recipe", choices=list(list_recipes()),
-                   help=f"named hyperparameter set (default: {TrainConfig.recipe_name})")  # fmt: skip
+    t.add_argument("--recipe", type=_recipe_choice, help=f"named hyperparameter set ({', '.join(list_recipes())}; "
+                   f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
     t.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
                                      f"(default: {TrainConfig.dataset})")  # fmt: skip
@@ -137,7 +137,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
+
+    w = sub.add_parser("sweep", help="many runs over a space of recipes and seeds, on Ray Tune (needs lenet[sweep])",
+                       description="Train a space of recipes and seeds on Ray Tune; rank them on a validation split.")
+    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see README)")
+    w.add_argument("--resume", metavar="SWEEP", help="finish the sweep in directory SWEEP (no SPACE then)")
+    w.add_argument("--trials", type=positive_int, help="configurations to try (overrides the file)")
+    w.add_argument("--seeds", type=positive_int, help="seeds per configuration (overrides the file)")
+    w.add_argument("--val-split", type=positive_int, help="held-out training images that judge (default: 5000)")
+    w.add_argument("--epochs", type=positive_int, help="epochs of every run (overrides the recipe's)")
+    w.add_argument("--cpus-per-trial", type=positive_float, help="CPUs (and threads) of a trial (default: 1)")
+    w.add_argument("--gpus-per-trial", type=nonnegative_float, help="fractions share a GPU (default: 0)")
+    w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
+    w.add_argument("--local-cpus", type=positive_int, help="CPUs of the local Ray lenet starts (default: every core)")
+    _add_data_dir(w)
+    w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
+    w.add_argument("--name", help="sweep directory name (default: the file's name, else sweep-NtrialsTIMESTAMP)")
+    w.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _recipe_choice(text: str) -> str:
+    from .recipes import is_recipe_file, list_recipes
+
+    if text in list_recipes() or is_recipe_file(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a recipe ({', '.join(list_recipes())}) nor a .toml file")
 
 
 def _add_device(p, default: str | None = "auto") -> None:
@@ -220,7 +245,7 @@ _RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "deterministic"
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .engine import Engine
-    from .recipes import Recipe, get_recipe
+    from .recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
     from .runs import default_run_name
     from .train import TrainConfig, train, train_seeds
 
@@ -233,7 +258,9 @@ def cmd_train(args) -> int:
     seed, seeds = base.seed if args.seed is None else args.seed, args.seeds or 1
     if args.tensorboard and seeds > 1:
         raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
-    recipe = replace(get_recipe(recipe_name), **recipe_fields)
+    # A recipe file's path is its name in config.json; its stem names the run directory.
+    recipe = replace(load_recipe_file(recipe_name) if is_recipe_file(recipe_name) else get_recipe(recipe_name),
+                     **recipe_fields)  # fmt: skip
     out = args.out or base.out
     # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
     name = args.name
@@ -460,6 +487,23 @@ def cmd_models(args) -> int:
             print(f"  {name:<13} {text}")
     print("  folder:PATH   your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)")
     print("  csv:PATH      a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import Options, run_sweep
+
+    if (args.space is None) == (args.resume is None):
+        raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial")
+    changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
+    if args.resume and changed:
+        raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
+    resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial") if (v := getattr(args, k)) is not None}
+    options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
+                      **resources, address=args.address,
+                      local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
+    run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 
 

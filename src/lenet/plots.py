@@ -182,3 +182,25 @@ def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps,
     shown = f"all {total}" if channels == total else f"first {channels} of {total}"
     fig.suptitle(f"conv block {found.block}: {found.kind} output ({found.layer}), {shown} channels of {height}x{width}")
     return fig
+
+
+# --- sweeps ---------------------------------------------------------------------------
+
+
+def metric_against(name: str, points: Sequence[tuple[object, float]], metric: str) -> Figure:
+    """A sweep's metric (one dot per run) against one varied recipe field; a log axis for wide ranges."""
+    fig = new_figure("filters")
+    ax = fig.subplots()
+    xs, ys = [x for x, _ in points], [100 * y for _, y in points]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    if not numeric:  # choices such as a model or an optimizer: one column each
+        labels = sorted({str(x) for x in xs})
+        xs = [labels.index(str(x)) for x in xs]
+        ax.set_xticks(range(len(labels)), labels)
+    ax.scatter(xs, ys, alpha=0.7)
+    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(alpha=0.3)
+    return fig

@@ -9,9 +9,11 @@ is written out here anyway, so that nothing a run depends on is hidden in a libr
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import LenetError, short_repr
@@ -116,6 +118,8 @@ def check_value(name: str, value: Any, kind: Any, meta: typing.Mapping[str, Any]
             raise LenetError(f"{flag} must be true or false, not {short_repr(value)}")
         return
     if kind is str:
+        if not isinstance(value, str):
+            raise LenetError(f"{flag} must be text, not {short_repr(value)}")
         if meta.get("choices") and value not in meta["choices"]:
             raise LenetError(f"unknown {flag} {short_repr(value)}; choose from {', '.join(meta['choices'])}")
         return
@@ -168,3 +172,77 @@ def get_recipe(name: str) -> Recipe:
 
 def list_recipes() -> dict[str, str]:
     return {name: description for name, (_, description) in RECIPES.items()}
+
+
+# --- recipes from files ---------------------------------------------------------------
+
+
+def is_recipe_file(name: str) -> bool:
+    """`--recipe` names a built-in recipe, or a TOML file by its .toml ending."""
+    return name.endswith(".toml")
+
+
+def load_recipe_file(path: str | os.PathLike) -> Recipe:
+    """A recipe from a TOML file whose top-level keys are Recipe fields (the ones left out keep
+    the default recipe's values). Validated like the built-in recipes: an unknown key, a value
+    of the wrong type or out of range is one LenetError."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise LenetError(f"recipe file {path}: no such file") from None
+    except OSError as e:
+        raise LenetError(f"recipe file {path}: unreadable ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise LenetError(f"recipe file {path}: not valid TOML ({e})") from None
+    return recipe_from_table(table, f"recipe file {path}")
+
+
+def recipe_from_table(table: dict[str, Any], where: str, base: Recipe | None = None) -> Recipe:
+    """`base` (the default recipe when None) with the fields in `table`, each checked like a flag."""
+    known = field_types()
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise LenetError(f"{where}: unknown recipe field {unknown[0]!r}; the fields are {', '.join(known)}")
+    values = {name: check_field_value(name, value, where) for name, value in table.items()}
+    try:
+        return replace(base or Recipe(), **values)
+    except LenetError as e:
+        raise LenetError(f"{where}: {e}") from None
+
+
+def field_types() -> dict[str, Any]:
+    """Recipe's fields and their Python types, read from the dataclass itself."""
+    hints = typing.get_type_hints(Recipe)
+    return {f.name: hints[f.name] for f in fields(Recipe)}
+
+
+def check_field_value(name: str, value: Any, where: str) -> Any:
+    """`value` as Recipe field `name` takes it (an int is a fine float, a list a pair), or a LenetError."""
+    kind, meta = field_types()[name], next(f.metadata for f in fields(Recipe) if f.name == name)
+
+    def coerce(v: Any, k: Any) -> Any:
+        return float(v) if k is float and isinstance(v, int) and not isinstance(v, bool) else v
+
+    if typing.get_origin(kind) is tuple and isinstance(value, list):
+        value = tuple(coerce(v, k) for v, k in zip(value, typing.get_args(kind))) + tuple(value[len(typing.get_args(kind)):])
+    value = coerce(value, kind)
+    try:
+        check_value(name, value, kind, meta)
+    except LenetError as e:
+        raise LenetError(f"{where}: {e}") from None
+    return value
+
+
+def recipe_toml(recipe: Recipe, comments: list[str] = ()) -> str:
+    """A recipe file `load_recipe_file` reads back to `recipe`: every field, comments first."""
+    lines = [f"# {text}" for text in comments]
+    for name, value in recipe.to_dict().items():
+        if isinstance(value, (tuple, list)):
+            text = "[" + ", ".join(repr(v) for v in value) + "]"
+        else:
+            text = json.dumps(value) if not isinstance(value, float) else repr(value)  # repr: exact, and valid TOML
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"

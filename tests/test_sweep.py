@@ -1,0 +1,272 @@
+"""`lenet sweep` on a local Ray: the table, the best recipe file, a killed driver resumed, bad SPACE files.
+
+The sweeps run as a user runs them, `lenet sweep` in a subprocess, in a session of its own: every
+process Ray starts for it is stopped by that session's process ids when the test ends, pass or fail.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import LENET, REPO, small_subset
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
+)
+
+# 4 configurations: a 2-point grid crossed with drawn weight decays; 2,000 training images, 2 epochs.
+SPACE = """
+base = "default"
+trials = 4
+val_split = 500
+[recipe]
+model = "lenet_bn"
+epochs = 2
+batch_size = 128
+[vary]
+lr = [0.005, 0.01]
+weight_decay = { loguniform = [0.001, 0.1] }
+[data]
+train_subset = 2000
+test_subset = 500
+"""
+
+
+def space_file(tmp_path: Path, text: str = SPACE) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return path
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process in session `sid` (the driver's): Ray's daemons and workers it started."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_session(sid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in session_pids(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while session_pids(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+class Sweep:
+    """`lenet sweep ARGS` in a new session (its id is the driver's pid)."""
+
+    def __init__(self, *args, cwd: Path):
+        self.proc = subprocess.Popen([*LENET, "sweep", *args, "--local-cpus", "2"], cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+    def wait(self, timeout: float = 120) -> tuple[str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            stop_session(self.proc.pid)
+        assert self.proc.returncode == 0, err[-3000:]
+        return out, err
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """One uninterrupted 4-trial sweep, driven by `lenet sweep`."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    sweep = Sweep(str(space_file(tmp)), "--out", str(tmp / "runs"), "--name", "whole", cwd=REPO)
+    out, _ = sweep.wait()
+    assert "trials 4/4 done" in out and "best recipe written to" in out
+    return tmp / "runs" / "whole"
+
+
+def read_table(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / "sweep.json").read_text())
+
+
+@needs_ray
+def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
+    from lenet.runs import read_run
+
+    table = read_table(finished_sweep)
+    rows = table["rows"]
+    assert len(rows) == 4 and table["varied"] == ["lr", "weight_decay"] and table["val_split"] == 500
+    assert {r["params"]["lr"] for r in rows} == {0.005, 0.01}
+    means = [r["val"]["mean"] for r in rows]
+    assert means == sorted(means, reverse=True)
+    for row in rows:  # every trial is an ordinary run, judged on the validation split
+        run = read_run(finished_sweep / row["seeds"][0]["run"])
+        assert run.config["val_split"] == 500 and run.config["recipe"]["lr"] == row["params"]["lr"]
+        assert row["val"]["mean"] == run.summary["val"]["accuracy"] and len(run.metrics) == 2
+        assert row["test"]["mean"] == run.summary["test"]["accuracy"]
+    csv_lines = (finished_sweep / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("rank,trial,lr,weight_decay,") and len(csv_lines) == 5
+    assert csv_lines[1].split(",")[1] == rows[0]["trial"]
+    assert (finished_sweep / "sweep.html").read_text().count("<img") == 3  # lr, weight decay, the top curves
+
+
+@needs_ray
+def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist, tmp_path, monkeypatch, capsys):
+    import lenet.data
+    from lenet.cli import main
+    from lenet.recipes import load_recipe_file
+
+    best = read_table(finished_sweep)["rows"][0]
+    recipe_file = finished_sweep / "best_recipe.toml"
+    assert load_recipe_file(recipe_file).lr == best["params"]["lr"]
+    subset = small_subset(fmnist, 2000, 500)
+    monkeypatch.setattr(lenet.data, "load_dataset", lambda *a, **k: subset)
+    code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
+                 "--device", "cpu", "--out", str(tmp_path), "--name", "again", "--no-report", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    a = load_file(finished_sweep / best["seeds"][0]["run"] / "model.safetensors")
+    b = load_file(tmp_path / "again" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["recipe_name"] == str(recipe_file) and config["recipe"]["weight_decay"] == best["params"]["weight_decay"]
+
+
+@needs_ray
+def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
+    space = space_file(tmp_path)
+    sweep = Sweep(str(space), "--out", str(tmp_path), "--name", "killed", cwd=REPO)
+    killed = tmp_path / "killed"
+    try:
+        deadline = time.monotonic() + 90
+        while not list(killed.glob("trial-*/summary.json")):
+            assert time.monotonic() < deadline and sweep.proc.poll() is None, sweep.proc.stderr.read()
+            time.sleep(0.1)
+        os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver only; its local Ray goes with it
+        sweep.proc.wait()
+    finally:
+        stop_session(sweep.proc.pid)
+    assert not (killed / "sweep.json").exists()
+    done = {p: p.stat().st_mtime_ns for p in killed.glob("trial-*/model.safetensors") if (p.parent / "summary.json").exists()}
+    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
+    assert f"{len(done)} of 4 trials done" in out.splitlines()[0]
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # a finished trial is never trained again
+    whole, resumed = read_table(finished_sweep), read_table(killed)
+    assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("[vary]\nlr = [0.005, 0.01]\nweight_decay = { loguniform = [0.001, 0.1] }\nmomentum_x = [1]",
+         "[vary] momentum_x: unknown recipe field"),
+        ("[vary]\nlr = []", "[vary] lr: the list is empty"),
+        ("[vary]\nlr = { uniform = [0.1, 0.01] }", "uniform takes [low, high] with low < high"),
+        ("[vary]\nbatch_size = [64, \"128\"]", "batch-size must be a whole number, not '128'"),
+        ("[vary]\nlr = [-1.0]", "[vary] lr: lr must be > 0, not -1.0"),
+        ("[vary]\nlr = { loguniform = [0.0, 0.1] }", "lr must be > 0, not 0.0"),
+        ("[vary]\nweight_decay = { loguniform = [0.0, 0.1] }", "loguniform needs a positive low end"),
+        ("[vary]\nmodel = { uniform = [1, 2] }", "model must be text"),
+        ("[vary]\nflip = { choice = [] }", "the list is empty"),
+        ("metric = \"last\"", "metric must be one of 'final', 'best'"),
+        ("seeds = 0", "seeds must be at least 1, not 0"),
+        ("budget = 3", "unknown setting 'budget'"),
+        ("[vary]\nlr = { uniform = [0.001, 0.1] }", "needs trials = N"),
+    ],
+)  # fmt: skip
+def test_a_bad_space_file_is_one_line(tmp_path, capsys, change, message):
+    from lenet.cli import main
+
+    space = tmp_path / "bad.toml"
+    space.write_text(f'base = "default"\n{change}\n')
+    assert main(["sweep", str(space), "--out", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_more_trials_than_the_grid_holds_is_one_line(tmp_path, capsys):
+    from lenet.cli import main
+
+    space = space_file(tmp_path, 'trials = 7\n[vary]\nlr = [0.005, 0.01]\nshift = [0, 1, 2]\n')
+    assert main(["sweep", str(space)]) == 1
+    assert capsys.readouterr().err.strip().endswith("7 trials, but the grid holds only 6 configurations")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(space), "--trials", "3", "--epochs", "0"])
+    assert exit_.value.code == 2  # a flag out of range: a usage error
+
+
+def test_flags_override_the_space_file(tmp_path):
+    from lenet.sweep import Options, configurations, read_space
+
+    space = read_space(space_file(tmp_path), Options(trials=6, seeds=3, val_split=700, epochs=1))
+    assert (space.trials, space.seeds, space.val_split, space.base.epochs) == (6, 3, 700, 1)
+    chosen = configurations(space)
+    assert [c["lr"] for c in chosen] == [0.005, 0.01] * 3  # the grid in turn, the draws afresh
+    assert all(0.001 <= c["weight_decay"] <= 0.1 for c in chosen) and len({c["weight_decay"] for c in chosen}) == 6
+    assert configurations(space) == chosen  # a plan is reproducible
+
+
+def test_recipe_files_are_checked_like_the_built_in_recipes(tmp_path, capsys):
+    from lenet.cli import main
+
+    for text, message in [("lr = 0.02\nfoo = 1\n", "unknown recipe field 'foo'"), ("flip = 1\n", "flip must be true or false"),
+                          ("shift = 9\n", "shift must be >= 0 and <= 8, not 9"), ("lr = ", "not valid TOML")]:  # fmt: skip
+        path = tmp_path / "r.toml"
+        path.write_text(text)
+        assert main(["train", "--recipe", str(path), "--out", str(tmp_path / "runs")]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--recipe", "nonsense"])
+    assert exit_.value.code == 2
+
+
+def test_training_and_the_library_never_import_ray():
+    code = ("import sys, lenet, lenet.train, lenet.cli, lenet.inference, lenet.report, lenet.export\n"
+            "lenet.cli.build_parser()\n"
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+            "from lenet.cli import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, "sweep", str(space_file(tmp_path)), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "lenet sweep: error: lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60)"
+    )
+
+
+@needs_ray
+def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
+    from lenet.sweep import Options, make_plan, parse_space, run_trial, table_rows
+
+    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
+    space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
+    plan = make_plan(space, Options(out=str(tmp_path), name="nan"), text)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_trial({"unit": 0}, plan, small_subset(fmnist, 600, 100))  # in this process: it fails before any report
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = table_rows(plan)
+    assert row["finished"] == 0 and "val" not in row
+    assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
+    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory is still there
