@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import LENET
+from conftest import LENET, small_subset
 
 
 def lenet(*args, cwd=None):
@@ -170,3 +170,43 @@ def test_several_seeds_print_their_statistics(tmp_path):
     stats = json.loads((tmp_path / "g" / "seeds.json").read_text())
     assert [p.name for p in sorted((tmp_path / "g").iterdir())] == ["seed-3", "seed-4", "seeds.json"]
     assert proc.stdout.strip().splitlines()[-1].startswith(f"2 seeds: test accuracy mean {stats['mean']:.2%}")
+
+
+def test_a_run_diverging_in_its_first_epoch_says_what_is_left(fmnist, tmp_path):
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe, train
+    from lenet.train import TrainingDiverged
+
+    recipe = replace(get_recipe("seed"), model="lenet_relu", lr=1e6, epochs=2)
+    config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="boom", progress=False)
+    with pytest.raises(TrainingDiverged, match=f"epoch 1; try a lower --lr; {tmp_path / 'boom'} holds only its config.json"):
+        train(config, data=small_subset(fmnist, 512, 64))
+    assert sorted(p.name for p in (tmp_path / "boom").iterdir()) == ["config.json"]
+    json.loads((tmp_path / "boom" / "config.json").read_text())  # strict JSON, whatever the run did
+    assert_clean_error(lenet("eval", tmp_path / "boom"), "first epoch never finished", "--resume")
+    assert_clean_error(lenet("compare", tmp_path / "boom", tmp_path / "boom"), "first epoch never finished")
+
+
+def test_eval_of_a_run_without_weights_points_to_resume(trained_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(trained_run[0], tmp_path / "r")
+    (run / "model.safetensors").unlink()
+    assert_clean_error(lenet("eval", run), "without model.safetensors", f"lenet train --resume {run} writes them again")
+
+
+def test_summary_of_a_trained_run_and_of_the_tutorials_model(trained_run):
+    proc = lenet("summary", trained_run[0])
+    assert proc.returncode == 0 and "predicts with" in proc.stdout and "total parameters" in proc.stdout
+    plain = lenet("summary")
+    assert "lenet (the tutorial's model)" in plain.stdout and "total parameters: 44,426" in plain.stdout
+    assert plain.stdout.count("\n") < 25  # one row per layer: the views are not the network's
+
+
+def test_json_files_are_strict(tmp_path):
+    from lenet.files import write_json
+
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "x.json", {"lr": float("inf")})
+    assert not (tmp_path / "x.json").exists()

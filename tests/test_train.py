@@ -87,3 +87,13 @@ def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatc
     assert len(seen) == 1 and "--compile is unavailable here (RuntimeError)" in seen[0]
     a, b = eager.model.state_dict(), fallback.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the failed attempt changed nothing
+
+
+def test_chance_after_a_single_step_is_not_blamed_on_saturation(fmnist, tmp_path):
+    data = small_subset(fmnist, 256, 200)
+    seen = []
+    config = replace(_config(tmp_path, model="lenet", epochs=1, batch_size=256, schedule="constant"), save=False)
+    result = train(config, data=data, on_warning=seen.append)
+    assert result.history[0].eval_accuracy < 0.15  # one update from random weights (seed 0: 8.0%)
+    assert len(seen) == 1 and "single step" in seen[0] and "saturated" not in seen[0]
+    assert "all 256 training images" in seen[0]

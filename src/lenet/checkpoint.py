@@ -43,10 +43,20 @@ def save_model(model: Classifier | LeNet, path: str | os.PathLike, extra: dict[s
 def resolve_weights(run_or_checkpoint: str | os.PathLike) -> Path:
     path = Path(run_or_checkpoint)
     if path.is_dir():
+        if not (path / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{path}: a directory without {WEIGHTS_FILE}; " + _why_no_weights(path))
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_or_checkpoint}: no such run directory or checkpoint file")
     return path
+
+
+def _why_no_weights(run_dir: Path) -> str:
+    if (run_dir / "train_state.pt").is_file():  # runs.STATE_FILE; runs imports this module
+        return f"its training state is there: lenet train --resume {run_dir} writes them again"
+    if (run_dir / "config.json").is_file():
+        return f"a run whose first epoch never finished: lenet train --resume {run_dir} trains it, or remove it"
+    return "not a lenet run directory"
 
 
 def read_checkpoint(path: Path) -> tuple[LeNetConfig, Views, DataSpec, dict[str, torch.Tensor], dict[str, str]]:

@@ -118,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("summary", help="layer-by-layer output shapes and parameter counts")
-    s.add_argument("--model", default="lenet", choices=list(list_models()))
+    s = sub.add_parser("summary", help="layer-by-layer output shapes and parameter counts",
+                       description="The layers of a trained run's model, or of a registry model (default: the "
+                                   "tutorial's lenet).")  # fmt: skip
+    s.add_argument("run", metavar="RUN_OR_CHECKPOINT", nargs="?", help="a trained model (default: --model)")
+    s.add_argument("--model", choices=list(list_models()), help="a registry model, untrained (default: lenet, the tutorial's)")
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.set_defaults(func=cmd_summary)
 
@@ -460,11 +463,18 @@ def cmd_serve(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    from .checkpoint import load
     from .models import count_parameters, create_model, summarize
 
-    model = create_model(args.model)
+    if args.run and args.model:
+        raise LenetError("give a RUN or --model, not both")
+    if args.run:
+        trained = load(args.run)
+        model, what = trained.net, f"{args.run} ({trained.data.name}; predicts with {trained.views.describe()})"
+    else:
+        model, what = create_model(args.model or "lenet"), args.model or "lenet (the tutorial's model)"
     rows = summarize(model, args.batch_size)
-    print(f"{args.model}: input [{args.batch_size}, 1, 28, 28]")
+    print(f"{what}: input [{args.batch_size}, 1, 28, 28]")
     print(f"{'layer':<10} {'type':<12} {'output shape':<20} {'parameters':>10}")
     conv_out = [r for r in rows if r.name.startswith("conv.")][-1]
     for row in rows:

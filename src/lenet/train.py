@@ -36,6 +36,13 @@ STUCK_ADVICE = (
 )
 
 
+# With the whole training set in one batch, an epoch is a single step: chance after it is no sign of saturation.
+ONE_STEP_ADVICE = (
+    "accuracy after epoch 1 is {accuracy:.1%}, chance level, after a single step: the batch holds all "
+    "{images} training images, so an epoch is one update; use a smaller --batch-size or more --epochs"
+)
+
+
 def is_stuck(accuracy: float, num_classes: int) -> bool:
     return accuracy < 1 / num_classes + CHANCE_MARGIN
 
@@ -234,7 +241,8 @@ def train(
             state.history.append(row)
             state.epoch, state.train_seconds = epoch, state.train_seconds + row.seconds
             if epoch == 1 and is_stuck(row.eval_accuracy, model.net.config.num_classes):
-                _warn(state, STUCK_ADVICE.format(accuracy=row.eval_accuracy), on_warning)
+                advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
+                _warn(state, advice.format(accuracy=row.eval_accuracy, images=len(splits.train[1])), on_warning)
             if run_dir is not None:
                 runs.save_epoch(run_dir, state.to_dict(), state.history, model)
             if on_epoch is not None:
@@ -242,6 +250,12 @@ def train(
         test, val = final_figures(model, data, splits, recipe)
         if run_dir is not None:
             runs.write_summary(run_dir, _summary(model, test, val, state))
+    except TrainingDiverged as e:
+        if run_dir is None:
+            raise
+        if state.epoch == 0:
+            raise TrainingDiverged(f"{e}; {run_dir} holds only its config.json: remove it") from None
+        raise TrainingDiverged(f"{e}; the weights of epoch {state.epoch} are in {run_dir}") from None
     except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
         resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
         raise Interrupted(epoch, run_dir if resumable else None) from None
@@ -269,8 +283,7 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     seconds = time.perf_counter() - start
     total = loss_sum.item()
     if not math.isfinite(total):
-        kept = f"; the weights of epoch {epoch - 1} are kept" if epoch > 1 else ""
-        raise TrainingDiverged(f"the training loss became {total} in epoch {epoch}{kept}; try a lower --lr")
+        raise TrainingDiverged(f"the training loss became {total} in epoch {epoch}; try a lower --lr")
     return total / len(labels), int(correct.item()) / len(labels), seconds
 
 
