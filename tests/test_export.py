@@ -98,3 +98,21 @@ def test_test_time_augmenting_models_export_with_a_dynamic_batch(tmp_path, fmt):
     save_model(model, tmp_path / "model.safetensors")
     result = export(tmp_path, fmt)
     assert result.verification.passed and result.verification.images == 10_000
+
+
+def test_an_export_elsewhere_leaves_the_run_alone_and_prints_no_pytorch_warnings(tmp_path):
+    import subprocess
+    import sys
+
+    from lenet import create_model, save_model
+    from lenet.views import Classifier, Views
+
+    run = tmp_path / "run"
+    save_model(Classifier(create_model("lenet_bn").eval(), Views(flip=True, shift=1)), run / "model.safetensors")
+    out = tmp_path / "elsewhere" / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "lenet.cli", "export", str(run), "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and "the run directory is left as it was" in proc.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
+    assert json.loads((tmp_path / "elsewhere" / "m.onnx.json").read_text())["verification"]["images"] == 10_000

@@ -452,7 +452,8 @@ def cmd_export(args) -> int:
     v = result.verification
     print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
           f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
-    print(f"wrote {result.path} ({result.bytes:,} bytes), preprocessing in {result.sidecar}, record in {result.record}")
+    where = f"record in {result.record}" if result.record != result.sidecar else "the run directory is left as it was"
+    print(f"wrote {result.path} ({result.bytes:,} bytes), preprocessing and record in {result.sidecar}; {where}")
     return 0
 
 

@@ -89,7 +89,9 @@ def export(
     output: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
 ) -> ExportResult:
-    """Export, verify on the test set, then write the file, its sidecar and the run's record."""
+    """Export, verify on the test set, then write the file and its sidecar (FILE.json); into the run's
+    record (RUN/export.json) only when the file goes into the run directory: an export elsewhere
+    (`output`) leaves the run as it was, and its sidecar is its record."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     weights = resolve_weights(run_or_checkpoint)
@@ -121,8 +123,10 @@ def export(
              "verification": asdict(verification), **info}  # fmt: skip
     sidecar = path.with_name(path.name + ".json")
     write_json(sidecar, entry)
-    record = run_dir / EXPORT_RECORD
-    write_json(record, {**_read_record(record), fmt: entry})
+    record = sidecar
+    if output is None:
+        record = run_dir / EXPORT_RECORD
+        write_json(record, {**_read_record(record), fmt: entry})
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
 
 
@@ -168,6 +172,8 @@ def _onnx(model: Classifier, info: dict[str, Any]) -> bytes:
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, but that one
         # needs onnxscript and more; this one is exact for a plain conv net and works offline.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The views' slices are not constant-folded; PyTorch says so, and the export is verified anyway.
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             model.eval(), (_example(),), buffer, input_names=[INPUT], output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
@@ -180,7 +186,7 @@ def _onnx(model: Classifier, info: dict[str, Any]) -> bytes:
         "input": f"{INPUT}: float32 [batch, 1, 28, 28]; {pre['scaling']}",
         "normalisation": pre["normalisation"],
     })  # fmt: skip
-    proto.doc_string = f"LeNet on Fashion-MNIST (lenet {__version__}); see metadata_props 'lenet' for preprocessing"
+    proto.doc_string = f"LeNet on {pre['data_set']} (lenet {__version__}); see metadata_props 'lenet' for preprocessing"
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
