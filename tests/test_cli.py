@@ -210,3 +210,20 @@ def test_json_files_are_strict(tmp_path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "x.json", {"lr": float("inf")})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from lenet.train import resume_config
+
+    run = shutil.copytree(trained_run[0], tmp_path / "r")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "device": "cuda:1"}))
+    assert resume_config(run).device == "cuda:1"  # a resumed run keeps its GPU, index included
+    if torch.cuda.is_available():
+        pytest.skip("the refusal below is for a machine without CUDA")
+    proc = lenet("train", "--device", "cuda:1", "--no-save-run")  # parsed, then refused: exit 1, not a usage error
+    assert proc.returncode == 1 and "--device cuda:1 asked for" in proc.stderr

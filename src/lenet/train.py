@@ -375,7 +375,8 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     try:
         config = TrainConfig(
             recipe=Recipe.from_dict(saved["recipe"], f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
-            seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"], device=saved["device"], deterministic=saved["deterministic"],
+            seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"],
+            device=saved["device"], deterministic=saved["deterministic"],
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**saved.get("engine", {})),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
