@@ -3,8 +3,9 @@
 #   make test    set up, get Fashion-MNIST, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
-# The CPU build where one is at hand; on a CUDA machine `make TORCH=torch ...` takes pip's default.
-TORCH  ?= torch==2.13.0
+# A machine with an NVIDIA driver (nvidia-smi) gets pip's default build, which is CUDA's on Linux;
+# any other the pinned CPU build at hand. `make TORCH=... ` chooses by hand.
+TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 ARGS   ?=
 BIN    := $(VENV)/bin
 

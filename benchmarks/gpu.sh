@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# lenet on a GPU machine, in one command and under 8 minutes: the CUDA tests, training of the
+# `seed` and `default` recipes, the speed benchmark with time to accuracy, and the many-models
+# probe, all written to one results file. It reuses the machine's own CUDA PyTorch (nothing is
+# downloaded: lenet runs from src/ on PYTHONPATH), and reads Fashion-MNIST from LENET_DATA_DIR
+# (default: .gpu-data, which `benchmarks/gpu.sh --prepare` fills here, to be carried along).
+# Without CUDA it says so in one line and runs the rest on the CPU, so it can be tried anywhere.
+#
+#   benchmarks/gpu.sh --prepare                      # here: copy the data set into .gpu-data
+#   benchmarks/gpu.sh [RESULTS_DIR]                  # there (default: $OUT or gpu-results)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--prepare" ]; then
+    mkdir -p .gpu-data && cp /usr/share/datasets/fashion-mnist/*.gz .gpu-data/ && ls .gpu-data
+    grep -qx '/.gpu-data/' .git/info/exclude 2>/dev/null || echo '/.gpu-data/' >> .git/info/exclude
+    exit 0
+fi
+RESULTS=${1:-${OUT:-gpu-results}}
+mkdir -p "$RESULTS"
+LOG="$RESULTS/gpu-results.txt"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export LENET_DATA_DIR=${LENET_DATA_DIR:-$PWD/.gpu-data}
+: > "$LOG"
+section() { printf '\n== %s\n' "$*" | tee -a "$LOG"; }
+run() {  # run LIMIT_S CMD...: output to the log; a failure or time-out is recorded, the script goes on
+    local limit=$1; shift
+    echo "\$ $*" >> "$LOG"
+    timeout "$limit" "$@" >> "$LOG" 2>&1
+    local rc=$?
+    case $rc in
+        0) ;;
+        124) echo "(stopped: over its $limit s)" | tee -a "$LOG" ;;
+        127) echo "(not found: $1)" | tee -a "$LOG" ;;
+        *) echo "(exit $rc)" | tee -a "$LOG" ;;
+    esac
+}
+
+section "machine"
+run 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+DEVICE=$($PY - <<'PY' 2>>"$LOG"
+import torch
+print("cuda" if torch.cuda.is_available() else "cpu")
+PY
+)
+DEVICE=${DEVICE:-cpu}
+$PY -c "import torch, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')" | tee -a "$LOG"
+[ "$DEVICE" = cuda ] || echo "no CUDA: torch.cuda.is_available() is False; everything below runs on the CPU" | tee -a "$LOG"
+
+section "tests that need CUDA (tests/test_cuda.py) and the quick core"
+run 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_models.py tests/test_recipes.py
+
+section "lenet train --recipe seed (the tutorial), and the default recipe"
+run 90 $PY -m lenet.cli train --recipe seed --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs" --name seed
+run 150 $PY -m lenet.cli train --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs" --name default
+
+section "training speed and time to accuracy (benchmarks/train_speed.py)"
+run 150 $PY -m benchmarks.train_speed --device "$DEVICE" --epochs 3 --workers 2 --tta-precisions fp32,bf16
+
+section "many models in one pass (benchmarks/many_models.py): 10 x seed, 10 x default"
+run 60 $PY -m benchmarks.many_models --device "$DEVICE" --models 10 --recipe seed --steps 300
+run 60 $PY -m benchmarks.many_models --device "$DEVICE" --models 10 --recipe default --steps 150
+
+section "peak GPU memory"
+[ "$DEVICE" = cuda ] && run 30 nvidia-smi --query-gpu=memory.used --format=csv
+echo "results in $LOG"
