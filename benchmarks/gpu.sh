@@ -51,8 +51,8 @@ section "tests that need CUDA (tests/test_cuda.py) and the quick core"
 run 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_models.py tests/test_recipes.py
 
 section "lenet train --recipe seed (the tutorial), and the default recipe"
-run 90 $PY -m lenet.cli train --recipe seed --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs" --name seed
-run 150 $PY -m lenet.cli train --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs" --name default
+run 90 $PY -m lenet.cli train --recipe seed --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs"
+run 150 $PY -m lenet.cli train --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs"
 
 section "training speed and time to accuracy (benchmarks/train_speed.py)"
 run 150 $PY -m benchmarks.train_speed --device "$DEVICE" --epochs 3 --workers 2 --tta-precisions fp32,bf16
