@@ -8,7 +8,7 @@
 
 Every image goes through `inference.decode_image` / `from_pixels` (-> `to_fashion_mnist`) and
 `inference.predict`: the same code as `lenet predict`, so the server and the CLI cannot disagree.
-Requests that arrive together share one forward pass (MicroBatcher).
+Requests that arrive together share one forward pass (MicroBatcher), of at most `max_batch` images.
 """
 
 import asyncio
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -35,10 +35,22 @@ from .inference import Prediction, decode_image, from_pixels, predict
 from .models import count_parameters
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 8 * 2**20  # an upload bigger than this gets 413 before it is read
 MAX_IMAGES = 64  # per request
 SAMPLES_PER_CLASS = 2
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server batches and what it accepts: the one place for these defaults (the command
+    line, `create_app`, `serve` and the load benchmark all read them from here)."""
+
+    max_batch: int = 64  # images in one forward pass; a bigger request is split across passes
+    max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
+    max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
+
+
+DEFAULTS = ServeSettings()
 
 
 # --- batching ---------------------------------------------------------------------------------
@@ -55,15 +67,18 @@ class MicroBatcher:
     """Collects requests for up to `max_wait_s` or `max_batch` images, then runs one forward pass.
 
     The forward pass runs on one worker thread, so the event loop keeps accepting and decoding
-    requests meanwhile; those requests form the next batch.
+    requests meanwhile; those requests form the next batch. No pass holds more than `max_batch`
+    images: a bigger request is split into parts, and a request that would not fit waits for the next pass.
     """
 
     model: nn.Module
-    max_batch: int = 64
-    max_wait_s: float = 0.002
+    max_batch: int = DEFAULTS.max_batch
+    max_wait_s: float = DEFAULTS.max_wait_ms / 1000
     batches: int = 0  # forward passes so far
     images: int = 0  # images through them
+    largest: int = 0  # the most images one pass has held
     _queue: asyncio.Queue | None = field(default=None, repr=False)
+    _held: _Job | None = field(default=None, repr=False)  # taken from the queue, but too big for the last pass
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -83,9 +98,11 @@ class MicroBatcher:
         """All classes, most probable first, for uint8 images [n, 1, 28, 28]."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(images, future))
-        return await future
+        futures = []
+        for part in images.split(self.max_batch):
+            futures.append(asyncio.get_running_loop().create_future())
+            await self._queue.put(_Job(part, futures[-1]))
+        return [p for part in await asyncio.gather(*futures) for p in part]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,6 +117,7 @@ class MicroBatcher:
                         job.future.set_exception(e)
                 continue
             self.batches, self.images = self.batches + 1, self.images + len(batch)
+            self.largest = max(self.largest, len(batch))
             start = 0
             for job in jobs:
                 if not job.future.done():  # its client may have gone
@@ -108,8 +126,8 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Job]:
         assert self._queue is not None
-        jobs = [await self._queue.get()]
-        count = len(jobs[0].images)
+        first, self._held = self._held or await self._queue.get(), None
+        jobs, count = [first], len(first.images)
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while count < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -118,6 +136,9 @@ class MicroBatcher:
             try:
                 job = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if count + len(job.images) > self.max_batch:
+                self._held = job  # first in the next pass, so requests keep their order
                 break
             jobs.append(job)
             count += len(job.images)
@@ -187,9 +208,7 @@ def create_app(
     info: dict[str, Any],
     test_images: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
-    max_batch: int = 64,
-    max_wait_s: float = 0.002,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    settings: ServeSettings = DEFAULTS,
 ):
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -199,7 +218,7 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
 
-    batcher = MicroBatcher(model, max_batch, max_wait_s)
+    batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
     PixelImages = _json_body_model()
     samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
 
@@ -211,7 +230,7 @@ def create_app(
 
     app = FastAPI(title="lenet", version=__version__, lifespan=lifespan,
                   description="LeNet on Fashion-MNIST: classify 28x28 clothing images.")  # fmt: skip
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(LenetError)
@@ -224,7 +243,8 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "forward_passes": batcher.batches, "images": batcher.images}
+        return {"status": "ok", "forward_passes": batcher.batches, "images": batcher.images,
+                "largest_pass": batcher.largest, "max_batch": batcher.max_batch}  # fmt: skip
 
     @app.get("/model")
     async def model_info() -> dict[str, Any]:
@@ -399,8 +419,8 @@ def serve(
     port: int = 8000,
     device: str = "auto",
     data_dir: str | None = None,
-    max_batch: int = 64,
-    max_wait_ms: float = 2.0,
+    max_batch: int = DEFAULTS.max_batch,
+    max_wait_ms: float = DEFAULTS.max_wait_ms,
 ) -> int:
     require_serve_extra()
     import uvicorn
@@ -414,7 +434,8 @@ def serve(
     model = load(weights, resolve_device(device))
     info = {**run_info(weights, model), "lenet_version": __version__}
     data = load_fashion_mnist(data_dir)
-    app = create_app(model, info, data.test_images, data.test_labels, max_batch, max_wait_ms / 1000)
+    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = create_app(model, info, data.test_images, data.test_labels, settings)
     sock = bind(host, port)
     if warning := exposure_warning(sock):
         print(warning, file=sys.stderr, flush=True)
