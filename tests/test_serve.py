@@ -94,6 +94,41 @@ def test_bad_json_is_422_with_a_message(client, body, status, fragment):
     assert response.status_code == status and fragment in response.text, response.text
 
 
+BIG_BAD_BODIES = {
+    "64 images of strings": {"images": [[["7"] * 28] * 28] * 64},
+    "one image without the outer list": {"images": [[0] * 28] * 28},
+    "64 images one row short": {"images": [[[0] * 28] * 27] * 64},
+    "64 images, each with its last pixel null": {"images": [[[0] * 28] * 27 + [[0] * 27 + [None]]] * 64},
+    "images nested one level too deep": {"images": [[[[0] * 28] * 28] * 28] * 8},
+}
+
+
+@pytest.mark.parametrize("body", BIG_BAD_BODIES.values(), ids=BIG_BAD_BODIES.keys())
+def test_a_big_bad_json_body_gets_a_small_reply_naming_the_first_problems(client, body):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    assert len(response.content) < 2_000, f"{len(response.content):,} bytes"  # was up to 9.3 MB
+    detail = response.json()["detail"]
+    assert 1 <= len(detail) <= 5 and detail[0]["loc"][:3] == ["body", "images", 0] and detail[0]["msg"]
+
+
+def test_bad_json_stops_at_the_first_bad_item_not_after_every_pixel():
+    """Bounded work, not only a bounded reply: validation itself gives up early."""
+    from pydantic import ValidationError
+
+    from lenet.serve import _json_body_model
+
+    with pytest.raises(ValidationError) as caught:
+        _json_body_model().model_validate({"images": [[["7"] * 28] * 28] * 64})
+    assert caught.value.error_count() <= 2  # was 100,352: two per pixel (neither int nor float)
+
+
+def test_error_messages_are_clipped_whatever_the_file_name(client):
+    name = "x" * 4_000 + ".png"  # python-multipart refuses names of about 8 KB and more
+    response = client.post("/predict", files=[("files", (name, b"not an image", "image/png"))])
+    assert response.status_code == 400 and len(response.content) < 1_000, len(response.content)
+
+
 def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, fmnist):
     for files, status, fragment in [
         ([("files", ("x.png", b"not an image", "image/png"))], 400, "x.png: not a PNG"),

@@ -17,7 +17,7 @@ import ipaddress
 import json
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -37,6 +37,8 @@ from .models import count_parameters
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES = 64  # per request
 SAMPLES_PER_CLASS = 2
+MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
+MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
 
 
@@ -151,14 +153,16 @@ class MicroBatcher:
 def _json_body_model():
     from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
-    Row = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
-    Image = Annotated[list[Row], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+    # fail_fast: each list stops at its first bad item, so a body of 50,000 bad pixels costs one
+    # error, not 50,000 (which took seconds to list and megabytes to send).
+    Row = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)]
+    Image = Annotated[list[Row], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)]
 
     class PixelImages(BaseModel):
         """28x28 grey images as pixel rows. An image of JSON integers is read as 0-255; one with any
         number written with a decimal point or exponent is read as floats in [0, 1]."""
 
-        images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES)]
+        images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
 
     return PixelImages
 
@@ -235,7 +239,11 @@ def create_app(
 
     @app.exception_handler(LenetError)
     async def bad_input(_request, e: LenetError):
-        return JSONResponse({"detail": str(e)}, status_code=400)
+        return JSONResponse({"detail": clip(str(e))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, e: RequestValidationError):
+        return JSONResponse({"detail": brief_errors(e.errors())}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -266,7 +274,7 @@ def create_app(
         uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not uploads:
             raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
-        blobs = [(u.filename or f"upload {i}", await u.read()) for i, u in enumerate(uploads)]
+        blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
         decode = lambda: [(name, decode_image(data, name)) for name, data in blobs]  # noqa: E731
         # A big image takes a while to decode: off the event loop, so other requests keep moving.
         # A small one decodes faster than a hop to a worker thread would take.
@@ -276,7 +284,8 @@ def create_app(
         try:
             body = PixelImages.model_validate_json(await request.body())
         except ValidationError as e:
-            raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+            errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
+            raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
 
         def convert() -> list[tuple[str, torch.Tensor]]:
             return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
@@ -314,6 +323,16 @@ def create_app(
         return {"predictions": results}
 
     return app
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first few validation problems, each its place, message and kind: never the input echoed back."""
+    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", ""))), "type": e.get("type")}
+            for e in errors[:MAX_ERRORS]]  # fmt: skip
 
 
 def _png(image: torch.Tensor) -> bytes:
