@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -84,3 +85,35 @@ def test_click_a_sample(page):
         sample.click()
     assert answer.value.status == 200
     page.wait_for_function("document.getElementById('label').textContent !== 'none yet'")
+
+
+# --- offline: nothing but the server is ever asked for anything --------------------------------
+
+
+@pytest.fixture
+def offline(browser, live_server):
+    """A browser context in which any request to a host other than the server's is refused and noted."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    elsewhere: list[str] = []
+    server = urlsplit(live_server).netloc
+
+    def route(r):
+        if urlsplit(r.request.url).netloc == server or r.request.url.startswith(("data:", "blob:")):
+            return r.continue_()
+        elsewhere.append(r.request.url)
+        return r.abort()
+
+    context.route("**/*", route)
+    yield context, elsewhere
+    context.close()
+
+
+@pytest.mark.parametrize("path, shows", [("/docs", ".opblock-summary-path >> text=/predict"),
+                                         ("/redoc", "h2 >> text=Predict Endpoint")])  # fmt: skip
+def test_api_docs_work_offline(offline, live_server, path, shows):
+    context, elsewhere = offline
+    page = context.new_page()
+    page.goto(live_server + path)
+    page.wait_for_selector(shows, timeout=20_000)  # the documentation drew itself from /openapi.json
+    page.wait_for_load_state("networkidle")
+    assert elsewhere == []

@@ -158,7 +158,10 @@ def test_model_samples_page_and_docs(client, small_run, fmnist):
     assert page.status_code == 200 and 'id="draw"' in page.text
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
-    assert client.get("/docs").status_code == 200
+    for docs in ("/docs", "/redoc"):  # their scripts come from this server (the browser test runs them offline)
+        html = client.get(docs)
+        assert html.status_code == 200 and "/docs-assets/" in html.text and "cdn" not in html.text, html.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 

@@ -4,7 +4,7 @@
     GET  /model        model config, parameter count, classes, the run's test accuracy
     GET  /healthz      liveness, and how many forward passes served how many images
     GET  /samples      a few test images (GET /samples/{index}.png) for the page to try
-    GET  /             the page; /docs is the OpenAPI documentation
+    GET  /             the page; /docs and /redoc are the OpenAPI documentation, served offline
 
 Every image goes through `inference.decode_image` / `from_pixels` (-> `to_fashion_mnist`) and
 `inference.predict`: the same code as `lenet predict`, so the server and the CLI cannot disagree.
@@ -37,6 +37,9 @@ from .models import count_parameters
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES = 64  # per request
 SAMPLES_PER_CLASS = 2
+DOCS_ASSETS = "/docs-assets"  # where fastapi-offline serves Swagger UI's and ReDoc's files
+# Nothing but this server: what a page's scripts may fetch (data: and blob: are made in the page itself).
+SAME_ORIGIN_ONLY = "default-src 'self' data: blob:; script-src 'self' 'unsafe-inline' blob:; style-src 'self' 'unsafe-inline'"
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
@@ -214,10 +217,12 @@ def create_app(
     test_labels: torch.Tensor | None = None,
     settings: ServeSettings = DEFAULTS,
 ):
-    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_redoc_html
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline
     from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
@@ -232,8 +237,10 @@ def create_app(
         yield
         await batcher.stop()
 
-    app = FastAPI(title="lenet", version=__version__, lifespan=lifespan,
-                  description="LeNet on Fashion-MNIST: classify 28x28 clothing images.")  # fmt: skip
+    # FastAPI's own /docs and /redoc load their scripts from public CDNs: blank pages offline.
+    # fastapi-offline serves the same Swagger UI and ReDoc from files in its package.
+    app = FastAPIOffline(title="lenet", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS, redoc_url=None,
+                         description="LeNet on Fashion-MNIST: classify 28x28 clothing images.")  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -248,6 +255,14 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        # ReDoc draws its maker's logo from their CDN; the policy keeps the browser to this server
+        # (the logo is then left out), so the page is the same offline as online.
+        page = get_redoc_html(openapi_url=app.openapi_url, title="lenet - ReDoc", with_google_fonts=False,
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url="data:,")
+        return Response(page.body, media_type="text/html", headers={"Content-Security-Policy": SAME_ORIGIN_ONLY})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -399,11 +414,12 @@ class BodyLimit:
 def require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401  (for /docs without a network)
         import python_multipart  # noqa: F401  (for file uploads)
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise ServeError(f"lenet serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): "
-                         "pip install 'lenet[serve]'") from None  # fmt: skip
+        raise ServeError(f"lenet serve needs fastapi, fastapi-offline, uvicorn and python-multipart "
+                         f"({e.name} is missing): pip install 'lenet[serve]'") from None  # fmt: skip
 
 
 def bind(host: str, port: int) -> socket.socket:
