@@ -39,7 +39,8 @@ MAX_IMAGES = 64  # per request
 SAMPLES_PER_CLASS = 2
 DOCS_ASSETS = "/docs-assets"  # where fastapi-offline serves Swagger UI's and ReDoc's files
 # Nothing but this server: what a page's scripts may fetch (data: and blob: are made in the page itself).
-SAME_ORIGIN_ONLY = "default-src 'self' data: blob:; script-src 'self' 'unsafe-inline' blob:; style-src 'self' 'unsafe-inline'"
+SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-inline' blob:; "
+                    "style-src 'self' 'unsafe-inline'")
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
@@ -158,8 +159,9 @@ def _json_body_model():
 
     # fail_fast: each list stops at its first bad item, so a body of 50,000 bad pixels costs one
     # error, not 50,000 (which took seconds to list and megabytes to send).
-    Row = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)]
-    Image = Annotated[list[Row], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)]
+    side = Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)
+    Row = Annotated[list[Union[StrictInt, StrictFloat]], side]
+    Image = Annotated[list[Row], side]
 
     class PixelImages(BaseModel):
         """28x28 grey images as pixel rows. An image of JSON integers is read as 0-255; one with any
