@@ -10,7 +10,7 @@ const TEXT = {
   en: {
     title: "lenet: try the model",
     give: "Give it an image",
-    drop: "Drop an image here, or choose a file (PNG or JPEG)",
+    drop: "Drop an image here, or choose an image file",
     draw: "Or draw one",
     drawHint: "Draw one piece of clothing as a filled silhouette, as the Fashion-MNIST images are: " +
       "a shoe, a bag, a shirt, its shape filled in rather than outlined. It is classified when you pause.",
@@ -35,7 +35,7 @@ const TEXT = {
   zh: {
     title: "lenet：试一试模型",
     give: "给它一张图片",
-    drop: "把图片拖到这里，或选择一个文件（PNG 或 JPEG）",
+    drop: "把图片拖到这里，或选择一个图片文件",
     draw: "或者画一个",
     drawHint: "像 Fashion-MNIST 的图片那样，画一件衣物的实心剪影：一只鞋、一个包、一件衬衫，" +
       "把整个形状涂满，而不是只画轮廓。停笔片刻后自动识别。",
