@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from lenet.serve import DEFAULTS
+
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 200
 
@@ -156,7 +158,8 @@ def main() -> int:
     batch = health["images"] / max(health["forward_passes"], 1)
     text = (
         "## Serving\n\n"
-        f"`python benchmarks/serve_load.py RUN`: `lenet serve` (uvicorn, one worker) on 127.0.0.1, "
+        f"`python benchmarks/serve_load.py RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
+        f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, its defaults) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
         f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests.\n\n"
         f"Machine: {machine()}.\n\n{table(results)}\n\n"

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -36,17 +37,50 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, live_server):
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+CHINESE = {"T-shirt/top": "T恤/上衣", "Trouser": "裤子", "Pullover": "套头衫", "Dress": "连衣裙", "Coat": "外套",
+           "Sandal": "凉鞋", "Shirt": "衬衫", "Sneaker": "运动鞋", "Bag": "包", "Ankle boot": "短靴"}  # fmt: skip
+DESKTOP, PHONE = {"width": 1100, "height": 800}, {"width": 390, "height": 844}
+
+
+def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
+    """The page in a fresh context; any request to a host other than the server's is refused and noted."""
+    context = browser.new_context(viewport=viewport, locale=locale)
+    elsewhere: list[str] = []
+    server = urlsplit(live_server).netloc
+
+    def route(r):
+        if urlsplit(r.request.url).netloc == server or r.request.url.startswith(("data:", "blob:")):
+            return r.continue_()
+        elsewhere.append(r.request.url)
+        return r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.elsewhere = elsewhere
+    return page
+
+
+def close_page(page):
+    page.context.close()
+    assert page.errors == [] and page.elsewhere == [], (page.errors, page.elsewhere)
+
+
+@pytest.fixture(params=[DESKTOP], ids=["desktop"])
+def page(request, browser, live_server):
+    page = open_page(browser, live_server, request.param)
     page.goto(live_server)
     page.wait_for_selector("#samples img")
     yield page
-    page.close()
-    assert errors == [], errors
+    close_page(page)
+
+
+def answered(page) -> str:
+    """Waits for a prediction on screen; its class as the model names it."""
+    page.wait_for_function("document.getElementById('label').dataset.class")
+    return page.get_attribute("#label", "data-class")
 
 
 def test_upload_a_test_image_and_see_its_class(page, small_run, fmnist, tmp_path):
@@ -57,32 +91,177 @@ def test_upload_a_test_image_and_see_its_class(page, small_run, fmnist, tmp_path
     path = tmp_path / "upload.png"
     Image.fromarray(images[index, 0].numpy()).save(path)
     page.set_input_files("#file", str(path))
-    page.wait_for_function("document.getElementById('label').textContent !== 'none yet'")
-    assert page.text_content("#label") == CLASSES[int(labels[index])]
-    assert page.locator("#bars .bar").count() == 10
+    assert answered(page) == CLASSES[int(labels[index])] == page.text_content("#label")
+    assert page.locator("#bars [role=listitem]").count() == 10
     seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)")
     assert torch.equal(torch.tensor(seen[::4], dtype=torch.uint8).reshape(28, 28), images[index, 0])
+    assert page.is_hidden("#truth")  # an upload's true class is not known
 
 
-def test_draw_a_stroke_and_see_a_prediction(page):
+def stroke(page, box, x, y, steps=12, dx=8, dy=9):
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.mouse.down()
+    for step in range(1, steps + 1):
+        page.mouse.move(box["x"] + x + dx * step, box["y"] + y + dy * step)
+    page.mouse.up()
+
+
+def test_draw_says_what_to_draw_and_classifies_when_the_pen_rests(page):
+    hint = page.locator("#" + page.get_attribute("#draw", "aria-describedby"))
+    assert "filled silhouette" in hint.text_content()
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "/predict" in r.url else None)
     box = page.locator("#draw").bounding_box()
     with page.expect_response(lambda r: "/predict" in r.url) as answer:
-        page.mouse.move(box["x"] + 60, box["y"] + 50)
-        page.mouse.down()
-        for step in range(1, 21):
-            page.mouse.move(box["x"] + 60 + 8 * step, box["y"] + 50 + 9 * step)
-        page.mouse.up()
-    assert answer.value.status == 200
-    page.wait_for_function("document.getElementById('label').textContent !== 'none yet'")
-    assert page.text_content("#label") in CLASSES
+        for i in range(3):  # three strokes in quick succession: one drawing, one request
+            stroke(page, box, 60 + 30 * i, 50)
+    assert answer.value.status == 200 and answered(page) in CLASSES
+    page.wait_for_timeout(1_000)
+    assert len(sent) == 1, sent  # it used to send one request per stroke
     assert page.text_content("#status") == ""
     lit = page.evaluate("Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)")
-    assert max(lit[::4]) > 200  # the stroke, inverted to light on dark, is what the model saw
+    assert max(lit[::4]) > 200  # the strokes, inverted to light on dark, are what the model saw
+    with page.expect_response(lambda r: "/predict" in r.url):
+        page.click("#classify")  # the button does not wait
+    assert len(sent) == 2
 
 
-def test_click_a_sample(page):
-    sample = page.locator("#samples img").first
-    with page.expect_response(lambda r: "/predict" in r.url) as answer:
+def test_click_a_sample_shows_its_true_class_beside_the_prediction(page):
+    samples = page.locator("#samples button")
+    for i in (0, samples.count() - 1):
+        truth = samples.nth(i).get_attribute("data-label")
+        assert truth in CLASSES
+        samples.nth(i).click()
+        page.wait_for_function(f"document.getElementById('true-label').dataset.class === {truth!r}")
+        predicted = answered(page)
+        assert page.text_content("#true-label") == truth and page.is_visible("#truth")
+        assert page.text_content("#verdict") == ("(right)" if predicted == truth else "(wrong)")
+
+
+def test_an_error_clears_the_previous_answer(page, tmp_path):
+    page.locator("#samples button").first.click()
+    answered(page)
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('status').textContent.includes('notes.png')")
+    assert page.text_content("#label") == "none yet" and page.get_attribute("#label", "data-class") == ""
+    assert page.locator("#bars [role=listitem]").count() == 0 and page.is_hidden("#truth")
+    seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)")
+    assert max(seen[::4]) == 0  # the previous image is gone too
+    page.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
+
+
+def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server):
+    page = open_page(browser, live_server, PHONE)
+    try:
+        page.goto(live_server)
+        page.wait_for_selector("#samples img")
+        page.locator("#samples button").nth(3).click()
+        answered(page)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        for part in ("#drop", "#draw", "#classify", "#samples", "#seen", "#bars"):
+            box = page.locator(part).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (part, box)
+    finally:
+        close_page(page)
+
+
+def test_keyboard_only(page):
+    reached = []
+    for _ in range(12):  # from the top: the language switch, the file input, the drawing's buttons, the samples
+        page.keyboard.press("Tab")
+        focused = page.evaluate("[document.activeElement.id, document.activeElement.className]")
+        reached.append(focused)
+        if focused[1] == "sample":
+            break
+    assert ["file", ""] in reached, reached
+    assert reached[-1][1] == "sample", reached
+    assert page.evaluate("document.getElementById('file').labels[0].textContent.trim()")  # a labelled input
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert ring != "none"  # focus is visible
+    first = page.evaluate("document.activeElement.dataset.label")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.getElementById('true-label').dataset.class === {first!r}")
+    answered(page)
+    page.keyboard.press("Tab")  # the next sample, chosen with Space
+    second_index = page.evaluate("document.activeElement.dataset.index")
+    page.keyboard.press("Space")
+    page.wait_for_function(f"document.getElementById('status').textContent === '' && "
+                           f"document.querySelector('#samples button[data-index=\"{second_index}\"]') !== null")
+    second = page.evaluate("document.activeElement.dataset.label")
+    page.wait_for_function(f"document.getElementById('true-label').dataset.class === {second!r}")
+
+
+def serious_violations(page) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe  # axe-core's script from the package, not a CDN
+
+    results = Axe().run(page).response
+    return [f"{v['id']} ({v['impact']}): {v['help']}" for v in results["violations"]
+            if v["impact"] in ("serious", "critical")]  # fmt: skip
+
+
+def test_accessibility_check_finds_nothing_serious_in_either_language(page):
+    page.locator("#samples button").first.click()
+    answered(page)
+    assert serious_violations(page) == []
+    page.click("button[data-lang=zh]")
+    page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+    assert serious_violations(page) == []
+
+
+def test_chinese_from_the_browser_and_english_at_the_switch(browser, live_server):
+    page = open_page(browser, live_server, locale="zh-CN")
+    try:
+        page.goto(live_server)
+        page.wait_for_selector("#samples img")
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        assert page.text_content("#give") == "给它一张图片" and "剪影" in page.text_content("#draw-hint")
+        sample = page.locator("#samples button").nth(2)
+        truth = sample.get_attribute("data-label")
         sample.click()
-    assert answer.value.status == 200
-    page.wait_for_function("document.getElementById('label').textContent !== 'none yet'")
+        predicted = answered(page)
+        assert page.text_content("#label") == CHINESE[predicted]
+        assert page.text_content("#true-label") == CHINESE[truth]
+        assert page.locator("#bars [role=listitem] span:first-child").all_text_contents() == list(CHINESE.values())
+        assert "测试图片" in sample.locator("img").get_attribute("alt")
+        page.click("button[data-lang=en]")
+        assert page.text_content("#give") == "Give it an image" and page.text_content("#label") == predicted
+        assert page.locator("#bars [role=listitem] span:first-child").all_text_contents() == list(CLASSES)
+        page.reload()  # the choice is kept
+        page.wait_for_selector("#samples img")
+        assert page.evaluate("document.documentElement.lang") == "en"
+    finally:
+        close_page(page)
+
+
+# --- offline: nothing but the server is ever asked for anything --------------------------------
+
+
+@pytest.fixture
+def offline(browser, live_server):
+    """A browser context in which any request to a host other than the server's is refused and noted."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    elsewhere: list[str] = []
+    server = urlsplit(live_server).netloc
+
+    def route(r):
+        if urlsplit(r.request.url).netloc == server or r.request.url.startswith(("data:", "blob:")):
+            return r.continue_()
+        elsewhere.append(r.request.url)
+        return r.abort()
+
+    context.route("**/*", route)
+    yield context, elsewhere
+    context.close()
+
+
+@pytest.mark.parametrize("path, shows", [("/docs", ".opblock-summary-path >> text=/predict"),
+                                         ("/redoc", "h2 >> text=Predict Endpoint")])  # fmt: skip
+def test_api_docs_work_offline(offline, live_server, path, shows):
+    context, elsewhere = offline
+    page = context.new_page()
+    page.goto(live_server + path)
+    page.wait_for_selector(shows, timeout=20_000)  # the documentation drew itself from /openapi.json
+    page.wait_for_load_state("networkidle")
+    assert elsewhere == []

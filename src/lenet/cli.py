@@ -108,12 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
+    from .serve import DEFAULTS as SERVE
+
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     v.add_argument("--port", type=_port, default=8000, help="default: 8000; 0 picks a free port")
-    v.add_argument("--max-batch", type=positive_int, default=64, help="most images in one forward pass (default: 64)")
-    v.add_argument("--max-wait-ms", type=nonnegative_float, default=2.0, help="how long a batch waits to fill (default: 2)")
+    v.add_argument("--max-batch", type=positive_int, default=SERVE.max_batch,
+                   help="most images in one forward pass; a bigger request is split (default: %(default)s)")
+    v.add_argument("--max-wait-ms", type=nonnegative_float, default=SERVE.max_wait_ms,
+                   help="how long a batch waits to fill (default: %(default)g)")  # fmt: skip
     _add_device(v)
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)

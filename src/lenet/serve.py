@@ -4,11 +4,11 @@
     GET  /model        model config, parameter count, classes, the run's test accuracy
     GET  /healthz      liveness, and how many forward passes served how many images
     GET  /samples      a few test images (GET /samples/{index}.png) for the page to try
-    GET  /             the page; /docs is the OpenAPI documentation
+    GET  /             the page; /docs and /redoc are the OpenAPI documentation, served offline
 
 Every image goes through `inference.decode_image` / `from_pixels` (-> `to_fashion_mnist`) and
 `inference.predict`: the same code as `lenet predict`, so the server and the CLI cannot disagree.
-Requests that arrive together share one forward pass (MicroBatcher).
+Requests that arrive together share one forward pass (MicroBatcher), of at most `max_batch` images.
 """
 
 import asyncio
@@ -17,10 +17,10 @@ import ipaddress
 import json
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -30,16 +30,34 @@ from torch import nn
 from . import __version__
 from .checkpoint import load, resolve_weights
 from .datasets import IMAGE_SIZE
-from .views import classes_of
 from .errors import LenetError, ServeError
 from .inference import Prediction, decode_image, from_pixels, predict
 from .models import count_parameters
+from .views import classes_of
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 8 * 2**20  # an upload bigger than this gets 413 before it is read
 MAX_IMAGES = 64  # per request
 SAMPLES_PER_CLASS = 2
+DOCS_ASSETS = "/docs-assets"  # where fastapi-offline serves Swagger UI's and ReDoc's files
+# Nothing but this server: what a page's scripts may fetch (data: and blob: are made in the page itself).
+SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-inline' blob:; "
+                    "style-src 'self' 'unsafe-inline'")
+MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
+MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server batches and what it accepts: the one place for these defaults (the command
+    line, `create_app`, `serve` and the load benchmark all read them from here)."""
+
+    max_batch: int = 64  # images in one forward pass; a bigger request is split across passes
+    max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
+    max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
+
+
+DEFAULTS = ServeSettings()
 
 
 # --- batching ---------------------------------------------------------------------------------
@@ -56,15 +74,18 @@ class MicroBatcher:
     """Collects requests for up to `max_wait_s` or `max_batch` images, then runs one forward pass.
 
     The forward pass runs on one worker thread, so the event loop keeps accepting and decoding
-    requests meanwhile; those requests form the next batch.
+    requests meanwhile; those requests form the next batch. No pass holds more than `max_batch`
+    images: a bigger request is split into parts, and a request that would not fit waits for the next pass.
     """
 
     model: nn.Module
-    max_batch: int = 64
-    max_wait_s: float = 0.002
+    max_batch: int = DEFAULTS.max_batch
+    max_wait_s: float = DEFAULTS.max_wait_ms / 1000
     batches: int = 0  # forward passes so far
     images: int = 0  # images through them
+    largest: int = 0  # the most images one pass has held
     _queue: asyncio.Queue | None = field(default=None, repr=False)
+    _held: _Job | None = field(default=None, repr=False)  # taken from the queue, but too big for the last pass
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -84,9 +105,11 @@ class MicroBatcher:
         """All classes, most probable first, for uint8 images [n, 1, 28, 28]."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(images, future))
-        return await future
+        futures = []
+        for part in images.split(self.max_batch):
+            futures.append(asyncio.get_running_loop().create_future())
+            await self._queue.put(_Job(part, futures[-1]))
+        return [p for part in await asyncio.gather(*futures) for p in part]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -101,6 +124,7 @@ class MicroBatcher:
                         job.future.set_exception(e)
                 continue
             self.batches, self.images = self.batches + 1, self.images + len(batch)
+            self.largest = max(self.largest, len(batch))
             start = 0
             for job in jobs:
                 if not job.future.done():  # its client may have gone
@@ -109,8 +133,8 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Job]:
         assert self._queue is not None
-        jobs = [await self._queue.get()]
-        count = len(jobs[0].images)
+        first, self._held = self._held or await self._queue.get(), None
+        jobs, count = [first], len(first.images)
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while count < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -119,6 +143,9 @@ class MicroBatcher:
             try:
                 job = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if count + len(job.images) > self.max_batch:
+                self._held = job  # first in the next pass, so requests keep their order
                 break
             jobs.append(job)
             count += len(job.images)
@@ -131,14 +158,17 @@ class MicroBatcher:
 def _json_body_model():
     from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
-    Row = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
-    Image = Annotated[list[Row], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+    # fail_fast: each list stops at its first bad item, so a body of 50,000 bad pixels costs one
+    # error, not 50,000 (which took seconds to list and megabytes to send).
+    side = Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)
+    Row = Annotated[list[Union[StrictInt, StrictFloat]], side]
+    Image = Annotated[list[Row], side]
 
     class PixelImages(BaseModel):
         """28x28 grey images as pixel rows. An image of JSON integers is read as 0-255; one with any
         number written with a decimal point or exponent is read as floats in [0, 1]."""
 
-        images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES)]
+        images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
 
     return PixelImages
 
@@ -191,19 +221,19 @@ def create_app(
     info: dict[str, Any],
     test_images: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
-    max_batch: int = 64,
-    max_wait_s: float = 0.002,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    settings: ServeSettings = DEFAULTS,
 ):
-    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_redoc_html
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline
     from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
 
-    batcher = MicroBatcher(model, max_batch, max_wait_s)
+    batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
     PixelImages = _json_body_model()
     samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
 
@@ -213,22 +243,37 @@ def create_app(
         yield
         await batcher.stop()
 
-    app = FastAPI(title="lenet", version=__version__, lifespan=lifespan,
-                  description=f"LeNet on {info.get('data_set', 'its data set')}: classify 28x28 grey images.")  # fmt: skip
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # FastAPI's own /docs and /redoc load their scripts from public CDNs: blank pages offline.
+    # fastapi-offline serves the same Swagger UI and ReDoc from files in its package.
+    app = FastAPIOffline(title="lenet", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS, redoc_url=None,
+                         description=f"LeNet on {info.get('data_set', 'its data set')}: classify 28x28 grey images.")  # fmt: skip
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(LenetError)
     async def bad_input(_request, e: LenetError):
-        return JSONResponse({"detail": str(e)}, status_code=400)
+        return JSONResponse({"detail": clip(str(e))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, e: RequestValidationError):
+        return JSONResponse({"detail": brief_errors(e.errors())}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        # ReDoc draws its maker's logo from their CDN; the policy keeps the browser to this server
+        # (the logo is then left out), so the page is the same offline as online.
+        page = get_redoc_html(openapi_url=app.openapi_url, title="lenet - ReDoc", with_google_fonts=False,
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url="data:,")
+        return Response(page.body, media_type="text/html", headers={"Content-Security-Policy": SAME_ORIGIN_ONLY})
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "forward_passes": batcher.batches, "images": batcher.images}
+        return {"status": "ok", "forward_passes": batcher.batches, "images": batcher.images,
+                "largest_pass": batcher.largest, "max_batch": batcher.max_batch}  # fmt: skip
 
     @app.get("/model")
     async def model_info() -> dict[str, Any]:
@@ -250,7 +295,7 @@ def create_app(
         uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not uploads:
             raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
-        blobs = [(u.filename or f"upload {i}", await u.read()) for i, u in enumerate(uploads)]
+        blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
         decode = lambda: [(name, decode_image(data, name)) for name, data in blobs]  # noqa: E731
         # A big image takes a while to decode: off the event loop, so other requests keep moving.
         # A small one decodes faster than a hop to a worker thread would take.
@@ -260,7 +305,8 @@ def create_app(
         try:
             body = PixelImages.model_validate_json(await request.body())
         except ValidationError as e:
-            raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+            errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
+            raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
 
         def convert() -> list[tuple[str, torch.Tensor]]:
             return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
@@ -298,6 +344,16 @@ def create_app(
         return {"predictions": results}
 
     return app
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first few validation problems, each its place, message and kind: never the input echoed back."""
+    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", ""))), "type": e.get("type")}
+            for e in errors[:MAX_ERRORS]]  # fmt: skip
 
 
 def _png(image: torch.Tensor) -> bytes:
@@ -364,11 +420,12 @@ class BodyLimit:
 def require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401  (for /docs without a network)
         import python_multipart  # noqa: F401  (for file uploads)
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise ServeError(f"lenet serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): "
-                         "pip install 'lenet[serve]'") from None  # fmt: skip
+        raise ServeError(f"lenet serve needs fastapi, fastapi-offline, uvicorn and python-multipart "
+                         f"({e.name} is missing): pip install 'lenet[serve]'") from None  # fmt: skip
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -403,8 +460,8 @@ def serve(
     port: int = 8000,
     device: str = "auto",
     data_dir: str | None = None,
-    max_batch: int = 64,
-    max_wait_ms: float = 2.0,
+    max_batch: int = DEFAULTS.max_batch,
+    max_wait_ms: float = DEFAULTS.max_wait_ms,
 ) -> int:
     require_serve_extra()
     import uvicorn
@@ -418,7 +475,8 @@ def serve(
     model = load(weights, resolve_device(device))
     info = {**run_info(weights, model), "lenet_version": __version__}
     data = load_dataset(model.data.name, data_dir)
-    app = create_app(model, info, data.test_images, data.test_labels, max_batch, max_wait_ms / 1000)
+    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = create_app(model, info, data.test_images, data.test_labels, settings)
     sock = bind(host, port)
     if warning := exposure_warning(sock):
         print(warning, file=sys.stderr, flush=True)
