@@ -22,14 +22,16 @@ from lenet.train import resume_config, train
 mode, out, name = sys.argv[1:4]
 d = load_fashion_mnist(download=False)
 print("ready", flush=True)
-d = FashionMNIST(d.train_images[:3072], d.train_labels[:3072], d.test_images[:500], d.test_labels[:500], d.source, d.sha256)
+d = FashionMNIST(d.train_images[:3072], d.train_labels[:3072], d.test_images[:500], d.test_labels[:500], d.source,
+                 d.sha256, d.spec)
 recipe = replace(get_recipe("default"), model="lenet_bn", epochs=6, batch_size=256, shift=2, flip=True, test_flip=True)
 config = TrainConfig(recipe=recipe, device="cpu", out=out, name=name, progress=False, seed=7)
+say = lambda row: print("epoch", row.epoch, flush=True)
 if mode == "start":
-    train(config, d)
+    train(config, d, on_epoch=say)
 else:
     run = f"{out}/{name}"
-    train(resume_config(run, progress=False), d, resume=run)
+    train(resume_config(run, progress=False), d, resume=run, on_epoch=say)
 print("done", flush=True)
 """
 
@@ -50,16 +52,18 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     whole = tmp_path / "whole"
 
     rng = random.Random(int(os.environ.get("LENET_KILL_SEED", "0")))
-    run, kills, mode = tmp_path / "killed", [], "start"
+    run, kills, mode, interrupted = tmp_path / "killed", [], "start", 0
     while not finished(run):
         proc = worker(mode, tmp_path, "killed")
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        if len(kills) < 4:  # four kills at random moments of training, then let it finish
-            delay = rng.uniform(0.0, 2.0)
+        if len(kills) < 4:  # four kills at random moments of training (after an epoch ends), then let it finish
+            assert proc.stdout.readline().startswith("epoch"), proc.stderr.read()
+            delay = rng.uniform(0.0, 0.5)
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills.append(round(delay, 2))
+            interrupted += not finished(run)  # the kill cut the run short, whatever the machine's speed
         assert proc.wait(timeout=240) in (0, -signal.SIGKILL), proc.stderr.read()
         mode = "resume" if (run / "config.json").exists() else "start"  # a kill before that: start again
     a, b = load_file(whole / "model.safetensors"), load_file(run / "model.safetensors")
@@ -68,7 +72,7 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     assert read(whole)["test"] == read(run)["test"]
     metrics = lambda d: [line.split(",")[:6] for line in (d / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert metrics(whole) == metrics(run)
-    print(f"kill points (s after start): {kills}")
+    assert interrupted == len(kills) == 4, f"kills {kills}: only {interrupted} came before the run's end"
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])  # at the end-of-epoch writes, mid-epoch, later
