@@ -42,8 +42,8 @@ CHINESE = {"T-shirt/top": "T恤/上衣", "Trouser": "裤子", "Pullover": "套�
 DESKTOP, PHONE = {"width": 1100, "height": 800}, {"width": 390, "height": 844}
 
 
-def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
-    """The page in a fresh context; any request to a host other than the server's is refused and noted."""
+def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US"):
+    """A browser context in which any request to a host other than the server's is refused and noted."""
     context = browser.new_context(viewport=viewport, locale=locale)
     elsewhere: list[str] = []
     server = urlsplit(live_server).netloc
@@ -55,6 +55,12 @@ def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
         return r.abort()
 
     context.route("**/*", route)
+    return context, elsewhere
+
+
+def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
+    """The page in a fresh offline context (see offline_context)."""
+    context, elsewhere = offline_context(browser, live_server, viewport, locale)
     page = context.new_page()
     page.errors = []
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
@@ -240,18 +246,7 @@ def test_chinese_from_the_browser_and_english_at_the_switch(browser, live_server
 
 @pytest.fixture
 def offline(browser, live_server):
-    """A browser context in which any request to a host other than the server's is refused and noted."""
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    elsewhere: list[str] = []
-    server = urlsplit(live_server).netloc
-
-    def route(r):
-        if urlsplit(r.request.url).netloc == server or r.request.url.startswith(("data:", "blob:")):
-            return r.continue_()
-        elsewhere.append(r.request.url)
-        return r.abort()
-
-    context.route("**/*", route)
+    context, elsewhere = offline_context(browser, live_server)
     yield context, elsewhere
     context.close()
 

@@ -186,18 +186,22 @@ def load_recipe_file(path: str | os.PathLike) -> Recipe:
     """A recipe from a TOML file whose top-level keys are Recipe fields (the ones left out keep
     the default recipe's values). Validated like the built-in recipes: an unknown key, a value
     of the wrong type or out of range is one LenetError."""
+    return recipe_from_table(read_toml(path, "recipe file"), f"recipe file {path}")
+
+
+def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A TOML file lenet reads (a recipe file, a sweep's space), or one LenetError saying why not."""
     import tomllib
 
     try:
         with open(path, "rb") as f:
-            table = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise LenetError(f"recipe file {path}: no such file") from None
+        raise LenetError(f"{what} {path}: no such file") from None
     except OSError as e:
-        raise LenetError(f"recipe file {path}: unreadable ({e.strerror})") from None
+        raise LenetError(f"{what} {path}: unreadable ({e.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LenetError(f"recipe file {path}: not valid TOML ({e})") from None
-    return recipe_from_table(table, f"recipe file {path}")
+        raise LenetError(f"{what} {path}: not valid TOML ({e})") from None
 
 
 def recipe_from_table(table: dict[str, Any], where: str, base: Recipe | None = None) -> Recipe:

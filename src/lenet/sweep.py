@@ -38,7 +38,7 @@ from .datasets import DEFAULT
 from .errors import Interrupted, LenetError, short_repr
 from .files import write_json, write_text
 from .recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file, load_recipe_file
-from .recipes import recipe_from_table, recipe_toml
+from .recipes import read_toml, recipe_from_table, recipe_toml
 
 try:  # the progress lines are a Tune callback; without Ray, `lenet sweep` says how to get it
     from ray.tune import Callback as _TuneCallback
@@ -120,18 +120,7 @@ class Options:
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
     """The SPACE file at `path`, checked in full, with `options` applied."""
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise LenetError(f"space file {path}: no such file") from None
-    except OSError as e:
-        raise LenetError(f"space file {path}: unreadable ({e.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LenetError(f"space file {path}: not valid TOML ({e})") from None
-    return parse_space(table, f"space file {path}", options)
+    return parse_space(read_toml(path, "space file"), f"space file {path}", options)
 
 
 def parse_space(table: dict[str, Any], where: str, options: Options = Options()) -> Space:
