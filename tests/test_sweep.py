@@ -211,6 +211,57 @@ def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
     assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
 
 
+def stop_namespace(namespace: str) -> None:
+    """Kill every process in `namespace`, a network namespace this test made: all of them are the test's."""
+    assert namespace != network_namespace(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        members = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and network_namespace(int(p.name)) == namespace]
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2 if members and sig == signal.SIGTERM else 0)
+
+
+@needs_ray_namespace
+def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp_path):
+    """A head, a second node and the driver in one loopback-only namespace (tests/cluster_sweep.py); the
+    second node's raylet and workers are killed while a trial trains there: every trial still ends with
+    the weights of the uninterrupted sweep, and the killed trial went on from its last completed epoch."""
+    command = [sys.executable, str(REPO / "tests" / "cluster_sweep.py"), str(space_file(tmp_path)), str(tmp_path), "two"]
+    proc = subprocess.Popen(in_loopback_namespace(command), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    namespace = network_namespace(proc.pid)
+    while namespace == network_namespace(os.getpid()) and proc.poll() is None:  # until unshare has made it
+        time.sleep(0.01)
+        namespace = network_namespace(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=170)  # the script gives up on the sweep after 140 s
+    finally:
+        proc.kill()
+        if namespace not in (None, network_namespace(os.getpid())):
+            stop_namespace(namespace)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.splitlines()[-1])
+    assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in result["stdout"], result
+    killed = result["killed"]
+    assert killed, f"no trial trained on the second node: {result}"
+    assert killed["raylet"] and "ray::ImplicitFunc.train" in killed["processes"].values() and killed["epochs_done"] >= 1
+    whole, two = read_table(finished_sweep), read_table(tmp_path / "two")
+    assert two["rows"] == whole["rows"]
+    for row in whole["rows"]:
+        a = load_file(finished_sweep / row["seeds"][0]["run"] / "model.safetensors")
+        b = load_file(tmp_path / "two" / row["seeds"][0]["run"] / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), row["trial"]
+    # Ray Tune retried the killed trial elsewhere, and the retry began after the epochs already done.
+    tune_trial = tmp_path / "two" / "tune" / killed["run"].replace("trial-", "unit-")
+    assert (tune_trial / "error.txt").read_text().startswith("Failure # 1")
+    reports = [json.loads(line) for line in (tune_trial / "result.json").read_text().splitlines()]
+    retried = [r["epoch"] for r in reports if str(r["pid"]) not in killed["processes"]]
+    assert retried and retried[0] == killed["epochs_done"] + 1 and retried[-1] == 2
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
