@@ -1,5 +1,9 @@
+import functools
 import gzip
+import os
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +14,30 @@ from lenet.data import FashionMNIST, load_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]
+
+
+@functools.cache
+def loopback_namespace_problem() -> str | None:
+    """Why no network namespace with only `lo` can be made here (None: one can).
+
+    Ray 2.60 listens on the host's own address and on every interface even when told 127.0.0.1,
+    so every test that starts Ray runs it in a namespace of its own, where `lo` is all there is.
+    """
+    if os.geteuid() != 0:
+        return "needs root to make a network namespace (unshare --net) for Ray, which otherwise listens beyond 127.0.0.1"
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    if missing:
+        return f"needs {' and '.join(missing)} (util-linux, iproute2) to keep Ray's listeners in a loopback-only namespace"
+    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[0]
+        return f"cannot make a network namespace for Ray (unshare --net: {reason})"
+    return None
+
+
+def in_loopback_namespace(command: list[str]) -> list[str]:
+    """`command` in a new network namespace with only `lo`, up; it replaces the shell, so its pid is the Popen's."""
+    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 @pytest.fixture(scope="session")

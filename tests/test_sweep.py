@@ -2,9 +2,12 @@
 
 The sweeps run as a user runs them, `lenet sweep` in a subprocess, in a session of its own: every
 process Ray starts for it is stopped by that session's process ids when the test ends, pass or fail.
+Each runs in a network namespace of its own with only `lo` (Ray 2.60 also listens on the host's
+address): no test traffic leaves loopback, and where no namespace can be made those tests skip.
 """
 
 import importlib.util
+import ipaddress
 import json
 import os
 import signal
@@ -17,10 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import LENET, REPO, small_subset
+from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem, small_subset
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
+)
+# A test that starts Ray starts it in a loopback-only network namespace, or not at all.
+needs_ray_namespace = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None or loopback_namespace_problem() is not None,
+    reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
+    if importlib.util.find_spec("ray") is None else str(loopback_namespace_problem()),
 )
 
 # 4 configurations: a 2-point grid crossed with drawn weight decays; 2,000 training images, 2 epochs.
@@ -61,6 +70,33 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+def network_namespace(pid: int) -> str | None:
+    """`pid`'s network namespace (None: the process is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def interfaces(pid: int) -> list[str]:
+    """The network interfaces `pid` sees (its namespace's)."""
+    return [line.split(":")[0].strip() for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]]
+
+
+def listening_addresses(pid: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The local address of every listening TCP socket in `pid`'s network namespace (from /proc, as ss reads it)."""
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # LISTEN; the address is hex, in 32-bit host-order (little-endian) words
+                raw = bytes.fromhex(local.split(":")[0])
+                packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                address = ipaddress.ip_address(packed)
+                found.append(getattr(address, "ipv4_mapped", None) or address)
+    return found
+
+
 def stop_session(sid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in session_pids(sid):
@@ -74,11 +110,12 @@ def stop_session(sid: int) -> None:
 
 
 class Sweep:
-    """`lenet sweep ARGS` in a new session (its id is the driver's pid)."""
+    """`lenet sweep ARGS` in a new session (its id is the driver's pid) and a loopback-only network namespace."""
 
     def __init__(self, *args, cwd: Path):
-        self.proc = subprocess.Popen([*LENET, "sweep", *args, "--local-cpus", "2"], cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        command = in_loopback_namespace([*LENET, "sweep", *args, "--local-cpus", "2"])
+        self.proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
 
     def wait(self, timeout: float = 120) -> tuple[str, str]:
         try:
@@ -103,7 +140,7 @@ def read_table(sweep_dir: Path) -> dict:
     return json.loads((sweep_dir / "sweep.json").read_text())
 
 
-@needs_ray
+@needs_ray_namespace
 def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     from lenet.runs import read_run
 
@@ -124,7 +161,7 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     assert (finished_sweep / "sweep.html").read_text().count("<img") == 3  # lr, weight decay, the top curves
 
 
-@needs_ray
+@needs_ray_namespace
 def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist, tmp_path, monkeypatch, capsys):
     import lenet.data
     from lenet.cli import main
@@ -145,7 +182,7 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     assert config["recipe_name"] == str(recipe_file) and config["recipe"]["weight_decay"] == best["params"]["weight_decay"]
 
 
-@needs_ray
+@needs_ray_namespace
 def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
     space = space_file(tmp_path)
     sweep = Sweep(str(space), "--out", str(tmp_path), "--name", "killed", cwd=REPO)
@@ -155,6 +192,12 @@ def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
         while not list(killed.glob("trial-*/summary.json")):
             assert time.monotonic() < deadline and sweep.proc.poll() is None, sweep.proc.stderr.read()
             time.sleep(0.1)
+        # Mid-sweep, Ray's every process is in the sweep's own namespace, where it listens on loopback only.
+        ray_processes = session_pids(sweep.proc.pid)
+        assert len(ray_processes) > 3 and {network_namespace(p) for p in ray_processes} - {None} == {network_namespace(sweep.proc.pid)}
+        assert network_namespace(sweep.proc.pid) != network_namespace(os.getpid()) and interfaces(sweep.proc.pid) == ["lo"]
+        listening = listening_addresses(sweep.proc.pid)
+        assert listening and all(address.is_loopback for address in listening), listening
         os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver only; its local Ray goes with it
         sweep.proc.wait()
     finally:
@@ -166,6 +209,57 @@ def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # a finished trial is never trained again
     whole, resumed = read_table(finished_sweep), read_table(killed)
     assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
+
+
+def stop_namespace(namespace: str) -> None:
+    """Kill every process in `namespace`, a network namespace this test made: all of them are the test's."""
+    assert namespace != network_namespace(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        members = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and network_namespace(int(p.name)) == namespace]
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2 if members and sig == signal.SIGTERM else 0)
+
+
+@needs_ray_namespace
+def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp_path):
+    """A head, a second node and the driver in one loopback-only namespace (tests/cluster_sweep.py); the
+    second node's raylet and workers are killed while a trial trains there: every trial still ends with
+    the weights of the uninterrupted sweep, and the killed trial went on from its last completed epoch."""
+    command = [sys.executable, str(REPO / "tests" / "cluster_sweep.py"), str(space_file(tmp_path)), str(tmp_path), "two"]
+    proc = subprocess.Popen(in_loopback_namespace(command), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    namespace = network_namespace(proc.pid)
+    while namespace == network_namespace(os.getpid()) and proc.poll() is None:  # until unshare has made it
+        time.sleep(0.01)
+        namespace = network_namespace(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=170)  # the script gives up on the sweep after 140 s
+    finally:
+        proc.kill()
+        if namespace not in (None, network_namespace(os.getpid())):
+            stop_namespace(namespace)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.splitlines()[-1])
+    assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in result["stdout"], result
+    killed = result["killed"]
+    assert killed, f"no trial trained on the second node: {result}"
+    assert killed["raylet"] and "ray::ImplicitFunc.train" in killed["processes"].values() and killed["epochs_done"] >= 1
+    whole, two = read_table(finished_sweep), read_table(tmp_path / "two")
+    assert two["rows"] == whole["rows"]
+    for row in whole["rows"]:
+        a = load_file(finished_sweep / row["seeds"][0]["run"] / "model.safetensors")
+        b = load_file(tmp_path / "two" / row["seeds"][0]["run"] / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), row["trial"]
+    # Ray Tune retried the killed trial elsewhere, and the retry began after the epochs already done.
+    tune_trial = tmp_path / "two" / "tune" / killed["run"].replace("trial-", "unit-")
+    assert (tune_trial / "error.txt").read_text().startswith("Failure # 1")
+    reports = [json.loads(line) for line in (tune_trial / "result.json").read_text().splitlines()]
+    retried = [r["epoch"] for r in reports if str(r["pid"]) not in killed["processes"]]
+    assert retried and retried[0] == killed["epochs_done"] + 1 and retried[-1] == 2
 
 
 @pytest.mark.parametrize(

@@ -499,7 +499,8 @@ def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
                     f"{ray.cluster_resources().get('GPU', 0):g} GPUs")  # fmt: skip
             return False
         cpus = local_cpus or os.cpu_count()
-        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        # address="local": a Ray of lenet's own, never a cluster someone else started on this host.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}") from None
     on_line(f"on a local Ray: {cpus} CPUs")
