@@ -52,7 +52,10 @@ def test_torchscript_export_to_a_chosen_path(small_run, tmp_path):
     module = torch.jit.load(str(result.path), _extra_files=extra)
     assert json.loads(extra["lenet.json"])["preprocessing"]["classes"] == list(CLASSES)
     assert module(torch.rand(3, 1, 28, 28)).shape == (3, 10)
-    assert "torchscript" in json.loads((small_run / "export.json").read_text())
+    assert result.record == result.sidecar and json.loads(result.sidecar.read_text())["format"] == "torchscript"
+    # An export elsewhere is recorded beside it; the run's own record keeps only exports into the run.
+    run_record = small_run / "export.json"
+    assert not run_record.exists() or "torchscript" not in json.loads(run_record.read_text())
 
 
 def test_failing_verification_keeps_no_file(small_run, tmp_path, monkeypatch):
