@@ -3,7 +3,8 @@
 Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
 trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or
 JPEG look like that:
-  1. EXIF rotation applied; transparency composited onto white; converted to grey.
+  1. EXIF rotation applied; transparency composited onto white; converted to 8-bit grey,
+     16- and 32-bit values scaled to 0-255 (not clipped: see `_wide_to_grey`).
   2. Inverted when the ground is light (mean of the border pixels above 50%), so that
      an ordinary product photo on white becomes light-on-dark.
   3. A 28x28 image is then taken as it is (it is already in Fashion-MNIST's form).
@@ -103,11 +104,45 @@ def _to_grey(img):
 
     if img.mode == "LAB":  # (a TIFF mode) Pillow cannot convert it, but its first band is the lightness
         return img.getchannel("L")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _wide_to_grey(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         white = Image.new("L", rgba.size, 255)
         return Image.composite(rgba.convert("L"), white, rgba.getchannel("A"))
     return img.convert("L")
+
+
+# The brightest value of each scale a 32-bit mode may be on, darkest scale first.
+WIDE_SCALES = {"F": (1.0, 255.0, 65535.0), "I": (255, 65535, 2**31 - 1)}
+
+
+def _wide_to_grey(img):
+    """A 16-bit, 32-bit or float grey image as "L", its values scaled to 0-255 and rounded.
+
+    Pillow's own conversion clips instead (a 16-bit PNG's 0-65535 would become mostly 255).
+    16-bit modes (a 16-bit PNG) span 0-65535. "I" and "F" carry no range of their own: Pillow
+    fills "I" from 8-bit (`convert("I")`) and 16-bit sources alike, and a float image holds 0-1
+    (numpy, scikit-image) or 0-255 (`convert("F")`); each is read on the first of WIDE_SCALES that
+    holds its brightest value, and anything outside it (negative, NaN, over 2^31 - 1) is clipped.
+    A 16-bit grey PNG's transparent grey level (tRNS) becomes white, as transparency does above.
+    """
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        top = 65535
+    else:
+        finite = values[np.isfinite(values)] if img.mode == "F" else values
+        brightest = finite.max(initial=0)
+        top = next((t for t in WIDE_SCALES[img.mode] if brightest <= t), WIDE_SCALES[img.mode][-1])
+    grey = np.nan_to_num(values.astype(np.float32) * np.float32(255 / top), nan=0.0)
+    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int):
+        grey[values == transparent] = 255
+    return Image.fromarray(grey)
 
 
 def _to_28x28(grey) -> torch.Tensor:
