@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data browser bench bench-serve clean
+.PHONY: train test install data browser bench bench-serve fuzz-table clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
@@ -22,6 +22,10 @@ bench: install data
 # Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
 bench-serve: install data
 	$(BIN)/python benchmarks/serve_load.py $(RUN) --write BENCHMARKS.md $(ARGS)
+
+# The fuzzing run, writing its counts into RELIABILITY.md's table
+fuzz-table: install data
+	$(BIN)/python -m pytest tests/test_fuzz.py -q --write-fuzz-table
 
 install: $(VENV)/.installed
 
