@@ -16,12 +16,13 @@ train: install data
 test: install data browser
 	$(BIN)/python -m pytest $(ARGS)
 
+# Training speed and time to accuracy: make bench ARGS="--write BENCHMARKS.md" writes their tables there
 bench: install data
 	$(BIN)/python -m benchmarks.train_speed $(ARGS)
 
 # Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
 bench-serve: install data
-	$(BIN)/python benchmarks/serve_load.py $(RUN) --write BENCHMARKS.md $(ARGS)
+	$(BIN)/python -m benchmarks.serve_load $(RUN) --write BENCHMARKS.md $(ARGS)
 
 # The fuzzing run, writing its counts into RELIABILITY.md's table
 fuzz-table: install data

@@ -1,10 +1,11 @@
 """A bounded load test of `lenet serve` on loopback: latency percentiles and throughput.
 
-    python benchmarks/serve_load.py RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
+    python -m benchmarks.serve_load RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
 
 Starts `lenet serve RUN` on 127.0.0.1 and a free port, sends single-image PNG uploads (test
 images) from asyncio clients in this process, and stops the server when done. Each run is a fixed
-number of requests, so the test stops by itself; any error or non-200 answer is counted.
+number of requests, so the test stops by itself; any error or non-200 answer is counted. With
+--write FILE the results replace FILE's `serving` section (benchmarks/sections.py).
 """
 
 import argparse
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
+
+from benchmarks.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 200
@@ -121,20 +124,12 @@ def table(results: list[LoadResult]) -> str:
     return "\n".join(rows)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the "## Serving" section of `path` (or append it), keeping any other sections."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.M | re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 8])
-    parser.add_argument("--write", type=Path, help="put the results in this Markdown file's Serving section")
+    parser.add_argument("--write", type=Path, help="put the results in this Markdown file's serving section")
     args = parser.parse_args()
 
     proc, url = start_server(args.run)
@@ -155,8 +150,7 @@ def main() -> int:
         proc.wait(timeout=30)
     batch = health["images"] / max(health["forward_passes"], 1)
     text = (
-        "## Serving\n\n"
-        f"`python benchmarks/serve_load.py RUN`: `lenet serve` (uvicorn, one worker) on 127.0.0.1, "
+        f"`python -m benchmarks.serve_load RUN`: `lenet serve` (uvicorn, one worker) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
         f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests.\n\n"
         f"Machine: {machine()}.\n\n{table(results)}\n\n"
@@ -167,7 +161,7 @@ def main() -> int:
     )
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "serving", text)
     return 1 if any(r.errors for r in results) else 0
 
 
