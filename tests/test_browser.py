@@ -78,9 +78,20 @@ def test_draw_a_stroke_and_see_a_prediction(page):
     assert max(lit[::4]) > 200  # the stroke, inverted to light on dark, is what the model saw
 
 
-def test_click_a_sample(page):
-    sample = page.locator("#samples img").first
+def test_click_a_sample_and_see_its_class(page, small_run, fmnist):
+    """A sample the model gets right: the page must name that sample's class and show its pixels."""
+    model = load(small_run)
+    samples = page.locator("#samples img")
+    shown = [samples.nth(i).get_attribute("alt") for i in range(samples.count())]  # "test image N: CLASS"
+    indices = [int(alt.split(":")[0].removeprefix("test image ")) for alt in shown]
+    predictions = predict(model, fmnist.test_images[indices])
+    right = [i for i, (n, p) in enumerate(zip(indices, predictions)) if p.label == CLASSES[int(fmnist.test_labels[n])]]
+    pick = right[-1]  # from the last class the model gets right, so a stuck page showing the first fails
+    assert samples.nth(pick).get_attribute("data-label") == CLASSES[int(fmnist.test_labels[indices[pick]])]
     with page.expect_response(lambda r: "/predict" in r.url) as answer:
-        sample.click()
+        samples.nth(pick).click()
     assert answer.value.status == 200
     page.wait_for_function("document.getElementById('label').textContent !== 'none yet'")
+    assert page.text_content("#label") == CLASSES[int(fmnist.test_labels[indices[pick]])]
+    seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)")
+    assert torch.equal(torch.tensor(seen[::4], dtype=torch.uint8).reshape(28, 28), fmnist.test_images[indices[pick], 0])
