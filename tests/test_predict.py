@@ -1,4 +1,6 @@
+import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ from PIL import Image
 
 from lenet import create_model, evaluate, load_image, predict
 from lenet.errors import ImageError
-from lenet.inference import decode_image, to_fashion_mnist
+from lenet.inference import Skipped, decode_image, load_images, to_fashion_mnist, write_predictions_csv
 
 
 def _png(path, pixels: torch.Tensor):
@@ -149,3 +151,62 @@ def test_wide_modes_are_scaled_not_clipped_at_any_size():
     eight_bit = to_fashion_mnist(Image.fromarray(x))
     for wide in (Image.fromarray(x.astype(np.uint16) * 257), Image.fromarray(x.astype(np.float32) / 255)):
         assert torch.equal(to_fashion_mnist(wide), eight_bit), wide.mode
+
+
+# --- many files: directories, unreadable files, a CSV --------------------------------------
+
+
+def _image_tree(root, fmnist):
+    """b/2.png, a/1.jpg... under root, with a text file and a damaged PNG among them."""
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a").mkdir()
+    names = ["b/deep/3.png", "a/1.png", "b/2.PNG", "0.bmp"]
+    for i, name in enumerate(names):
+        Image.fromarray(fmnist.test_images[i, 0].numpy()).save(root / name, "BMP" if name.endswith("bmp") else "PNG")
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "b" / "cut.png").write_bytes((root / "a" / "1.png").read_bytes()[:60])
+    return names
+
+
+def test_a_directory_gives_its_images_recursively_sorted(fmnist, tmp_path):
+    names = _image_tree(tmp_path, fmnist)
+    (tmp_path / "b" / "cut.png").unlink()
+    loaded = load_images([tmp_path])
+    expected = sorted(str(tmp_path / n) for n in names)
+    assert loaded.paths == expected
+    order = [names.index(str(Path(p).relative_to(tmp_path))) for p in expected]
+    assert torch.equal(loaded.images, fmnist.test_images[order])
+    assert loaded.skipped == [Skipped(str(tmp_path / "a" / "notes.txt"), "not named as an image")]
+    assert loaded.skipped_summary() == "skipped 1 file: 1 not named as an image"
+
+
+def test_an_unreadable_file_stops_the_batch_unless_skipped(fmnist, tmp_path):
+    _image_tree(tmp_path, fmnist)
+    with pytest.raises(ImageError, match="cut.png"):
+        load_images([tmp_path])
+    loaded = load_images([tmp_path, tmp_path / "missing.png"], skip_bad=True)
+    assert len(loaded.paths) == 4 and str(tmp_path / "b" / "cut.png") not in loaded.paths
+    unreadable = [s for s in loaded.skipped if s.unreadable]
+    assert [s.path for s in unreadable] == [str(tmp_path / "b" / "cut.png"), str(tmp_path / "missing.png")]
+    assert "cannot decode" in unreadable[0].reason and "no such file" in unreadable[1].reason
+    assert loaded.skipped_summary() == "skipped 3 files: 1 not named as an image, 2 unreadable"
+
+
+def test_nothing_to_predict_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match="no image to predict in .*; skipped 1 file: 1 not named as an image"):
+        load_images([tmp_path], skip_bad=True)
+
+
+def test_the_csv_holds_each_images_top_k(fmnist, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lenet_bn").eval()
+    names = [f"dir/{i}.png" for i in range(5)]
+    predictions = predict(model, fmnist.test_images[:5], top_k=3)
+    write_predictions_csv(tmp_path / "out.csv", names, predictions)
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "label", "probability", "label_2", "probability_2", "label_3", "probability_3"]
+    for row, name, p in zip(rows, names, predictions, strict=True):
+        assert row["path"] == name and row["label"] == p.label and row["label_3"] == p.top[2][0]
+        assert abs(float(row["probability"]) - p.top[0][1]) < 1e-6

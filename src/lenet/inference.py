@@ -15,10 +15,13 @@ JPEG look like that:
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import torch
@@ -26,12 +29,15 @@ from torch import nn
 
 from .data import CLASSES, IMAGE_SIZE
 from .errors import ImageError
+from .files import write_text
 from .metrics import predict_logits
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
 # The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
 # complaints about a damaged TIFF straight to stderr, and the rest are rare and little used.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# In a directory, the files taken as images: those named like one of IMAGE_FORMATS.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -188,3 +194,85 @@ def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Pred
         Prediction([(CLASSES[i], p) for i, p in zip(idx.tolist(), val.tolist())])
         for idx, val in zip(indices, values)
     ]
+
+
+# --- many files: directories, unreadable files, a CSV of the results ----------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str  # "not named as an image" (in a directory), or the ImageError's message
+
+    @property
+    def unreadable(self) -> bool:
+        return self.reason != NOT_AN_IMAGE_NAME
+
+
+NOT_AN_IMAGE_NAME = "not named as an image"
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    paths: list[str]  # the files read, in order
+    images: torch.Tensor  # uint8 [N, 1, 28, 28], one per path
+    skipped: list[Skipped]  # files left out, and why
+
+    def skipped_summary(self) -> str:
+        """One line, e.g. "skipped 3 files: 2 not named as an image, 1 unreadable" ("" when none)."""
+        if not self.skipped:
+            return ""
+        unreadable = sum(s.unreadable for s in self.skipped)
+        parts = [f"{n} {why}" for n, why in ((len(self.skipped) - unreadable, NOT_AN_IMAGE_NAME),
+                                             (unreadable, "unreadable")) if n]  # fmt: skip
+        return f"skipped {len(self.skipped)} file{'s' * (len(self.skipped) > 1)}: {', '.join(parts)}"
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given; a directory's files recursively, sorted, those not named as an image skipped."""
+    found: list[Path] = []
+    skipped: list[Skipped] = []
+    for given in map(Path, paths):
+        if not given.is_dir():
+            found.append(given)  # even a missing one: reading it says "no such file"
+            continue
+        inside = sorted(Path(root) / name for root, _, names in os.walk(given) for name in names)
+        found += [p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [Skipped(str(p), NOT_AN_IMAGE_NAME) for p in inside if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return found, skipped
+
+
+def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> LoadedImages:
+    """Every image in `paths` (files and directories) as one batch.
+
+    An unreadable file raises its ImageError, or with `skip_bad` is left out and listed in
+    `skipped`; having no image at all is an ImageError either way.
+    """
+    files, skipped = find_images(paths)
+    read, images = [], []
+    for path in files:
+        try:
+            images.append(load_image(path))
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            skipped.append(Skipped(str(path), str(e)))
+        else:
+            read.append(str(path))
+    if not images:
+        given = ", ".join(map(str, paths)) if isinstance(paths, Sequence) else "the paths given"
+        summary = LoadedImages([], torch.empty(0), skipped).skipped_summary()
+        raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""))
+    return LoadedImages(read, torch.stack(images), skipped)
+
+
+def write_predictions_csv(path: str | os.PathLike, paths: Sequence[str], predictions: Sequence[Prediction]) -> None:
+    """One row per image: path, label, probability, then the next classes and their probabilities."""
+    k = max((len(p.top) for p in predictions), default=1)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "label", "probability"] + [f"{col}_{i}" for i in range(2, k + 1)
+                                                         for col in ("label", "probability")])  # fmt: skip
+    for name, prediction in zip(paths, predictions, strict=True):
+        writer.writerow([name] + [v for c, p in prediction.top for v in (c, f"{p:.6f}")])
+    write_text(path, out.getvalue())
