@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = build_schedule(optimizer, recipe, 10 * (args.steps + 10))
     forward = forward_fn(model, engine)
     rng = torch.Generator().manual_seed(1)
-    order = iter(batch_indices(len(labels), recipe.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    shuffle = torch.Generator().manual_seed(0)
+    order = iter(batch_indices(len(labels), recipe.batch_size, shuffle=True, generator=shuffle))
 
     def step() -> None:
         nonlocal order

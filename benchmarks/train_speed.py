@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(hardware(args.device))
     started, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
     rows = speed_table(args)
-    runs = {p: time_to_accuracy(args, p) for p in ([] if args.skip_time_to_accuracy else args.tta_precisions.split(","))}
+    precisions = [] if args.skip_time_to_accuracy else args.tta_precisions.split(",")
+    runs = {p: time_to_accuracy(args, p) for p in precisions}
     if args.write:
         from benchmarks.sections import write_section
 
@@ -212,14 +213,16 @@ def speed_table(args) -> dict[str, dict]:
              f"{args.workers} workers)"] = run_child("reference", args)  # fmt: skip
     rows["lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)"] = run_child(
         "engine", args, ["--recipe", "seed", "--plain"])  # fmt: skip
-    rows["lenet engine, default (channels-last, fused Adam, pool first)"] = run_child("engine", args, ["--recipe", "seed"])
+    rows["lenet engine, default (channels-last, fused Adam, pool first)"] = run_child(
+        "engine", args, ["--recipe", "seed"])  # fmt: skip
     rows["lenet engine, `--precision bf16`"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
     images = args.subset or TRAIN_IMAGES
     print(f"{'pipeline':<66} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
     for name, r in rows.items():
         gpu = f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"
         s = steady(r["seconds"])
-        print(f"{name[:66]:<66} {s:>8.2f} {images / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
+        print(f"{name[:66]:<66} {s:>8.2f} {images / s:>9,.0f} {r['accuracy']:>9.2%} "
+              f"{r['peak_rss_mb']:>6.0f} MB {gpu:>9}")  # fmt: skip
     if not args.skip_reference:
         reference, *ours = rows.values()
         for name, r in zip(list(rows)[1:], ours):
@@ -235,8 +238,8 @@ def speed_markdown(rows: dict[str, dict], args, context: str) -> str:
     lines = [
         f"{context} The tutorial recipe: sigmoid LeNet, Adam lr 0.01, batch 64, seed {args.seed}. Seconds per "
         f"epoch of {images:,} training images, evaluation excluded, the fastest epoch after the first (start-up and "
-        "worker spawn do not count; the first if it is the only one); peak RSS is the process tree's (the reference's DataLoader workers included), "
-        "sampled every 50 ms.",
+        "worker spawn do not count; the first if it is the only one); peak RSS is the process tree's (the "
+        "reference's DataLoader workers included), sampled every 50 ms.",
         "",
         f"| pipeline | s/epoch | images/s | speed-up | test acc after {args.epochs} epochs | peak RSS |"
         + (" GPU peak |" if gpu else ""),
@@ -264,7 +267,8 @@ def time_to_accuracy(args, precision: str) -> dict:
                 reached.setdefault(target, elapsed)
     for target in TARGETS:
         at = reached.get(target)
-        print(f"  {target:.0%}: " + (f"{at:.1f} s" if at is not None else f"not reached in {len(run['seconds'])} epochs"))
+        reached_in = f"{at:.1f} s" if at is not None else f"not reached in {len(run['seconds'])} epochs"
+        print(f"  {target:.0%}: {reached_in}")
     gpu = f", GPU peak {run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in run else ""
     print(f"  final {run['accuracy']:.2%} after {elapsed:.1f} s; evaluation took {sum(run['eval_seconds']):.1f} s "
           f"in all (not counted); peak RSS {run['peak_rss_mb']:.0f} MB{gpu}")  # fmt: skip
