@@ -9,7 +9,7 @@ TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data browser bench bench-serve clean
+.PHONY: train test install data browser bench bench-serve fuzz-table clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
@@ -17,12 +17,17 @@ train: install data
 test: install data browser
 	$(BIN)/python -m pytest $(ARGS)
 
+# Training speed and time to accuracy: make bench ARGS="--write BENCHMARKS.md" writes their tables there
 bench: install data
 	$(BIN)/python -m benchmarks.train_speed $(ARGS)
 
 # Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
 bench-serve: install data
-	$(BIN)/python benchmarks/serve_load.py $(RUN) --write BENCHMARKS.md $(ARGS)
+	$(BIN)/python -m benchmarks.serve_load $(RUN) --write BENCHMARKS.md $(ARGS)
+
+# The fuzzing run, writing its counts into RELIABILITY.md's table
+fuzz-table: install data
+	$(BIN)/python -m pytest tests/test_fuzz.py -q --write-fuzz-table
 
 install: $(VENV)/.installed
 

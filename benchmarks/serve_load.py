@@ -1,10 +1,11 @@
 """A bounded load test of `lenet serve` on loopback: latency percentiles and throughput.
 
-    python benchmarks/serve_load.py RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
+    python -m benchmarks.serve_load RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
 
 Starts `lenet serve RUN` on 127.0.0.1 and a free port, sends single-image PNG uploads (test
 images) from asyncio clients in this process, and stops the server when done. Each run is a fixed
-number of requests, so the test stops by itself; any error or non-200 answer is counted.
+number of requests, so the test stops by itself; any error or non-200 answer is counted. With
+--write FILE the results replace FILE's `serving` section (benchmarks/sections.py).
 """
 
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from lenet.serve import DEFAULTS
+from benchmarks.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 200
@@ -123,20 +125,12 @@ def table(results: list[LoadResult]) -> str:
     return "\n".join(rows)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the "## Serving" section of `path` (or append it), keeping any other sections."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.M | re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 8])
-    parser.add_argument("--write", type=Path, help="put the results in this Markdown file's Serving section")
+    parser.add_argument("--write", type=Path, help="put the results in this Markdown file's serving section")
     args = parser.parse_args()
 
     proc, url = start_server(args.run)
@@ -158,7 +152,7 @@ def main() -> int:
     batch = health["images"] / max(health["forward_passes"], 1)
     text = (
         "## Serving\n\n"
-        f"`python benchmarks/serve_load.py RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
+        f"`python -m benchmarks.serve_load RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
         f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, its defaults) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
         f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests.\n\n"
@@ -170,7 +164,7 @@ def main() -> int:
     )
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "serving", text)
     return 1 if any(r.errors for r in results) else 0
 
 

@@ -1,13 +1,15 @@
 """Training speed: the tutorial's pipeline against lenet's engine, side by side in one run.
 
-    python -m benchmarks.train_speed [--device auto] [--epochs 3] [--workers 2]
+    python -m benchmarks.train_speed [--device auto] [--epochs 3] [--workers 2] [--write BENCHMARKS.md]
 
 Each measurement runs in its own child process, so that the peak resident memory of its
 whole process tree (DataLoader workers included) is its own. Printed: seconds per
 training epoch (evaluation excluded), images/s, the speed ratio, the test accuracy of
 both after the same number of epochs, peak memory, and the default recipe's
 time-to-accuracy (training seconds until test accuracy first reaches 90/91/92%,
-judged after each epoch; evaluation time is reported apart).
+judged after each epoch; evaluation time is reported apart). With --write FILE both tables go
+into FILE's `train-speed` and `time-to-accuracy` sections (benchmarks/sections.py), with the
+command, date, machine and versions they were measured with.
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ import time
 from pathlib import Path
 
 TARGETS = (0.90, 0.91, 0.92)
+TRAIN_IMAGES = 60_000
+
+
+def _data(args):
+    """Fashion-MNIST, or with --subset N its first N training and N / 6 test images (a check of this script)."""
+    from lenet import FashionMNIST, load_fashion_mnist
+
+    data = load_fashion_mnist()
+    if not args.subset:
+        return data
+    n, m = args.subset, max(1, args.subset // 6)
+    return FashionMNIST(data.train_images[:n], data.train_labels[:n], data.test_images[:m], data.test_labels[:m],
+                        data.source, data.sha256)  # fmt: skip
 
 
 # --- children: each does one measurement and prints one JSON line ---------------------
@@ -32,11 +47,11 @@ def child_reference(args) -> dict:
     import torch
 
     from benchmarks import reference
-    from lenet import create_model, evaluate, load_fashion_mnist
+    from lenet import create_model, evaluate
     from lenet.device import resolve_device
 
     device = resolve_device(args.device)
-    data = load_fashion_mnist()
+    data = _data(args)
     torch.manual_seed(args.seed)
     model = create_model("lenet").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -50,8 +65,7 @@ def child_reference(args) -> dict:
 def child_engine(args) -> dict:
     from dataclasses import replace
 
-    from lenet import TrainConfig, get_recipe, load_fashion_mnist, train
-
+    from lenet import TrainConfig, get_recipe, train
     from lenet.engine import Engine
 
     recipe = get_recipe(args.recipe)
@@ -60,7 +74,7 @@ def child_engine(args) -> dict:
     engine = Engine(channels_last=fast, fused=fast, pool_first=fast, precision=args.precision, threads=args.threads)
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
                          progress=False, engine=engine)  # fmt: skip
-    result = train(config, load_fashion_mnist())
+    result = train(config, _data(args))
     rows = result.history
     return {
         "seconds": [r.seconds for r in rows],
@@ -105,6 +119,8 @@ def tree_rss_mb(pid: int) -> float:
 def run_child(kind: str, args, extra: list[str] = ()) -> dict:
     command = [sys.executable, "-m", "benchmarks.train_speed", "--child", kind, "--device", args.device,
                "--epochs", str(args.epochs), "--workers", str(args.workers), "--seed", str(args.seed), *extra]  # fmt: skip
+    if args.subset:
+        command += ["--subset", str(args.subset)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -150,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-time-to-accuracy", action="store_true")
     parser.add_argument("--tta-precisions", default="fp32,bf16", help="precisions to time the default recipe in")
+    parser.add_argument("--write", type=Path, metavar="FILE",
+                        help="put the tables in FILE's train-speed and time-to-accuracy sections (BENCHMARKS.md)")  # fmt: skip
+    parser.add_argument("--subset", type=int, default=0, metavar="N",
+                        help="train on the first N images only: a quick check of this script, not a measurement")  # fmt: skip
+    parser.add_argument("--tta-epochs", type=int, default=0, help=argparse.SUPPRESS)  # 0: the recipe's own
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("reference", "engine"), help=argparse.SUPPRESS)
@@ -160,37 +181,83 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(hardware(args.device))
-    speed_table(args)
-    for precision in [] if args.skip_time_to_accuracy else args.tta_precisions.split(","):
-        time_to_accuracy(args, precision)
+    started, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
+    rows = speed_table(args)
+    precisions = [] if args.skip_time_to_accuracy else args.tta_precisions.split(",")
+    runs = {p: time_to_accuracy(args, p) for p in precisions}
+    if args.write:
+        from benchmarks.sections import write_section
+
+        command = "python -m benchmarks.train_speed " + " ".join(argv if argv is not None else sys.argv[1:])
+        context = (f"`{command}`, started {started}, load average {load} before it; {hardware(args.device)}."
+                   + (f" **A check of the script on a subset of {args.subset:,} training images, not a measurement.**"
+                      if args.subset else ""))  # fmt: skip
+        write_section(args.write, "train-speed", speed_markdown(rows, args, context))
+        if runs:
+            write_section(args.write, "time-to-accuracy", time_to_accuracy_markdown(runs, context))
+        print(f"written to {args.write}")
     return 0
 
 
-def speed_table(args) -> None:
+def load_average() -> str:
+    path = Path("/proc/loadavg")
+    return path.read_text().split()[0] if path.exists() else "?"
+
+
+def speed_table(args) -> dict[str, dict]:
     """The tutorial's recipe through each pipeline: seconds per epoch, accuracy, memory."""
     print(f"tutorial recipe (sigmoid LeNet, Adam lr 0.01, batch 64), {args.epochs} epochs, seed {args.seed}\n")
     rows = {}
     if not args.skip_reference:
-        rows[f"tutorial pipeline (PIL + DataLoader, {args.workers} workers)"] = run_child("reference", args)
-    plain = "lenet, plain step (--no-channels-last --no-fused --no-pool-first)"
-    rows[plain] = run_child("engine", args, ["--recipe", "seed", "--plain"])
-    rows["lenet engine (default: channels-last, fused Adam, pool first)"] = run_child("engine", args, ["--recipe", "seed"])
-    rows["lenet engine, --precision bf16"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
+        rows[f"tutorial pipeline (`benchmarks/reference.py`: PIL image + `ToTensor` per sample, `DataLoader`, "
+             f"{args.workers} workers)"] = run_child("reference", args)  # fmt: skip
+    rows["lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)"] = run_child(
+        "engine", args, ["--recipe", "seed", "--plain"])  # fmt: skip
+    rows["lenet engine, default (channels-last, fused Adam, pool first)"] = run_child(
+        "engine", args, ["--recipe", "seed"])  # fmt: skip
+    rows["lenet engine, `--precision bf16`"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
+    images = args.subset or TRAIN_IMAGES
     print(f"{'pipeline':<66} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
     for name, r in rows.items():
         gpu = f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"
         s = steady(r["seconds"])
-        print(f"{name:<66} {s:>8.2f} {60000 / s:>9,.0f} {r['accuracy']:>9.2%} {r['peak_rss_mb']:>6.0f} MB {gpu:>9}")
+        print(f"{name[:66]:<66} {s:>8.2f} {images / s:>9,.0f} {r['accuracy']:>9.2%} "
+              f"{r['peak_rss_mb']:>6.0f} MB {gpu:>9}")  # fmt: skip
     if not args.skip_reference:
         reference, *ours = rows.values()
         for name, r in zip(list(rows)[1:], ours):
             print(f"speed-up, {name}: {steady(reference['seconds']) / steady(r['seconds']):.1f}x")
         print("(per epoch: the fastest epoch after the first, so start-up and worker spawn do not count)")
+    return rows
 
 
-def time_to_accuracy(args, precision: str) -> None:
+def speed_markdown(rows: dict[str, dict], args, context: str) -> str:
+    images = args.subset or TRAIN_IMAGES
+    reference = next(iter(rows.values())) if not args.skip_reference else None
+    gpu = any("gpu_peak_mb" in r for r in rows.values())
+    lines = [
+        f"{context} The tutorial recipe: sigmoid LeNet, Adam lr 0.01, batch 64, seed {args.seed}. Seconds per "
+        f"epoch of {images:,} training images, evaluation excluded, the fastest epoch after the first (start-up and "
+        "worker spawn do not count; the first if it is the only one); peak RSS is the process tree's (the "
+        "reference's DataLoader workers included), sampled every 50 ms.",
+        "",
+        f"| pipeline | s/epoch | images/s | speed-up | test acc after {args.epochs} epochs | peak RSS |"
+        + (" GPU peak |" if gpu else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if gpu else ""),
+    ]
+    for name, r in rows.items():
+        s = steady(r["seconds"])
+        speedup = f"{steady(reference['seconds']) / s:.1f}x" if reference else "-"
+        cells = [name, f"{s:.2f}", f"{images / s:,.0f}", speedup, f"{r['accuracy']:.2%}", f"{r['peak_rss_mb']:.0f} MB"]
+        cells += [f"{r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "-"] if gpu else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def time_to_accuracy(args, precision: str) -> dict:
     """The default recipe, whole: training seconds until test accuracy first reaches each target."""
-    run = run_child("engine", argparse.Namespace(**{**vars(args), "epochs": 0}), ["--recipe", "default", "--precision", precision])
+    run = run_child("engine", argparse.Namespace(**{**vars(args), "epochs": args.tta_epochs}),
+                    ["--recipe", "default", "--precision", precision])  # fmt: skip
     print(f"\ndefault recipe, --precision {precision}: training seconds to test accuracy (judged after each epoch)")
     elapsed, reached = 0.0, {}
     for seconds, accuracy in zip(run["seconds"], run["accuracies"]):
@@ -200,10 +267,31 @@ def time_to_accuracy(args, precision: str) -> None:
                 reached.setdefault(target, elapsed)
     for target in TARGETS:
         at = reached.get(target)
-        print(f"  {target:.0%}: " + (f"{at:.1f} s" if at is not None else f"not reached in {len(run['seconds'])} epochs"))
+        reached_in = f"{at:.1f} s" if at is not None else f"not reached in {len(run['seconds'])} epochs"
+        print(f"  {target:.0%}: {reached_in}")
     gpu = f", GPU peak {run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in run else ""
     print(f"  final {run['accuracy']:.2%} after {elapsed:.1f} s; evaluation took {sum(run['eval_seconds']):.1f} s "
           f"in all (not counted); peak RSS {run['peak_rss_mb']:.0f} MB{gpu}")  # fmt: skip
+    return {**run, "reached": reached, "elapsed": elapsed}
+
+
+def time_to_accuracy_markdown(runs: dict[str, dict], context: str) -> str:
+    epochs = len(next(iter(runs.values()))["seconds"])
+    targets = " | ".join(f"{t:.0%}" for t in TARGETS)
+    lines = [
+        f"{context} The default recipe whole, test accuracy judged after each epoch; training seconds until it "
+        "first reaches each target, evaluation excluded.",
+        "",
+        f"| precision | {targets} | final ({epochs} epochs) | s/epoch | evaluation, all epochs | peak RSS |",
+        "| --- |" + " ---: |" * (len(TARGETS) + 4),
+    ]
+    for precision, run in runs.items():
+        reached = [f"{run['reached'][t]:.1f} s" if t in run["reached"] else "not reached" for t in TARGETS]
+        cells = [precision + (" (default)" if precision == "fp32" else ""), *reached,
+                 f"{run['accuracy']:.2%} after {run['elapsed']:.1f} s", f"{run['elapsed'] / epochs:.1f}",
+                 f"{sum(run['eval_seconds']):.1f} s", f"{run['peak_rss_mb']:.0f} MB"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

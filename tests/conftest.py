@@ -111,7 +111,12 @@ def live_server(small_run):
             proc.wait()
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_addoption(parser):
+    parser.addoption("--write-fuzz-table", action="store_true",
+                     help="write tests/test_fuzz.py's counts into RELIABILITY.md's table (a run of the whole file)")  # fmt: skip
+
+
+def pytest_terminal_summary(terminalreporter, config):
     """After a run that fuzzed, how many generated inputs each kind of input got."""
     fuzz = sys.modules.get("test_fuzz")
     counts = getattr(fuzz, "COUNTS", None)
@@ -119,6 +124,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "fuzzed inputs (tests/test_fuzz.py): generated, valid results, refused")
         for kind, n in counts.items():
             valid = fuzz.VALID[kind]
-            terminalreporter.write_line(f"{n:>7,} {valid:>6,} {n - valid:>6,}  {kind}")
+            terminalreporter.write_line(f"{n:>7,} {valid:>6,} {n - valid:>6,}  {fuzz.KINDS[kind][0]} (-k {kind})")
         terminalreporter.write_line(f"{sum(counts.values()):>7,} {sum(fuzz.VALID.values()):>6,} "
                                     f"{sum(counts.values()) - sum(fuzz.VALID.values()):>6,}  in all")  # fmt: skip
+        if config.getoption("write_fuzz_table") and set(counts) == set(fuzz.KINDS):
+            terminalreporter.write_line(f"written to RELIABILITY.md's {fuzz.TABLE!r} section")

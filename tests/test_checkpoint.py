@@ -24,9 +24,14 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
     assert torch.equal(load(path).net.conv[0].weight, model.conv[0].weight)  # the file itself, not a run directory
 
 
-def test_run_directory_or_file(tmp_path):
-    save_model(create_model("lenet"), tmp_path / "model.safetensors")
-    assert load(tmp_path).net.config == create_model("lenet").config
+def test_a_run_directory_loads_its_own_weights(tmp_path):
+    torch.manual_seed(1)
+    model = create_model("lenet_bn").eval()
+    save_model(model, tmp_path / "model.safetensors")
+    loaded = load(tmp_path)
+    saved, read = model.state_dict(), loaded.net.state_dict()
+    assert loaded.net.config == model.config and saved.keys() == read.keys()
+    assert all(torch.equal(saved[k], read[k]) for k in saved)  # not a fresh model of the same config
 
 
 def test_missing_checkpoint(tmp_path):

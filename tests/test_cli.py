@@ -4,9 +4,14 @@ import json
 import subprocess
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import LENET, small_subset
+from lenet import load
+from lenet.datasets import DATASETS
+
+CLASSES = DATASETS["fashion-mnist"].classes
 
 
 def lenet(*args, cwd=None):
@@ -56,10 +61,17 @@ def test_eval_json_agrees_with_the_run_summary(trained_run):
     assert len(result["confusion_matrix"]) == 10 and "Ankle boot" in result["per_class_accuracy"]
 
 
-def test_eval_table_names_the_classes(trained_run):
-    proc = lenet("eval", trained_run[0])
+def test_eval_table_prints_the_runs_figures(trained_run):
+    run, _ = trained_run
+    proc = lenet("eval", run)
     assert proc.returncode == 0
-    assert "T-shirt/top" in proc.stdout and "confusion matrix" in proc.stdout and "/10000)" in proc.stdout
+    test = json.loads((run / "summary.json").read_text())["test"]
+    assert f"({test['correct']}/10000)" in proc.stdout and "confusion matrix" in proc.stdout
+    # One row per class, numbered and named once, holding that class's row of the run's confusion matrix.
+    matrix = proc.stdout.split("confusion matrix")[1].splitlines()[2:]
+    rows = [line.split() for line in matrix if line.strip()]
+    assert [row[-10:] for row in rows] == [[str(v) for v in r] for r in test["confusion_matrix"]]
+    assert [" ".join(row[:-10]) for row in rows] == [f"{i} {name}" for i, name in enumerate(CLASSES)]
 
 
 def test_predict_json(trained_run, fmnist, tmp_path):
@@ -72,6 +84,12 @@ def test_predict_json(trained_run, fmnist, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [o["image"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    with torch.no_grad():  # the model's own answer for the same images
+        probabilities = load(run)(fmnist.test_images[:3].float() / 255).softmax(1)
+    top = probabilities.topk(2, dim=1)
+    assert [[t["class"] for t in o["top"]] for o in out] == [[CLASSES[i] for i in row] for row in top.indices.tolist()]
+    assert all(abs(o["top"][k]["probability"] - p) < 1e-5 for o, row in zip(out, top.values.tolist())
+               for k, p in enumerate(row))  # fmt: skip
     text = lenet("predict", run, paths[0])
     assert text.stdout.startswith(f"{paths[0]}: {out[0]['label']} ")
 

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import shutil
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,12 +135,6 @@ def test_corrupt_local_file_is_named(tmp_path, fmnist):
         load_fashion_mnist(tmp_path, download=False)
 
 
-def test_fashion_mnist_is_looked_for_where_debian_installs_it(monkeypatch):
-    monkeypatch.delenv("LENET_DATA_DIR", raising=False)
-    places = dict(candidate_dirs(DATASETS["fashion-mnist"]))
-    assert places["system"] == Path("/usr/share/datasets/fashion-mnist") == SYSTEM_DIR / "fashion-mnist"
-
-
 @pytest.mark.parametrize("env", [False, True])
 def test_a_data_directory_the_user_names_must_exist(tmp_path, monkeypatch, env):
     """Before, a missing --data-dir was silently passed over and the data came from elsewhere."""
@@ -149,3 +144,32 @@ def test_a_data_directory_the_user_names_must_exist(tmp_path, monkeypatch, env):
     with pytest.raises(DataError, match=f"{'LENET_DATA_DIR' if env else '--data-dir'} {missing}: no such directory"):
         load_fashion_mnist(None if env else missing, download=False)
     assert not missing.exists()
+
+
+def _no_flag_env_or_cache(monkeypatch, tmp_path, server_url: str) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LENET_DATA_DIR", raising=False)
+    monkeypatch.setenv("LENET_MIRRORS", server_url + "/m")  # anything downloaded would show in Files.hits
+
+
+def test_the_system_copy_is_read_where_there_is_no_other(server, tmp_path, monkeypatch, fmnist):
+    _, url = server
+    system = tmp_path / "system" / "fashion-mnist"  # SYSTEM_DIR holds a directory per data set
+    system.mkdir(parents=True)
+    for spec in FILES.values():
+        shutil.copy(Path(fmnist.source) / f"{spec.stem}.gz", system)
+    monkeypatch.setattr("lenet.data.SYSTEM_DIR", tmp_path / "system")
+    _no_flag_env_or_cache(monkeypatch, tmp_path, url)
+    assert Path(load_fashion_mnist().source) == system and Files.hits == []
+    # A copy in the user cache comes first: the system directory is the last place looked in.
+    shutil.copytree(system, tmp_path / "cache" / "lenet" / "fashion-mnist")
+    assert Path(load_fashion_mnist().source) == tmp_path / "cache" / "lenet" / "fashion-mnist"
+
+
+def test_system_dir_is_where_the_debian_package_puts_the_files():
+    listing = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True) \
+        if shutil.which("dpkg") else None  # fmt: skip
+    if listing is None or listing.returncode != 0:
+        pytest.skip("Debian's dataset-fashion-mnist package is not installed here")
+    files = {Path(line) for line in listing.stdout.splitlines()}
+    assert {SYSTEM_DIR / "fashion-mnist" / f"{spec.stem}.gz" for spec in FILES.values()} <= files

@@ -7,7 +7,9 @@ that declare huge sizes, bombs) and requires that every one ends in the reader's
 (a LenetError subclass) or a valid result: never another exception, a hang or a huge
 allocation. Hypothesis runs derandomized, so CI sees the same inputs on every run.
 
-Every test counts the inputs it ran in COUNTS; conftest.py prints the totals after the run.
+Every test counts the inputs it ran in COUNTS, by kind (KINDS); conftest.py prints the totals
+after the run, and the last test checks that RELIABILITY.md's table is this run's (with
+--write-fuzz-table it writes the table there first).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from benchmarks.sections import read_section, write_section
 from conftest import REPO
 from lenet.checkpoint import FORMAT, load
 from lenet.data import parse_idx, read_idx
@@ -39,8 +42,47 @@ from lenet.views import Classifier
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of stalling the suite
 
+# Each kind of input: the `-k` name that runs its test alone -> (a line for the terminal, RELIABILITY.md's description).
+KINDS = {
+    "idx_bytes": (
+        "IDX bytes: random, mutated headers, huge dimensions (parse_idx)",
+        "IDX bytes (`parse_idx`): random bytes; valid files of random shape with bit flips, truncation, insertions, "
+        "32/64-bit overwrites in the header; headers declaring up to 3 x (2^32 - 1) elements or other type codes",
+    ),
+    "idx_files": (
+        "IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)",
+        "IDX files (`read_idx`): raw, gzipped, gzip with damaged bytes, truncated gzip, trailing garbage, gzip bombs "
+        "over the size limit (scaled down to 4 KB for speed)",
+    ),
+    "checkpoint_bytes": (
+        "checkpoint bytes: random, huge header lengths, mutated valid files (load)",
+        "checkpoint bytes (`lenet.load`): random bytes; 8-byte header lengths up to 2^64 - 1 over random or near-JSON "
+        "headers; valid `lenet` and `lenet_wide` checkpoints with bytes flipped, overwritten, cut or inserted, mostly "
+        "in the JSON header",
+    ),
+    "checkpoint_configs": (
+        "checkpoint configs: wrong types, absurd sizes, bad JSON; wrong dtypes/shapes (load)",
+        "checkpoint contents (`lenet.load`): well-formed safetensors whose `model_config` has wrong types (strings for "
+        "channels, floats, lists, nested junk), negative, zero and huge sizes (4097, 10^9, 2^63, 10^30), NaN/infinite "
+        "floats, unknown options, cut or non-object JSON, 100,000-deep nesting, another `format`; weights with "
+        "changed dtypes (float16/64, bfloat16, int8/32/64, uint8, bool) or shapes, missing or extra tensors",
+    ),
+    "images": (
+        "images: random, mutated PNG/JPEG/GIF/BMP/WebP, PNG headers of any size and mode (load_image)",
+        "images (`load_image`): random bytes, random bytes after PNG/JPEG/GIF/BMP/TIFF/WebP signatures; valid PNG (1, "
+        "L, LA, P, P with transparency, RGB, RGBA, I;16), JPEG (L, RGB, CMYK, progressive, EXIF-rotated), GIF (still, "
+        "animated), BMP, WebP files of 1x1 to 28x28 with bytes flipped, cut, inserted or overwritten; PNGs with a "
+        "correct-CRC IHDR declaring any width and height (0 to 2^32 - 1: empty images, decompression bombs), any bit "
+        "depth and colour type, with PLTE/tRNS chunks",
+    ),
+    "memory": (
+        "huge declared sizes, each in a process allowed only the memory it needs (RLIMIT_AS)",
+        "huge declared sizes in a process limited by `RLIMIT_AS` (see below)",
+    ),
+}
 COUNTS: Counter[str] = Counter()  # generated inputs per kind; conftest.py reports them
 VALID: Counter[str] = Counter()  # of those, the ones that gave a valid result (the rest were refused)
+TABLE = "fuzz-table"  # RELIABILITY.md's section that fuzz_table() writes
 
 
 def fuzz(examples: int):
@@ -145,9 +187,9 @@ def test_idx_bytes_end_in_data_error_or_a_tensor():
     @fuzz(2000)
     @given(IDX_INPUTS)
     def check(raw):
-        record("IDX bytes: random, mutated headers, huge dimensions (parse_idx)", check_idx(raw))
+        record("idx_bytes", check_idx(raw))
 
-    run("IDX bytes: random, mutated headers, huge dimensions (parse_idx)", 2000, check)
+    run("idx_bytes", 2000, check)
 
 
 @st.composite
@@ -183,11 +225,11 @@ def test_idx_files_end_in_data_error_or_a_tensor(tmp_path, monkeypatch):
             t = read_idx(path)
         except DataError as e:
             assert str(path) in str(e)
-            return record("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", False)
+            return record("idx_files", False)
         assert t.dtype == torch.uint8 and t.numel() <= limit
-        record("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", True)
+        record("idx_files", True)
 
-    run("IDX files: raw, gzipped, damaged/truncated gzip, gzip bombs (read_idx)", 1600, check)
+    run("idx_files", 1600, check)
 
 
 # --- checkpoints ----------------------------------------------------------------------
@@ -267,9 +309,9 @@ def test_checkpoint_bytes_end_in_checkpoint_error_or_a_model(tmp_path):
     @given(CHECKPOINT_BYTES)
     def check(blob):
         put(path, blob)
-        record("checkpoint bytes: random, huge header lengths, mutated valid files (load)", check_checkpoint(path))
+        record("checkpoint_bytes", check_checkpoint(path))
 
-    run("checkpoint bytes: random, huge header lengths, mutated valid files (load)", 1800, check)
+    run("checkpoint_bytes", 1800, check)
 
 
 JSON = st.recursive(
@@ -345,7 +387,7 @@ def checkpoint_files(draw):
 
 
 def test_checkpoint_configs_and_weights_end_in_checkpoint_error_or_a_model(tmp_path):
-    KIND = "checkpoint configs: wrong types, absurd sizes, bad JSON; wrong dtypes/shapes (load)"  # noqa: N806
+    KIND = "checkpoint_configs"  # noqa: N806
     path = tmp_path / "model.safetensors"
 
     @fuzz(1800)
@@ -457,7 +499,7 @@ IMAGE_INPUTS = st.one_of(
 
 
 def test_images_end_in_image_error_or_28x28(tmp_path):
-    KIND = "images: random, mutated PNG/JPEG/GIF/BMP/WebP, PNG headers of any size and mode (load_image)"  # noqa: N806
+    KIND = "images"  # noqa: N806
     path = tmp_path / "photo.png"
 
     @fuzz(3600)
@@ -570,5 +612,41 @@ def test_huge_declared_sizes_stay_within_a_memory_limit(tmp_path):
     assert proc.stdout.count("refused within") == 7 and "png-40m.png read within" in proc.stdout, proc.stdout
     names = ("idx-3-dims", "idx-bomb", "png-2g", "png-zero", "channels-1e9", "38M-parameters", "header-2-63", "png-40m")
     for name in names:
-        record("huge declared sizes, each in a process allowed only the memory it needs (RLIMIT_AS)",
-               name == "png-40m")  # fmt: skip
+        record("memory", name == "png-40m")
+
+
+# --- RELIABILITY.md's table -----------------------------------------------------------
+
+
+def fuzz_table() -> str:
+    """RELIABILITY.md's fuzzing table, from this run's counts."""
+    import hypothesis
+    import PIL
+    import safetensors
+
+    rows = ["| input kind | generated | valid results | refused with lenet's error | `-k` |",
+            "| --- | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for key, (_, description) in KINDS.items():
+        n, valid = COUNTS[key], VALID[key]
+        rows.append(f"| {description} | {n:,} | {valid:,} | {n - valid:,} | `{key}` |")
+    n, valid = sum(COUNTS[k] for k in KINDS), sum(VALID[k] for k in KINDS)
+    rows.append(f"| **in all** | **{n:,}** | **{valid:,}** | **{n - valid:,}** | |")
+    return (
+        f"Counts of `python -m pytest tests/test_fuzz.py --write-fuzz-table`, with Hypothesis "
+        f"{hypothesis.__version__} (pinned in pyproject.toml's dev extra: another version generates other inputs), "
+        f"Pillow {PIL.__version__} and safetensors {safetensors.__version__} (they decide which inputs are valid).\n\n"
+        + "\n".join(rows) + "\n"
+    )
+
+
+def test_reliability_md_holds_this_runs_table(request):
+    """Last in this file: the table in RELIABILITY.md is the one this run gives (derandomized: every run gives it)."""
+    if set(COUNTS) != set(KINDS):
+        pytest.skip("only part of the fuzzing ran; the table needs all of it")
+    document = REPO / "RELIABILITY.md"
+    if request.config.getoption("write_fuzz_table"):
+        write_section(document, TABLE, fuzz_table())
+    assert read_section(document, TABLE) == fuzz_table(), (
+        "RELIABILITY.md's fuzzing table is not this run's: "
+        "python -m pytest tests/test_fuzz.py --write-fuzz-table writes it (and say why the counts changed)"
+    )

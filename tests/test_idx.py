@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import idx_bytes, write_idx
-from lenet.data import FashionMNIST, parse_idx, read_idx, read_idx_bytes
+from lenet.data import FILES, FashionMNIST, parse_idx, read_idx, read_idx_bytes
 from lenet.errors import DataError
 
 
@@ -73,9 +73,17 @@ def _tensors(n_train=4, n_test=3):
     )
 
 
-def test_from_idx_shapes_for_training():
-    data = FashionMNIST.from_tensors(**_tensors(), source="synthetic", sha256={}, name="synthetic", classes=tuple("abcdefghij"))
+def test_from_idx_shapes_for_training_and_keeps_every_value():
+    torch.manual_seed(0)
+    tensors = {k: torch.randint(0, 256 if "images" in k else 10, v.shape, dtype=torch.uint8)
+               for k, v in _tensors().items()}  # fmt: skip
+    data = FashionMNIST.from_tensors(**tensors, source="synthetic", sha256={}, name="synthetic",
+                                     classes=tuple("abcdefghij"))
     assert data.train_images.shape == (4, 1, 28, 28) and data.train_labels.dtype == torch.long
+    assert torch.equal(data.train_images[:, 0], tensors["train_images"])
+    assert torch.equal(data.test_images[:, 0], tensors["test_images"])
+    assert data.train_labels.tolist() == tensors["train_labels"].tolist()
+    assert data.test_labels.tolist() == tensors["test_labels"].tolist()
 
 
 @pytest.mark.parametrize(
@@ -97,4 +105,4 @@ def test_real_files_decode_and_verify(fmnist):
     assert fmnist.test_images.shape == (10000, 1, 28, 28)
     assert torch.equal(torch.bincount(fmnist.test_labels), torch.full((10,), 1000))
     assert torch.equal(torch.bincount(fmnist.train_labels), torch.full((10,), 6000))
-    assert len(fmnist.sha256) == 4
+    assert fmnist.sha256 == {spec.stem: spec.sha256 for spec in FILES.values()}  # the published checksums

@@ -1,10 +1,15 @@
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from lenet import create_model, evaluate, load_image, predict
 from lenet.errors import ImageError
-from lenet.inference import to_fashion_mnist
+from lenet.inference import Skipped, decode_image, load_images, to_fashion_mnist, write_predictions_csv
 from lenet.views import classes_of
 
 
@@ -61,3 +66,147 @@ def test_huge_image_header_is_refused(tmp_path, monkeypatch):
     Image.new("L", (200, 200)).save(tmp_path / "big.png")
     with pytest.raises(ImageError, match="over the limit"):
         load_image(tmp_path / "big.png")
+
+
+# --- every image mode Pillow decodes reaches the model as its 8-bit equivalent would -------
+#
+# Each case below is a real Fashion-MNIST test image (light object on a black ground) in another
+# mode; it must become the original 8-bit pixels exactly (nothing here rounds differently). With
+# transparency the case is the product photo the data set was made from (dark object on white,
+# 255 - x) cut out: its background transparent and, under it, a colour that would show if the
+# alpha were ignored. Composited onto white and inverted it is the original again.
+
+
+def _cut_out(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (255 - x) with black under its background, and an alpha that hides the background."""
+    photo = 255 - x
+    background = photo == 255
+    return np.where(background, 0, photo).astype(np.uint8), np.where(background, 0, 255).astype(np.uint8)
+
+
+def _grey_palette(photo: np.ndarray, transparent_red: bool):
+    """A "P" image whose index is the grey level; index 255's colour is red and transparent if asked."""
+    img = Image.frombytes("P", (28, 28), photo.tobytes())
+    palette = [v for g in range(256) for v in (g, g, g)]
+    if transparent_red:
+        palette[-3:] = [255, 0, 0]
+        img.info["transparency"] = 255
+    img.putpalette(palette)
+    return img
+
+
+MODES = {  # name: (a function of the 8-bit original x -> PIL image, what the pixels must become)
+    "I;16 (16-bit grey)": (lambda x: Image.fromarray(x.astype(np.uint16) * 257), "x"),
+    "I;16B (16-bit grey, big-endian)": (lambda x: Image.frombytes("I;16B", (28, 28), (x.astype(">u2") * 257).tobytes()), "x"),  # fmt: skip
+    "I (32-bit, 16-bit values)": (lambda x: Image.fromarray(x.astype(np.int32) * 257), "x"),
+    "I (32-bit, Pillow's convert from L)": (lambda x: Image.fromarray(x).convert("I"), "x"),
+    "F (float, 0-1)": (lambda x: Image.fromarray(x.astype(np.float32) / 255), "x"),
+    "F (float, Pillow's convert from L: 0-255)": (lambda x: Image.fromarray(x).convert("F"), "x"),
+    "P (grey palette)": (lambda x: _grey_palette(x, transparent_red=False), "x"),
+    "P with tRNS (cut-out photo)": (lambda x: _grey_palette(np.where(x == 0, 255, 255 - x).astype(np.uint8), True), "x"),  # fmt: skip
+    "PA (cut-out photo)": (lambda x: Image.merge("PA", (_grey_palette(_cut_out(x)[0], False), Image.fromarray(_cut_out(x)[1]))), "x"),  # fmt: skip
+    "LA (cut-out photo)": (lambda x: Image.merge("LA", [Image.fromarray(a) for a in _cut_out(x)]), "x"),
+    "LA (opaque)": (lambda x: Image.fromarray(x).convert("LA"), "x"),
+    "RGBA (cut-out photo, red under the background)": (
+        lambda x: Image.merge("RGBA", [Image.fromarray(_cut_out(x)[0] | ((_cut_out(x)[1] == 0) * 255).astype(np.uint8)),
+                                       *[Image.fromarray(_cut_out(x)[0])] * 2, Image.fromarray(_cut_out(x)[1])]), "x"),  # fmt: skip
+    "RGBA (opaque)": (lambda x: Image.fromarray(x).convert("RGBA"), "x"),
+    "CMYK (from RGB: C=M=Y=255-x, K=0)": (lambda x: Image.fromarray(x).convert("RGB").convert("CMYK"), "x"),
+    "CMYK (from L: K=255-x)": (lambda x: Image.fromarray(x).convert("CMYK"), "x"),
+    "1 (1-bit, the original thresholded)": (lambda x: Image.fromarray(x).convert("1", dither=Image.Dither.NONE), "x >= 128"),  # fmt: skip
+}
+PNG_MODES = ("I;16", "P", "LA", "RGBA", "1")  # what a PNG file can hold: these are read back from one too
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_every_mode_reaches_the_model_as_its_8_bit_original(fmnist, name):
+    x = fmnist.test_images[0, 0].numpy()
+    build, expected = MODES[name]
+    img = build(x)
+    assert img.mode == name.split(" ")[0]
+    want = np.where(x >= 128, 255, 0).astype(np.uint8) if expected == "x >= 128" else x
+    assert np.array_equal(to_fashion_mnist(img)[0].numpy(), want)
+    if img.mode in PNG_MODES:  # the same through a PNG file (load_image) and an upload (decode_image)
+        png = io.BytesIO()
+        img.save(png, "PNG", **({"transparency": 255} if "transparency" in img.info else {}))
+        assert np.array_equal(decode_image(png.getvalue(), name)[0].numpy(), want)
+
+
+def test_a_16_bit_png_file_predicts_as_the_8_bit_one(fmnist, tmp_path):
+    """The new user's case from issue 14: the same test images saved as 16-bit PNGs."""
+    torch.manual_seed(0)
+    model = create_model("lenet_bn").eval()
+    images = fmnist.test_images[:20]
+    for i, img in enumerate(images):
+        Image.fromarray(img[0].numpy().astype(np.uint16) * 257).save(tmp_path / f"{i}.png")
+    loaded = torch.stack([load_image(tmp_path / f"{i}.png") for i in range(len(images))])
+    assert torch.equal(loaded, images)
+    assert [p.top for p in predict(model, loaded)] == [p.top for p in predict(model, images)]
+
+
+def test_wide_modes_are_scaled_not_clipped_at_any_size():
+    """Larger than 28x28 the image is trimmed and scaled: the same result as from its 8-bit copy."""
+    x = np.zeros((60, 40), np.uint8)
+    x[10:50, 5:35] = np.arange(30, dtype=np.uint8) * 8 + 10  # an object of graded brightness on black
+    eight_bit = to_fashion_mnist(Image.fromarray(x))
+    for wide in (Image.fromarray(x.astype(np.uint16) * 257), Image.fromarray(x.astype(np.float32) / 255)):
+        assert torch.equal(to_fashion_mnist(wide), eight_bit), wide.mode
+
+
+# --- many files: directories, unreadable files, a CSV --------------------------------------
+
+
+def _image_tree(root, fmnist):
+    """b/2.png, a/1.jpg... under root, with a text file and a damaged PNG among them."""
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a").mkdir()
+    names = ["b/deep/3.png", "a/1.png", "b/2.PNG", "0.bmp"]
+    for i, name in enumerate(names):
+        Image.fromarray(fmnist.test_images[i, 0].numpy()).save(root / name, "BMP" if name.endswith("bmp") else "PNG")
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "b" / "cut.png").write_bytes((root / "a" / "1.png").read_bytes()[:60])
+    return names
+
+
+def test_a_directory_gives_its_images_recursively_sorted(fmnist, tmp_path):
+    names = _image_tree(tmp_path, fmnist)
+    (tmp_path / "b" / "cut.png").unlink()
+    loaded = load_images([tmp_path])
+    expected = sorted(str(tmp_path / n) for n in names)
+    assert loaded.paths == expected
+    order = [names.index(str(Path(p).relative_to(tmp_path))) for p in expected]
+    assert torch.equal(loaded.images, fmnist.test_images[order])
+    assert loaded.skipped == [Skipped(str(tmp_path / "a" / "notes.txt"), "not named as an image")]
+    assert loaded.skipped_summary() == "skipped 1 file: 1 not named as an image"
+
+
+def test_an_unreadable_file_stops_the_batch_unless_skipped(fmnist, tmp_path):
+    _image_tree(tmp_path, fmnist)
+    with pytest.raises(ImageError, match="cut.png"):
+        load_images([tmp_path])
+    loaded = load_images([tmp_path, tmp_path / "missing.png"], skip_bad=True)
+    assert len(loaded.paths) == 4 and str(tmp_path / "b" / "cut.png") not in loaded.paths
+    unreadable = [s for s in loaded.skipped if s.unreadable]
+    assert [s.path for s in unreadable] == [str(tmp_path / "b" / "cut.png"), str(tmp_path / "missing.png")]
+    assert "cannot decode" in unreadable[0].reason and "no such file" in unreadable[1].reason
+    assert loaded.skipped_summary() == "skipped 3 files: 1 not named as an image, 2 unreadable"
+
+
+def test_nothing_to_predict_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match="no image to predict in .*; skipped 1 file: 1 not named as an image"):
+        load_images([tmp_path], skip_bad=True)
+
+
+def test_the_csv_holds_each_images_top_k(fmnist, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lenet_bn").eval()
+    names = [f"dir/{i}.png" for i in range(5)]
+    predictions = predict(model, fmnist.test_images[:5], top_k=3)
+    write_predictions_csv(tmp_path / "out.csv", names, predictions)
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "label", "probability", "label_2", "probability_2", "label_3", "probability_3"]
+    for row, name, p in zip(rows, names, predictions, strict=True):
+        assert row["path"] == name and row["label"] == p.label and row["label_3"] == p.top[2][0]
+        assert abs(float(row["probability"]) - p.top[0][1]) < 1e-6

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import selectors
 import signal
 import subprocess
 import sys
@@ -14,65 +15,98 @@ from safetensors.torch import load_file
 
 from conftest import REPO
 
+EPOCHS = 6
 WORKER = """
 import sys
 from dataclasses import replace
+import torch
 from lenet import FashionMNIST, TrainConfig, get_recipe, load_fashion_mnist
 from lenet.train import resume_config, train
-mode, out, name = sys.argv[1:4]
+mode, out, name, epochs = sys.argv[1:5]
+torch.set_num_threads(1)  # a tiny net on a busy machine: one thread is many times faster
 d = load_fashion_mnist(download=False)
 print("ready", flush=True)
 d = FashionMNIST(d.train_images[:3072], d.train_labels[:3072], d.test_images[:500], d.test_labels[:500], d.source,
                  d.sha256, d.spec)
-recipe = replace(get_recipe("default"), model="lenet_bn", epochs=6, batch_size=256, shift=2, flip=True, test_flip=True)
+recipe = replace(get_recipe("default"), model="lenet_bn", epochs=int(epochs), batch_size=256, shift=2, flip=True,
+                 test_flip=True)
 config = TrainConfig(recipe=recipe, device="cpu", out=out, name=name, progress=False, seed=7)
-say = lambda row: print("epoch", row.epoch, flush=True)
+say = lambda row: print(f"epoch {row.epoch}", flush=True)  # after the epoch's writes: it is on disk
 if mode == "start":
     train(config, d, on_epoch=say)
 else:
     run = f"{out}/{name}"
-    train(resume_config(run, progress=False), d, resume=run, on_epoch=say)
+    train(resume_config(run, progress=False), d, on_epoch=say, resume=run)
 print("done", flush=True)
 """
 
 
 def worker(mode, out, name):
-    return subprocess.Popen([sys.executable, "-c", WORKER, mode, str(out), name], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-c", WORKER, mode, str(out), name, str(EPOCHS)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def next_line(proc, timeout: float = 240) -> str:
+    """The worker's next line of output; "" when it ended (or went quiet for `timeout` s)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        return proc.stdout.readline().strip() if selector.select(timeout) else ""
+
+
 def finished(run):
-    summary = run / "summary.json"
-    return summary.exists()
+    return (run / "summary.json").exists()
+
+
+def epochs_on_disk(run) -> int:
+    """The last completed epoch that a resume would go on from (0: none)."""
+    state = run / "train_state.pt"
+    return torch.load(state, weights_only=True)["epoch"] if state.exists() else 0
 
 
 def test_killed_runs_resume_to_the_same_weights(tmp_path):
     reference = worker("start", tmp_path, "whole")
-    assert reference.wait(timeout=240) == 0, reference.stderr.read()
+    assert next_line(reference) == "ready", reference.stderr.read()
+    stamps = []  # when each epoch line came: the kills below are placed in epochs of this length
+    while (line := next_line(reference)).startswith("epoch"):
+        stamps.append(time.monotonic())
+    assert line == "done" and reference.wait(timeout=60) == 0, reference.stderr.read()
+    assert len(stamps) == EPOCHS
+    epoch_s = min(b - a for a, b in zip(stamps, stamps[1:]))
     whole = tmp_path / "whole"
 
+    # Four kills: the first during start-up or the first epoch (before anything is saved), each of
+    # the others at a random moment of the epoch after the one the process has just finished
+    # (mid-step, in the evaluation or among the end-of-epoch writes). Each is placed by the epoch
+    # lines, not by a fixed time, so on a fast machine too it lands mid-run.
     rng = random.Random(int(os.environ.get("LENET_KILL_SEED", "0")))
-    run, kills, mode, interrupted = tmp_path / "killed", [], "start", 0
-    while not finished(run):
-        proc = worker(mode, tmp_path, "killed")
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        if len(kills) < 4:  # four kills at random moments of training (after an epoch ends), then let it finish
-            assert proc.stdout.readline().startswith("epoch"), proc.stderr.read()
-            delay = rng.uniform(0.0, 0.5)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills.append(round(delay, 2))
-            interrupted += not finished(run)  # the kill cut the run short, whatever the machine's speed
-        assert proc.wait(timeout=240) in (0, -signal.SIGKILL), proc.stderr.read()
-        mode = "resume" if (run / "config.json").exists() else "start"  # a kill before that: start again
+    run, on_disk, kills = tmp_path / "killed", [], []
+    for i in range(4):
+        proc = worker("resume" if (run / "config.json").exists() else "start", tmp_path, "killed")
+        assert next_line(proc) == "ready", proc.stderr.read()
+        if i > 0:  # wait for this process to complete an epoch of its own
+            assert next_line(proc).startswith("epoch"), f"kill {i + 1}: the run ended first: {proc.stderr.read()}"
+        delay = rng.uniform(0.0, 0.5) * epoch_s
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        kills.append(round(delay, 2))
+        on_disk.append(epochs_on_disk(run))
+        assert not finished(run) and on_disk[-1] < EPOCHS, f"kill {i + 1} came after the run ended: {on_disk}"
+    # Each resumed process went on from where the last one stopped (it never started over).
+    assert on_disk[1:] == sorted(set(on_disk[1:])) and on_disk[1] >= 1, on_disk
+    last = worker("resume", tmp_path, "killed")  # the rest of the run, from on_disk[-1] epochs
+    out, err = last.communicate(timeout=240)
+    assert last.returncode == 0, err
+    assert [line for line in out.split() if line.isdigit()] == [str(e) for e in range(on_disk[-1] + 1, EPOCHS + 1)]
+    assert finished(run)
+
     a, b = load_file(whole / "model.safetensors"), load_file(run / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     read = lambda d: json.loads((d / "summary.json").read_text())  # noqa: E731
     assert read(whole)["test"] == read(run)["test"]
     metrics = lambda d: [line.split(",")[:6] for line in (d / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert metrics(whole) == metrics(run)
-    assert interrupted == len(kills) == 4, f"kills {kills}: only {interrupted} came before the run's end"
+    print(f"kills (s into an epoch of {epoch_s:.2f} s): {kills}; epochs on disk after each: {on_disk}")
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])  # at the end-of-epoch writes, mid-epoch, later

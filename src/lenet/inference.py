@@ -3,7 +3,8 @@
 Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
 trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or
 JPEG look like that:
-  1. EXIF rotation applied; transparency composited onto white; converted to grey.
+  1. EXIF rotation applied; transparency composited onto white; converted to 8-bit grey,
+     16- and 32-bit values scaled to 0-255 (not clipped: see `_wide_to_grey`).
   2. Inverted when the ground is light (mean of the border pixels above 50%), so that
      an ordinary product photo on white becomes light-on-dark.
   3. A 28x28 image is then taken as it is (it is already in Fashion-MNIST's form).
@@ -14,10 +15,13 @@ JPEG look like that:
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import torch
@@ -25,6 +29,7 @@ from torch import nn
 
 from .datasets import IMAGE_SIZE
 from .errors import ImageError
+from .files import write_text
 from .metrics import predict_logits
 from .views import classes_of
 
@@ -32,6 +37,8 @@ MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not 
 # The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
 # complaints about a damaged TIFF straight to stderr, and the rest are rare and little used.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# In a directory, the files taken as images: those named like one of IMAGE_FORMATS.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,45 @@ def _to_grey(img):
 
     if img.mode == "LAB":  # (a TIFF mode) Pillow cannot convert it, but its first band is the lightness
         return img.getchannel("L")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _wide_to_grey(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         white = Image.new("L", rgba.size, 255)
         return Image.composite(rgba.convert("L"), white, rgba.getchannel("A"))
     return img.convert("L")
+
+
+# The brightest value of each scale a 32-bit mode may be on, darkest scale first.
+WIDE_SCALES = {"F": (1.0, 255.0, 65535.0), "I": (255, 65535, 2**31 - 1)}
+
+
+def _wide_to_grey(img):
+    """A 16-bit, 32-bit or float grey image as "L", its values scaled to 0-255 and rounded.
+
+    Pillow's own conversion clips instead (a 16-bit PNG's 0-65535 would become mostly 255).
+    16-bit modes (a 16-bit PNG) span 0-65535. "I" and "F" carry no range of their own: Pillow
+    fills "I" from 8-bit (`convert("I")`) and 16-bit sources alike, and a float image holds 0-1
+    (numpy, scikit-image) or 0-255 (`convert("F")`); each is read on the first of WIDE_SCALES that
+    holds its brightest value, and anything outside it (negative, NaN, over 2^31 - 1) is clipped.
+    A 16-bit grey PNG's transparent grey level (tRNS) becomes white, as transparency does above.
+    """
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        top = 65535
+    else:
+        finite = values[np.isfinite(values)] if img.mode == "F" else values
+        brightest = finite.max(initial=0)
+        top = next((t for t in WIDE_SCALES[img.mode] if brightest <= t), WIDE_SCALES[img.mode][-1])
+    grey = np.nan_to_num(values.astype(np.float32) * np.float32(255 / top), nan=0.0)
+    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int):
+        grey[values == transparent] = 255
+    return Image.fromarray(grey)
 
 
 def _to_28x28(grey) -> torch.Tensor:
@@ -155,3 +196,85 @@ def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Pred
         Prediction([(classes[i], p) for i, p in zip(idx.tolist(), val.tolist())])
         for idx, val in zip(indices, values)
     ]
+
+
+# --- many files: directories, unreadable files, a CSV of the results ----------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str  # "not named as an image" (in a directory), or the ImageError's message
+
+    @property
+    def unreadable(self) -> bool:
+        return self.reason != NOT_AN_IMAGE_NAME
+
+
+NOT_AN_IMAGE_NAME = "not named as an image"
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    paths: list[str]  # the files read, in order
+    images: torch.Tensor  # uint8 [N, 1, 28, 28], one per path
+    skipped: list[Skipped]  # files left out, and why
+
+    def skipped_summary(self) -> str:
+        """One line, e.g. "skipped 3 files: 2 not named as an image, 1 unreadable" ("" when none)."""
+        if not self.skipped:
+            return ""
+        unreadable = sum(s.unreadable for s in self.skipped)
+        parts = [f"{n} {why}" for n, why in ((len(self.skipped) - unreadable, NOT_AN_IMAGE_NAME),
+                                             (unreadable, "unreadable")) if n]  # fmt: skip
+        return f"skipped {len(self.skipped)} file{'s' * (len(self.skipped) > 1)}: {', '.join(parts)}"
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given; a directory's files recursively, sorted, those not named as an image skipped."""
+    found: list[Path] = []
+    skipped: list[Skipped] = []
+    for given in map(Path, paths):
+        if not given.is_dir():
+            found.append(given)  # even a missing one: reading it says "no such file"
+            continue
+        inside = sorted(Path(root) / name for root, _, names in os.walk(given) for name in names)
+        found += [p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [Skipped(str(p), NOT_AN_IMAGE_NAME) for p in inside if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return found, skipped
+
+
+def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> LoadedImages:
+    """Every image in `paths` (files and directories) as one batch.
+
+    An unreadable file raises its ImageError, or with `skip_bad` is left out and listed in
+    `skipped`; having no image at all is an ImageError either way.
+    """
+    files, skipped = find_images(paths)
+    read, images = [], []
+    for path in files:
+        try:
+            images.append(load_image(path))
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            skipped.append(Skipped(str(path), str(e)))
+        else:
+            read.append(str(path))
+    if not images:
+        given = ", ".join(map(str, paths)) if isinstance(paths, Sequence) else "the paths given"
+        summary = LoadedImages([], torch.empty(0), skipped).skipped_summary()
+        raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""))
+    return LoadedImages(read, torch.stack(images), skipped)
+
+
+def write_predictions_csv(path: str | os.PathLike, paths: Sequence[str], predictions: Sequence[Prediction]) -> None:
+    """One row per image: path, label, probability, then the next classes and their probabilities."""
+    k = max((len(p.top) for p in predictions), default=1)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "label", "probability"] + [f"{col}_{i}" for i in range(2, k + 1)
+                                                         for col in ("label", "probability")])  # fmt: skip
+    for name, prediction in zip(paths, predictions, strict=True):
+        writer.writerow([name] + [v for c, p in prediction.top for v in (c, f"{p:.6f}")])
+    write_text(path, out.getvalue())

@@ -114,17 +114,6 @@ def _cells(counts: torch.Tensor):
             yield (i, j), value
 
 
-def annotated_counts(fig: Figure) -> list[list[int]]:
-    """The numbers written on a confusion() figure, back as a matrix (for checking it)."""
-    ax = fig.axes[0]
-    n = len(ax.get_xticks())
-    matrix = [[0] * n for _ in range(n)]
-    for text in ax.texts:
-        j, i = text.get_position()
-        matrix[round(i)][round(j)] = int(text.get_text())
-    return matrix
-
-
 # --- images: mistakes, filters, feature maps -------------------------------------------
 
 

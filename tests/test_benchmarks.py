@@ -1,0 +1,49 @@
+"""The benchmark scripts run, and --write puts their tables into BENCHMARKS.md's sections (on a tiny configuration)."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+from benchmarks.sections import read_section
+from conftest import REPO
+
+SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "serving"), "RELIABILITY.md": ("fuzz-table",)}
+
+
+def test_the_documents_have_their_generated_sections():
+    for document, names in SECTIONS.items():
+        for name in names:
+            assert read_section(REPO / document, name), f"{document} has no {name} section"
+
+
+def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    before = doc.read_text()
+    command = [sys.executable, "-m", "benchmarks.train_speed", "--subset", "1200", "--epochs", "1", "--workers", "0",
+               "--threads", "1", "--tta-precisions", "fp32", "--tta-epochs", "2", "--write", str(doc)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    speed, tta = read_section(doc, "train-speed"), read_section(doc, "time-to-accuracy")
+    for section in (speed, tta):
+        assert "--subset 1200" in section and "not a measurement" in section and "PyTorch" in section
+    rows = [line for line in speed.splitlines() if line.startswith("| ") and not line.startswith("| pipeline")]
+    pipelines = ["tutorial pipeline (`benchmarks/reference.py`: PIL image + `ToTensor` per sample, `DataLoader`, "
+                 "0 workers)", "lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)",
+                 "lenet engine, default (channels-last, fused Adam, pool first)", "lenet engine, `--precision bf16`"]  # fmt: skip
+    assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == pipelines
+    assert all(re.fullmatch(r"\| .+ \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+% \| \d+ MB \|", r) for r in rows[1:]), rows
+    fp32 = r"^\| fp32 \(default\) \| (not reached|[\d.]+ s) \|.* \| [\d.]+% after [\d.]+ s \|"
+    assert re.search(fp32, tta, re.M), tta
+    # Everything outside the two sections is as it was: the notes, the serving section.
+    outside = lambda text: re.sub(r"<!-- begin (train-speed|time-to-accuracy):.*?<!-- end \1 -->", "", text, flags=re.S)  # noqa: E731
+    assert outside(doc.read_text()) == outside(before)
+
+
+def test_profile_step_times_and_profiles_a_step():
+    command = [sys.executable, "-m", "benchmarks.profile_step", "--steps", "5", "--subset", "640", "--profile"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"recipe seed, batch 64, 1 thread\(s\), .*: [\d.]+ ms per step", proc.stdout), proc.stdout
+    shares = [float(m) for m in re.findall(r"^ +([\d.]+)%  aten::", proc.stdout, re.M)]
+    assert shares and sum(shares) <= 100.5 and any("convolution" in line for line in proc.stdout.splitlines())
