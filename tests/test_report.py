@@ -107,6 +107,26 @@ def test_confusion_annotations_are_the_counts(data, run):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(CLASSES)
 
 
+def test_samples_grid_titles_each_image_with_its_class(data):
+    images, labels = data.train_images[:25], data.train_labels[:25]
+    fig = plots.samples(images, labels, CLASSES)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in drawn] == [CLASSES[label] for label in labels.tolist()]
+    assert all((ax.images[0].get_array() == image[0].numpy()).all() for ax, image in zip(drawn, images))
+    assert len(fig.axes) == 30  # 3 rows of 10, the last row's spare cells blank
+    assert Image.open(io.BytesIO(plots.png_bytes(fig))).size == expected_size("samples")
+
+
+def test_mistakes_grid_shows_each_mistake_with_its_classes(data):
+    logits = torch.randn(len(data.test_labels), len(CLASSES), generator=torch.Generator().manual_seed(0))
+    found = confident_mistakes(logits, data.test_labels, 24)
+    drawn = [ax for ax in plots.mistakes(data.test_images, found, CLASSES).axes if ax.images]
+    assert len(drawn) == 24
+    for ax, index, true, predicted in zip(drawn, found.indices.tolist(), found.true.tolist(), found.predicted.tolist()):
+        assert (ax.images[0].get_array() == data.test_images[index, 0].numpy()).all()
+        assert ax.get_title().startswith(f"true: {CLASSES[true]}\npred: {CLASSES[predicted]}\n")
+
+
 @pytest.mark.parametrize("name", list(list_models()))
 def test_feature_maps_for_every_model(name, data):
     """Found by layer type: batch norm shifts the activations to other indices."""

@@ -24,6 +24,7 @@ SIZES = {  # inches, width x height
     "curves": (11.0, 4.2),
     "confusion": (8.0, 7.0),
     "mistakes": (12.0, 6.6),
+    "samples": (12.0, 4.6),
     "filters": (9.0, 3.0),
     "features": (14.0, 4.6),
 }
@@ -120,16 +121,28 @@ def _cells(counts: torch.Tensor):
 def mistakes(images: torch.Tensor, found: Mistakes, classes: Sequence[str], rows: int = 3, cols: int = 8) -> Figure:
     """A grid of misclassified test images with true class, predicted class and probability."""
     fig = new_figure("mistakes")
+    titles = [f"true: {classes[true]}\npred: {classes[predicted]}\n{prob:.1%}"
+              for true, predicted, prob in zip(found.true.tolist(), found.predicted.tolist(), found.probability.tolist())]  # fmt: skip
+    _image_grid(fig, [images[i] for i in found.indices.tolist()], titles, rows, cols)
+    fig.suptitle(f"the {len(found.indices)} most confidently misclassified test images")
+    return fig
+
+
+def samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], cols: int = 10) -> Figure:
+    """uint8 images [N, 1, 28, 28] in a grid, each titled with its class (the notebook's first look at the data)."""
+    fig = new_figure("samples")
+    _image_grid(fig, list(images), [classes[label] for label in labels.tolist()], math.ceil(len(images) / cols), cols)
+    fig.suptitle(f"{len(images)} Fashion-MNIST images and their classes")
+    return fig
+
+
+def _image_grid(fig: Figure, images: Sequence[torch.Tensor], titles: Sequence[str], rows: int, cols: int) -> None:
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax in axes:
         ax.set_axis_off()
-    for ax, index, true, predicted, prob in zip(
-        axes, found.indices.tolist(), found.true.tolist(), found.predicted.tolist(), found.probability.tolist()
-    ):
-        ax.imshow(images[index, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true: {classes[true]}\npred: {classes[predicted]}\n{prob:.1%}", fontsize=8)
-    fig.suptitle(f"the {len(found.indices)} most confidently misclassified test images")
-    return fig
+    for ax, image, title in zip(axes, images, titles):
+        ax.imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
 
 
 def filters(weights: torch.Tensor) -> Figure:
