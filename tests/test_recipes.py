@@ -118,3 +118,12 @@ def test_racing_processes_never_share_a_run_directory(tmp_path):
     assert not errors and len(set(claimed)) == 16
     with pytest.raises(LenetError, match="already exists"):
         create_run_dir(tmp_path, "same-second")
+
+
+def test_a_one_cycle_too_short_to_warm_up_is_one_line():
+    """OneCycleLR divides by the warm-up's length: 5 steps at warm-up 0.2 was a ZeroDivisionError."""
+    recipe = get_recipe("default")
+    optimizer = build_optimizer(create_model("lenet_bn"), recipe)
+    with pytest.raises(LenetError, match="onecycle's warm-up is 20% of 5 steps, under 2 steps"):
+        build_schedule(optimizer, recipe, 5)
+    build_schedule(optimizer, recipe, 10)  # two warm-up steps are enough
