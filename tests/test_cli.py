@@ -245,3 +245,24 @@ def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
         pytest.skip("the refusal below is for a machine without CUDA")
     proc = lenet("train", "--device", "cuda:1", "--no-save-run")  # parsed, then refused: exit 1, not a usage error
     assert proc.returncode == 1 and "--device cuda:1 asked for" in proc.stderr
+
+
+def test_predict_a_folder_into_a_csv_skipping_what_cannot_be_read(trained_run, fmnist, tmp_path):
+    import csv
+
+    folder = tmp_path / "photos"
+    (folder / "inner").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(fmnist.test_images[i, 0].numpy()).save(folder / ("inner" if i else ".") / f"{i}.png")
+    (folder / "broken.png").write_text("not an image")
+    (folder / "notes.txt").write_text("not named as an image")
+    assert_clean_error(lenet("predict", trained_run[0], folder), "broken.png")  # refused unless told
+    out = tmp_path / "p.csv"
+    proc = lenet("predict", trained_run[0], folder, "--skip-bad", "--csv", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "skipped 2 files: 1 not named as an image, 1 unreadable"
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == [str(folder / "0.png"), str(folder / "inner" / "1.png"),
+                                         str(folder / "inner" / "2.png")]  # fmt: skip
+    assert all(r["label"] in CLASSES and 0 < float(r["probability"]) <= 1 for r in rows)
+    assert len(proc.stdout.splitlines()) == 3

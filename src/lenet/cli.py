@@ -95,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify your own images")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files, any size and mode")
-    p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("images", metavar="IMAGE", nargs="+",
+                   help="image files (PNG, JPEG, GIF, BMP, WebP; any size and mode) or directories of them")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes per image (default: 3)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and say how many")
+    p.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE")
     _add_device(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -432,19 +435,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import torch
-
     from .checkpoint import load
     from .device import resolve_device
-    from .inference import load_image, predict
+    from .inference import load_images, predict, write_predictions_csv
 
     model = load(args.checkpoint, resolve_device(args.device))
-    images = torch.stack([load_image(path) for path in args.images])
-    predictions = predict(model, images, args.top_k)
+    loaded = load_images(args.images, args.skip_bad)
+    predictions = predict(model, loaded.images, args.top_k)
+    if summary := loaded.skipped_summary():
+        print(summary, file=sys.stderr)
+    if args.csv:
+        write_predictions_csv(args.csv, loaded.paths, predictions)
     if args.json:
-        print(json.dumps([{"image": path, **p.to_dict()} for path, p in zip(args.images, predictions)], indent=2))
+        print(json.dumps([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)], indent=2))
         return 0
-    for path, p in zip(args.images, predictions):
+    for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
     return 0
 
