@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from conftest import idx_bytes, write_idx
-from lenet.data import FILES, FashionMNIST, parse_idx, read_idx, read_idx_bytes
+from lenet.data import FashionMNIST, parse_idx, read_idx, read_idx_bytes
+from lenet.datasets import DATASETS
 from lenet.errors import DataError
+
+FILES = DATASETS["fashion-mnist"].files
 
 
 def test_round_trip_gzipped_and_raw(tmp_path):
