@@ -16,6 +16,7 @@ train: install data
 
 test: install data browser
 	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest tests/test_fuzz.py -q  # RELIABILITY.md's table is this file's run alone
 
 # Training speed and time to accuracy: make bench ARGS="--write BENCHMARKS.md" writes their tables there
 bench: install data

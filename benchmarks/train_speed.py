@@ -81,7 +81,7 @@ def child_engine(args) -> dict:
         "accuracy": result.final.accuracy,
         "accuracies": [r.eval_accuracy for r in rows],
         "eval_seconds": [r.eval_seconds for r in rows],
-        **_gpu_memory(result.model.conv[0].weight.device),
+        **_gpu_memory(result.model.net.conv[0].weight.device),
     }
 
 

@@ -124,6 +124,7 @@ def test_a_one_cycle_too_short_to_warm_up_is_one_line():
     """OneCycleLR divides by the warm-up's length: 5 steps at warm-up 0.2 was a ZeroDivisionError."""
     recipe = get_recipe("default")
     optimizer = build_optimizer(create_model("lenet_bn"), recipe)
-    with pytest.raises(LenetError, match="onecycle's warm-up is 20% of 5 steps, under 2 steps"):
+    with pytest.raises(LenetError, match="onecycle's warm-up is 20% of 5 steps, exactly one step"):
         build_schedule(optimizer, recipe, 5)
-    build_schedule(optimizer, recipe, 10)  # two warm-up steps are enough
+    build_schedule(optimizer, recipe, 4)  # under a step or over one, OneCycleLR runs
+    build_schedule(optimizer, recipe, 10)

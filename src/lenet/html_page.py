@@ -51,6 +51,11 @@ def section(heading: str, *parts: str) -> str:
     return f"<section>\n<h2>{escape(heading)}</h2>\n" + "\n".join(parts) + "\n</section>"
 
 
+def paragraph(text: str) -> str:
+    """A note under a heading (the sweep page's)."""
+    return f'<p class="note">{escape(text)}</p>'
+
+
 def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)

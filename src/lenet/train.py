@@ -117,9 +117,9 @@ def parameter_groups(net: nn.Module, recipe: Recipe) -> list[dict]:
 
 def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
     if recipe.schedule == "onecycle":
-        if recipe.warmup * total_steps < 2:  # OneCycleLR divides by (warm-up steps - 1)
-            raise LenetError(f"onecycle's warm-up is {recipe.warmup:.0%} of {total_steps} steps, under 2 steps; train "
-                             "more steps (--epochs, a smaller --batch-size) or use --schedule constant")  # fmt: skip
+        if recipe.warmup * total_steps == 1:  # OneCycleLR divides by (warm-up steps - 1)
+            raise LenetError(f"onecycle's warm-up is {recipe.warmup:.0%} of {total_steps} steps, exactly one step, "
+                             "which PyTorch's OneCycleLR cannot do; train more steps or use --schedule constant")  # fmt: skip
         low, high = recipe.momentum_range
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=recipe.warmup,
