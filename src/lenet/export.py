@@ -30,6 +30,7 @@ from .data import load_dataset, to_float
 from .datasets import IMAGE_SIZE
 from .errors import ExportError
 from .files import write_bytes, write_json
+from .runs import read_optional_json
 from .metrics import predict_logits
 from .models import count_parameters
 from .views import Classifier
@@ -126,7 +127,7 @@ def export(
     record = sidecar
     if output is None:
         record = run_dir / EXPORT_RECORD
-        write_json(record, {**_read_record(record), fmt: entry})
+        write_json(record, {**read_optional_json(record), fmt: entry})  # none yet, or damaged: rewritten whole
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
 
 
@@ -138,14 +139,6 @@ def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], ima
         raise ExportError(f"exported model gives logits of shape {list(got.shape)}, expected {list(expected.shape)}")
     agree = int((got.argmax(1) == expected.argmax(1)).sum())
     return Verification(len(images), agree, float((got - expected).abs().max()), TOLERANCE, runtime)
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or damaged: it is rewritten whole
-    return record if isinstance(record, dict) else {}
 
 
 def _example() -> torch.Tensor:

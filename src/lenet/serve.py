@@ -14,7 +14,6 @@ Requests that arrive together share one forward pass (MicroBatcher), of at most 
 import asyncio
 import io
 import ipaddress
-import json
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -189,7 +188,10 @@ def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
 
 def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
     """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
-    config, summary = _read_json(weights.parent / "config.json"), _read_json(weights.parent / "summary.json")
+    from .runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
+
+    # A bare checkpoint file has no run files beside it: then both are empty.
+    config, summary = (read_optional_json(weights.parent / name) for name in (CONFIG_FILE, SUMMARY_FILE))
     return {
         "name": config.get("recipe", {}).get("model"),
         "checkpoint": str(weights),
@@ -200,14 +202,6 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
         "classes": list(model.data.classes),
         "test_accuracy": summary.get("test", {}).get("accuracy"),
     }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # a bare checkpoint file has no run files beside it
-    return value if isinstance(value, dict) else {}
 
 
 def pick_samples(images: torch.Tensor, labels: torch.Tensor, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
