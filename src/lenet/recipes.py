@@ -13,7 +13,7 @@ import json
 import math
 import os
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import LenetError, short_repr
@@ -140,11 +140,6 @@ def describe_bounds(meta: typing.Mapping[str, Any]) -> str:
              f"<= {meta['high']:g}" if meta.get("high") is not None else None,
              f"< {meta['below']:g}" if meta.get("below") is not None else None]  # fmt: skip
     return " and ".join(p for p in parts if p) or "any number"
-
-
-def default_of(name: str) -> Any:
-    f = next(f for f in fields(Recipe) if f.name == name)
-    return f.default if f.default is not MISSING else f.default_factory()
 
 
 RECIPES: dict[str, tuple[Recipe, str]] = {
