@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cluster_sweep import session_pids, stop_session  # one copy: that script runs alone in a namespace
 from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem, small_subset
 
 needs_ray = pytest.mark.skipif(
@@ -56,20 +57,6 @@ def space_file(tmp_path: Path, text: str = SPACE) -> Path:
     return path
 
 
-def session_pids(sid: int) -> list[int]:
-    """Every live process in session `sid` (the driver's): Ray's daemons and workers it started."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
-
-
 def network_namespace(pid: int) -> str | None:
     """`pid`'s network namespace (None: the process is gone)."""
     try:
@@ -95,18 +82,6 @@ def listening_addresses(pid: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
                 address = ipaddress.ip_address(packed)
                 found.append(getattr(address, "ipv4_mapped", None) or address)
     return found
-
-
-def stop_session(sid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in session_pids(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while session_pids(sid) and time.monotonic() < deadline:
-            time.sleep(0.2)
 
 
 class Sweep:
