@@ -27,6 +27,35 @@ def assert_clean_error(proc, *fragments):
         assert fragment in lines[0]
 
 
+def lenet_on_a_terminal(*args, tmp_path):
+    """Run lenet as in a shell: stderr on a pseudo-terminal. Returns (process, stdout, what the terminal showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, where tqdm draws nothing; a user's has a width.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(tmp_path / "stdout", "w+") as stdout:
+        proc = subprocess.Popen([*LENET, *map(str, args)], stdout=stdout, stderr=terminal)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        proc.wait(timeout=240)
+        os.close(controller)
+        stdout.seek(0)
+        return proc, stdout.read(), shown.decode(errors="replace")
+
+
 def test_summary_prints_the_tutorial_shapes():
     proc = lenet("summary")
     assert proc.returncode == 0, proc.stderr
@@ -34,12 +63,29 @@ def test_summary_prints_the_tutorial_shapes():
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_on_a_terminal(tmp_path_factory):
+    """A run trained as in a shell (stderr on a terminal): (run, stdout, what the terminal showed)."""
     out = tmp_path_factory.mktemp("runs")
-    proc = lenet("train", "--recipe", "seed", "--model", "lenet_bn", "--epochs", "1", "--batch-size", "256",
-                 "--device", "cpu", "--out", out, "--name", "r1")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out / "r1", proc.stdout
+    proc, stdout, shown = lenet_on_a_terminal("train", "--recipe", "seed", "--model", "lenet_bn", "--epochs", "1",
+                                              "--batch-size", "256", "--device", "cpu", "--out", out, "--name", "r1",
+                                              tmp_path=tmp_path_factory.mktemp("terminal"))  # fmt: skip
+    assert proc.returncode == 0, shown
+    return out / "r1", stdout, shown
+
+
+@pytest.fixture(scope="module")
+def trained_run(trained_on_a_terminal):
+    run, stdout, _ = trained_on_a_terminal
+    return run, stdout
+
+
+def test_training_shows_its_batches_evaluations_and_final_figures_on_a_terminal(trained_on_a_terminal):
+    _, stdout, shown = trained_on_a_terminal
+    assert "epoch 1/1:" in shown and "batch/s" in shown  # the training bar
+    assert "epoch 1/1 judging" in shown  # the per-epoch evaluation's bar
+    assert "final figures: the image alone ..." in shown and "final figures: the image alone: done in" in shown
+    assert "drawing the figures: done in" in shown  # the report after training
+    assert "epoch 1/1 judging" not in stdout and "done in" not in stdout  # stdout holds the results alone
 
 
 def test_train_prints_epochs_and_the_final_accuracy(trained_run):
@@ -72,6 +118,24 @@ def test_eval_table_prints_the_runs_figures(trained_run):
     rows = [line.split() for line in matrix if line.strip()]
     assert [row[-10:] for row in rows] == [[str(v) for v in r] for r in test["confusion_matrix"]]
     assert [" ".join(row[:-10]) for row in rows] == [f"{i} {name}" for i, name in enumerate(CLASSES)]
+
+
+def test_eval_and_export_say_each_stage_on_a_terminal_and_nothing_when_piped(trained_run, tmp_path):
+    run, _ = trained_run
+    proc, stdout, shown = lenet_on_a_terminal("eval", run, tmp_path=tmp_path)
+    assert proc.returncode == 0, shown
+    for stage in (f"loading {run}", "loading fashion-mnist", "evaluating 10,000 test images (the image alone)"):
+        assert f"{stage} ..." in shown and f"{stage}: done in" in shown, shown
+    assert "test accuracy" in stdout and "test accuracy" not in shown  # the results stay on stdout
+    piped = lenet("eval", run)
+    assert piped.returncode == 0 and piped.stderr == "" and piped.stdout == stdout
+
+    proc, stdout, shown = lenet_on_a_terminal("export", run, "--format", "torchscript", "--output",
+                                              tmp_path / "m.pt", tmp_path=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, shown
+    for stage in ("exporting to torchscript", "loading fashion-mnist", "on 10,000 test images"):
+        assert f"{stage} ..." in shown and f"{stage}: done in" in shown, shown
+    assert "verifying with torch.jit.load" in shown
 
 
 def test_predict_json(trained_run, fmnist, tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lenet.metrics import confusion_matrix, evaluate
@@ -30,3 +31,15 @@ def test_eval_batch_size_does_not_change_results(fmnist):
     a = evaluate(model, fmnist.test_images[:999], fmnist.test_labels[:999], batch_size=1000)
     b = evaluate(model, fmnist.test_images[:999], fmnist.test_labels[:999], batch_size=64)
     assert a.correct == b.correct and abs(a.loss - b.loss) < 1e-5 and a.total == 999
+
+
+def test_per_class_precision_and_recall_read_the_confusion_matrix_both_ways():
+    from lenet.metrics import Evaluation
+
+    # rows: true class; columns: predicted. Class 2 is never predicted: precision 0, not a division by zero.
+    confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [3, 1, 0]])
+    evaluation = Evaluation(loss=0.0, correct=11, total=18, confusion=confusion, classes=("a", "b", "c"))
+    assert evaluation.per_class_accuracy == pytest.approx([8 / 10, 3 / 4, 0.0])  # recall
+    assert evaluation.per_class_precision == pytest.approx([8 / 12, 3 / 6, 0.0])
+    assert evaluation.to_dict()["per_class_precision"] == pytest.approx({"a": 8 / 12, "b": 3 / 6, "c": 0.0})
+

@@ -186,6 +186,57 @@ def test_report_html_holds_results_and_every_plot_inline(report):
     assert "accuracy (image and mirror only)" in html  # per-epoch figures are not the final model's views
 
 
+def test_report_reads_at_a_glance(run, report):
+    """Contents that link to every section, formatted epochs, one sentence on the two accuracies,
+    per-class precision and recall."""
+    import re
+    from html import unescape
+
+    html = report.path.read_text()
+    nav = html.split("<nav", 1)[1].split("</nav>", 1)[0]
+    targets = re.findall(r'href="#([^"]+)"', nav)
+    assert len(targets) == len(re.findall(r"<section ", html)) >= 8
+    assert all(f'<section id="{target}">' in html for target in targets)
+
+    epochs = html.split('<section id="epochs">', 1)[1].split("</section>", 1)[0]
+    assert "_" not in epochs.split("</thead>")[0]  # headings in words, not metrics.csv's column names
+    metrics = read_run(run).metrics
+    for row in metrics:
+        assert f"{row['train_accuracy']:.2%}" in epochs and f"{row['train_loss']:.4f}" in epochs
+        assert f"{row['lr']:.3g}" in epochs and repr(row["lr"]) not in epochs
+    assert "images per second" in epochs and "learning rate at start" in epochs
+
+    text = unescape(html)
+    assert ("The test accuracy above is the finished model's on all 300 test images, each judged by averaging "
+            "the image and the image moved 1 pixel up, down, left and right, and their mirrors.") in text
+    assert ("The accuracy per epoch (curves and Epochs table) is on the test images, judged by the image and its "
+            "mirror only (2 of the 10 views") in text
+
+    per_class = html.split('<section id="per-class-precision-and-recall">', 1)[1].split("</section>", 1)[0]
+    for name, precision in zip(CLASSES, report.evaluation.per_class_precision):
+        assert f"<td>{name}</td>" in per_class and f"{precision:.2%}" in per_class
+
+
+def test_each_filter_has_its_own_scale_and_says_it(data, run):
+    weights = first_layer_filters(load(run).net)
+    weights[0] *= 100  # one strong filter must not wash out the others
+    fig = plots.filters(weights)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == len(weights)
+    for ax, kernel in zip(shown, weights):
+        limit = kernel.abs().max().item()
+        assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+        assert ax.get_title().endswith(f"±{limit:.2f}")
+
+
+def test_learning_curves_label_both_panels(run):
+    fig = plots.curves(read_run(run).metrics)
+    loss_ax, acc_ax = fig.axes[:2]
+    for ax in (loss_ax, acc_ax):
+        assert ax.get_legend() is not None
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "test"]
+
+
 def test_compare_writes_curves_and_a_table(run, tmp_path, capsys):
     other = shutil.copytree(run, tmp_path / "other")
     out = tmp_path / "cmp" / "compare.html"

@@ -295,7 +295,7 @@ def cmd_train(args) -> int:
     def finish(result, prefix: str = "") -> None:
         _print_result(result, prefix)
         if result.run_dir is not None and args.report:
-            _report_after_training(result.run_dir, data, config.device, board, len(result.history))
+            _report_after_training(result.run_dir, data, config, board, len(result.history))
 
     if seeds == 1:
         finish(train(config, data=data, on_epoch=on_epoch, on_warning=_print_warning))
@@ -339,7 +339,7 @@ def _resume(args, changing: list[str]) -> int:
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
     if args.report:
-        _report_after_training(result.run_dir, data, config.device, None, epochs)
+        _report_after_training(result.run_dir, data, config, None, epochs)
     return 0
 
 
@@ -363,11 +363,11 @@ def _tensorboard(args, out: str, name: str):
     return TensorBoardLog(Path(out) / name)
 
 
-def _report_after_training(run_dir, data, device: str, board, step: int) -> None:
+def _report_after_training(run_dir, data, config, board, step: int) -> None:
     from .report import PlotsUnavailable, write_report
 
     try:
-        report = write_report(run_dir, data, device=device)
+        report = write_report(run_dir, data, device=config.device, progress=config.progress)
     except PlotsUnavailable as e:
         print(f"no report: {e}")  # training worked; the plots are an extra
         return
@@ -389,23 +389,27 @@ def cmd_eval(args) -> int:
     from .data import load_dataset
     from .device import resolve_device
     from .metrics import evaluate
+    from .progress import stage
 
     device = resolve_device(args.device)
-    model = load(args.checkpoint, device)
+    with stage(f"loading {args.checkpoint}"):
+        model = load(args.checkpoint, device)
     name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
-    data = load_dataset(name, args.data_dir, device)
+    with stage(f"loading {name}"):
+        data = load_dataset(name, args.data_dir, device)
     if len(data.spec.classes) != len(model.data.classes):
         raise LenetError(f"{name} has {len(data.spec.classes)} classes; the model knows {len(model.data.classes)}")
-    result = evaluate(model, data.test_images, data.test_labels, args.batch_size)
+    with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
+        result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}, indent=2))
         return 0
     print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
     width = max(map(len, labels))
-    print(f"{'class':<{width}}  accuracy")
-    for label, acc in zip(labels, result.per_class_accuracy):
-        print(f"{label:<{width}}  {acc:8.2%}")
+    print(f"{'class':<{width}}  accuracy (recall)  precision")
+    for label, recall, precision in zip(labels, result.per_class_accuracy, result.per_class_precision):
+        print(f"{label:<{width}}  {recall:17.2%}  {precision:9.2%}")
     print("\nconfusion matrix (rows: true class, columns: predicted class, by number)")
     print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(labels))))
     for label, row in zip(labels, result.confusion.tolist()):
@@ -417,7 +421,7 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .runs import PLOTS_DIR
 
-    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
+    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True)
     result = report.evaluation
     print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
     print(f"plots saved to {report.path.parent / PLOTS_DIR}")
@@ -457,7 +461,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    result = export(args.checkpoint, args.format, args.output, args.data_dir)
+    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True)
     v = result.verification
     print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
           f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip

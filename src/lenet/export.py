@@ -33,6 +33,7 @@ from .files import write_bytes, write_json
 from .runs import read_optional_json
 from .metrics import predict_logits
 from .models import count_parameters
+from .progress import bar, stage
 from .views import Classifier
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -89,10 +90,12 @@ def export(
     fmt: str = "onnx",
     output: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> ExportResult:
     """Export, verify on the test set, then write the file and its sidecar (FILE.json); into the run's
     record (RUN/export.json) only when the file goes into the run directory: an export elsewhere
-    (`output`) leaves the run as it was, and its sidecar is its record."""
+    (`output`) leaves the run as it was, and its sidecar is its record. With `progress`, a line per
+    stage on a terminal."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     weights = resolve_weights(run_or_checkpoint)
@@ -109,9 +112,12 @@ def export(
         "preprocessing": preprocessing(model),
     }
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
-    data = serialise(model, info)
-    images = load_dataset(model.data.name, data_dir).test_images
-    verification = verify(model, runner(data), images, runtime=_runtime_name(fmt))
+    with stage(f"exporting to {fmt}", progress):
+        data = serialise(model, info)
+    with stage(f"loading {model.data.name}", progress):
+        images = load_dataset(model.data.name, data_dir).test_images
+    with stage(f"verifying with {_runtime_name(fmt)} on {len(images):,} test images", progress):
+        verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
     if not verification.passed:
         raise ExportError(
             f"{fmt} export does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
@@ -131,10 +137,12 @@ def export(
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
 
 
-def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "") -> Verification:
+def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "",
+           progress: bool = False) -> Verification:  # fmt: skip
     """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, 1, 28, 28])."""
-    expected = predict_logits(model, images, BATCH).float()
-    got = torch.cat([runner(to_float(images[i : i + BATCH])) for i in range(0, len(images), BATCH)]).float()
+    expected = predict_logits(model, images, BATCH, "PyTorch" if progress else None).float()
+    starts = range(0, len(images), BATCH)
+    got = torch.cat([runner(to_float(images[i : i + BATCH])) for i in bar(starts, len(starts), runtime, progress)]).float()
     if got.shape != expected.shape:
         raise ExportError(f"exported model gives logits of shape {list(got.shape)}, expected {list(expected.shape)}")
     agree = int((got.argmax(1) == expected.argmax(1)).sum())

@@ -48,7 +48,22 @@ def page(title: str, sections: Iterable[str], subtitle: str = "") -> str:
 
 
 def section(heading: str, *parts: str) -> str:
-    return f"<section>\n<h2>{escape(heading)}</h2>\n" + "\n".join(parts) + "\n</section>"
+    return f'<section id="{anchor(heading)}">\n<h2>{escape(heading)}</h2>\n' + "\n".join(parts) + "\n</section>"
+
+
+def anchor(heading: str) -> str:
+    """The id of a heading's section: "Feature maps: block 1" -> "feature-maps-block-1"."""
+    return "-".join("".join(c if c.isalnum() else " " for c in heading.lower()).split())
+
+
+def contents(headings: Sequence[str]) -> str:
+    """A table of contents linking to each section (a long page is read by jumping)."""
+    items = "\n".join(f'<li><a href="#{anchor(h)}">{escape(h)}</a></li>' for h in headings)
+    return f'<nav aria-label="contents">\n<h2>Contents</h2>\n<ol>\n{items}\n</ol>\n</nav>'
+
+
+class Number(str):
+    """A number already formatted as text (0.79 as "79.07%"): a table right-aligns it like a number."""
 
 
 def paragraph(text: str) -> str:
@@ -68,6 +83,8 @@ def key_value_table(items: Mapping[str, Any], headers: Sequence[str] = ("setting
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, Number):
+        return f'<td class="num">{escape(value)}</td>'
     if isinstance(value, bool) or value is None:
         return f"<td>{escape(json.dumps(value))}</td>"
     if isinstance(value, int):

@@ -16,6 +16,7 @@ from torch import nn
 
 from .data import to_float
 from .models import eval_mode
+from .progress import bar
 from .views import classes_of
 
 # Images per forward pass when evaluating. Flip averaging doubles it: 500 images through 32
@@ -37,8 +38,15 @@ class Evaluation:
 
     @property
     def per_class_accuracy(self) -> list[float]:
+        """Per true class, the share predicted right: the class's recall."""
         per_class = self.confusion.sum(dim=1).clamp(min=1)
         return (self.confusion.diagonal() / per_class).tolist()
+
+    @property
+    def per_class_precision(self) -> list[float]:
+        """Per predicted class, the share that truly is that class (0 for a class never predicted)."""
+        predicted = self.confusion.sum(dim=0).clamp(min=1)
+        return (self.confusion.diagonal() / predicted).tolist()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,9 +54,13 @@ class Evaluation:
             "accuracy": self.accuracy,
             "correct": self.correct,
             "total": self.total,
-            "per_class_accuracy": dict(zip(self.classes or map(str, range(len(self.confusion))), self.per_class_accuracy)),
+            "per_class_accuracy": dict(zip(self._names(), self.per_class_accuracy)),
+            "per_class_precision": dict(zip(self._names(), self.per_class_precision)),
             "confusion_matrix": self.confusion.tolist(),
         }
+
+    def _names(self) -> tuple[str, ...]:
+        return self.classes or tuple(map(str, range(len(self.confusion))))
 
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -57,14 +69,20 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_CHUNK) -> torch.Tensor:
-    """Logits for uint8 images [N, 1, 28, 28], computed in chunks to keep memory low."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_CHUNK,
+                   progress: str | None = None) -> torch.Tensor:  # fmt: skip
+    """Logits for uint8 images [N, 1, 28, 28], computed in chunks to keep memory low; with
+    `progress`, a bar of that description on a terminal."""
+    starts = range(0, len(images), batch_size)
+    if progress is not None:
+        starts = bar(starts, len(starts), progress, unit="chunk")
     with eval_mode(model):
-        return torch.cat([model(to_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+        return torch.cat([model(to_float(images[i : i + batch_size])) for i in starts])
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_CHUNK) -> Evaluation:
-    return score(predict_logits(model, images, batch_size), labels, classes_of(model))
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_CHUNK,
+             progress: str | None = None) -> Evaluation:  # fmt: skip
+    return score(predict_logits(model, images, batch_size, progress), labels, classes_of(model))
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] = ()) -> Evaluation:

@@ -25,7 +25,7 @@ SIZES = {  # inches, width x height
     "confusion": (8.0, 7.0),
     "mistakes": (12.0, 6.6),
     "samples": (12.0, 4.6),
-    "filters": (9.0, 3.0),
+    "filters": (12.0, 4.8),
     "features": (14.0, 4.6),
 }
 SPLITS = ("train", "val", "test")  # metrics.csv columns are SPLIT_loss and SPLIT_accuracy
@@ -69,6 +69,7 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str
             acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in rows], label=name, **kw)
     _style_axes(loss_ax, "loss (cross-entropy per image)")
     _style_axes(acc_ax, "accuracy (%)")
+    loss_ax.legend(fontsize=8)
     acc_ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -146,22 +147,24 @@ def _image_grid(fig: Figure, images: Sequence[torch.Tensor], titles: Sequence[st
 
 
 def filters(weights: torch.Tensor) -> Figure:
-    """The first convolution's kernels [C, k, k], on one symmetric scale so signs compare."""
+    """The first convolution's kernels [C, k, k], each on its own symmetric scale, stated under it.
+
+    One shared scale leaves every filter but the strongest washed out; a filter's pattern is in
+    its signs and relative sizes, and its strength is the number under it.
+    """
     fig = new_figure("filters")
     count = len(weights)
     cols = min(count, 8)
     axes = fig.subplots(math.ceil(count / cols), cols, squeeze=False).flatten()
-    limit = weights.abs().max().item() or 1.0
-    image = None
     for ax in axes:
         ax.set_axis_off()
     for i, (ax, kernel) in enumerate(zip(axes, weights)):
-        image = ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(f"filter {i + 1}", fontsize=9)
-    if image is not None:
-        fig.colorbar(image, ax=list(axes), shrink=0.8, label="weight")
+        limit = kernel.abs().max().item() or 1.0
+        ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"filter {i + 1}: ±{limit:.2f}", fontsize=9)
     side = weights.shape[-1]
-    fig.suptitle(f"the {count} {side}x{side} filters of the first convolution (red positive, blue negative)")
+    fig.suptitle(f"the {count} {side}x{side} first-layer filters, each on its own scale: blue -x, white 0, red +x "
+                 "(x above it)")  # fmt: skip
     return fig
 
 

@@ -8,7 +8,7 @@ training, never inside it; without matplotlib it raises PlotsUnavailable and not
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +22,7 @@ from .device import resolve_device
 from .errors import LenetError
 from .files import write_bytes, write_text
 from .metrics import EVAL_CHUNK, Evaluation, predict_logits, score
+from .progress import stage
 from .models import count_parameters
 from .views import Classifier
 from .runs import PLOTS_DIR, REPORT_FILE, Run, read_run
@@ -35,7 +36,8 @@ FIGURES = {
     "curves": ("Learning curves", "Per epoch, from metrics.csv. The train loss includes any label smoothing."),
     "confusion": ("Confusion matrix", "Rows: true class; columns: prediction. The matrix `lenet eval` prints."),
     "mistakes": ("Most confident mistakes", "Wrong answers the model was surest of, with its probability."),
-    "filters": ("First-layer filters", "The kernels of the first convolution, on one colour scale."),
+    "filters": ("First-layer filters", "The kernels of the first convolution, each on its own colour scale: "
+                "the number above a filter is the weight its full red stands for (full blue, minus it)."),
     "features1": ("Feature maps: block 1", "What the first convolution block responds to, one row per test image."),
     "features2": ("Feature maps: block 2", "The second block's maps: coarser, combining the first block's features."),
 }
@@ -69,17 +71,23 @@ def write_report(
     data_dir: str | None = None,
     device: str = "cpu",
     batch_size: int = EVAL_CHUNK,
+    progress: bool = False,
 ) -> Report:
-    """Evaluate a run's model on the test set, save its plots and RUN/report.html."""
+    """Evaluate a run's model on the test set, save its plots and RUN/report.html; with `progress`,
+    a line per stage on a terminal."""
     plots = load_plots()
     run = read_run(run_dir)
     device = resolve_device(device)
     model = load(run.path, device)
-    data = load_dataset(model.data.name, data_dir) if data is None else data
+    if data is None:
+        with stage(f"loading {model.data.name}", progress):
+            data = load_dataset(model.data.name, data_dir)
     images, labels = data.test_images.to(device), data.test_labels.to(device)
-    logits = predict_logits(model, images, batch_size)
+    with stage(f"evaluating {len(labels):,} test images ({model.views.describe()})", progress):
+        logits = predict_logits(model, images, batch_size, "evaluating" if progress else None)
     evaluation = score(logits, labels, model.data.classes)
-    figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
+    with stage("drawing the figures", progress):
+        figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
     for name, png in figures.items():
         write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
     path = run.path / REPORT_FILE
@@ -110,22 +118,56 @@ def draw_figures(
 
 
 def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: dict[str, bytes]) -> str:
-    figure_sections = [
-        H.section(heading, H.png_figure(figures[name], heading, caption))
-        for name, (heading, caption) in FIGURES.items()
-        if name in figures
-    ]
+    sections = {
+        "Results": [H.key_value_table(_results(run, evaluation, parameters), ("result", "value")),
+                    H.paragraph(_two_accuracies(run, evaluation))],
+        "Per-class precision and recall": [_per_class_table(evaluation)],
+        **{heading: [H.png_figure(figures[name], heading, caption)]
+           for name, (heading, caption) in FIGURES.items() if name in figures},
+        "Epochs": [_epochs_table(run)],
+        "Configuration": [H.key_value_table(H.flatten(run.config))],
+    }  # fmt: skip
     return H.page(
         f"lenet run {run.name}",
-        [
-            H.section("Results", H.key_value_table(_results(run, evaluation, parameters), ("result", "value"))),
-            H.section("Per-class accuracy", _per_class_table(evaluation)),
-            *figure_sections,
-            H.section("Epochs", H.table(list(run.metrics[0]), [map(_number, row.values()) for row in run.metrics])),
-            H.section("Configuration", H.key_value_table(H.flatten(run.config))),
-        ],
+        [H.contents(list(sections)), *(H.section(heading, *parts) for heading, parts in sections.items())],
         subtitle=f"{run.path} - {evaluation.total:,} test images, started {run.config.get('started', '?')}",
     )
+
+
+def _two_accuracies(run: Run, evaluation: Evaluation) -> str:
+    """One plain sentence on why the per-epoch accuracy and the final test accuracy differ."""
+    split, views, per_epoch = _eval_split(run), run.views, replace(run.views, shift=0)
+    final = (f"The test accuracy above is the finished model's on all {evaluation.total:,} test images, "
+             f"each judged by {'averaging ' if views.count > 1 else ''}{views.which()}.")  # fmt: skip
+    where = ("the test images" if split == "test" else
+             "validation images held out of training (the test set judges only the finished model)")  # fmt: skip
+    how = ("the same views" if per_epoch == views else
+           f"{per_epoch.which()} only ({per_epoch.count} of the {views.count} views, a fraction of the cost), "
+           "so it can differ from the final figure")  # fmt: skip
+    return f"{final} The accuracy per epoch (curves and Epochs table) is on {where}, judged by {how}."
+
+
+# metrics.csv column -> (heading, format); the SPLIT_ columns take their split's name.
+EPOCH_COLUMNS = {
+    "epoch": ("epoch", "{:.0f}"),
+    "train_loss": ("train loss", "{:.4f}"),
+    "train_accuracy": ("train accuracy", "{:.2%}"),
+    "SPLIT_loss": ("{split} loss", "{:.4f}"),
+    "SPLIT_accuracy": ("{split} accuracy", "{:.2%}"),
+    "seconds": ("training (s)", "{:.1f}"),
+    "images_per_s": ("images per second", "{:,.0f}"),
+    "eval_seconds": ("evaluation (s)", "{:.1f}"),
+    "lr": ("learning rate at start", "{:.3g}"),
+}
+
+
+def _epochs_table(run: Run) -> str:
+    split = _eval_split(run)
+    columns = list(run.metrics[0])
+    formats = [EPOCH_COLUMNS.get(column.replace(f"{split}_", "SPLIT_", 1), (column, "{}")) for column in columns]
+    headings = [heading.format(split=split) for heading, _ in formats]
+    rows = [[H.Number(fmt.format(row[column])) for column, (_, fmt) in zip(columns, formats)] for row in run.metrics]
+    return H.table(headings, rows)
 
 
 def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str]:
@@ -158,14 +200,14 @@ def _epoch_views(run: Run) -> str:
 def _per_class_table(evaluation: Evaluation) -> str:
     counts = evaluation.confusion
     rows = [
-        (name, f"{accuracy:.2%}", int(counts[i, i]), int(counts[i].sum()))
-        for i, (name, accuracy) in enumerate(zip(evaluation.classes, evaluation.per_class_accuracy))
-    ]
-    return H.table(("class", "accuracy", "right", "images"), rows)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
+        (name, H.Number(f"{recall:.2%}"), H.Number(f"{precision:.2%}"), int(counts[i, i]), int(counts[i].sum()),
+         int(counts[:, i].sum()))
+        for i, (name, recall, precision) in enumerate(zip(evaluation.classes, evaluation.per_class_accuracy,
+                                                          evaluation.per_class_precision))
+    ]  # fmt: skip
+    note = H.paragraph("Recall: of the images of a class, the share predicted as it (its accuracy). "
+                       "Precision: of the images predicted as a class, the share that are it.")  # fmt: skip
+    return note + "\n" + H.table(("class", "recall", "precision", "right", "images", "predicted as the class"), rows)
 
 
 # --- several runs -----------------------------------------------------------------------

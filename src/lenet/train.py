@@ -25,6 +25,7 @@ from .engine import Engine, Step, make_optimizer, prepare, training_order
 from .errors import CheckpointError, Interrupted, LenetError
 from .metrics import Evaluation, evaluate, seed_statistics
 from .models import LeNet, LeNetConfig, count_parameters, model_config
+from .progress import bar, stage
 from .recipes import AUGMENT_SEED_OFFSET, Recipe, get_recipe
 from .views import Classifier, Views
 
@@ -235,7 +236,7 @@ def train(
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             lr = state.optimizer.param_groups[0]["lr"]
             loss, accuracy, seconds = train_epoch(step, state, splits.train, config, epoch, steps_per_epoch)
-            judged, eval_seconds = judge(model, splits.judged, recipe)
+            judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
             row = runs.EpochMetrics(
                 epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.judged_name,
                 eval_loss=judged.loss, eval_accuracy=judged.accuracy, seconds=seconds,
@@ -250,7 +251,8 @@ def train(
                 runs.save_epoch(run_dir, state.to_dict(), state.history, model)
             if on_epoch is not None:
                 on_epoch(row)
-        test, val = final_figures(model, data, splits, recipe)
+        with stage(f"final figures: {model.views.describe()}", config.progress):
+            test, val = final_figures(model, data, splits, recipe, _bar(config, "final figures"))
         if run_dir is not None:
             runs.write_summary(run_dir, _summary(model, test, val, state))
     except TrainingDiverged as e:
@@ -276,7 +278,7 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     start = time.perf_counter()
     state.net.train()
     with training_order(state.net, config.engine):
-        for idx in _progress(batches, config.progress, steps, f"epoch {epoch}/{recipe.epochs}"):
+        for idx in bar(batches, steps, f"epoch {epoch}/{recipe.epochs}", config.progress):
             x, y = images[idx], labels[idx]
             if recipe.shift or recipe.flip:
                 x = augment(x, recipe.shift, recipe.flip, state.augment_rng)
@@ -290,21 +292,23 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     return total / len(labels), int(correct.item()) / len(labels), seconds
 
 
-def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe) -> tuple[Evaluation, float]:
+def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
+          progress: str | None = None) -> tuple[Evaluation, float]:  # fmt: skip
     """An epoch's figures on the judged split, and their seconds: the image and its mirror only, a
     fifth of the cost of every view (the final figures use them all)."""
     start = time.perf_counter()
-    judged = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size)
+    judged = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size,
+                      progress)  # fmt: skip
     return judged, time.perf_counter() - start
 
 
-def final_figures(model: Classifier, data: Dataset, splits: Splits,
-                  recipe: Recipe) -> tuple[Evaluation, Evaluation | None]:  # fmt: skip
+def final_figures(model: Classifier, data: Dataset, splits: Splits, recipe: Recipe,
+                  progress: str | None = None) -> tuple[Evaluation, Evaluation | None]:  # fmt: skip
     """Test (and validation) figures of the model exactly as saved and as `lenet eval` loads it
     (the default layout, float32, every view), so the two always agree to the image."""
     model.net.to(memory_format=torch.contiguous_format)
-    test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size)
-    val = evaluate(model, *splits.judged, recipe.eval_batch_size) if splits.judged_name == "val" else None
+    test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size, progress)
+    val = evaluate(model, *splits.judged, recipe.eval_batch_size, progress) if splits.judged_name == "val" else None
     return test, val
 
 
@@ -387,15 +391,9 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     return replace(config, **overrides)
 
 
-def _progress(batches, enabled: bool, total: int, description: str):
-    if not enabled:
-        return batches
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return batches
-    # disable=None: only on a terminal, so logs and CI output stay clean.
-    return tqdm(batches, total=total, desc=description, unit="batch", leave=False, disable=None)
+def _bar(config: TrainConfig, description: str) -> str | None:
+    """An evaluation's bar description, when the run shows progress."""
+    return description if config.progress else None
 
 
 def set_determinism(device: torch.device, deterministic: bool) -> None:

@@ -37,12 +37,14 @@ class Views:
         return (5 if self.shift else 1) * (2 if self.flip else 1)
 
     def describe(self) -> str:
-        if self.count == 1:
-            return "the image alone"
+        return "the image alone" if self.count == 1 else f"{self.count} views: {self.which()}"
+
+    def which(self) -> str:
+        """The views in words: "the image and its mirror"."""
         views = "the image" + (f" and the image moved {self.shift} pixel{'s' * (self.shift > 1)} up, down, left and right"
                                if self.shift else "")  # fmt: skip
         mirrors = (", and their mirrors" if self.shift else " and its mirror") if self.flip else ""
-        return f"{self.count} views: {views}{mirrors}"
+        return f"{views}{mirrors}" if self.count > 1 else "the image alone"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
