@@ -176,6 +176,8 @@ def test_existing_run_name_is_refused_and_kept(trained_run):
         (["eval", "x", "--device", "cuda:x"], "unknown device 'cuda:x'"),
         (["train", "--lr", "inf"], "lr must be finite"),
         (["train", "--epochs", "1.5"], "'1.5' is not a whole number"),
+        (["train", "--seed", "1.5"], "--seed: '1.5' is not a whole number"),  # not argparse's "invalid int value"
+        (["serve", "x", "--port", "1.5"], "--port: '1.5' is not a whole number"),  # not "a int"
         (["summary", "--batch-size", "-1"], "--batch-size"),
         (["eval"], "RUN_OR_CHECKPOINT"),
         (["frobnicate"], "invalid choice"),

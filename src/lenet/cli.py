@@ -26,7 +26,7 @@ def _number(kind, minimum, inclusive=True):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS[kind]}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text} must be a finite number")
         if value < minimum or (not inclusive and value == minimum):
@@ -38,10 +38,11 @@ def _number(kind, minimum, inclusive=True):
 
 
 positive_int, positive_float, nonnegative_float = _number(int, 1), _number(float, 0, False), _number(float, 0)
+nonnegative_int = _number(int, 0)
 
 
 def _port(text: str) -> int:
-    port = _number(int, 0)(text)
+    port = nonnegative_int(text)
     if port > 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
     return port
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and save the run", description="Train LeNet on Fashion-MNIST.")
     t.add_argument("--recipe", type=_recipe_choice, help=f"named hyperparameter set ({', '.join(list_recipes())}; "
                    f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
-    t.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
+    t.add_argument("--seed", type=nonnegative_int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
                                      f"(default: {TrainConfig.dataset})")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
