@@ -131,7 +131,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, delay):
 
 @pytest.mark.parametrize("flags", [["--epochs", "3"], ["--seed", "5"], ["--recipe", "seed"], ["--precision", "bf16"],
                                    ["--compile"], ["--no-fused"], ["--betas", "0.8", "0.9"], ["--val-split", "100"],
-                                   ["--no-save-run"], ["--seed", "5", "--lr", "0.1"]])  # fmt: skip
+                                   ["--no-save-run"], ["--seed", "5", "--lr", "0.1"], ["--eval-every", "2"]])  # fmt: skip
 def test_resume_refuses_every_flag_that_would_change_the_run(tmp_path, flags):
     proc = subprocess.run([sys.executable, "-m", "lenet.cli", "train", "--resume", str(tmp_path), *flags],
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip

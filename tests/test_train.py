@@ -97,3 +97,29 @@ def test_chance_after_a_single_step_is_not_blamed_on_saturation(fmnist, tmp_path
     assert result.history[0].eval_accuracy < 0.15  # one update from random weights (seed 0: 8.0%)
     assert len(seen) == 1 and "single step" in seen[0] and "saturated" not in seen[0]
     assert "all 256 training images" in seen[0]
+
+
+def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmnist, tmp_path):
+    from lenet.report import write_report
+    from lenet.runs import read_metrics
+
+    data = small_subset(fmnist, 1500, 300)
+    every_epoch = train(replace(_config(tmp_path / "a", epochs=3), engine=Engine(threads=1)), data=data)
+    config = replace(_config(tmp_path / "b", epochs=3), engine=Engine(threads=1), eval_every=2)
+    sparse = train(config, data=data)
+    assert [row.eval_accuracy is not None for row in sparse.history] == [False, True, True]  # epoch 2, and the last
+    assert [row.eval_accuracy for row in sparse.history[1:]] == [row.eval_accuracy for row in every_epoch.history[1:]]
+    assert sparse.history[0].eval_seconds == 0.0
+    for a, b in zip(every_epoch.model.state_dict().values(), sparse.model.state_dict().values()):
+        assert torch.equal(a, b)  # judging changes nothing in the training
+    assert sparse.final.correct == every_epoch.final.correct
+
+    rows = read_metrics(sparse.run_dir)  # an unjudged epoch is an empty cell, read back as NaN
+    assert (sparse.run_dir / "metrics.csv").read_text().splitlines()[1].split(",")[4:6] == ["", ""]
+    assert rows[0]["test_accuracy"] != rows[0]["test_accuracy"] and rows[1]["test_accuracy"] > 0
+    assert json.loads((sparse.run_dir / "config.json").read_text())["eval_every"] == 2
+    report = write_report(sparse.run_dir, data)  # the best epoch and the curves skip what was not judged
+    assert f"(epoch {max(2, 3, key=lambda e: rows[e - 1]['test_accuracy'])})" in report.path.read_text()
+
+    last_only = train(replace(_config(tmp_path / "c", epochs=2), engine=Engine(threads=1), eval_every=0), data=data)
+    assert [row.eval_accuracy is not None for row in last_only.history] == [False, True]

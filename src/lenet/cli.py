@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"(default: {TrainConfig.dataset})")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
+    t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
+                   help="judge the val/test split after every N-th epoch and the last; 0: the last only "
+                        f"(default: {TrainConfig.eval_every}; the final figures are always computed)")  # fmt: skip
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
     _add_device(t, default=None)
@@ -250,7 +253,7 @@ def _version() -> str:
 
 
 # Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
-_RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "deterministic", "out", "name", "tensorboard")
+_RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "eval_every", "deterministic", "out", "name", "tensorboard")
 
 
 def cmd_train(args) -> int:
@@ -281,6 +284,7 @@ def cmd_train(args) -> int:
         recipe=recipe, recipe_name=recipe_name, seed=seed, dataset=args.dataset or base.dataset, val_split=args.val_split or 0,
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
+        eval_every=base.eval_every if args.eval_every is None else args.eval_every,
     )  # fmt: skip
     board = _tensorboard(args, out, name) if args.tensorboard else None
     data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
@@ -378,10 +382,11 @@ def _report_after_training(run_dir, data, config, board, step: int) -> None:
 
 
 def _epoch_line(row, epochs: int) -> str:
+    judged = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
+              else f"{row.eval_split} not judged (--eval-every)")  # fmt: skip
     return (
         f"epoch {row.epoch:>2}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_accuracy:.2%}  "
-        f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}  "
-        f"{row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
+        f"{judged}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
     )
 
 

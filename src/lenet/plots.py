@@ -58,15 +58,16 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str
     loss_ax, acc_ax = fig.subplots(1, 2)
     styles = {"train": "--", "val": ":", "test": "-"}
     for i, (label, rows) in enumerate(runs.items()):
-        epochs = [row["epoch"] for row in rows]
         for split in SPLITS:
             if f"{split}_loss" not in rows[0]:
                 continue
             name = f"{label} {split}".strip()
             color = f"C{i}" if label else _split_color(split)  # a run's colour, or a split's for one run
             kw = {"color": color, "linestyle": styles[split], "marker": "o", "markersize": 3}
-            loss_ax.plot(epochs, [row[f"{split}_loss"] for row in rows], label=name, **kw)
-            acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in rows], label=name, **kw)
+            judged = [row for row in rows if not math.isnan(row[f"{split}_loss"])]  # --eval-every skips some
+            epochs = [row["epoch"] for row in judged]
+            loss_ax.plot(epochs, [row[f"{split}_loss"] for row in judged], label=name, **kw)
+            acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in judged], label=name, **kw)
     _style_axes(loss_ax, "loss (cross-entropy per image)")
     _style_axes(acc_ax, "accuracy (%)")
     loss_ax.legend(fontsize=8)

@@ -7,6 +7,7 @@ training, never inside it; without matplotlib it raises PlotsUnavailable and not
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from .metrics import EVAL_CHUNK, Evaluation, predict_logits, score
 from .progress import stage
 from .models import count_parameters
 from .views import Classifier
-from .runs import PLOTS_DIR, REPORT_FILE, Run, read_run
+from .runs import PLOTS_DIR, REPORT_FILE, Run, judged, read_run
 
 MISTAKES = 24  # the grid in plots.mistakes is 3 x 8
 EXAMPLES = 4  # test images, of different classes, shown through the feature maps
@@ -166,7 +167,8 @@ def _epochs_table(run: Run) -> str:
     columns = list(run.metrics[0])
     formats = [EPOCH_COLUMNS.get(column.replace(f"{split}_", "SPLIT_", 1), (column, "{}")) for column in columns]
     headings = [heading.format(split=split) for heading, _ in formats]
-    rows = [[H.Number(fmt.format(row[column])) for column, (_, fmt) in zip(columns, formats)] for row in run.metrics]
+    rows = [[H.Number("" if math.isnan(row[column]) else fmt.format(row[column])) for column, (_, fmt) in zip(columns, formats)]
+            for row in run.metrics]  # fmt: skip
     return H.table(headings, rows)
 
 
@@ -188,7 +190,7 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
 
 def _best_epoch(run: Run) -> str:
     split = _eval_split(run)
-    best = max(run.metrics, key=lambda row: row[f"{split}_accuracy"])
+    best = max(judged(run.metrics, f"{split}_accuracy"), key=lambda row: row[f"{split}_accuracy"])
     return f"{best[f'{split}_accuracy']:.2%} {split} (epoch {int(best['epoch'])})"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -72,8 +73,8 @@ class EpochMetrics:
     train_loss: float
     train_accuracy: float
     eval_split: str  # "test", or "val" for a run with a validation split
-    eval_loss: float
-    eval_accuracy: float
+    eval_loss: float | None  # None for an epoch not judged (--eval-every): an empty cell in metrics.csv
+    eval_accuracy: float | None
     seconds: float  # training only; evaluation is timed apart
     images_per_s: float
     eval_seconds: float
@@ -211,7 +212,17 @@ def by_split(row: dict[str, Any]) -> dict[str, float]:
     """A metrics row with its eval columns named after their split: test_loss, val_accuracy, ..."""
     split = row.get("eval_split", "test")
     renamed = {"eval_loss": f"{split}_loss", "eval_accuracy": f"{split}_accuracy"}
-    return {renamed.get(key, key): float(value) for key, value in row.items() if key != "eval_split"}
+    return {renamed.get(key, key): _number(value) for key, value in row.items() if key != "eval_split"}
+
+
+def _number(value: str | float | None) -> float:
+    """A metrics cell as a float; an epoch that was not judged (empty, or None) is NaN."""
+    return math.nan if value in ("", None) else float(value)
+
+
+def judged(rows: list[dict[str, float]], column: str) -> list[dict[str, float]]:
+    """The rows that have `column`: the epochs judged (all of them, unless --eval-every said otherwise)."""
+    return [row for row in rows if not math.isnan(row.get(column, math.nan))]
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

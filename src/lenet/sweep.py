@@ -619,7 +619,7 @@ def _run_metric(run_dir: Path, metric: str) -> float | None:
     run = runs.read_run(run_dir)
     if metric == "final":
         return run.summary["val"]["accuracy"]
-    return max(row["val_accuracy"] for row in run.metrics)
+    return max(row["val_accuracy"] for row in runs.judged(run.metrics, "val_accuracy"))
 
 
 # --- the results ----------------------------------------------------------------------

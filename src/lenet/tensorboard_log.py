@@ -8,6 +8,7 @@ package fails before training starts, in one line. Logs go to RUN/tensorboard, s
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class TensorBoardLog:
 
     def log_epoch(self, row: EpochMetrics) -> None:
         for name, value in by_split(asdict(row)).items():
-            if name != "epoch":
+            if name != "epoch" and not math.isnan(value):  # NaN: an epoch --eval-every did not judge
                 self.writer.add_scalar(scalar_tag(name), value, row.epoch)
         self.writer.flush()  # one epoch takes seconds: show it now, not at the end
 

@@ -68,6 +68,7 @@ class TrainConfig:
     name: str | None = None  # run directory name; a fresh one is made up when None
     save: bool = True  # write the run directory
     progress: bool = True  # a progress bar on a terminal
+    eval_every: int = 1  # judge the val/test split after every N-th epoch and the last; 0: after the last only
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
 
 
@@ -236,17 +237,21 @@ def train(
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             lr = state.optimizer.param_groups[0]["lr"]
             loss, accuracy, seconds = train_epoch(step, state, splits.train, config, epoch, steps_per_epoch)
-            judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
+            judged, eval_seconds = None, 0.0
+            if is_judged(epoch, recipe.epochs, config.eval_every):
+                judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
             row = runs.EpochMetrics(
                 epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.judged_name,
-                eval_loss=judged.loss, eval_accuracy=judged.accuracy, seconds=seconds,
+                eval_loss=judged and judged.loss, eval_accuracy=judged and judged.accuracy, seconds=seconds,
                 images_per_s=len(splits.train[1]) / seconds, eval_seconds=eval_seconds, lr=lr,
             )  # fmt: skip
             state.history.append(row)
             state.epoch, state.train_seconds = epoch, state.train_seconds + row.seconds
-            if epoch == 1 and is_stuck(row.eval_accuracy, model.net.config.num_classes):
+            # Unjudged, the first epoch's training accuracy tells a stuck run as well.
+            first = row.eval_accuracy if row.eval_accuracy is not None else row.train_accuracy
+            if epoch == 1 and is_stuck(first, model.net.config.num_classes):
                 advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
-                _warn(state, advice.format(accuracy=row.eval_accuracy, images=len(splits.train[1])), on_warning)
+                _warn(state, advice.format(accuracy=first, images=len(splits.train[1])), on_warning)
             if run_dir is not None:
                 runs.save_epoch(run_dir, state.to_dict(), state.history, model)
             if on_epoch is not None:
@@ -265,6 +270,11 @@ def train(
         resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
         raise Interrupted(epoch, run_dir if resumable else None) from None
     return RunResult(model.eval(), state.history, test, val, run_dir, state.train_seconds, state.warnings)
+
+
+def is_judged(epoch: int, epochs: int, every: int) -> bool:
+    """Whether an epoch's figures are computed: every `every`-th epoch (none if 0), and the last always."""
+    return epoch == epochs or (every > 0 and epoch % every == 0)
 
 
 def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
@@ -353,6 +363,7 @@ def _config_record(config: TrainConfig, data: Dataset, device: torch.device) -> 
         "device": str(device),
         "device_name": describe(device),
         "deterministic": config.deterministic,
+        "eval_every": config.eval_every,
         "engine": asdict(config.engine),
         "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
     }
@@ -383,7 +394,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
         config = TrainConfig(
             recipe=Recipe.from_dict(saved["recipe"], f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
             seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"],
-            device=saved["device"], deterministic=saved["deterministic"],
+            device=saved["device"], deterministic=saved["deterministic"], eval_every=saved.get("eval_every", 1),
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**saved.get("engine", {})),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
