@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or auto")
+    parser.add_argument("--model", help="default: the recipe's")
     parser.add_argument("--no-pool-first", dest="pool_first", action="store_false")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print the operators' share of the CPU time")
@@ -40,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from lenet import get_recipe, load_fashion_mnist
     from lenet.data import augment, batch_indices, to_float
-    from lenet.engine import Engine, forward_fn, prepare, training_order
+    from lenet.engine import Engine, forward_fn, prepare, resolve_precision, training_order
     from lenet.train import build_model, build_optimizer, build_schedule
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe
+    recipe = replace(recipe, model=args.model) if args.model else recipe
     engine = Engine(pool_first=args.pool_first, precision=args.precision, compile=args.compile, threads=args.threads)
+    engine = resolve_precision(engine, torch.device("cpu"))
     data = load_fashion_mnist()
     images, labels = data.train_images, data.train_labels
     if args.subset:
@@ -95,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
     print(f"{cpu}, {os.cpu_count()} logical cores, load average {load}; PyTorch {torch.__version__}, "
           f"Python {platform.python_version()}")  # fmt: skip
-    print(f"recipe {args.recipe}, batch {recipe.batch_size}, {args.threads} thread(s), pool first {args.pool_first}, "
-          f"{args.precision}, compile {args.compile}: {statistics.median(times):.2f} ms per step "
+    print(f"recipe {args.recipe}, model {recipe.model}, batch {recipe.batch_size}, {args.threads} thread(s), pool first {args.pool_first}, "
+          f"{engine.precision}{' (auto)' * (args.precision == 'auto')}, compile {args.compile}: "
+          f"{statistics.median(times):.2f} ms per step "
           f"(median of {args.steps}; fastest {min(times):.2f})")  # fmt: skip
     if args.profile:
         events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]

@@ -1,5 +1,7 @@
 """The engine's fast paths: each one falls back cleanly and keeps the maths."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -42,6 +44,29 @@ def test_bf16_forward_gives_float32_logits_close_to_fp32():
         low, full = forward_fn(model, Engine(precision="bf16"))(x), forward_fn(model, Engine())(x)
     assert low.dtype == torch.float32 and not torch.equal(low, full)
     assert torch.allclose(low, full, atol=0.1)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_records_it(monkeypatch, fmnist, tmp_path):
+    import json
+
+    from conftest import small_subset
+    from lenet import TrainConfig, get_recipe, train
+    from lenet.engine import resolve_precision
+
+    cpu = torch.device("cpu")
+    for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert resolve_precision(Engine(precision="auto"), cpu).precision == expected
+    assert resolve_precision(Engine(precision="fp32"), cpu).precision == "fp32"  # asked for: never changed
+    with pytest.raises(ValueError, match="resolve_precision"):
+        forward_fn(create_model("lenet"), Engine(precision="auto"))
+
+    recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1)
+    config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="r", progress=False,
+                         engine=Engine(precision="auto", threads=1))  # fmt: skip
+    train(config, data=small_subset(fmnist, 500, 100))  # the CPU now looks like one without bf16 units
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["engine"]["precision"] == "fp32"
 
 
 def _step(model, x, y):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import LenetError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has fast bf16 units, else fp32
 # Non-decreasing activations: for these f, max(f(a), f(b)) = f(max(a, b)), so a max-pool can run first.
 MONOTONIC = (nn.Sigmoid, nn.Tanh, nn.ReLU)
 
@@ -33,7 +33,9 @@ class Engine:
     fused: bool = _option(True, "the optimizer update as one kernel over all parameters")
     pool_first: bool = _option(True, "while training, max-pool before a monotonic activation (same result, "
                                      "a quarter of the activation's work)")  # fmt: skip
-    precision: str = _option("fp32", "bf16 autocasts the forward pass (AMX CPUs, recent GPUs)", choices=PRECISIONS)
+    precision: str = _option("fp32", "bf16 autocasts the forward pass; auto takes bf16 where the device has "
+                                     "bf16 units (AMX or AVX-512 BF16 CPUs, Ampere and later GPUs), else fp32; "
+                                     "config.json records the one used", choices=PRECISIONS)  # fmt: skip
     compile: bool = _option(False, "torch.compile the model (slow start)")
     threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
 
@@ -42,6 +44,24 @@ class Engine:
             raise LenetError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if self.threads is not None and self.threads < 1:
             raise LenetError(f"threads must be at least 1, not {self.threads}")
+
+
+def resolve_precision(engine: Engine, device: torch.device) -> Engine:
+    """The engine with `auto` precision made concrete for this device (what the run records)."""
+    if engine.precision != "auto":
+        return engine
+    return replace(engine, precision="bf16" if has_fast_bf16(device) else "fp32")
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix units make autocast pay here; elsewhere bf16 is emulated, slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so looked up with care
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
 
 
 def prepare(model: nn.Module, engine: Engine) -> nn.Module:
@@ -93,6 +113,8 @@ def forward_fn(model: nn.Module, engine: Engine, on_warning: Callable[[str], Non
     forward = compiled(model, on_warning) if engine.compile else model
     if engine.precision == "fp32":
         return forward
+    if engine.precision == "auto":
+        raise ValueError("resolve_precision(engine, device) first: auto is not a precision a step runs in")
     device_type = next(model.parameters()).device.type
 
     def autocast_forward(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from . import runs
 from .data import Dataset, augment, batch_indices, holdout, load_dataset, to_float
 from .datasets import DEFAULT, DataSpec
 from .device import describe, resolve_device
-from .engine import Engine, Step, make_optimizer, prepare, training_order
+from .engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
 from .errors import CheckpointError, Interrupted, LenetError
 from .metrics import Evaluation, evaluate, seed_statistics
 from .models import LeNet, LeNetConfig, count_parameters, model_config
@@ -220,6 +220,7 @@ def train(
     """
     recipe = config.recipe
     device = resolve_device(config.device)
+    config = replace(config, engine=resolve_precision(config.engine, device))  # config.json says which was used
     set_determinism(device, config.deterministic)
     data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
     splits = Splits.of(data, config.val_split)
