@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or auto")
+    parser.add_argument("--precision", help="fp32, bf16 or auto (default: the recipe's)")
     parser.add_argument("--model", help="default: the recipe's")
     parser.add_argument("--no-pool-first", dest="pool_first", action="store_false")
     parser.add_argument("--compile", action="store_true")
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe
     recipe = replace(recipe, model=args.model) if args.model else recipe
-    engine = Engine(pool_first=args.pool_first, precision=args.precision, compile=args.compile, threads=args.threads)
-    engine = resolve_precision(engine, torch.device("cpu"))
+    engine = Engine(pool_first=args.pool_first, compile=args.compile, threads=args.threads)
+    precision = resolve_precision(args.precision or recipe.precision, torch.device("cpu"))
     data = load_fashion_mnist()
     images, labels = data.train_images, data.train_labels
     if args.subset:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     model = prepare(build_model(recipe), engine)
     optimizer = build_optimizer(model, recipe, engine)
     schedule = build_schedule(optimizer, recipe, 10 * (args.steps + 10))
-    forward = forward_fn(model, engine)
+    forward = forward_fn(model, engine, precision)
     rng = torch.Generator().manual_seed(1)
     shuffle = torch.Generator().manual_seed(0)
     order = iter(batch_indices(len(labels), recipe.batch_size, shuffle=True, generator=shuffle))
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu}, {os.cpu_count()} logical cores, load average {load}; PyTorch {torch.__version__}, "
           f"Python {platform.python_version()}")  # fmt: skip
     print(f"recipe {args.recipe}, model {recipe.model}, batch {recipe.batch_size}, {args.threads} thread(s), pool first {args.pool_first}, "
-          f"{engine.precision}{' (auto)' * (args.precision == 'auto')}, compile {args.compile}: "
+          f"{precision}{' (auto)' * ('auto' in (args.precision, recipe.precision))}, compile {args.compile}: "
           f"{statistics.median(times):.2f} ms per step "
           f"(median of {args.steps}; fastest {min(times):.2f})")  # fmt: skip
     if args.profile:

@@ -70,8 +70,9 @@ def child_engine(args) -> dict:
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
+    recipe = replace(recipe, precision=args.precision) if args.precision else recipe  # else the recipe's own
     fast = not args.plain
-    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, precision=args.precision, threads=args.threads)
+    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, threads=args.threads)
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
                          progress=False, engine=engine)  # fmt: skip
     result = train(config, _data(args))
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=int, default=0, metavar="N",
                         help="train on the first N images only: a quick check of this script, not a measurement")  # fmt: skip
     parser.add_argument("--tta-epochs", type=int, default=0, help=argparse.SUPPRESS)  # 0: the recipe's own
-    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("reference", "engine"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -26,8 +26,6 @@ def test_training_on_the_gpu_learns_and_saves_a_run_the_cpu_loads(fmnist, tmp_pa
 
 
 def test_bf16_autocast_on_the_gpu_trains(fmnist, tmp_path):
-    from lenet.engine import Engine
-
     recipe = replace(get_recipe("default"), model="lenet_bn", epochs=1)
-    config = TrainConfig(recipe=recipe, device="cuda", save=False, progress=False, engine=Engine(precision="bf16"))
+    config = TrainConfig(recipe=replace(recipe, precision="bf16"), device="cuda", save=False, progress=False)
     assert train(config, data=small_subset(fmnist, 6000, 1000)).final.accuracy > 0.7

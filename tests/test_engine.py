@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lenet import create_model
+from lenet import create_model, get_recipe
 from lenet.engine import Engine, forward_fn, make_optimizer, prepare, training_order
 from lenet.errors import LenetError
 
@@ -41,7 +41,7 @@ def test_bf16_forward_gives_float32_logits_close_to_fp32():
     model = create_model("lenet_bn").eval()
     x = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
-        low, full = forward_fn(model, Engine(precision="bf16"))(x), forward_fn(model, Engine())(x)
+        low, full = forward_fn(model, Engine(), "bf16")(x), forward_fn(model, Engine())(x)
     assert low.dtype == torch.float32 and not torch.equal(low, full)
     assert torch.allclose(low, full, atol=0.1)
 
@@ -52,21 +52,30 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_re
     from conftest import small_subset
     from lenet import TrainConfig, get_recipe, train
     from lenet.engine import resolve_precision
+    from lenet.train import resume_config
 
     cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
-        assert resolve_precision(Engine(precision="auto"), cpu).precision == expected
-    assert resolve_precision(Engine(precision="fp32"), cpu).precision == "fp32"  # asked for: never changed
+        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("bf16", cpu) == "bf16"  # asked for: never changed
     with pytest.raises(ValueError, match="resolve_precision"):
-        forward_fn(create_model("lenet"), Engine(precision="auto"))
+        forward_fn(create_model("lenet"), Engine(), "auto")
 
-    recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1)
+    recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1, precision="auto")
     config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="r", progress=False,
-                         engine=Engine(precision="auto", threads=1))  # fmt: skip
+                         engine=Engine(threads=1))  # fmt: skip
     train(config, data=small_subset(fmnist, 500, 100))  # the CPU now looks like one without bf16 units
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["engine"]["precision"] == "fp32"
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["recipe"]["precision"] == "fp32" and "precision" not in saved["engine"]
+
+    # A run saved when precision was an engine setting resumes in the precision it trained in.
+    saved["engine"]["precision"] = "bf16"
+    del saved["recipe"]["precision"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    resumed = resume_config(tmp_path / "r")
+    assert resumed.recipe.precision == "bf16" and resumed.engine == Engine(threads=1)
 
 
 def _step(model, x, y):
@@ -107,8 +116,8 @@ def test_pool_first_leaves_other_layers_and_restores_after_an_error():
         assert [type(m) for m in model.conv] == before
 
 
-def test_bad_engine_options():
+def test_bad_precision_and_engine_options():
     with pytest.raises(LenetError, match="precision"):
-        Engine(precision="fp8")
+        replace(get_recipe("default"), precision="fp8")
     with pytest.raises(LenetError, match="threads"):
         Engine(threads=0)

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
     _add_field_flags(t.add_argument_group("recipe fields (each overrides the chosen recipe's; defaults: the default recipe)"),
                      Recipe)  # fmt: skip
-    _add_field_flags(t.add_argument_group("engine (how a step runs; the maths stay the same but for bf16)"), Engine)
+    _add_field_flags(t.add_argument_group("engine (how a step runs; the maths stay the same)"), Engine)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")

@@ -1,7 +1,8 @@
-"""How the training step runs: memory format, layer order, fused optimizer, precision, compilation, threads.
+"""How the training step runs: memory format, layer order, fused optimizer, compilation, threads.
 
 `Step` is the step itself (forward, loss, backward, update); `Engine` says how it runs. None
-of these changes the maths beyond float rounding, except bf16, which is opt-in. Each fast path
+of these changes the maths beyond float rounding (bf16, which does, is the recipe's `precision`;
+the step runs in it). Each fast path
 falls back to the plain one where this PyTorch or device cannot take it, and each has a flag
 to turn it off (BENCHMARKS.md has the measurements that chose the defaults).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,6 @@ from torch import nn
 
 from .errors import LenetError
 
-PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has fast bf16 units, else fp32
 # Non-decreasing activations: for these f, max(f(a), f(b)) = f(max(a, b)), so a max-pool can run first.
 MONOTONIC = (nn.Sigmoid, nn.Tanh, nn.ReLU)
 
@@ -33,24 +33,19 @@ class Engine:
     fused: bool = _option(True, "the optimizer update as one kernel over all parameters")
     pool_first: bool = _option(True, "while training, max-pool before a monotonic activation (same result, "
                                      "a quarter of the activation's work)")  # fmt: skip
-    precision: str = _option("fp32", "bf16 autocasts the forward pass; auto takes bf16 where the device has "
-                                     "bf16 units (AMX or AVX-512 BF16 CPUs, Ampere and later GPUs), else fp32; "
-                                     "config.json records the one used", choices=PRECISIONS)  # fmt: skip
     compile: bool = _option(False, "torch.compile the model (slow start)")
     threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise LenetError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if self.threads is not None and self.threads < 1:
             raise LenetError(f"threads must be at least 1, not {self.threads}")
 
 
-def resolve_precision(engine: Engine, device: torch.device) -> Engine:
-    """The engine with `auto` precision made concrete for this device (what the run records)."""
-    if engine.precision != "auto":
-        return engine
-    return replace(engine, precision="bf16" if has_fast_bf16(device) else "fp32")
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A recipe's precision made concrete for this device: `auto` becomes bf16 or fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if has_fast_bf16(device) else "fp32"
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -108,13 +103,14 @@ def make_optimizer(factory: Callable[..., torch.optim.Optimizer], params, engine
     return factory(params, **kw)
 
 
-def forward_fn(model: nn.Module, engine: Engine, on_warning: Callable[[str], None] | None = None) -> Callable:
-    """The training forward pass: logits in float32, whatever the precision inside."""
+def forward_fn(model: nn.Module, engine: Engine, precision: str = "fp32",
+               on_warning: Callable[[str], None] | None = None) -> Callable:  # fmt: skip
+    """The training forward pass in `precision` (fp32 or bf16): logits in float32 either way."""
     forward = compiled(model, on_warning) if engine.compile else model
-    if engine.precision == "fp32":
+    if precision == "fp32":
         return forward
-    if engine.precision == "auto":
-        raise ValueError("resolve_precision(engine, device) first: auto is not a precision a step runs in")
+    if precision != "bf16":
+        raise ValueError(f"a step runs in fp32 or bf16, not {precision!r} (resolve_precision first)")
     device_type = next(model.parameters()).device.type
 
     def autocast_forward(x: torch.Tensor) -> torch.Tensor:
@@ -156,9 +152,10 @@ class Step:
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule, engine: Engine,
-                 label_smoothing: float = 0.0, on_warning: Callable[[str], None] | None = None):  # fmt: skip
+                 label_smoothing: float = 0.0, precision: str = "fp32",
+                 on_warning: Callable[[str], None] | None = None):  # fmt: skip
         self.optimizer, self.schedule, self.label_smoothing = optimizer, schedule, label_smoothing
-        self.forward = forward_fn(net, engine, on_warning)
+        self.forward = forward_fn(net, engine, precision, on_warning)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the batch's mean loss, its logits), both detached and left on the device."""

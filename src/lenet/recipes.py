@@ -21,6 +21,7 @@ from .metrics import EVAL_CHUNK
 from .models import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has bf16 units, else fp32
 SCHEDULES = ("constant", "onecycle", "cosine")
 # The augmentation draws from its own generator, seeded with seed + this, so that it never
 # replays the shuffling generator's numbers (seeded with the seed itself).
@@ -68,6 +69,11 @@ class Recipe:
     test_flip: bool = _field(True, "average each test image's logits with its mirror's")
     test_shift: int = _field(1, "and with the image moved this many pixels up, down, left and right (0 = off)",
                              low=0, high=MAX_SHIFT)  # fmt: skip
+    # bf16 changes the maths (a forward pass rounded to 8 bits of mantissa), so it is the recipe's
+    # choice, not the engine's; a run records the precision it used, never "auto".
+    precision: str = _field("fp32", "bf16 autocasts the training forward pass; auto takes bf16 where the device "
+                                    "has bf16 units (AMX or AVX-512 BF16 CPUs, Ampere and later GPUs), else fp32",
+                            choices=PRECISIONS)  # fmt: skip
     # Evaluation in chunks keeps peak memory low; it changes no figure.
     eval_batch_size: int = _field(EVAL_CHUNK, "images per forward pass when evaluating", low=1)
 

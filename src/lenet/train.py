@@ -218,9 +218,10 @@ def train(
     With `resume` (a run directory made with the same config, see `resume_config`), the
     run continues after its last completed epoch and ends as an uninterrupted run would.
     """
-    recipe = config.recipe
     device = resolve_device(config.device)
-    config = replace(config, engine=resolve_precision(config.engine, device))  # config.json says which was used
+    # "auto" becomes what this device runs, so config.json (and a resume) says which precision trained.
+    config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
+    recipe = config.recipe
     set_determinism(device, config.deterministic)
     data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
     splits = Splits.of(data, config.val_split)
@@ -230,7 +231,8 @@ def train(
     model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, steps_per_epoch, device)
-    step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, on_warning)
+    step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, recipe.precision,
+                on_warning)  # fmt: skip
     run_dir = _resume_run_dir(Path(resume), state, model) if resume is not None else _new_run_dir(config, data, device)
 
     epoch = state.epoch + 1
@@ -392,15 +394,25 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The TrainConfig a run was started with, read back from its config.json."""
     saved = runs.read_config(Path(run_dir))
     try:
+        recipe, engine = _recipe_and_engine(saved)
         config = TrainConfig(
-            recipe=Recipe.from_dict(saved["recipe"], f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
+            recipe=Recipe.from_dict(recipe, f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
             seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"],
             device=saved["device"], deterministic=saved["deterministic"], eval_every=saved.get("eval_every", 1),
-            out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**saved.get("engine", {})),
+            out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
     return replace(config, **overrides)
+
+
+def _recipe_and_engine(saved: dict) -> tuple[dict, dict]:
+    """config.json's recipe and engine; a run saved when precision was an engine setting has it moved over."""
+    recipe, engine = dict(saved["recipe"]), dict(saved.get("engine", {}))
+    precision = engine.pop("precision", None)
+    if precision is not None and "precision" not in recipe:
+        recipe["precision"] = precision
+    return recipe, engine
 
 
 def _bar(config: TrainConfig, description: str) -> str | None:
