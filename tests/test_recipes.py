@@ -128,3 +128,13 @@ def test_a_one_cycle_too_short_to_warm_up_is_one_line():
         build_schedule(optimizer, recipe, 5)
     build_schedule(optimizer, recipe, 4)  # under a step or over one, OneCycleLR runs
     build_schedule(optimizer, recipe, 10)
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_the_accurate_recipes_stay_within_100k_parameters_and_15_epochs(name):
+    from lenet.models import count_parameters
+    from lenet.train import build_model
+
+    recipe = get_recipe(name)
+    assert count_parameters(build_model(recipe)) <= 100_000 and recipe.epochs <= 15
+
