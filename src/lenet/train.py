@@ -245,7 +245,8 @@ def train(
                 judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
             row = runs.EpochMetrics(
                 epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.judged_name,
-                eval_loss=judged and judged.loss, eval_accuracy=judged and judged.accuracy, seconds=seconds,
+                eval_loss=judged.loss if judged else None, eval_accuracy=judged.accuracy if judged else None,
+                seconds=seconds,
                 images_per_s=len(splits.train[1]) / seconds, eval_seconds=eval_seconds, lr=lr,
             )  # fmt: skip
             state.history.append(row)
