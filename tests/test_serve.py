@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx2 as httpx
 import pytest
@@ -271,3 +272,54 @@ def test_without_the_serve_extra_it_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(ServeError, match=r"pip install 'lenet\[serve\]'"):
         require_serve_extra()
+
+
+def test_onnx_runtime_serves_pytorchs_answers_and_says_so(small_run, fmnist):
+    from fastapi.testclient import TestClient
+
+    from lenet.export import RuntimeClassifier
+    from lenet.serve import serving_model
+
+    weights = resolve_weights(small_run)
+    model = load(weights)
+    served, note = serving_model(model, DEFAULTS, fmnist.test_images)
+    assert isinstance(served, RuntimeClassifier) and note == "" and served.runtime.startswith("onnxruntime")
+    images = fmnist.test_images[1000:1300]  # beyond the images it was checked on
+    expected, got = predict(model, images, top_k=10), predict(served, images, top_k=10)
+    assert [p.label for p in got] == [p.label for p in expected]
+    for g, e in zip(got, expected):
+        assert [q for _, q in g.top] == pytest.approx([q for _, q in e.top], abs=1e-5)
+    assert serving_model(model, replace(DEFAULTS, runtime="torch"), fmnist.test_images) == (model, "")
+
+    app = create_app(served, run_info(weights, served), settings=DEFAULTS)
+    with TestClient(app) as client:
+        assert client.get("/model").json()["runtime"] == served.runtime
+        response = client.post("/predict", json={"images": [img[0].tolist() for img in images[:8]]})
+        assert [p["label"] for p in response.json()["predictions"]] == [p.label for p in expected[:8]]
+
+
+def test_without_onnx_runtime_auto_serves_with_pytorch_and_a_named_runtime_is_an_error(small_run, fmnist, monkeypatch):
+    import lenet.export
+    from lenet.errors import ExportError
+    from lenet.serve import serving_model
+
+    def missing():
+        raise ExportError("ONNX export needs onnx and onnxruntime (onnxruntime is missing)")
+
+    monkeypatch.setattr(lenet.export, "_require_onnx", missing)
+    model = load(small_run)
+    served, note = serving_model(model, DEFAULTS, fmnist.test_images)
+    assert served is model and note.startswith("serving with PyTorch: ") and "onnxruntime is missing" in note
+    with pytest.raises(ServeError, match="--runtime onnxruntime: .*onnxruntime is missing"):
+        serving_model(model, replace(DEFAULTS, runtime="onnxruntime"), fmnist.test_images)
+
+
+def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, monkeypatch):
+    import lenet.export
+    from lenet.errors import ExportError
+
+    verify = lenet.export.verify
+    monkeypatch.setattr(lenet.export, "verify", lambda model, run, images, runtime="": verify(
+        model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
+    with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
+        lenet.export.onnx_runtime(load(small_run), fmnist.test_images[:200])

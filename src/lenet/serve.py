@@ -32,7 +32,7 @@ from .datasets import IMAGE_SIZE
 from .errors import LenetError, ServeError
 from .inference import Prediction, decode_image, from_pixels, predict
 from .models import count_parameters
-from .views import classes_of
+from .views import Classifier, classes_of
 
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES = 64  # per request
@@ -44,6 +44,7 @@ SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-i
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 INLINE_DECODE_BYTES = 64 * 2**10  # uploads up to this size are decoded on the event loop
+RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ServeSettings:
     max_batch: int = 64  # images in one forward pass; a bigger request is split across passes
     max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
     max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
+    runtime: str = "auto"  # auto: ONNX Runtime where installed and the model is on the CPU, else PyTorch
+    verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
 
 
 DEFAULTS = ServeSettings()
@@ -186,6 +189,27 @@ def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
 # --- the app ----------------------------------------------------------------------------------
 
 
+def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tensor) -> tuple[Classifier, str]:
+    """The model that answers requests, and a note when `auto` could not take ONNX Runtime.
+
+    ONNX Runtime serves only once it has answered the first `verify_images` test images as
+    PyTorch does (same class for each, logits within export.TOLERANCE); asked for by name, its
+    absence or a failed check is an error; under `auto`, PyTorch serves and the note says why.
+    """
+    from .export import onnx_runtime
+
+    if settings.runtime not in RUNTIMES:
+        raise ServeError(f"unknown runtime {settings.runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if settings.runtime == "torch":
+        return model, ""
+    try:
+        return onnx_runtime(model, images[: settings.verify_images]), ""
+    except LenetError as e:
+        if settings.runtime == "onnxruntime":
+            raise ServeError(f"--runtime onnxruntime: {e}") from None
+        return model, f"serving with PyTorch: {e}"
+
+
 def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
     """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
     from .runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
@@ -201,6 +225,7 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
         "data_set": model.data.name,
         "classes": list(model.data.classes),
         "test_accuracy": summary.get("test", {}).get("accuracy"),
+        "runtime": getattr(model, "runtime", f"torch {torch.__version__}"),
     }
 
 
@@ -456,6 +481,7 @@ def serve(
     data_dir: str | None = None,
     max_batch: int = DEFAULTS.max_batch,
     max_wait_ms: float = DEFAULTS.max_wait_ms,
+    runtime: str = DEFAULTS.runtime,
 ) -> int:
     require_serve_extra()
     import uvicorn
@@ -467,9 +493,12 @@ def serve(
     torch.set_num_threads(1)
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights, resolve_device(device))
-    info = {**run_info(weights, model), "lenet_version": __version__}
     data = load_dataset(model.data.name, data_dir)
-    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime)
+    model, note = serving_model(model, settings, data.test_images)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    info = {**run_info(weights, model), "lenet_version": __version__}
     app = create_app(model, info, data.test_images, data.test_labels, settings)
     sock = bind(host, port)
     if warning := exposure_warning(sock):
