@@ -36,6 +36,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     server_cpu_ms: float = 0.0  # the server process's CPU time per request
+    runtime: str = ""  # lenet serve --runtime
     load_average: str = ""  # /proc/loadavg's 1-minute figure before the run: other work on the machine
 
     def percentile(self, q: float) -> float:
@@ -117,10 +118,10 @@ def machine() -> str:
 
 
 def table(results: list[LoadResult]) -> str:
-    rows = ["| concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = ["| runtime | concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results:
-        rows.append(f"| {r.concurrency} | {r.requests:,} | {r.errors} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
+        rows.append(f"| {r.runtime} | {r.concurrency} | {r.requests:,} | {r.errors} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
                     f"{max(r.latencies_ms):.1f} | {r.per_second:,.0f} | {r.server_cpu_ms:.2f} | {r.load_average} |")  # fmt: skip
     return "\n".join(rows)
 
@@ -130,37 +131,42 @@ def main() -> int:
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 8])
+    parser.add_argument("--runtimes", default="onnxruntime,torch", help="lenet serve --runtime values, one server each")
     parser.add_argument("--write", type=Path, help="put the results in this Markdown file's serving section")
     args = parser.parse_args()
 
-    proc, url = start_server(args.run)
-    try:
-        pngs = sample_pngs(url)
-        asyncio.run(load(url, pngs, WARMUP, 8))
-        results = []
-        for concurrency in args.concurrency:
-            busy, cpu = load_average(), cpu_seconds(proc.pid)
-            result = asyncio.run(load(url, pngs, args.requests, concurrency))
-            result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
-            results.append(result)
-            print(table(results[-1:]).splitlines()[-1], flush=True)
-        with httpx.Client(base_url=url) as client:
-            health = client.get("/healthz").json()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    batch = health["images"] / max(health["forward_passes"], 1)
+    results, batching = [], []
+    for runtime in args.runtimes.split(","):
+        proc, url = start_server(args.run, "--runtime", runtime)
+        try:
+            pngs = sample_pngs(url)
+            asyncio.run(load(url, pngs, WARMUP, 8))
+            for concurrency in args.concurrency:
+                busy, cpu = load_average(), cpu_seconds(proc.pid)
+                result = asyncio.run(load(url, pngs, args.requests, concurrency))
+                result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
+                result.runtime = runtime
+                results.append(result)
+                print(table(results[-1:]).splitlines()[-1], flush=True)
+            with httpx.Client(base_url=url) as client:
+                health = client.get("/healthz").json()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        batch = health["images"] / max(health["forward_passes"], 1)
+        batching.append(f"{runtime}: {health['images']:,} images in {health['forward_passes']:,} forward passes "
+                        f"({batch:.1f} images per pass on average, warm-up included)")  # fmt: skip
     text = (
         "## Serving\n\n"
         f"`python -m benchmarks.serve_load RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
         f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, its defaults) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
-        f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests.\n\n"
+        f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests; one server per "
+        "runtime (`--runtime`), one after the other.\n\n"
         f"Machine: {machine()}.\n\n{table(results)}\n\n"
         "Latency is measured by the client, which shares the 2 cores with the server; the load average "
         "(1 minute, before each row) shows other work on the machine competing for them.\n\n"
-        f"Micro-batching: {health['images']:,} images in {health['forward_passes']:,} forward passes "
-        f"({batch:.1f} images per pass on average, warm-up included).\n"
+        f"Micro-batching: {'; '.join(batching)}.\n"
     )
     print(text)
     if args.write:
