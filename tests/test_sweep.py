@@ -339,3 +339,40 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path,
     assert row["finished"] == 0 and "val" not in row
     assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
     assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory is still there
+
+
+@needs_ray
+def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmnist, monkeypatch):
+    """ASHA may stop a trial at any report; at a run's last epoch that must not lose its summary.json
+    (it did: the last epoch was reported before the final figures were computed)."""
+    from ray import tune
+
+    from lenet.sweep import Options, make_plan, parse_space, run_trial, table_rows
+
+    class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
+        pass
+
+    reports = []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        if metrics["step"] == 2:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
+            raise Stopped
+
+    monkeypatch.setattr(tune, "report", report)
+    text = 'seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n'
+    space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
+    plan = make_plan(space, Options(out=str(tmp_path), name="stop"), text)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(Stopped):
+            run_trial({"unit": 0}, plan, small_subset(fmnist, 600, 100))
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
+    assert [r["step"] for r in reports] == [1, 2]
+    assert reports[-1]["val_accuracy"] == summary["val"]["accuracy"]  # the finished model's figure, every view
+    assert not plan.run_dir(0, 1).exists()  # the stopped trial's second seed never started
+    (row,) = table_rows(plan)
+    assert row["seeds"][0]["status"] == "done" and row["seeds"][0]["val"] == summary["val"]["accuracy"]

@@ -380,29 +380,38 @@ def run_trial(config: dict[str, Any], plan: Plan, data) -> None:
         if (run_dir / runs.SUMMARY_FILE).exists() or (run_dir / FAILED_FILE).exists():
             continue  # finished before a retry or a resumed sweep: never trained again
 
-        def on_epoch(row, position=position, seed=seed, run_dir=run_dir) -> None:
-            step = position * recipe.epochs + row.epoch  # ASHA compares trials at equal steps
+        def report(epoch: int, accuracy: float, loss: float, position=position, seed=seed, run_dir=run_dir) -> None:
+            step = position * recipe.epochs + epoch  # ASHA compares trials at equal steps
             with tempfile.TemporaryDirectory() as marker:
-                write_json(Path(marker) / "trial.json", {"run_dir": str(run_dir), "seed": seed, "epoch": row.epoch})
-                tune.report({"step": step, "seed": seed, "epoch": row.epoch, "val_accuracy": row.eval_accuracy,
-                             "val_loss": row.eval_loss}, checkpoint=tune.Checkpoint.from_directory(marker))  # fmt: skip
+                write_json(Path(marker) / "trial.json", {"run_dir": str(run_dir), "seed": seed, "epoch": epoch})
+                tune.report({"step": step, "seed": seed, "epoch": epoch, "val_accuracy": accuracy, "val_loss": loss},
+                            checkpoint=tune.Checkpoint.from_directory(marker))  # fmt: skip
+
+        def on_epoch(row) -> None:
+            # Tune may stop a trial at any report (ASHA, or the last step); the run's last epoch is
+            # reported only after its final figures are on disk, so a stop there never cuts them.
+            if row.epoch < recipe.epochs:
+                report(row.epoch, row.eval_accuracy, row.eval_loss)
 
         try:
             if (run_dir / runs.CONFIG_FILE).exists():  # a retry: on from the last completed epoch
                 config_ = resume_config(run_dir, progress=False, device=device, engine=engine)
-                train(config_, data=data, on_epoch=on_epoch, resume=run_dir)
+                result = train(config_, data=data, on_epoch=on_epoch, resume=run_dir)
             else:
                 config_ = TrainConfig(
                     recipe=recipe, recipe_name=f"{plan.name}/trial-{unit.configuration:04d}", seed=seed,
                     val_split=plan.space["val_split"], device=device, out=str(run_dir.parent), name=run_dir.name,
                     progress=False, engine=engine,
                 )  # fmt: skip
-                train(config_, data=data, on_epoch=on_epoch)
+                result = train(config_, data=data, on_epoch=on_epoch)
         except Interrupted:
             raise
         except LenetError as e:  # the trial's own failure (diverged, bad values): recorded, and the sweep goes on
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / FAILED_FILE, {"error": str(e), "type": type(e).__name__})
+            continue
+        # The finished model's figure, every view: what the sweep's "final" metric ranks by.
+        report(recipe.epochs, result.val.accuracy, result.val.loss)
 
 
 def _threads(plan: Plan) -> int:
