@@ -45,6 +45,6 @@ def test_profile_step_times_and_profiles_a_step():
     command = [sys.executable, "-m", "benchmarks.profile_step", "--steps", "5", "--subset", "640", "--profile"]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"recipe seed, batch 64, 1 thread\(s\), .*: [\d.]+ ms per step", proc.stdout), proc.stdout
+    assert re.search(r"recipe seed, model lenet, batch 64, 1 thread\(s\), .*: [\d.]+ ms per step", proc.stdout), proc.stdout
     shares = [float(m) for m in re.findall(r"^ +([\d.]+)%  aten::", proc.stdout, re.M)]
     assert shares and sum(shares) <= 100.5 and any("convolution" in line for line in proc.stdout.splitlines())
