@@ -184,6 +184,10 @@ def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # a finished trial is never trained again
     whole, resumed = read_table(finished_sweep), read_table(killed)
     assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
+    # Resumed again, with every trial ended: nothing is trained, and the table is written again.
+    (killed / "sweep.json").unlink()
+    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
+    assert "4 of 4 trials done" in out.splitlines()[0] and read_table(killed)["rows"] == whole["rows"]
 
 
 def stop_namespace(namespace: str) -> None:

@@ -551,11 +551,12 @@ def _tune(tune, plan: Plan, data, resume: bool, on_line) -> bool:
             ),
         )  # fmt: skip
     try:
-        tuner.fit()
+        results = tuner.fit()
     except (tune.TuneError, RuntimeError) as e:  # Tune's own failure (storage, the cluster), not a trial's
         raise LenetError(f"Ray Tune stopped: {_first_line(e)}; finished runs are kept; "
                          f"continue with: lenet sweep --resume {plan.directory}") from None  # fmt: skip
-    return progress.all_ended()
+    # A resumed sweep whose trials had all ended runs none, and the callback then sees none end.
+    return progress.all_ended() or results.num_terminated + results.num_errors == len(plan.units())
 
 
 class Progress(_TuneCallback):
