@@ -326,19 +326,33 @@ def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
     )
 
 
-@needs_ray
-def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
-    from lenet.sweep import Options, make_plan, parse_space, run_trial, table_rows
+def plan_of(text: str, out: Path, name: str):
+    """The plan of a space given as text, with a 100-image validation split, made in `out`."""
+    from lenet.sweep import Options, make_plan, parse_space
 
-    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
-    plan = make_plan(space, Options(out=str(tmp_path), name="nan"), text)
+    return make_plan(space, Options(out=str(out), name=name), text)
+
+
+def run_trial_here(plan, data) -> None:
+    """The plan's first trial in this process (no Ray), on one thread as a trial runs."""
+    from lenet.sweep import run_trial
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_trial({"unit": 0}, plan, small_subset(fmnist, 600, 100))  # in this process: it fails before any report
+        run_trial({"unit": 0}, plan, data)
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_ray
+def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
+    from lenet.sweep import table_rows
+
+    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
+    plan = plan_of(text, tmp_path, "nan")
+    run_trial_here(plan, small_subset(fmnist, 600, 100))  # it fails before any report
     (row,) = table_rows(plan)
     assert row["finished"] == 0 and "val" not in row
     assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
@@ -351,7 +365,7 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
     (it did: the last epoch was reported before the final figures were computed)."""
     from ray import tune
 
-    from lenet.sweep import Options, make_plan, parse_space, run_trial, table_rows
+    from lenet.sweep import table_rows
 
     class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
         pass
@@ -364,16 +378,9 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
             raise Stopped
 
     monkeypatch.setattr(tune, "report", report)
-    text = 'seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n'
-    space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
-    plan = make_plan(space, Options(out=str(tmp_path), name="stop"), text)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.raises(Stopped):
-            run_trial({"unit": 0}, plan, small_subset(fmnist, 600, 100))
-    finally:
-        torch.set_num_threads(threads)
+    plan = plan_of('seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n', tmp_path, "stop")
+    with pytest.raises(Stopped):
+        run_trial_here(plan, small_subset(fmnist, 600, 100))
     summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
     assert [r["step"] for r in reports] == [1, 2]
     assert reports[-1]["val_accuracy"] == summary["val"]["accuracy"]  # the finished model's figure, every view
