@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .analysis import FeatureMaps, Mistakes
+from .runs import judged as runs_judged
 
 DPI = 100
 SIZES = {  # inches, width x height
@@ -64,7 +65,7 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str
             name = f"{label} {split}".strip()
             color = f"C{i}" if label else _split_color(split)  # a run's colour, or a split's for one run
             kw = {"color": color, "linestyle": styles[split], "marker": "o", "markersize": 3}
-            judged = [row for row in rows if not math.isnan(row[f"{split}_loss"])]  # --eval-every skips some
+            judged = runs_judged(rows, f"{split}_loss")  # --eval-every skips some epochs
             epochs = [row["epoch"] for row in judged]
             loss_ax.plot(epochs, [row[f"{split}_loss"] for row in judged], label=name, **kw)
             acc_ax.plot(epochs, [100 * row[f"{split}_accuracy"] for row in judged], label=name, **kw)
