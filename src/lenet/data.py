@@ -64,7 +64,7 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> torch.Tensor:
         raise DataError(f"{name}: {problem}: {len(raw)} bytes, the header {list(shape)} needs {expected}")
     if expected == header:  # no elements (a zero dimension); frombuffer refuses an empty buffer
         return torch.empty(shape, dtype=torch.uint8)
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
+    return torch.frombuffer(bytearray(memoryview(raw)[header:]), dtype=torch.uint8).reshape(shape)  # one copy
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -142,8 +142,13 @@ def measured_spec(name: str, classes: tuple[str, ...], train_images: torch.Tenso
     (Fashion-MNIST: 0.2860 and 0.3530, MNIST: 0.1307 and 0.3081)."""
     if not train_images.numel():
         return DataSpec(name, tuple(classes), 0.5, 0.5)
-    pixels = train_images.double().div(255)
-    return DataSpec(name, tuple(classes), round(pixels.mean().item(), 4), max(round(pixels.std().item(), 4), 1e-4))
+    # From the 256-bin histogram of the uint8 pixels: exact, where the pixels as float64 took 750 MB.
+    counts = torch.bincount(train_images.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum()
+    mean = (counts * values).sum() / n
+    std = ((counts * (values - mean) ** 2).sum() / (n - 1).clamp(min=1)).sqrt()  # Bessel's, as Tensor.std
+    return DataSpec(name, tuple(classes), round(mean.item(), 4), max(round(std.item(), 4), 1e-4))
 
 
 def load_dataset(
