@@ -14,12 +14,11 @@ BIN    := $(VENV)/bin
 train: install data
 	$(BIN)/lenet train $(ARGS)
 
-# One pytest worker per core, a test file to a worker, each test on one thread: on 2 cores the suite
-# took 325 s so, against 598 s on one worker (tests train tiny nets, which more threads only slow).
-# The fuzzing file runs once, alone: RELIABILITY.md's table is the count of that run.
+# One pytest worker per core, a test file to a worker (so the fuzzing file counts RELIABILITY.md's table
+# in one process), each test on one thread: on 2 cores the suite took 325 s so, against 598 s on one
+# worker (tests train tiny nets, which more threads only slow).
 test: install data browser
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile --ignore=tests/test_fuzz.py $(ARGS)
-	$(BIN)/python -m pytest tests/test_fuzz.py -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 # Training speed and time to accuracy: make bench ARGS="--write BENCHMARKS.md" writes their tables there
 bench: install data

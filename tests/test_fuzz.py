@@ -29,6 +29,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture import providers
 from PIL import Image
 
 from benchmarks.sections import read_section, write_section
@@ -83,6 +84,13 @@ KINDS = {
 COUNTS: Counter[str] = Counter()  # generated inputs per kind; conftest.py reports them
 VALID: Counter[str] = Counter()  # of those, the ones that gave a valid result (the rest were refused)
 TABLE = "fuzz-table"  # RELIABILITY.md's section that fuzz_table() writes
+
+
+# Hypothesis also draws literals found in the source of the project's modules then imported ("local
+# constants"), so an edit anywhere in lenet, or a run beside other test files, changed the inputs and the
+# table (measured: 628 against 646 valid of 10,808 after one new literal in data.py). The fuzzers name their
+# edge values themselves; the inputs depend only on this file and the pinned Hypothesis (its private API).
+providers._get_local_constants = lambda: providers.Constants()
 
 
 def fuzz(examples: int):
@@ -643,11 +651,6 @@ def test_reliability_md_holds_this_runs_table(request):
     """Last in this file: the table in RELIABILITY.md is the one this run gives (derandomized: every run gives it)."""
     if set(COUNTS) != set(KINDS):
         pytest.skip("only part of the fuzzing ran; the table needs all of it")
-    if {item.path.name for item in request.session.items} != {"test_fuzz.py"}:
-        # Measured: after the whole suite the valid counts differ (544 against 646 of 10,808), the
-        # same in every run of each kind; the cause is not found yet. make test checks the table in
-        # a run of this file alone.
-        pytest.skip("the table is checked in a run of tests/test_fuzz.py alone (make test does one)")
     document = REPO / "RELIABILITY.md"
     if request.config.getoption("write_fuzz_table"):
         write_section(document, TABLE, fuzz_table())
