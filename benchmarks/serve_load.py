@@ -156,8 +156,7 @@ def main() -> int:
         batch = health["images"] / max(health["forward_passes"], 1)
         batching.append(f"{runtime}: {health['images']:,} images in {health['forward_passes']:,} forward passes "
                         f"({batch:.1f} images per pass on average, warm-up included)")  # fmt: skip
-    text = (
-        "## Serving\n\n"
+    text = (  # the section sits under BENCHMARKS.md's own "## Serving" heading
         f"`python -m benchmarks.serve_load RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
         f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, its defaults) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
@@ -168,7 +167,7 @@ def main() -> int:
         "(1 minute, before each row) shows other work on the machine competing for them.\n\n"
         f"Micro-batching: {'; '.join(batching)}.\n"
     )
-    print(text)
+    print(f"## Serving\n\n{text}")
     if args.write:
         write_section(args.write, "serving", text)
     return 1 if any(r.errors for r in results) else 0
