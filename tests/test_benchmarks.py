@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import torch
+
 from benchmarks.sections import read_section
 from conftest import REPO
 
@@ -48,3 +50,26 @@ def test_profile_step_times_and_profiles_a_step():
     assert re.search(r"recipe seed, model lenet, batch 64, 1 thread\(s\), .*: [\d.]+ ms per step", proc.stdout), proc.stdout
     shares = [float(m) for m in re.findall(r"^ +([\d.]+)%  aten::", proc.stdout, re.M)]
     assert shares and sum(shares) <= 100.5 and any("convolution" in line for line in proc.stdout.splitlines())
+
+
+def test_train_memory_gives_each_stage_of_a_run_its_own_peak(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    for split, rows in (("train", 300), ("test", 100)):
+        images = torch.randint(0, 256, (rows, 784), generator=g)
+        labels = torch.arange(rows) % 3
+        lines = [",".join(map(str, [int(label), *row.tolist()])) for label, row in zip(labels, images)]
+        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    command = [sys.executable, "-m", "benchmarks.train_memory", "--dataset", f"csv:{tmp_path}", "--epochs", "2",
+               "--out", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {m[0].strip(): (int(m[1]), int(m[2]), int(m[3])) for m in
+            re.findall(r"^\| ([^|*]+) \| (\d+) \| (\d+) \| (\d+) \| \d+ \|$", proc.stdout, re.M)}  # fmt: skip
+    calls = {"loading the data": 1, "training, per epoch": 2, "judging, per epoch": 2, "saving, per epoch": 2,
+             "final figures (every view)": 1, "the report": 1, "the report: its evaluation": 1,
+             "the report: its figures": 1}  # fmt: skip
+    assert {name: row[0] for name, row in rows.items()} == calls, proc.stdout
+    whole = int(re.search(r"^\| \*\*the whole run\*\* \| \| \*\*(\d+)\*\* \|", proc.stdout, re.M)[1])
+    assert all(before <= peak <= whole for _, peak, before in rows.values()), proc.stdout
+    # The report's evaluation and figures happen inside it: its peak is at least theirs.
+    assert rows["the report"][1] >= max(rows["the report: its evaluation"][1], rows["the report: its figures"][1])
