@@ -21,8 +21,8 @@ from .views import classes_of
 
 # Images per forward pass when evaluating. Flip averaging doubles it to 128, the training batch,
 # so evaluation reuses the blocks training freed (13 MB per activation at 32 channels and 28x28).
-# Measured on the 2-core CPU, the test set with ten views: 14 s and a 375 MB peak in chunks of 64,
-# 28 s and 464 MB in chunks of 250 (smaller activations stay in the caches).
+# Measured on the 2-core CPU, the test set with ten views: 14-15 s in chunks of 64 against 28 s in
+# chunks of 250 (smaller activations stay in the caches).
 EVAL_CHUNK = 64
 
 
