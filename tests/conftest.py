@@ -57,6 +57,18 @@ def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:
     return path
 
 
+def write_csv(path, rows: int, header=True, seed=0, width=784):
+    """A CSV in Kaggle's Fashion-MNIST form: a label (0 to 2) then `width` random pixels per row."""
+    g = torch.Generator().manual_seed(seed)
+    lines = ["label," + ",".join(f"pixel{i}" for i in range(1, 785))] if header else []
+    for _ in range(rows):
+        label = int(torch.randint(0, 3, (1,), generator=g))
+        pixels = torch.randint(0, 256, (width,), generator=g).tolist()
+        lines.append(",".join(map(str, [label, *pixels])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
     return FashionMNIST(
         data.train_images[:n_train], data.train_labels[:n_train],

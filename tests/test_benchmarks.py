@@ -5,10 +5,8 @@ import shutil
 import subprocess
 import sys
 
-import torch
-
 from benchmarks.sections import read_section
-from conftest import REPO
+from conftest import REPO, write_csv
 
 SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "serving"), "RELIABILITY.md": ("fuzz-table",)}
 
@@ -53,12 +51,8 @@ def test_profile_step_times_and_profiles_a_step():
 
 
 def test_train_memory_gives_each_stage_of_a_run_its_own_peak(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    for split, rows in (("train", 300), ("test", 100)):
-        images = torch.randint(0, 256, (rows, 784), generator=g)
-        labels = torch.arange(rows) % 3
-        lines = [",".join(map(str, [int(label), *row.tolist()])) for label, row in zip(labels, images)]
-        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    write_csv(tmp_path / "train.csv", 300)
+    write_csv(tmp_path / "test.csv", 100, seed=1)
     command = [sys.executable, "-m", "benchmarks.train_memory", "--dataset", f"csv:{tmp_path}", "--epochs", "2",
                "--out", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)

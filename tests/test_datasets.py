@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import idx_bytes
+from conftest import idx_bytes, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, predict, train
 from lenet.cli import main
 from lenet.datasets import DATASETS, IdxFile
@@ -152,17 +152,6 @@ def test_bad_folders_are_one_line(tmp_path, problem, fragment):
     with pytest.raises(DataError, match=fragment) as info:
         load_dataset(f"folder:{root}")
     assert "\n" not in str(info.value)
-
-
-def write_csv(path, rows: int, header=True, seed=0, width=784):
-    g = torch.Generator().manual_seed(seed)
-    lines = ["label," + ",".join(f"pixel{i}" for i in range(1, 785))] if header else []
-    for _ in range(rows):
-        label = int(torch.randint(0, 3, (1,), generator=g))
-        pixels = torch.randint(0, 256, (width,), generator=g).tolist()
-        lines.append(",".join(map(str, [label, *pixels])))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_csv_files_in_kaggles_form(tmp_path):
