@@ -26,7 +26,8 @@ def test_conv_block_output_is_16x4x4_as_the_tutorial_checks():
 
 @pytest.mark.parametrize(
     "name, params, side", [("lenet", 44_426, 4), ("lenet5", 61_706, 5), ("lenet_relu", 44_426, 4),
-                           ("lenet_bn", 61_750, 5), ("lenet_wide", 97_098, 5), ("lenet_32x48", 98_986, 5)]
+                           ("lenet_bn", 61_750, 5), ("lenet_wide", 97_098, 5), ("lenet_wide_pn", 97_098, 5),
+                           ("lenet_32x48", 98_986, 5)]
 )  # fmt: skip
 def test_registry_sizes(name, params, side):
     model = create_model(name)
@@ -42,6 +43,22 @@ def test_variants_come_from_the_same_definition():
     assert any(isinstance(m, nn.AvgPool2d) for m in relu.modules())
     classic = create_model("lenet5")
     assert classic.fc[0].in_features == 16 * 5 * 5
+
+
+def test_norm_after_pool_normalises_the_pooled_maps():
+    """lenet_wide_pn is lenet_wide's layers with each pool moved before its batch norm: same
+    parameters, but batch norm sees 14x14 and 5x5 maps instead of 28x28 and 10x10."""
+    wide, pooled = create_model("lenet_wide"), create_model("lenet_wide_pn")
+    assert [type(m) for m in pooled.conv] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU] * 2
+    assert sorted(p.shape for p in pooled.parameters()) == sorted(p.shape for p in wide.parameters())
+    seen = {}
+    for name, model in (("wide", wide), ("pooled", pooled)):
+        hooks = [m.register_forward_hook(lambda m, inp, _out, name=name: seen.setdefault(name, []).append(inp[0].shape[-1]))
+                 for m in model.conv if isinstance(m, nn.BatchNorm2d)]  # fmt: skip
+        model(torch.rand(2, 1, 28, 28))
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"wide": [28, 10], "pooled": [14, 5]}
 
 
 def test_normalisation_is_part_of_the_model():
@@ -68,6 +85,7 @@ def test_bad_options_are_refused(bad):
         ({"num_classes": 10**100}, "num_classes must be a whole number from 1 to 1000, not a huge number"),
         ({"padding": True}, "padding must be a whole number from 0 to 2"),
         ({"batch_norm": "yes"}, "batch_norm must be true or false"),
+        ({"norm_after_pool": 1}, "norm_after_pool must be true or false"),
         ({"activation": ["relu"]}, "unknown activation"),
         ({"dropout": "0.1"}, "dropout must be in"),
         ({"input_mean": "a", "input_std": 1.0}, "input_mean and input_std"),

@@ -52,7 +52,8 @@ def block_activations(model: LeNet) -> list[tuple[str, nn.Module]]:
     """(name, module) of the nonlinearity in each convolution block, in order.
 
     A block starts at a Conv2d; its feature maps are what comes out of the activation
-    that follows it (after batch norm where there is one, before the pooling).
+    that follows it (after batch norm where there is one; before the pooling, or after it in a
+    model with `norm_after_pool`).
     """
     found: list[tuple[str, nn.Module]] = []
     in_block = False

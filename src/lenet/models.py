@@ -42,6 +42,9 @@ class LeNetConfig:
     hidden: tuple[int, int] = (120, 84)
     num_classes: int = 10
     dropout: float = 0.0  # before each hidden fully connected layer
+    # Max-pool straight after each convolution, then batch norm and the activation: batch norm
+    # sees a quarter of the values (its statistics are the pooled maps', so this is another model).
+    norm_after_pool: bool = False
     input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
     input_std: float | None = None
 
@@ -62,8 +65,9 @@ class LeNetConfig:
             choices = ACTIVATIONS if name == "activation" else POOLS
             if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
                 raise LenetError(f"unknown {name} {short_repr(getattr(self, name))}; choose from {', '.join(choices)}")
-        if not isinstance(self.batch_norm, bool):
-            raise LenetError(f"batch_norm must be true or false, not {short_repr(self.batch_norm)}")
+        for name in ("batch_norm", "norm_after_pool"):
+            if not isinstance(getattr(self, name), bool):
+                raise LenetError(f"{name} must be true or false, not {short_repr(getattr(self, name))}")
         if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise LenetError(f"dropout must be in [0, 1), not {short_repr(self.dropout)}")
         mean, std = self.input_mean, self.input_std
@@ -134,15 +138,18 @@ class LeNet(nn.Module):
         (c1, c2), (h1, h2) = c.channels, c.hidden
         bn = lambda n: [nn.BatchNorm2d(n)] if c.batch_norm else []  # noqa: E731
         drop = lambda: [nn.Dropout(c.dropout)] if c.dropout else []  # noqa: E731
+
+        def block(conv: nn.Conv2d) -> list[nn.Module]:
+            """The tutorial's conv -> activation -> pool, batch norm after the conv where there is one."""
+            normalised = [*bn(conv.out_channels), act()]
+            pooling = pool(2, 2)  # kernel_size, stride
+            return [conv, pooling, *normalised] if c.norm_after_pool else [conv, *normalised, pooling]
+
         self.normalize = Normalize(c.input_mean, c.input_std) if c.input_mean is not None else nn.Identity()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=c.padding), *bn(c1),  # in_channels, out_channels, kernel_size
-            act(),
-            pool(2, 2),  # kernel_size, stride
-            nn.Conv2d(c1, c2, 5), *bn(c2),
-            act(),
-            pool(2, 2),
-        )  # fmt: skip
+            *block(nn.Conv2d(1, c1, 5, padding=c.padding)),  # in_channels, out_channels, kernel_size
+            *block(nn.Conv2d(c1, c2, 5)),
+        )
         self.fc = nn.Sequential(
             *drop(), nn.Linear(c2 * c.feature_side**2, h1),
             act(),
@@ -173,6 +180,10 @@ MODELS: dict[str, tuple[LeNetConfig, str]] = {
     "lenet_wide": (
         replace(_BN, channels=(16, 32), hidden=(96, 64)),
         "lenet_bn with 16/32 channels and 96/64 hidden units",
+    ),
+    "lenet_wide_pn": (
+        replace(_BN, channels=(16, 32), hidden=(96, 64), norm_after_pool=True),
+        "lenet_wide with each max-pool before its batch norm: a quarter of the values to normalise",
     ),
     "lenet_32x48": (
         replace(_BN, channels=(32, 48), hidden=(48, 32)),
