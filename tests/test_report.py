@@ -133,11 +133,13 @@ def test_feature_maps_for_every_model(name, data):
     model = create_model(name)
     config = model_config(name)
     maps = feature_maps(model, data.test_images[:3])
-    side = 28 + 2 * config.padding - 4
+    # Each block's maps come out of its activation: before the pool, or after it where the model pools first.
+    first, pooled = 28 + 2 * config.padding - 4, 2 if config.norm_after_pool else 1
+    second = first // 2 - 4
     assert [m.block for m in maps] == [1, 2]
     assert [m.kind for m in maps] == [ACTIVATIONS[config.activation].__name__] * 2
-    assert maps[0].maps.shape == (3, config.channels[0], side, side)
-    assert maps[1].maps.shape == (3, config.channels[1], side // 2 - 4, side // 2 - 4)
+    assert maps[0].maps.shape == (3, config.channels[0], first // pooled, first // pooled)
+    assert maps[1].maps.shape == (3, config.channels[1], second // pooled, second // pooled)
     assert first_layer_filters(model).shape == (config.channels[0], 5, 5)
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed
     fig = plots.feature_maps(data.test_images[:3], data.test_labels[:3], maps[1], CLASSES)
