@@ -140,7 +140,8 @@ class LeNet(nn.Module):
         drop = lambda: [nn.Dropout(c.dropout)] if c.dropout else []  # noqa: E731
 
         def block(conv: nn.Conv2d) -> list[nn.Module]:
-            """The tutorial's conv -> activation -> pool, batch norm after the conv where there is one."""
+            """conv -> [batch norm] -> activation -> pool as the tutorial; conv -> pool -> [batch norm] -> activation
+            with norm_after_pool."""
             normalised = [*bn(conv.out_channels), act()]
             pooling = pool(2, 2)  # kernel_size, stride
             return [conv, pooling, *normalised] if c.norm_after_pool else [conv, *normalised, pooling]
