@@ -2,7 +2,6 @@ import functools
 import gzip
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet.data import FashionMNIST, load_fashion_mnist
+from lenet.data import FashionMNIST, idx_bytes, load_fashion_mnist  # noqa: F401 (idx_bytes: for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]
@@ -44,11 +43,6 @@ def in_loopback_namespace(command: list[str]) -> list[str]:
 def fmnist() -> FashionMNIST:
     """The real data set. `make test` installs it; a missing set fails, it never skips."""
     return load_fashion_mnist(download=False)
-
-
-def idx_bytes(array: torch.Tensor) -> bytes:
-    header = b"\x00\x00\x08" + bytes([array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
-    return header + array.to(torch.uint8).numpy().tobytes()
 
 
 def write_idx(path: Path, array: torch.Tensor, gz: bool = True) -> Path:

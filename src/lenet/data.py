@@ -74,6 +74,12 @@ def _prod(shape: Sequence[int]) -> int:
     return n
 
 
+def idx_bytes(array: torch.Tensor) -> bytes:
+    """`array` (values 0-255) as the bytes of an uncompressed IDX file of unsigned bytes: parse_idx's inverse."""
+    header = b"\x00\x00\x08" + bytes([array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
+    return header + array.cpu().to(torch.uint8).numpy().tobytes()
+
+
 def read_idx_bytes(path: Path) -> bytes:
     """The decompressed bytes of a gzipped or raw IDX file, refusing decompression bombs."""
     try:
