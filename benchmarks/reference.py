@@ -1,4 +1,5 @@
-"""The tutorial's input pipeline, rebuilt without torchvision: the baseline we measure against.
+"""The tutorial's input pipeline, rebuilt without torchvision: the baseline where torchvision cannot be
+installed (elsewhere train_speed runs the tutorial's own code, benchmarks/tutorial.py).
 
 Per image, as torchvision's FashionMNIST with `transforms.ToTensor()` does it: the uint8
 array becomes a PIL image, then a float tensor scaled to [0, 1]; a DataLoader with worker

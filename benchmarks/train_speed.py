@@ -1,6 +1,7 @@
 """Training speed: the tutorial's pipeline against lenet's engine, side by side in one run.
 
     python -m benchmarks.train_speed [--device auto] [--epochs 3] [--workers 2] [--write BENCHMARKS.md]
+                                     [--tutorial-python .venv-tutorial/bin/python]
 
 Each measurement runs in its own child process, so that the peak resident memory of its
 whole process tree (DataLoader workers included) is its own. Printed: seconds per
@@ -8,7 +9,10 @@ training epoch (evaluation excluded), images/s, the speed ratio, the test accura
 both after the same number of epochs, peak memory, and time to accuracy: for the tutorial's
 pipeline (its recipe, 5 epochs) and lenet's `seed`, `default` and `fast` recipes whole, the
 training seconds until test accuracy first reaches 90/92/93% (judged after each epoch, that
-evaluation not counted) and the final figure. With --write FILE both tables go
+evaluation not counted) and the final figure. The tutorial's pipeline is its own code
+(benchmarks/tutorial.py: torchvision's FashionMNIST + ToTensor + DataLoader) where an interpreter
+with torchvision is at hand (`make bench` makes .venv-tutorial for it), else the torchvision-free
+copy in benchmarks/reference.py; the tables say which. With --write FILE both tables go
 into FILE's `train-speed` and `time-to-accuracy` sections (benchmarks/sections.py), with the
 command, date, machine and versions they were measured with.
 """
@@ -21,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +33,8 @@ from pathlib import Path
 TARGETS = (0.90, 0.92, 0.93)
 TUTORIAL_EPOCHS = 5  # the tutorial's own run
 TRAIN_IMAGES = 60_000
+REPO = Path(__file__).resolve().parents[1]
+TUTORIAL_PYTHON = REPO / ".venv-tutorial" / "bin" / "python"  # scripts/get-tutorial-venv.sh makes it
 
 
 def _data(args):
@@ -126,13 +133,14 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def run_child(kind: str, args, extra: list[str] = ()) -> dict:
-    command = [sys.executable, "-m", "benchmarks.train_speed", "--child", kind, "--device", args.device,
-               "--epochs", str(args.epochs), "--workers", str(args.workers), "--seed", str(args.seed), *extra]  # fmt: skip
-    if args.subset:
-        command += ["--subset", str(args.subset)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    common = ["--device", args.device, "--epochs", str(args.epochs), "--workers", str(args.workers), "--seed", str(args.seed)]
+    common += ["--threads", str(args.threads)] if args.threads else []
+    if kind == "reference" and args.tutorial_root:  # the tutorial's own code, under its own interpreter
+        command = [args.tutorial_python, str(REPO / "benchmarks" / "tutorial.py"), "--root", str(args.tutorial_root), *common, *extra]
+    else:
+        command = [sys.executable, "-m", "benchmarks.train_speed", "--child", kind, *common, *extra]
+        command += ["--subset", str(args.subset)] if args.subset else []
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
     peak = [0.0]
 
     def watch():
@@ -147,6 +155,48 @@ def run_child(kind: str, args, extra: list[str] = ()) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {kind} failed (exit {proc.returncode})")
     return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": peak[0]}
+
+
+def has_torchvision(python: str) -> bool:
+    """Whether `python` is an interpreter that imports torchvision (the tutorial's own pipeline needs it)."""
+    try:
+        return subprocess.run([python, "-c", "import torchvision"], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def write_tutorial_root(data, root: Path) -> Path:
+    """`data` as the four uncompressed IDX files torchvision's FashionMNIST reads from root/FashionMNIST/raw/
+    (what its download would leave there), so the tutorial's code trains on lenet's bytes, offline."""
+    from lenet.data import idx_bytes
+
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    files = {"train-images-idx3-ubyte": data.train_images[:, 0], "train-labels-idx1-ubyte": data.train_labels,
+             "t10k-images-idx3-ubyte": data.test_images[:, 0], "t10k-labels-idx1-ubyte": data.test_labels}  # fmt: skip
+    for name, tensor in files.items():
+        (raw / name).write_bytes(idx_bytes(tensor))
+    return root
+
+
+def reference_name(args, run: dict, detail: str) -> str:
+    """The reference's row label: which of the two pipelines ran, and `detail`."""
+    if args.tutorial_root:
+        return f"tutorial's own code (`benchmarks/tutorial.py`, {run['versions']}, {detail})"
+    return f"tutorial pipeline (`benchmarks/reference.py`, {detail})"
+
+
+def reference_note(args, run: dict | None) -> str:
+    """The sentence that says which pipeline the tables' reference is."""
+    if run is None:
+        return "No reference was run (`--skip-reference`)."
+    if args.tutorial_root:
+        return (f"The reference is the tutorial's own code (benchmarks/tutorial.py: torchvision's `FashionMNIST` + "
+                f"`ToTensor` + `DataLoader`, its LeNet and training loop) under {run['versions']}, in the "
+                "benchmark's own venv (`make bench` makes it); lenet runs under the PyTorch above.")  # fmt: skip
+    return ("The reference is benchmarks/reference.py, the torchvision-free copy of the tutorial's `FashionMNIST` + "
+            "`ToTensor` + `DataLoader` (no interpreter with torchvision was at hand; `make bench` makes one where "
+            "torchvision installs).")  # fmt: skip
 
 
 def hardware(device: str) -> str:
@@ -173,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="seed")
     parser.add_argument("--threads", type=int, help="CPU threads for lenet's engine (default: PyTorch's)")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--tutorial-python", default=str(TUTORIAL_PYTHON),
+                        help="an interpreter with torchvision, to run the tutorial's own pipeline as the reference "
+                             "(default: .venv-tutorial's; where it is missing or has no torchvision, or given as '', "
+                             "the torchvision-free copy in benchmarks/reference.py)")  # fmt: skip
     parser.add_argument("--skip-time-to-accuracy", action="store_true")
     parser.add_argument("--tta-recipes", default="seed,default,fast",
                         help="lenet recipes timed to accuracy, beside the tutorial's pipeline")  # fmt: skip
@@ -193,8 +247,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(hardware(args.device))
     started, load = time.strftime("%Y-%m-%d %H:%M"), load_average()
-    rows = speed_table(args)
-    runs = {} if args.skip_time_to_accuracy else time_to_accuracy_runs(args)
+    with tempfile.TemporaryDirectory(prefix="lenet-tutorial-") as root:
+        args.tutorial_root = None
+        if not args.skip_reference and args.tutorial_python and has_torchvision(args.tutorial_python):
+            args.tutorial_root = write_tutorial_root(_data(args), Path(root))
+            print(f"reference: the tutorial's own code, under {args.tutorial_python}\n")
+        elif not args.skip_reference:
+            print("reference: benchmarks/reference.py (no interpreter with torchvision at hand)\n")
+        rows = speed_table(args)
+        runs = {} if args.skip_time_to_accuracy else time_to_accuracy_runs(args)
     if args.write:
         from benchmarks.sections import write_section
 
@@ -204,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                       if args.subset else ""))  # fmt: skip
         write_section(args.write, "train-speed", speed_markdown(rows, args, context))
         if runs:
-            write_section(args.write, "time-to-accuracy", time_to_accuracy_markdown(runs, context))
+            write_section(args.write, "time-to-accuracy", time_to_accuracy_markdown(runs, args, context))
         print(f"written to {args.write}")
     return 0
 
@@ -219,8 +280,8 @@ def speed_table(args) -> dict[str, dict]:
     print(f"tutorial recipe (sigmoid LeNet, Adam lr 0.01, batch 64), {args.epochs} epochs, seed {args.seed}\n")
     rows = {}
     if not args.skip_reference:
-        rows[f"tutorial pipeline (`benchmarks/reference.py`: PIL image + `ToTensor` per sample, `DataLoader`, "
-             f"{args.workers} workers)"] = run_child("reference", args)  # fmt: skip
+        run = run_child("reference", args)
+        rows[reference_name(args, run, f"PIL image + `ToTensor` per sample, `DataLoader`, {args.workers} workers")] = run
     rows["lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)"] = run_child(
         "engine", args, ["--recipe", "seed", "--plain"])  # fmt: skip
     rows["lenet engine, default (channels-last, fused Adam, pool first)"] = run_child(
@@ -249,7 +310,7 @@ def speed_markdown(rows: dict[str, dict], args, context: str) -> str:
         f"{context} The tutorial recipe: sigmoid LeNet, Adam lr 0.01, batch 64, seed {args.seed}. Seconds per "
         f"epoch of {images:,} training images, evaluation excluded, the fastest epoch after the first (start-up and "
         "worker spawn do not count; the first if it is the only one); peak RSS is the process tree's (the "
-        "reference's DataLoader workers included), sampled every 50 ms.",
+        f"reference's DataLoader workers included), sampled every 50 ms. {reference_note(args, reference)}",
         "",
         f"| pipeline | s/epoch | images/s | speed-up | test acc after {args.epochs} epochs | peak RSS |"
         + (" GPU peak |" if gpu else ""),
@@ -269,8 +330,9 @@ def time_to_accuracy_runs(args) -> dict[str, dict]:
     runs = {}
     if not args.skip_reference:
         epochs = args.tta_epochs or TUTORIAL_EPOCHS
-        label = f"tutorial pipeline (`benchmarks/reference.py`, its recipe, {epochs} epochs)"
-        runs[label] = _reached(label, run_child("reference", _epochs(args, epochs), ["--judge-every-epoch"]))
+        run = run_child("reference", _epochs(args, epochs), ["--judge-every-epoch"])
+        label = reference_name(args, run, f"its recipe, {epochs} epochs")
+        runs[label] = _reached(label, run)
     for recipe in args.tta_recipes.split(","):
         label = f"lenet `{recipe}`"
         runs[label] = _reached(label, run_child("engine", _epochs(args, args.tta_epochs), ["--recipe", recipe]))
@@ -300,15 +362,15 @@ def _reached(label: str, run: dict) -> dict:
     return {**run, "reached": reached, "elapsed": elapsed}
 
 
-def time_to_accuracy_markdown(runs: dict[str, dict], context: str) -> str:
+def time_to_accuracy_markdown(runs: dict[str, dict], args, context: str) -> str:
+    reference = next(iter(runs.values())) if not args.skip_reference else None
     targets = " | ".join(f"{t:.0%}" for t in TARGETS)
     gpu = any("gpu_peak_mb" in r for r in runs.values())
     lines = [
         f"{context} Each recipe whole, seed 0, test accuracy judged after each epoch; training seconds until it "
         "first reaches each target, evaluation excluded. lenet judges each epoch with the image and its mirror "
         "only and the finished model with every test-time view of the recipe (the final figure, counted at the "
-        "end of training). The tutorial's pipeline is benchmarks/reference.py, the torchvision-free copy of "
-        "`FashionMNIST` + `ToTensor` + `DataLoader` (torchvision does not install beside this PyTorch build).",
+        f"end of training). {reference_note(args, reference)}",
         "",
         f"| pipeline and recipe | {targets} | final | epochs | s/epoch | evaluation, all epochs | peak RSS |"
         + (" GPU peak |" if gpu else ""),

@@ -1,12 +1,15 @@
 """The benchmark scripts run, and --write puts their tables into BENCHMARKS.md's sections (on a tiny configuration)."""
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 
+import torch
+
 from benchmarks.sections import read_section
-from conftest import REPO, write_csv
+from conftest import REPO, small_subset, write_csv
 
 SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "serving"), "RELIABILITY.md": ("fuzz-table",)}
 
@@ -21,14 +24,16 @@ def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
     doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
     before = doc.read_text()
     command = [sys.executable, "-m", "benchmarks.train_speed", "--subset", "1200", "--epochs", "1", "--workers", "0",
-               "--threads", "1", "--tta-recipes", "seed,default", "--tta-epochs", "2", "--write", str(doc)]  # fmt: skip
+               "--threads", "1", "--tta-recipes", "seed,default", "--tta-epochs", "2", "--write", str(doc),
+               "--tutorial-python", ""]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     speed, tta = read_section(doc, "train-speed"), read_section(doc, "time-to-accuracy")
     for section in (speed, tta):
         assert "--subset 1200" in section and "not a measurement" in section and "PyTorch" in section
+        assert "The reference is benchmarks/reference.py, the torchvision-free copy" in section
     rows = [line for line in speed.splitlines() if line.startswith("| ") and not line.startswith("| pipeline")]
-    pipelines = ["tutorial pipeline (`benchmarks/reference.py`: PIL image + `ToTensor` per sample, `DataLoader`, "
+    pipelines = ["tutorial pipeline (`benchmarks/reference.py`, PIL image + `ToTensor` per sample, `DataLoader`, "
                  "0 workers)", "lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)",
                  "lenet engine, default (channels-last, fused Adam, pool first)", "lenet engine, `--precision bf16`"]  # fmt: skip
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == pipelines
@@ -39,6 +44,81 @@ def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
     # Everything outside the two sections is as it was: the notes, the serving section.
     outside = lambda text: re.sub(r"<!-- begin (train-speed|time-to-accuracy):.*?<!-- end \1 -->", "", text, flags=re.S)  # noqa: E731
     assert outside(doc.read_text()) == outside(before)
+
+
+# A stand-in for torchvision (which does not install beside this PyTorch build), reading the raw
+# folder the way torchvision's FashionMNIST does: what tutorial.py imports, and nothing more.
+FAKE_TORCHVISION = {
+    "__init__.py": "from . import datasets, transforms\n__version__ = '0.0+stand-in'\n",
+    "transforms.py": """
+import numpy as np
+import torch
+
+class ToTensor:
+    def __call__(self, pic):
+        return torch.from_numpy(np.array(pic, np.uint8)).float().div(255)[None]
+""",
+    "datasets.py": """
+import os
+import numpy as np
+import torch
+from PIL import Image
+
+def read(path):
+    raw = open(path, "rb").read()
+    assert raw[:3] == bytes([0, 0, 8]), path
+    shape = np.frombuffer(raw[4 : 4 + 4 * raw[3]], ">u4")
+    return np.frombuffer(raw[4 + 4 * raw[3] :], np.uint8).reshape(shape)
+
+class FashionMNIST(torch.utils.data.Dataset):
+    def __init__(self, root, train=True, download=False, transform=None):
+        raw, prefix = os.path.join(root, "FashionMNIST", "raw"), "train" if train else "t10k"
+        self.data, self.targets = read(f"{raw}/{prefix}-images-idx3-ubyte"), read(f"{raw}/{prefix}-labels-idx1-ubyte")
+        assert len(self.data) == len(self.targets) and not download
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.data[index], mode="L")), int(self.targets[index])
+""",
+}
+
+
+def test_train_speed_runs_the_tutorials_own_code_where_torchvision_imports(tmp_path):
+    """With an interpreter that imports torchvision, the reference is benchmarks/tutorial.py on the IDX files
+    train_speed writes, and both tables say so (here a stand-in torchvision; CI cannot install the real one)."""
+    (tmp_path / "torchvision").mkdir()
+    for name, text in FAKE_TORCHVISION.items():
+        (tmp_path / "torchvision" / name).write_text(text)
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    command = [sys.executable, "-m", "benchmarks.train_speed", "--subset", "1200", "--epochs", "2", "--workers", "0",
+               "--threads", "1", "--tta-recipes", "seed", "--tta-epochs", "1", "--write", str(doc),
+               "--tutorial-python", sys.executable]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    speed, tta = read_section(doc, "train-speed"), read_section(doc, "time-to-accuracy")
+    for section in (speed, tta):
+        assert "The reference is the tutorial's own code (benchmarks/tutorial.py" in section
+        assert "torchvision 0.0+stand-in" in section
+    own = "| tutorial's own code (`benchmarks/tutorial.py`, torch "
+    speed_row = next(line for line in speed.splitlines() if line.startswith(own))
+    assert re.search(r"PIL image \+ `ToTensor` per sample, `DataLoader`, 0 workers\) \| [\d.]+ \| [\d,]+ \| 1.0x \| [\d.]+% \|", speed_row)
+    assert re.search(r"its recipe, 1 epochs\) \|( (not reached|[\d.]+ s) \|){3} [\d.]+% after [\d.]+ s \| 1 \|", tta), tta
+
+
+def test_the_tutorial_root_holds_the_data_as_idx_files(tmp_path, fmnist):
+    from benchmarks.train_speed import write_tutorial_root
+    from lenet.data import read_idx
+
+    data = small_subset(fmnist, 300, 100)
+    raw = write_tutorial_root(data, tmp_path) / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]  # fmt: skip
+    assert torch.equal(read_idx(raw / "train-images-idx3-ubyte"), data.train_images[:, 0])
+    assert torch.equal(read_idx(raw / "t10k-labels-idx1-ubyte"), data.test_labels.to(torch.uint8))
 
 
 def test_profile_step_times_and_profiles_a_step():
