@@ -9,7 +9,7 @@ TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test install data browser bench bench-serve fuzz-table clean
+.PHONY: train test install data browser tutorial-venv bench bench-serve fuzz-table clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
@@ -20,9 +20,13 @@ train: install data
 test: install data browser
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
-# Training speed and time to accuracy: make bench ARGS="--write BENCHMARKS.md" writes their tables there
-bench: install data
+# Training speed and time to accuracy against the tutorial's own code (torchvision, in .venv-tutorial where
+# it installs): make bench ARGS="--write BENCHMARKS.md" writes their tables there
+bench: install data tutorial-venv
 	$(BIN)/python -m benchmarks.train_speed $(ARGS)
+
+tutorial-venv:
+	@PYTHON=$(PYTHON) sh scripts/get-tutorial-venv.sh
 
 # Serving load test: make bench-serve RUN=runs/NAME (writes BENCHMARKS.md's Serving section)
 bench-serve: install data
@@ -48,4 +52,4 @@ browser:
 	@sh scripts/get-browser.sh
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-tutorial build src/*.egg-info .pytest_cache

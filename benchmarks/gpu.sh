@@ -55,7 +55,7 @@ run 90 $PY -m lenet.cli train --recipe seed --device "$DEVICE" --no-report --no-
 run 150 $PY -m lenet.cli train --device "$DEVICE" --no-report --no-progress --out "$RESULTS/runs"
 
 section "training speed and time to accuracy (benchmarks/train_speed.py)"
-run 150 $PY -m benchmarks.train_speed --device "$DEVICE" --epochs 3 --workers 2 --tta-recipes seed,default,fast
+run 150 $PY -m benchmarks.train_speed --device "$DEVICE" --epochs 3 --workers 2 --tta-recipes seed,default,fast --tutorial-python "$PY"
 
 section "many models in one pass (benchmarks/many_models.py): 10 x seed, 10 x default"
 run 60 $PY -m benchmarks.many_models --device "$DEVICE" --models 10 --recipe seed --steps 300
