@@ -28,7 +28,7 @@ from torchvision import transforms
 
 class LeNet(nn.Module):
     def __init__(self):
-        super(LeNet, self).__init__()
+        super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(1, 6, 5),  # in_channels, out_channels, kernel_size
             nn.Sigmoid(),
@@ -66,7 +66,7 @@ def train_epoch(net, train_iter, loss, opt, device):
     for X, y in train_iter:
         X, y = X.to(device), y.to(device)
         y_hat = net(X)
-        l = loss(y_hat, y)  # noqa: E741 (the tutorial's name)
+        l = loss(y_hat, y)  # the tutorial's names
         opt.zero_grad()
         l.backward()
         opt.step()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet.data import FashionMNIST, idx_bytes, load_fashion_mnist  # noqa: F401 (idx_bytes: for the tests)
+from lenet.data import FashionMNIST, idx_bytes, load_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import torch
-
 from benchmarks.sections import read_section
 from conftest import REPO, small_subset, write_csv
 
@@ -111,6 +110,7 @@ def test_train_speed_runs_the_tutorials_own_code_where_torchvision_imports(tmp_p
 
 def test_the_tutorial_root_holds_the_data_as_idx_files(tmp_path, fmnist):
     from benchmarks.train_speed import write_tutorial_root
+
     from lenet.data import read_idx
 
     data = small_subset(fmnist, 300, 100)
