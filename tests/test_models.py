@@ -27,7 +27,7 @@ def test_conv_block_output_is_16x4x4_as_the_tutorial_checks():
 @pytest.mark.parametrize(
     "name, params, side", [("lenet", 44_426, 4), ("lenet5", 61_706, 5), ("lenet_relu", 44_426, 4),
                            ("lenet_bn", 61_750, 5), ("lenet_wide", 97_098, 5), ("lenet_wide_pn", 97_098, 5),
-                           ("lenet_32x48", 98_986, 5)]
+                           ("lenet_32x48", 98_986, 5), ("lenet_32x48_pn", 98_986, 5)]
 )  # fmt: skip
 def test_registry_sizes(name, params, side):
     model = create_model(name)

@@ -190,6 +190,10 @@ MODELS: dict[str, tuple[LeNetConfig, str]] = {
         replace(_BN, channels=(32, 48), hidden=(48, 32)),
         "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions",
     ),
+    "lenet_32x48_pn": (
+        replace(_BN, channels=(32, 48), hidden=(48, 32), norm_after_pool=True),
+        "lenet_32x48 with each max-pool before its batch norm: a quarter of the values to normalise",
+    ),
 }
 
 

@@ -39,7 +39,7 @@ def _field(default: Any, help: str, *, low: float | None = None, high: float | N
 
 @dataclass(frozen=True)
 class Recipe:
-    model: str = _field("lenet_32x48", "model from the registry (lenet models)", choices=tuple(MODELS))
+    model: str = _field("lenet_32x48_pn", "model from the registry (lenet models)", choices=tuple(MODELS))
     optimizer: str = _field("adamw", "optimizer", choices=OPTIMIZERS)
     lr: float = _field(0.01, "learning rate (the peak one for onecycle)", above=0)
     weight_decay: float = _field(0.01, "weight decay (decoupled for adamw, L2 for adam and sgd)", low=0)
@@ -157,9 +157,11 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
         "the tutorial exactly: sigmoid LeNet, inputs in [0, 1], Adam lr 0.01, batch 64, 5 epochs "
         "(gets stuck at chance on about a third of seeds)",
     ),
+    # lenet_32x48_pn, not lenet_32x48: the same layers with each max-pool before its batch norm, as
+    # accurate on the validation split (README, round 4) and a sixth cheaper per step.
     "default": (
         Recipe(),
-        "lenet_32x48 (99k parameters), AdamW one-cycle, label smoothing, 1-pixel shifts and flips, "
+        "lenet_32x48_pn (99k parameters, batch norm after the pooling), AdamW one-cycle, label smoothing, 1-pixel shifts and flips, "
         "ten views averaged at test time (1-pixel shifts and mirrors), 15 epochs",
     ),
     # Time to 93%: chosen on the validation split (README, "The fast recipe"). lenet_wide's convolutions
