@@ -1,9 +1,12 @@
 """A bounded load test of `lenet serve` on loopback: latency percentiles and throughput.
 
     python -m benchmarks.serve_load RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
+                                        [--servers "--runtime onnxruntime" "--runtime torch"] [--rounds 1]
 
-Starts `lenet serve RUN` on 127.0.0.1 and a free port, sends single-image PNG uploads (test
-images) from asyncio clients in this process, and stops the server when done. Each run is a fixed
+Starts `lenet serve RUN` on 127.0.0.1 and a free port, once per --servers entry (its options), sends
+single-image PNG uploads (test images) from asyncio clients in this process to one server at a
+time, every server in turn for each of --rounds rounds (settings compared side by side, as this
+machine's speed drifts), and stops the servers when done. Each run is a fixed
 number of requests, so the test stops by itself; any error or non-200 answer is counted. With
 --write FILE the results replace FILE's `serving` section (benchmarks/sections.py).
 """
@@ -36,7 +39,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     server_cpu_ms: float = 0.0  # the server process's CPU time per request
-    runtime: str = ""  # lenet serve --runtime
+    server: str = ""  # the lenet serve options
     load_average: str = ""  # /proc/loadavg's 1-minute figure before the run: other work on the machine
 
     def percentile(self, q: float) -> float:
@@ -114,14 +117,27 @@ def machine() -> str:
 
     return (f"{model.group(1).strip() if model else platform.processor()}, {cores} logical cores; Python "
             f"{platform.python_version()}, torch {torch.__version__}, fastapi {fastapi.__version__}, "
-            f"uvicorn {uvicorn.__version__}, httpx2 {httpx.__version__} (client)")  # fmt: skip
+            f"uvicorn {uvicorn.__version__} ({uvicorn_stack()}), httpx2 {httpx.__version__} (client)")  # fmt: skip
+
+
+def uvicorn_stack() -> str:
+    """The event loop and HTTP parser uvicorn takes by itself: uvloop and httptools where installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def found(name: str) -> str | None:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return None
+
+    return f"{found('uvloop') or 'asyncio'}, {found('httptools') or 'h11'}"
 
 
 def table(results: list[LoadResult]) -> str:
-    rows = ["| runtime | concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |",
+    rows = ["| `lenet serve` options | concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results:
-        rows.append(f"| {r.runtime} | {r.concurrency} | {r.requests:,} | {r.errors} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
+        rows.append(f"| `{r.server}` | {r.concurrency} | {r.requests:,} | {r.errors} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
                     f"{max(r.latencies_ms):.1f} | {r.per_second:,.0f} | {r.server_cpu_ms:.2f} | {r.load_average} |")  # fmt: skip
     return "\n".join(rows)
 
@@ -131,37 +147,46 @@ def main() -> int:
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 8])
-    parser.add_argument("--runtimes", default="onnxruntime,torch", help="lenet serve --runtime values, one server each")
+    parser.add_argument("--servers", nargs="+", metavar="OPTIONS", default=["--runtime onnxruntime", "--runtime torch"],
+                        help="one server per entry, each entry its lenet serve options in one quoted string")
+    parser.add_argument("--rounds", type=int, default=1, help="load every server this many times, in turn")
     parser.add_argument("--write", type=Path, help="put the results in this Markdown file's serving section")
     args = parser.parse_args()
 
-    results, batching = [], []
-    for runtime in args.runtimes.split(","):
-        proc, url = start_server(args.run, "--runtime", runtime)
-        try:
-            pngs = sample_pngs(url)
+    results: list[LoadResult] = []
+    servers = []
+    try:
+        for options in args.servers:
+            servers.append((options, *start_server(args.run, *options.split())))
+        pngs = sample_pngs(servers[0][2])
+        for _, _, url in servers:
             asyncio.run(load(url, pngs, WARMUP, 8))
-            for concurrency in args.concurrency:
-                busy, cpu = load_average(), cpu_seconds(proc.pid)
-                result = asyncio.run(load(url, pngs, args.requests, concurrency))
-                result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
-                result.runtime = runtime
-                results.append(result)
-                print(table(results[-1:]).splitlines()[-1], flush=True)
+        for _ in range(args.rounds):
+            for options, proc, url in servers:
+                for concurrency in args.concurrency:
+                    busy, cpu = load_average(), cpu_seconds(proc.pid)
+                    result = asyncio.run(load(url, pngs, args.requests, concurrency))
+                    result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
+                    result.server = options
+                    results.append(result)
+                    print(table(results[-1:]).splitlines()[-1], flush=True)
+        batching = []
+        for options, _, url in servers:
             with httpx.Client(base_url=url) as client:
                 health = client.get("/healthz").json()
-        finally:
+            batch = health["images"] / max(health["forward_passes"], 1)
+            batching.append(f"`{options}`: {health['images']:,} images in {health['forward_passes']:,} forward passes "
+                            f"({batch:.1f} images per pass on average, warm-up included)")  # fmt: skip
+    finally:
+        for _, proc, _ in servers:
             proc.terminate()
             proc.wait(timeout=30)
-        batch = health["images"] / max(health["forward_passes"], 1)
-        batching.append(f"{runtime}: {health['images']:,} images in {health['forward_passes']:,} forward passes "
-                        f"({batch:.1f} images per pass on average, warm-up included)")  # fmt: skip
     text = (  # the section sits under BENCHMARKS.md's own "## Serving" heading
         f"`python -m benchmarks.serve_load RUN`: `lenet serve` (uvicorn, one worker; `--max-batch {DEFAULTS.max_batch}`, "
-        f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, its defaults) on 127.0.0.1, "
+        f"`--max-wait-ms {DEFAULTS.max_wait_ms:g}`, `--runtime-threads {DEFAULTS.runtime_threads}`, its defaults, and the options in each row) on 127.0.0.1, "
         f"{args.requests:,} single-image PNG uploads (28x28 test images) to `POST /predict` per row, from asyncio "
         f"httpx2 clients in one process on the same machine, after {WARMUP} warm-up requests; one server per "
-        "runtime (`--runtime`), one after the other.\n\n"
+        f"row's options, all started first and loaded one at a time, in turn, {args.rounds} round(s).\n\n"
         f"Machine: {machine()}.\n\n{table(results)}\n\n"
         "Latency is measured by the client, which shares the 2 cores with the server; the load average "
         "(1 minute, before each row) shows other work on the machine competing for them.\n\n"

@@ -45,6 +45,26 @@ def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
     assert outside(doc.read_text()) == outside(before)
 
 
+def test_serve_load_loads_each_server_in_turn_and_writes_the_serving_section(tmp_path, small_run):
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    before = doc.read_text()
+    servers = ["--runtime torch", "--runtime torch --max-batch 1"]
+    command = [sys.executable, "-m", "benchmarks.serve_load", str(small_run), "--requests", "30", "--concurrency", "2",
+               "--rounds", "2", "--servers", *servers, "--write", str(doc)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    section = read_section(doc, "serving")
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    # Two rounds, each server in turn; every row its own 30 requests, none failed.
+    assert [r.split(" | ")[0] for r in rows] == [f"| `{s}`" for s in servers * 2]
+    assert all(re.search(r"\| 2 \| 30 \| 0 \| [\d.]+ \| [\d.]+ \|", r) for r in rows), rows
+    assert "2 round(s)" in section and "uvicorn" in section
+    # --max-batch 1 gave one image per pass: 200 warm-up and 60 measured requests, one pass each.
+    assert "`--runtime torch --max-batch 1`: 260 images in 260 forward passes" in section
+    outside = lambda text: re.sub(r"<!-- begin serving:.*?<!-- end serving -->", "", text, flags=re.S)  # noqa: E731
+    assert outside(doc.read_text()) == outside(before)
+
+
 # A stand-in for torchvision (which does not install beside this PyTorch build), reading the raw
 # folder the way torchvision's FashionMNIST does: what tutorial.py imports, and nothing more.
 FAKE_TORCHVISION = {

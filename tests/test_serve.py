@@ -298,6 +298,16 @@ def test_onnx_runtime_serves_pytorchs_answers_and_says_so(small_run, fmnist):
         assert [p["label"] for p in response.json()["predictions"]] == [p.label for p in expected[:8]]
 
 
+def test_onnx_runtime_serves_on_its_threads_and_they_sleep_between_passes(small_run, fmnist):
+    from lenet.serve import serving_model
+
+    model = load(resolve_weights(small_run))
+    served, _ = serving_model(model, replace(DEFAULTS, runtime_threads=3, verify_images=200), fmnist.test_images)
+    options = served.run.session.get_session_options()
+    assert options.intra_op_num_threads == 3 and "(3 threads)" in served.runtime
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_without_onnx_runtime_auto_serves_with_pytorch_and_a_named_runtime_is_an_error(small_run, fmnist, monkeypatch):
     import lenet.export
     from lenet.errors import ExportError

@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what runs the model: onnxruntime (checked against PyTorch on the test images first; "
                         "several times faster for small batches on a CPU), torch, or auto: onnxruntime where "
                         "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
+    v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
+                   help="ONNX Runtime's threads per forward pass (default: %(default)s)")
     _add_device(v)
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
@@ -484,7 +486,7 @@ def cmd_serve(args) -> int:
     from .serve import serve
 
     return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, args.max_batch, args.max_wait_ms,
-                 args.runtime)  # fmt: skip
+                 args.runtime, args.runtime_threads)  # fmt: skip
 
 
 def cmd_summary(args) -> int:

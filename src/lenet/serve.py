@@ -56,6 +56,9 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
     max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
     runtime: str = "auto"  # auto: ONNX Runtime where installed and the model is on the CPU, else PyTorch
+    # ONNX Runtime's threads in one pass. Two, not one: the ten views of a few images take a core about
+    # 1 ms per image, and a second thread halves the pass the next requests wait on (BENCHMARKS.md, Serving).
+    runtime_threads: int = 2
     verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
 
 
@@ -203,7 +206,7 @@ def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tens
     if settings.runtime == "torch":
         return model, ""
     try:
-        return onnx_runtime(model, images[: settings.verify_images]), ""
+        return onnx_runtime(model, images[: settings.verify_images], settings.runtime_threads), ""
     except LenetError as e:
         if settings.runtime == "onnxruntime":
             raise ServeError(f"--runtime onnxruntime: {e}") from None
@@ -482,6 +485,7 @@ def serve(
     max_batch: int = DEFAULTS.max_batch,
     max_wait_ms: float = DEFAULTS.max_wait_ms,
     runtime: str = DEFAULTS.runtime,
+    runtime_threads: int = DEFAULTS.runtime_threads,
 ) -> int:
     require_serve_extra()
     import uvicorn
@@ -489,12 +493,13 @@ def serve(
     from .data import load_dataset
     from .device import resolve_device
 
-    # LeNet's passes are tiny: more intra-op threads only spin against the event loop on a small machine.
+    # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights, resolve_device(device))
     data = load_dataset(model.data.name, data_dir)
-    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime)
+    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime,
+                       runtime_threads=runtime_threads)
     model, note = serving_model(model, settings, data.test_images)
     if note:
         print(note, file=sys.stderr, flush=True)
