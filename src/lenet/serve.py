@@ -56,8 +56,8 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
     max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
     runtime: str = "auto"  # auto: ONNX Runtime where installed and the model is on the CPU, else PyTorch
-    # ONNX Runtime's threads in one pass. Two, not one: the ten views of a few images take a core about
-    # 1 ms per image, and a second thread halves the pass the next requests wait on (BENCHMARKS.md, Serving).
+    # ONNX Runtime's threads in one pass. Two, not one: the ten views take a core about 1 ms per image,
+    # and a second thread cuts the pass the next requests wait on by about 40% (BENCHMARKS.md, Serving).
     runtime_threads: int = 2
     verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
 
