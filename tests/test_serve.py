@@ -332,4 +332,4 @@ def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, m
     monkeypatch.setattr(lenet.export, "verify", lambda model, run, images, runtime="": verify(
         model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
     with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
-        lenet.export.onnx_runtime(load(small_run), fmnist.test_images[:200])
+        lenet.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)

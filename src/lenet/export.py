@@ -236,7 +236,7 @@ class RuntimeClassifier(Classifier):
         return self.net(img) if self.training else self.run(img)
 
 
-def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int = 1) -> RuntimeClassifier:
+def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int) -> RuntimeClassifier:
     """`model` exported to ONNX in memory and run by ONNX Runtime on `threads` threads, once it has
     given PyTorch's answers on `images` (uint8 [N, 1, 28, 28]); else an ExportError, and nothing changes.
 

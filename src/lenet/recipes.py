@@ -158,11 +158,11 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
         "(gets stuck at chance on about a third of seeds)",
     ),
     # lenet_32x48_pn, not lenet_32x48: the same layers with each max-pool before its batch norm, as
-    # accurate on the validation split (README, round 4) and a sixth cheaper per step.
+    # accurate on the validation split (README, round 4) and about a sixth cheaper per step.
     "default": (
         Recipe(),
-        "lenet_32x48_pn (99k parameters, batch norm after the pooling), AdamW one-cycle, label smoothing, 1-pixel shifts and flips, "
-        "ten views averaged at test time (1-pixel shifts and mirrors), 15 epochs",
+        "lenet_32x48_pn (99k parameters, batch norm after the pooling), AdamW one-cycle, label smoothing, "
+        "1-pixel shifts and flips, ten views averaged at test time (1-pixel shifts and mirrors), 15 epochs",
     ),
     # Time to 93%: chosen on the validation split (README, "The fast recipe"). lenet_wide's convolutions
     # cost about half of lenet_32x48's per image; lenet_wide_pn (the same layers, each max-pool moved
