@@ -343,3 +343,17 @@ def test_an_epoch_not_judged_says_so_in_its_line():
                        eval_accuracy=None, seconds=2.0, images_per_s=100.0, eval_seconds=0.0, lr=0.01)  # fmt: skip
     assert "val not judged (--eval-every)" in _epoch_line(row, 3)
     assert "val loss 0.4000 acc 85.00%" in _epoch_line(replace(row, eval_loss=0.4, eval_accuracy=0.85), 3)
+
+
+def test_models_lists_every_model_recipe_and_data_set_in_one_aligned_column():
+    from lenet.models import MODELS
+    from lenet.recipes import RECIPES
+
+    proc = lenet("models")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    names = [row.split()[0] for row in rows]
+    assert set(MODELS) | set(RECIPES) | set(DATASETS) | {"folder:PATH", "csv:PATH"} == set(names)
+    # Each description starts one space after the longest name, whatever the name's length.
+    column = 2 + max(map(len, names)) + 1
+    assert all(row[column - 1] == " " and row[column] != " " for row in rows), rows

@@ -518,12 +518,16 @@ def cmd_models(args) -> int:
     from .models import list_models
     from .recipes import list_recipes
 
-    for heading, table in (("models", list_models()), ("recipes", list_recipes()), ("data sets", list_datasets())):
+    tables = {"models": list_models(), "recipes": list_recipes(), "data sets": {
+        **list_datasets(),
+        "folder:PATH": "your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)",
+        "csv:PATH": "a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)",
+    }}  # fmt: skip
+    width = max(len(name) for table in tables.values() for name in table)
+    for heading, table in tables.items():
         print(f"{heading}:")
         for name, text in table.items():
-            print(f"  {name:<13} {text}")
-    print("  folder:PATH   your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)")
-    print("  csv:PATH      a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)")
+            print(f"  {name:<{width}} {text}")
     return 0
 
 
