@@ -483,10 +483,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import serve
+    from .serve import ServeSettings, serve
 
-    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, args.max_batch, args.max_wait_ms,
-                 args.runtime, args.runtime_threads)  # fmt: skip
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
+                             runtime_threads=args.runtime_threads)  # fmt: skip
+    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings)
 
 
 def cmd_summary(args) -> int:

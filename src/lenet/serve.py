@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -482,10 +482,7 @@ def serve(
     port: int = 8000,
     device: str = "auto",
     data_dir: str | None = None,
-    max_batch: int = DEFAULTS.max_batch,
-    max_wait_ms: float = DEFAULTS.max_wait_ms,
-    runtime: str = DEFAULTS.runtime,
-    runtime_threads: int = DEFAULTS.runtime_threads,
+    settings: ServeSettings = DEFAULTS,
 ) -> int:
     require_serve_extra()
     import uvicorn
@@ -498,8 +495,6 @@ def serve(
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights, resolve_device(device))
     data = load_dataset(model.data.name, data_dir)
-    settings = replace(DEFAULTS, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime,
-                       runtime_threads=runtime_threads)
     model, note = serving_model(model, settings, data.test_images)
     if note:
         print(note, file=sys.stderr, flush=True)
