@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", help="fp32, bf16 or auto (default: the recipe's)")
     parser.add_argument("--model", help="default: the recipe's")
     parser.add_argument("--no-pool-first", dest="pool_first", action="store_false")
+    parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print the operators' share of the CPU time")
     parser.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)  # a quick check of this script
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe
     recipe = replace(recipe, model=args.model) if args.model else recipe
-    engine = Engine(pool_first=args.pool_first, compile=args.compile, threads=args.threads)
+    engine = Engine(pool_first=args.pool_first, keep_memory=args.keep_memory, compile=args.compile, threads=args.threads)
     precision = resolve_precision(args.precision or recipe.precision, torch.device("cpu"))
     data = load_fashion_mnist()
     images, labels = data.train_images, data.train_labels
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu}, {os.cpu_count()} logical cores, load average {load}; PyTorch {torch.__version__}, "
           f"Python {platform.python_version()}")  # fmt: skip
     print(f"recipe {args.recipe}, model {recipe.model}, batch {recipe.batch_size}, {args.threads} thread(s), pool first {args.pool_first}, "
+          f"keep memory {args.keep_memory}, "
           f"{precision}{' (auto)' * ('auto' in (args.precision, recipe.precision))}, compile {args.compile}: "
           f"{statistics.median(times):.2f} ms per step "
           f"(median of {args.steps}; fastest {min(times):.2f})")  # fmt: skip

@@ -87,7 +87,7 @@ def child_engine(args) -> dict:
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
     recipe = replace(recipe, precision=args.precision) if args.precision else recipe  # else the recipe's own
     fast = not args.plain
-    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, threads=args.threads)
+    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, keep_memory=fast, threads=args.threads)
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
                          progress=False, engine=engine)  # fmt: skip
     result = train(config, _data(args))
@@ -282,9 +282,9 @@ def speed_table(args) -> dict[str, dict]:
     if not args.skip_reference:
         run = run_child("reference", args)
         rows[reference_name(args, run, f"PIL image + `ToTensor` per sample, `DataLoader`, {args.workers} workers")] = run
-    rows["lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)"] = run_child(
+    rows["lenet, plain step (`--no-channels-last --no-fused --no-pool-first --no-keep-memory`)"] = run_child(
         "engine", args, ["--recipe", "seed", "--plain"])  # fmt: skip
-    rows["lenet engine, default (channels-last, fused Adam, pool first)"] = run_child(
+    rows["lenet engine, default (channels-last, fused Adam, pool first, freed memory kept)"] = run_child(
         "engine", args, ["--recipe", "seed"])  # fmt: skip
     rows["lenet engine, `--precision bf16`"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
     images = args.subset or TRAIN_IMAGES

@@ -33,8 +33,9 @@ def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
         assert "The reference is benchmarks/reference.py, the torchvision-free copy" in section
     rows = [line for line in speed.splitlines() if line.startswith("| ") and not line.startswith("| pipeline")]
     pipelines = ["tutorial pipeline (`benchmarks/reference.py`, PIL image + `ToTensor` per sample, `DataLoader`, "
-                 "0 workers)", "lenet, plain step (`--no-channels-last --no-fused --no-pool-first`)",
-                 "lenet engine, default (channels-last, fused Adam, pool first)", "lenet engine, `--precision bf16`"]  # fmt: skip
+                 "0 workers)", "lenet, plain step (`--no-channels-last --no-fused --no-pool-first --no-keep-memory`)",
+                 "lenet engine, default (channels-last, fused Adam, pool first, freed memory kept)",
+                 "lenet engine, `--precision bf16`"]  # fmt: skip
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == pipelines
     assert all(re.fullmatch(r"\| .+ \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+% \| \d+ MB \|", r) for r in rows[1:]), rows
     for label in (r"tutorial pipeline \(`benchmarks/reference.py`, its recipe, 2 epochs\)", "lenet `seed`", "lenet `default`"):

@@ -1,4 +1,4 @@
-"""How the training step runs: memory format, layer order, fused optimizer, compilation, threads.
+"""How the training step runs: memory format, layer order, fused optimizer, compilation, threads, allocator.
 
 `Step` is the step itself (forward, loss, backward, update); `Engine` says how it runs. None
 of these changes the maths beyond float rounding (bf16, which does, is the recipe's `precision`;
@@ -10,6 +10,9 @@ to turn it off (BENCHMARKS.md has the measurements that chose the defaults).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import LenetError
+
+# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory gives them. 32 MiB is the
+# largest mmap threshold glibc takes on 64-bit (HEAP_MAX_SIZE / 2), above any activation of these
+# nets at the recipes' batch sizes; 1 GiB of free heap is kept before any is handed back.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 * 2**20, 2**30
 
 # Non-decreasing activations: for these f, max(f(a), f(b)) = f(max(a, b)), so a max-pool can run first.
 MONOTONIC = (nn.Sigmoid, nn.Tanh, nn.ReLU)
@@ -35,6 +44,8 @@ class Engine:
                                      "a quarter of the activation's work)")  # fmt: skip
     compile: bool = _option(False, "torch.compile the model (slow start)")
     threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
+    keep_memory: bool = _option(True, "keep freed memory in the process for the next step (glibc's malloc) rather "
+                                      "than return it to the system and page-fault it back in")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -59,10 +70,38 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory a step frees for the next step; whether it could (glibc only).
+
+    By default glibc serves each allocation over 128 KiB with a fresh mapping and trims the heap
+    once 128 KiB lie free at its top, so the megabytes of activations and gradients of every
+    step come back as new pages that the kernel faults in and zeroes: a quarter of an fp32
+    default-recipe step on a 2-core VM (BENCHMARKS.md). The peak stays the step's own. Setting
+    either value also stops glibc's own threshold adjustment, which is why both are set.
+    """
+    if sys.platform != "linux" or not _confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        return False  # macOS, Windows and musl have allocators of their own
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+
+
+def _confstr(name: str) -> str:
+    try:
+        return os.confstr(name) or ""
+    except (ValueError, OSError):  # a name this system does not know
+        return ""
+
+
 def prepare(model: nn.Module, engine: Engine) -> nn.Module:
-    """Set the thread count and move the weights to the engine's memory format (in place)."""
+    """Set the thread count and the allocator, and move the weights to the engine's memory format (in place)."""
     if engine.threads is not None:
         torch.set_num_threads(engine.threads)
+    if engine.keep_memory:
+        keep_freed_memory()
     if engine.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
