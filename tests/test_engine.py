@@ -167,3 +167,16 @@ def test_keep_memory_stops_the_page_faults_of_each_step():
 def test_keep_memory_is_glibc_only(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert keep_freed_memory() is False
+
+
+def test_keep_memory_is_set_by_the_commands_that_run_the_model_and_by_the_engine(monkeypatch, capsys):
+    from lenet import cli, engine
+
+    calls = []
+    monkeypatch.setattr(engine, "keep_freed_memory", lambda: calls.append("kept") or True)
+    assert cli.main(["eval", "no-such-run"]) == 1 and calls == ["kept"]  # set before the command fails
+    assert cli.main(["models"]) == 0 and calls == ["kept"]
+    prepare(create_model("lenet"), Engine(keep_memory=False))
+    assert calls == ["kept"]
+    prepare(create_model("lenet"), Engine())
+    assert calls == ["kept", "kept"]
