@@ -50,7 +50,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .engine import Engine
-    from .datasets import list_datasets
+    from .datasets import USER_DATA, list_datasets
     from .models import list_models
     from .recipes import Recipe, list_recipes
     from .train import TrainConfig
@@ -515,15 +515,11 @@ def cmd_summary(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .datasets import list_datasets
+    from .datasets import USER_DATA, list_datasets
     from .models import list_models
     from .recipes import list_recipes
 
-    tables = {"models": list_models(), "recipes": list_recipes(), "data sets": {
-        **list_datasets(),
-        "folder:PATH": "your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)",
-        "csv:PATH": "a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)",
-    }}  # fmt: skip
+    tables = {"models": list_models(), "recipes": list_recipes(), "data sets": {**list_datasets(), **USER_DATA}}
     width = max(len(name) for table in tables.values() for name in table)
     for heading, table in tables.items():
         print(f"{heading}:")

@@ -132,13 +132,18 @@ DATASETS: dict[str, IdxDataset] = {
     ),
 }
 DEFAULT = "fashion-mnist"
+# A user's own images: named by a kind and a path (data.load_dataset reads them), not registered.
+USER_DATA = {
+    "folder:PATH": "your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)",
+    "csv:PATH": "a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)",
+}
 # Fashion-MNIST's measured statistics, for a model created outside any data set (create_model()).
 DEFAULT_SPEC = DataSpec("fashion-mnist", DATASETS["fashion-mnist"].classes, 0.2860, 0.3530)
 
 
 def dataset_entry(name: str) -> IdxDataset:
     if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, folder:PATH or csv:PATH")
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, {' or '.join(USER_DATA)}")
     return DATASETS[name]
 
 
