@@ -123,3 +123,47 @@ def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmn
 
     last_only = train(replace(_config(tmp_path / "c", epochs=2), engine=Engine(threads=1), eval_every=0), data=data)
     assert [row.eval_accuracy is not None for row in last_only.history] == [False, True]
+
+
+def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
+    from lenet.models import create_model
+    from lenet.train import alternated, start_state
+
+    def state(**recipe):
+        return start_state(_config(tmp_path, **recipe), create_model("lenet_bn"), 1000, 16, torch.device("cpu"))
+
+    everyone = torch.arange(1000)
+    alternating = state(alternate_flips=True)
+    half = alternating.flip_half
+    assert half.dtype == torch.bool and 400 < int(half.sum()) < 600
+    assert torch.equal(alternated(alternating, everyone, 1), half)
+    assert torch.equal(alternated(alternating, everyone, 2), ~half)  # two epochs in a row: both sides of each image
+    assert torch.equal(alternated(alternating, everyone, 3), half)
+    assert torch.equal(alternated(alternating, everyone[7:20], 4), ~half[7:20])
+    assert torch.equal(state(alternate_flips=True).flip_half, half)  # from the seed alone: a resume redraws it
+    assert not torch.equal(start_state(replace(_config(tmp_path, alternate_flips=True), seed=1), create_model("lenet_bn"),
+                                       1000, 16, torch.device("cpu")).flip_half, half)  # fmt: skip
+    assert state().flip_half is None and alternated(state(), everyone, 1) is None  # fresh coins
+    assert state(alternate_flips=True, flip=False).flip_half is None
+
+
+def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist, tmp_path):
+    from lenet.errors import Interrupted
+    from lenet.train import resume_config
+
+    data = small_subset(fmnist, 1536, 300)
+    config = lambda name, **kw: replace(_config(tmp_path / name, batch_size=256, **kw), engine=Engine(threads=1))  # noqa: E731
+    whole = train(config("whole", alternate_flips=True), data=data)
+    coins = train(config("coins"), data=data)
+    assert json.loads((whole.run_dir / "config.json").read_text())["recipe"]["alternate_flips"] is True
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(config("cut", alternate_flips=True), data=data, on_epoch=stop)  # after epoch 1's writes
+    run = tmp_path / "cut" / "run"
+    resumed = train(resume_config(run, progress=False), data=data, resume=run)
+    a, b, c = (r.model.state_dict() for r in (whole, resumed, coins))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

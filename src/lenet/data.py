@@ -490,11 +490,19 @@ def holdout(
 # --- augmentation, as batched tensor ops ----------------------------------------------
 
 
-def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def alternating_half(n: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A random half of n images (bool, one per image) for alternating flips: mirrored in odd epochs,
+    the rest in even ones. Drawn from the seed alone, so a resumed run draws the same half."""
+    return (torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5).to(device)
+
+
+def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Generator | None = None,
+            mirror: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Random translations by up to `shift` pixels (zero fill) and horizontal flips.
 
     One gather for the whole batch: each image reads its 28x28 window out of a zero-padded
-    copy at its own random offset. Works on uint8 or float images [N, 1, H, W].
+    copy at its own random offset. Works on uint8 or float images [N, 1, H, W]. `mirror` (bool,
+    one per image) says which images to flip; without it each is flipped with probability 1/2.
     """
     n, _, h, w = images.shape
     device = images.device
@@ -505,6 +513,7 @@ def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Gener
         cols = (dx + torch.arange(w, device=device))[:, None, :]  # [n, 1, w]
         images = padded[torch.arange(n, device=device)[:, None, None], 0, rows, cols].unsqueeze(1)
     if flip:
-        mirror = torch.rand(n, device=device, generator=generator) < 0.5
+        if mirror is None:
+            mirror = torch.rand(n, device=device, generator=generator) < 0.5
         images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
     return images

@@ -26,6 +26,9 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 # The augmentation draws from its own generator, seeded with seed + this, so that it never
 # replays the shuffling generator's numbers (seeded with the seed itself).
 AUGMENT_SEED_OFFSET = 1
+# Alternating flips pick their fixed half of the images from a generator of its own (seed + this),
+# so that turning them on leaves the shuffling and the shifts as they were.
+FLIP_SEED_OFFSET = 2
 
 
 def _field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
@@ -66,6 +69,10 @@ class Recipe:
     label_smoothing: float = _field(0.1, "label smoothing of the training loss", low=0, below=1)
     shift: int = _field(1, "random translations by up to this many pixels (0 = off)", low=0, high=MAX_SHIFT)
     flip: bool = _field(True, "random horizontal flips")
+    # airbench's alternating flips: each image is seen mirrored in every other epoch, so two
+    # consecutive epochs show both sides of every image, where fresh coins repeat a side half the time.
+    alternate_flips: bool = _field(False, "flips alternate: a fixed random half of the images is mirrored in odd "
+                                          "epochs, the other half in even ones, instead of a fresh coin each epoch")
     test_flip: bool = _field(True, "average each test image's logits with its mirror's")
     test_shift: int = _field(1, "and with the image moved this many pixels up, down, left and right (0 = off)",
                              low=0, high=MAX_SHIFT)  # fmt: skip

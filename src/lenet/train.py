@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import runs
-from .data import Dataset, augment, batch_indices, holdout, load_dataset, to_float
+from .data import Dataset, alternating_half, augment, batch_indices, holdout, load_dataset, to_float
 from .datasets import DEFAULT, DataSpec
 from .device import describe, resolve_device
 from .engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
@@ -26,7 +26,7 @@ from .errors import CheckpointError, Interrupted, LenetError
 from .metrics import Evaluation, evaluate, seed_statistics
 from .models import LeNet, LeNetConfig, count_parameters, model_config
 from .progress import bar, stage
-from .recipes import AUGMENT_SEED_OFFSET, Recipe, get_recipe
+from .recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET, Recipe, get_recipe
 from .views import Classifier, Views
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
@@ -145,6 +145,9 @@ class TrainState:
     schedule: object | None
     shuffle: torch.Generator
     augment_rng: torch.Generator
+    # The images mirrored in odd epochs under alternating flips (None: fresh coins); drawn from the
+    # seed alone, so it is not saved: a resumed run draws it again.
+    flip_half: torch.Tensor | None = None
     epoch: int = 0
     history: list[runs.EpochMetrics] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -178,13 +181,17 @@ class TrainState:
             raise CheckpointError(f"the saved training state does not fit this run's config ({e})") from None
 
 
-def start_state(config: TrainConfig, net: LeNet, steps_per_epoch: int, device: torch.device) -> TrainState:
+def start_state(config: TrainConfig, net: LeNet, train_size: int, steps_per_epoch: int,
+                device: torch.device) -> TrainState:  # fmt: skip
     recipe = config.recipe
     optimizer = build_optimizer(net, recipe, config.engine)
     schedule = build_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + AUGMENT_SEED_OFFSET)
-    return TrainState(net, optimizer, schedule, shuffle, augment_rng)
+    flip_half = None
+    if recipe.flip and recipe.alternate_flips:
+        flip_half = alternating_half(train_size, config.seed + FLIP_SEED_OFFSET, device)
+    return TrainState(net, optimizer, schedule, shuffle, augment_rng, flip_half)
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,7 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
-    state = start_state(config, model.net, steps_per_epoch, device)
+    state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, recipe.precision,
                 on_warning)  # fmt: skip
     run_dir = _resume_run_dir(Path(resume), state, model) if resume is not None else _new_run_dir(config, data, device)
@@ -295,7 +302,7 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
         for idx in bar(batches, steps, f"epoch {epoch}/{recipe.epochs}", config.progress):
             x, y = images[idx], labels[idx]
             if recipe.shift or recipe.flip:
-                x = augment(x, recipe.shift, recipe.flip, state.augment_rng)
+                x = augment(x, recipe.shift, recipe.flip, state.augment_rng, alternated(state, idx, epoch))
             loss, logits = step(to_float(x), y)
             loss_sum += loss * len(idx)
             correct += (logits.argmax(dim=1) == y).sum()
@@ -304,6 +311,12 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     if not math.isfinite(total):
         raise TrainingDiverged(f"the training loss became {total} in epoch {epoch}; try a lower --lr")
     return total / len(labels), int(correct.item()) / len(labels), seconds
+
+
+def alternated(state: TrainState, idx: torch.Tensor, epoch: int) -> torch.Tensor | None:
+    """Which of the batch's images alternating flips mirror in this epoch: the fixed half in odd
+    epochs, the others in even ones (None: no alternating flips, a fresh coin per image)."""
+    return None if state.flip_half is None else state.flip_half[idx] ^ (epoch % 2 == 0)
 
 
 def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
