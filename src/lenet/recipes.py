@@ -178,8 +178,8 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
     # cost about half of lenet_32x48's per image; lenet_wide_pn (the same layers, each max-pool moved
     # before its batch norm) took a fifth off its step for the same validation accuracy; bf16 units cut
     # a step by a third more. Batch 256 and 13 epochs (round 3): as accurate on validation (seeds 0-7)
-    # as batch 128 and 12 epochs, in about a tenth less time on two cores (a step of 256 costs about
-    # a sixth less per image); 256 with 12 epochs or fewer, 384 and 512 were less accurate.
+    # as batch 128 and 12 epochs, in about a tenth less time on two cores (a step of 256 costs 8-17%
+    # less per image); 256 with 12 epochs or fewer, 384 and 512 were less accurate.
     "fast": (
         Recipe(model="lenet_wide_pn", epochs=13, batch_size=256, precision="auto"),
         "the default recipe with lenet_wide_pn (97k parameters, cheap convolutions, batch norm after "
