@@ -67,7 +67,9 @@ def main(space: str, out: str, name: str) -> dict:
             driver.kill()
             stdout, stderr = driver.communicate()
             result["timed_out"] = True
-        result.update(driver_exit=driver.returncode, stdout=stdout[-4000:], stderr=stderr[-4000:])
+        # The line naming the cluster comes first, and Ray may print pages of its own stats after it.
+        cluster = next((line for line in stdout.splitlines() if "on the Ray cluster at" in line), None)
+        result.update(driver_exit=driver.returncode, cluster_line=cluster, stdout=stdout[-4000:], stderr=stderr[-4000:])
     finally:
         for session in reversed(list(sessions.values())):
             stop_session(session)

@@ -223,7 +223,8 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
             stop_namespace(namespace)
     assert proc.returncode == 0, err[-3000:]
     result = json.loads(out.splitlines()[-1])
-    assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in result["stdout"], result
+    cluster = result["cluster_line"] or ""
+    assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in cluster, result
     killed = result["killed"]
     assert killed, f"no trial trained on the second node: {result}"
     # Ray titles a trial's worker "ray::ImplicitFunc.train" only while a call to train() is under way.
