@@ -180,3 +180,30 @@ def test_keep_memory_is_set_by_the_commands_that_run_the_model_and_by_the_engine
     assert calls == ["kept"]
     prepare(create_model("lenet"), Engine())
     assert calls == ["kept", "kept"]
+
+
+def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: int = 7):
+    """The fast recipe's net after `steps` steps of random batches, one of them short like an epoch's last."""
+    from lenet.engine import Step
+    from lenet.train import build_optimizer, build_schedule
+
+    recipe, engine = get_recipe("fast"), Engine(cuda_graph=cuda_graph)
+    torch.manual_seed(0)
+    net = prepare(create_model(recipe.model).to(device), engine)
+    optimizer = build_optimizer(net, recipe, engine)
+    step = Step(net, optimizer, build_schedule(optimizer, recipe, steps), engine, recipe.label_smoothing, precision)
+    batches = torch.Generator().manual_seed(1)
+    losses = []
+    with training_order(net, engine):
+        for i in range(steps):
+            n = 40 if i == steps - 2 else 64
+            x, y = torch.rand(n, 1, 28, 28, generator=batches), torch.randint(0, 10, (n,), generator=batches)
+            losses.append(step(x.to(device), y.to(device))[0].item())
+    return net, step, losses
+
+
+def test_cuda_graph_is_ignored_off_cuda():
+    plain, _, plain_losses = graph_steps("cpu", cuda_graph=False)
+    graphed, step, losses = graph_steps("cpu", cuda_graph=True)
+    assert not step.graphed and step.graph is None and losses == plain_losses
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), graphed.state_dict().values()))

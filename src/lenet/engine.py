@@ -28,6 +28,10 @@ from .errors import LenetError
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD, TRIM_THRESHOLD = 32 * 2**20, 2**30
 
+# Eager steps before a CUDA graph is captured (PyTorch's own examples take three): cuDNN has picked
+# its algorithms and the optimizer made its state by then, so the capture records the steady step.
+GRAPH_WARMUP_STEPS = 3
+
 # Non-decreasing activations: for these f, max(f(a), f(b)) = f(max(a, b)), so a max-pool can run first.
 MONOTONIC = (nn.Sigmoid, nn.Tanh, nn.ReLU)
 
@@ -43,6 +47,8 @@ class Engine:
     pool_first: bool = _option(True, "while training, max-pool before a monotonic activation (same result, "
                                      "a quarter of the activation's work)")  # fmt: skip
     compile: bool = _option(False, "torch.compile the model (slow start)")
+    cuda_graph: bool = _option(False, "on a CUDA GPU, capture the step's forward, loss and backward as one CUDA graph "
+                                      "after a few eager steps, and replay it: one launch in place of dozens")  # fmt: skip
     threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
     keep_memory: bool = _option(True, "keep freed memory in the process for the next step (glibc's malloc) rather "
                                       "than return it to the system and page-fault it back in")  # fmt: skip
@@ -153,7 +159,8 @@ def forward_fn(model: nn.Module, engine: Engine, precision: str = "fp32",
     device_type = next(model.parameters()).device.type
 
     def autocast_forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+        # No cast cache: each weight is cast once per forward anyway, and a CUDA graph cannot capture a cached cast.
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False):
             return forward(x).float()
 
     return autocast_forward
@@ -188,6 +195,12 @@ class Step:
 
     The loss is the training objective (label smoothing included); the schedule, if any,
     steps once per optimisation step. Call it inside `training_order(net, engine)`.
+
+    With `engine.cuda_graph` on a CUDA device, the first GRAPH_WARMUP_STEPS steps run eagerly on a
+    side stream, the next one is captured (forward, loss and backward into the gradients) and
+    every later batch of that shape replays the capture; the optimizer and the schedule stay
+    eager, so a schedule that changes the lr or momentum every step works unchanged. A batch of
+    another shape (an epoch's short last one) runs eagerly into the same gradient tensors.
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule, engine: Engine,
@@ -195,14 +208,55 @@ class Step:
                  on_warning: Callable[[str], None] | None = None):  # fmt: skip
         self.optimizer, self.schedule, self.label_smoothing = optimizer, schedule, label_smoothing
         self.forward = forward_fn(net, engine, precision, on_warning)
+        device = next(net.parameters()).device
+        self.graphed = engine.cuda_graph and device.type == "cuda" and not engine.compile
+        self.steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, ...] = ()  # the capture's input batch, labels, loss and logits
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the batch's mean loss, its logits), both detached and left on the device."""
-        logits = self.forward(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.steps += 1
+        if not self.graphed or (self.graph is not None and x.shape != self.static[0].shape):
+            loss, logits = self._eager(x, y)
+        elif self.steps <= GRAPH_WARMUP_STEPS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss, logits = self._eager(x, y)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            loss, logits = self._replay(x, y)
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
+        return loss, logits
+
+    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.forward(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        # Once captured, the gradients live in the graph's memory: zero them there rather than drop them.
+        self.optimizer.zero_grad(set_to_none=self.graph is None)
+        loss.backward()
         return loss.detach(), logits.detach()
+
+    def _replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph is None:
+            self._capture(x, y)
+        static_x, static_y, loss, logits = self.static
+        static_x.copy_(x)
+        static_y.copy_(y)
+        self.graph.replay()
+        return loss, logits
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Record forward, loss and backward on copies of this batch (nothing runs until a replay)."""
+        static_x, static_y = x.clone(), y.clone()
+        # Gradients made during the capture are allocated from the graph's pool, where replays write them.
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self.forward(static_x)
+            loss = F.cross_entropy(logits, static_y, label_smoothing=self.label_smoothing)
+            loss.backward()
+        self.graph, self.static = graph, (static_x, static_y, loss.detach(), logits.detach())
