@@ -152,7 +152,8 @@ GLIBC = sys.platform == "linux" and (os.confstr("CS_GNU_LIBC_VERSION") or "").st
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_keep_memory_stops_the_page_faults_of_each_step():
-    env = {**os.environ, "PYTHONPATH": str(Path(lenet.__file__).parents[1])}
+    path = [str(Path(lenet.__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
     def faults(mode: str) -> int:
         done = subprocess.run([sys.executable, "-c", _FAULTS, mode], env=env, capture_output=True, text=True)
