@@ -87,7 +87,8 @@ def child_engine(args) -> dict:
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
     recipe = replace(recipe, precision=args.precision) if args.precision else recipe  # else the recipe's own
     fast = not args.plain
-    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, keep_memory=fast, threads=args.threads)
+    engine = Engine(channels_last=fast, fused=fast, pool_first=fast, keep_memory=fast, threads=args.threads,
+                    cuda_graph=args.cuda_graph)  # fmt: skip
     config = TrainConfig(recipe=recipe, recipe_name=args.recipe, seed=args.seed, device=args.device, save=False,
                          progress=False, engine=engine)  # fmt: skip
     result = train(config, _data(args))
@@ -232,8 +233,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="lenet recipes timed to accuracy, beside the tutorial's pipeline")  # fmt: skip
     parser.add_argument("--write", type=Path, metavar="FILE",
                         help="put the tables in FILE's train-speed and time-to-accuracy sections (BENCHMARKS.md)")  # fmt: skip
+    parser.add_argument("--section-prefix", default="", metavar="TEXT",
+                        help="with --write: name the sections TEXT + train-speed and TEXT + time-to-accuracy "
+                             "(benchmarks/gpu.sh writes gpu-...)")  # fmt: skip
     parser.add_argument("--subset", type=int, default=0, metavar="N",
                         help="train on the first N images only: a quick check of this script, not a measurement")  # fmt: skip
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="on CUDA, also time lenet with its step replayed as a CUDA graph: one more speed row, "
+                             "and each recipe's time to accuracy both ways")  # fmt: skip
     parser.add_argument("--tta-epochs", type=int, default=0, help=argparse.SUPPRESS)  # 0: the recipe's own
     parser.add_argument("--judge-every-epoch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
@@ -263,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         context = (f"`{command}`, started {started}, load average {load} before it; {hardware(args.device)}."
                    + (f" **A check of the script on a subset of {args.subset:,} training images, not a measurement.**"
                       if args.subset else ""))  # fmt: skip
-        write_section(args.write, "train-speed", speed_markdown(rows, args, context))
+        write_section(args.write, args.section_prefix + "train-speed", speed_markdown(rows, args, context))
         if runs:
-            write_section(args.write, "time-to-accuracy", time_to_accuracy_markdown(runs, args, context))
+            write_section(args.write, args.section_prefix + "time-to-accuracy",
+                          time_to_accuracy_markdown(runs, args, context))
         print(f"written to {args.write}")
     return 0
 
@@ -287,6 +295,9 @@ def speed_table(args) -> dict[str, dict]:
     rows["lenet engine, default (channels-last, fused Adam, pool first, freed memory kept)"] = run_child(
         "engine", args, ["--recipe", "seed"])  # fmt: skip
     rows["lenet engine, `--precision bf16`"] = run_child("engine", args, ["--recipe", "seed", "--precision", "bf16"])
+    if args.cuda_graph:
+        rows["lenet engine, `--cuda-graph` (the step replayed as a CUDA graph)"] = run_child(
+            "engine", args, ["--recipe", "seed", "--cuda-graph"])  # fmt: skip
     images = args.subset or TRAIN_IMAGES
     print(f"{'pipeline':<66} {'s/epoch':>8} {'img/s':>9} {'test acc':>9} {'peak RSS':>9} {'GPU peak':>9}")
     for name, r in rows.items():
@@ -336,6 +347,10 @@ def time_to_accuracy_runs(args) -> dict[str, dict]:
     for recipe in args.tta_recipes.split(","):
         label = f"lenet `{recipe}`"
         runs[label] = _reached(label, run_child("engine", _epochs(args, args.tta_epochs), ["--recipe", recipe]))
+        if args.cuda_graph:
+            label = f"lenet `{recipe}`, `--cuda-graph`"
+            runs[label] = _reached(label, run_child("engine", _epochs(args, args.tta_epochs),
+                                                    ["--recipe", recipe, "--cuda-graph"]))  # fmt: skip
     return runs
 
 
