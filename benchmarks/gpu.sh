@@ -26,7 +26,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export LENET_DATA_DIR=${LENET_DATA_DIR:-$PWD/.gpu-data}
 : > "$LOG"
-section() { printf '\n== %s\n' "$*" | tee -a "$LOG"; }
+section() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS" | tee -a "$LOG"; }
 run() {  # run LIMIT_S CMD...: output to the log; a failure or time-out is recorded, the script goes on
     local limit=$1; shift
     echo "\$ $*" >> "$LOG"
@@ -78,4 +78,4 @@ run 90 $PY -m lenet.cli train --device "$DEVICE" $GRAPH --no-report --no-progres
 section "peak GPU memory"
 [ "$DEVICE" = cuda ] && run 30 nvidia-smi --query-gpu=memory.used --format=csv
 rm -rf "$RUNS"
-echo "results in $LOG"
+echo "results in $LOG (after $SECONDS s)"
