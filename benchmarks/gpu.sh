@@ -5,9 +5,10 @@
 # and `lenet train` of `seed` and `default`, all written to one results file (the benchmark's
 # tables also to gpu-benchmarks.md beside it). Sized for 8 minutes from what an H200 took on
 # 2026-11-29: 64, 46, 52, 39 and about 190 s for the sections up to the eager `fast` runs; those,
-# with the CLI runs, should take about 80 s more (estimated, not run). It reuses the machine's own CUDA PyTorch (nothing
-# is downloaded: lenet runs from src/ on PYTHONPATH), and reads Fashion-MNIST from LENET_DATA_DIR
-# (default: .gpu-data, which `benchmarks/gpu.sh --prepare` fills here, to be carried along).
+# with the CLI runs, should take about 80 s more (estimated, not run). It reuses the machine's own
+# CUDA PyTorch (nothing is downloaded: lenet runs from src/ on PYTHONPATH), and reads Fashion-MNIST
+# from LENET_DATA_DIR (default: .gpu-data, which `benchmarks/gpu.sh --prepare` fills here, to be
+# carried along).
 # Without CUDA it says so in one line and runs the rest on the CPU, so it can be tried anywhere.
 #
 #   benchmarks/gpu.sh --prepare                      # here: copy the data set into .gpu-data
