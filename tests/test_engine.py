@@ -1,5 +1,6 @@
 """The engine's fast paths: each one falls back cleanly and keeps the maths."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -183,8 +184,11 @@ def test_keep_memory_is_set_by_the_commands_that_run_the_model_and_by_the_engine
     assert calls == ["kept", "kept"]
 
 
-def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: int = 7):
-    """The fast recipe's net after `steps` steps of random batches, one of them short like an epoch's last."""
+def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: int = 7, force_graph: bool = False,
+                on_warning=None):  # fmt: skip
+    """The fast recipe's net after `steps` steps of random batches, one of them short like an epoch's last.
+
+    force_graph: take the CUDA graph path whatever the device (with torch.cuda's calls faked, off CUDA)."""
     from lenet.engine import Step
     from lenet.train import build_optimizer, build_schedule
 
@@ -192,7 +196,9 @@ def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: i
     torch.manual_seed(0)
     net = prepare(create_model(recipe.model).to(device), engine)
     optimizer = build_optimizer(net, recipe, engine)
-    step = Step(net, optimizer, build_schedule(optimizer, recipe, steps), engine, recipe.label_smoothing, precision)
+    step = Step(net, optimizer, build_schedule(optimizer, recipe, steps), engine, recipe.label_smoothing, precision,
+                on_warning)  # fmt: skip
+    step.graphed = step.graphed or force_graph
     batches = torch.Generator().manual_seed(1)
     losses = []
     with training_order(net, engine):
@@ -208,3 +214,24 @@ def test_cuda_graph_is_ignored_off_cuda():
     graphed, step, losses = graph_steps("cpu", cuda_graph=True)
     assert not step.graphed and step.graph is None and losses == plain_losses
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), graphed.state_dict().values()))
+
+
+def test_a_step_that_cannot_be_captured_trains_on_eagerly(monkeypatch):
+    """A capture that fails (an operation this PyTorch or driver cannot capture) leaves the run eager, warned."""
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    def refuse(graph):
+        raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")
+
+    for name, fake in {"Stream": Stream, "current_stream": Stream, "stream": lambda s: contextlib.nullcontext(),
+                       "CUDAGraph": object, "graph": refuse}.items():  # fmt: skip
+        monkeypatch.setattr(torch.cuda, name, fake)
+    _, _, eager_losses = graph_steps("cpu", cuda_graph=False)
+    warnings = []
+    _, step, losses = graph_steps("cpu", cuda_graph=True, force_graph=True, on_warning=warnings.append)
+    assert not step.graphed and step.graph is None and losses == eager_losses
+    assert warnings == ["the step could not be captured as a CUDA graph (operation not permitted when stream is "
+                        "capturing); training eagerly"]  # fmt: skip

@@ -201,7 +201,8 @@ class Step:
     side stream, the next one is captured (forward, loss and backward into the gradients) and
     every later batch of that shape replays the capture; the optimizer and the schedule stay
     eager, so a schedule that changes the lr or momentum every step works unchanged. A batch of
-    another shape (an epoch's short last one) runs eagerly into the same gradient tensors.
+    another shape (an epoch's short last one) runs eagerly into the same gradient tensors. If the
+    capture fails (an operation this PyTorch or driver cannot capture), the run goes on eagerly.
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule, engine: Engine,
@@ -209,6 +210,7 @@ class Step:
                  on_warning: Callable[[str], None] | None = None):  # fmt: skip
         self.optimizer, self.schedule, self.label_smoothing = optimizer, schedule, label_smoothing
         self.forward = forward_fn(net, engine, precision, on_warning)
+        self.on_warning = on_warning
         device = next(net.parameters()).device
         self.graphed = engine.cuda_graph and device.type == "cuda" and not engine.compile
         self.steps = 0
@@ -243,7 +245,14 @@ class Step:
 
     def _replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph is None:
-            self._capture(x, y)
+            try:
+                self._capture(x, y)
+            except RuntimeError as e:  # torch's CUDA errors are RuntimeErrors
+                self.graphed, self.graph = False, None
+                if self.on_warning is not None:
+                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    self.on_warning(f"the step could not be captured as a CUDA graph ({reason}); training eagerly")
+                return self._eager(x, y)
         static_x, static_y, loss, logits = self.static
         static_x.copy_(x)
         static_y.copy_(y)
