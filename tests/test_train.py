@@ -85,6 +85,7 @@ def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatc
     config = replace(_config(tmp_path, epochs=1), save=False, engine=Engine(compile=True))
     fallback = train(config, data=data, on_warning=seen.append)
     assert len(seen) == 1 and "--compile is unavailable here (RuntimeError)" in seen[0]
+    assert fallback.warnings == seen  # kept with the run (summary.json), not only shown
     a, b = eager.model.state_dict(), fallback.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the failed attempt changed nothing
 

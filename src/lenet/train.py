@@ -238,8 +238,9 @@ def train(
     model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
+    # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
     step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, recipe.precision,
-                on_warning)  # fmt: skip
+                lambda text: _warn(state, text, on_warning))  # fmt: skip
     run_dir = _resume_run_dir(Path(resume), state, model) if resume is not None else _new_run_dir(config, data, device)
 
     epoch = state.epoch + 1
