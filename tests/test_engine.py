@@ -132,7 +132,8 @@ def test_bad_precision_and_engine_options():
 
 # A "step" that allocates and frees 32 MiB in 4 MiB tensors, as a step's activations do; prints the
 # page faults of ten steps after a first one.
-_FAULTS = """
+STEPS, STEP_PAGES = 40, 8 * 2**20 * 4 // 4096  # each step of _FAULTS allocates and frees 8 x 4 MiB
+_FAULTS = f"STEPS = {STEPS}\n" + """
 import resource, sys, torch
 from lenet.engine import keep_freed_memory
 if sys.argv[1] == "keep":
@@ -142,7 +143,7 @@ def step():
     del held
 step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+for _ in range(STEPS):
     step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -161,9 +162,11 @@ def test_keep_memory_stops_the_page_faults_of_each_step():
         assert done.returncode == 0, done.stderr
         return int(done.stdout)
 
-    plain, kept = faults("plain"), faults("keep")  # here: 9195 and 1024 pages
-    assert plain > 2 * 1024  # glibc's defaults hand freed memory back: 8 MiB or more faulted in again
-    assert kept < plain / 4
+    # Over 40 steps, kept: 1,024-4,097 pages here, whatever the step count, less than one step's own 8,192.
+    # Plain varies from run to run (16,343 to 326,460 pages: glibc raises its mmap threshold as it goes,
+    # sooner or later), so it is only compared, not bounded.
+    plain, kept = faults("plain"), faults("keep")
+    assert kept < STEP_PAGES < plain
 
 
 def test_keep_memory_is_glibc_only(monkeypatch):
