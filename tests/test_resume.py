@@ -115,6 +115,9 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, delay):
         [sys.executable, "-m", "lenet.cli", "train", "--recipe", "seed", "--epochs", "20", "--device", "cpu",
          "--out", str(tmp_path), "--name", "r", "--no-progress"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell without job control starts background jobs with Ctrl-C ignored, and Python keeps that:
+        # the child gets the default, as a terminal's foreground command has, however the tests were started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 180
     while not (tmp_path / "r" / "train_state.pt").exists():
