@@ -235,13 +235,17 @@ class Step:
             self.schedule.step()
         return loss, logits
 
-    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss and backward into the gradients (which the caller has zeroed or dropped)."""
         logits = self.forward(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        # Once captured, the gradients live in the graph's memory: zero them there rather than drop them.
-        self.optimizer.zero_grad(set_to_none=self.graph is None)
         loss.backward()
         return loss.detach(), logits.detach()
+
+    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Once captured, the gradients live in the graph's memory: zero them there rather than drop them.
+        self.optimizer.zero_grad(set_to_none=self.graph is None)
+        return self._backward(x, y)
 
     def _replay(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph is None:
@@ -266,7 +270,5 @@ class Step:
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self.forward(static_x)
-            loss = F.cross_entropy(logits, static_y, label_smoothing=self.label_smoothing)
-            loss.backward()
-        self.graph, self.static = graph, (static_x, static_y, loss.detach(), logits.detach())
+            loss, logits = self._backward(static_x, static_y)
+        self.graph, self.static = graph, (static_x, static_y, loss, logits)
