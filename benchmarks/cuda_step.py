@@ -61,9 +61,9 @@ def timed(name: str, mode: str, data, steps: int) -> float:
     import torch
 
     from lenet import get_recipe
-    from lenet.data import augment, to_float
-    from lenet.engine import Engine, Step, prepare, resolve_precision, training_order
-    from lenet.train import build_model, build_optimizer, build_schedule
+    from lenet.data.batches import augment, to_float
+    from lenet.training.engine import Engine, Step, prepare, resolve_precision, training_order
+    from lenet.training.loop import build_model, build_optimizer, build_schedule
 
     device = torch.device("cuda")
     recipe = get_recipe(name)

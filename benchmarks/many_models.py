@@ -62,10 +62,10 @@ def together(nets, images, labels, batches, lr: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lenet.data import load_dataset
-    from lenet.device import describe, resolve_device
-    from lenet.recipes import get_recipe
-    from lenet.train import build_model
+    from lenet.data.load import load_dataset
+    from lenet.core.device import describe, resolve_device
+    from lenet.training.recipes import get_recipe
+    from lenet.training.loop import build_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")

@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from lenet import get_recipe, load_fashion_mnist
-    from lenet.data import augment, batch_indices, to_float
-    from lenet.engine import Engine, forward_fn, prepare, resolve_precision, training_order
-    from lenet.train import build_model, build_optimizer, build_schedule
+    from lenet.data.batches import augment, batch_indices, to_float
+    from lenet.training.engine import Engine, forward_fn, prepare, resolve_precision, training_order
+    from lenet.training.loop import build_model, build_optimizer, build_schedule
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe

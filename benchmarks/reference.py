@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lenet.data import FashionMNIST
+from lenet.data.dataset import FashionMNIST
 
 
 class TutorialFashionMNIST(Dataset):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lenet.files import write_text
+from lenet.core.files import write_text
 
 
 class SectionError(ValueError):

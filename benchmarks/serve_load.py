@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from lenet.serve import DEFAULTS
+from lenet.inference.serve import DEFAULTS
 from benchmarks.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]

@@ -56,14 +56,14 @@ print(json.dumps({"shutdown_s": time.monotonic() - t3}), flush=True)
 TRAIN_CHILD = """
 import sys
 from dataclasses import replace
-import lenet.data
+import lenet.data.load
 n_train, n_test = int(sys.argv[1]), int(sys.argv[2])
-load = lenet.data.load_dataset
+load = lenet.data.load.load_dataset
 def subset(*args, **kwargs):
     data = load(*args, **kwargs)
     return replace(data, train_images=data.train_images[:n_train], train_labels=data.train_labels[:n_train],
                    test_images=data.test_images[:n_test], test_labels=data.test_labels[:n_test])
-lenet.data.load_dataset = subset
+lenet.data.load.load_dataset = subset
 from lenet.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -175,8 +175,8 @@ def timed_sweep(work: Path, name: str, text: str) -> tuple[float, Path]:
 
 def timed_plain_runs(work: Path, sweep_dir: Path, subset: int) -> tuple[float, list[float]]:
     """Every configuration of `sweep_dir`'s plan trained by a fresh `lenet train` process, one after another."""
-    from lenet.recipes import recipe_toml
-    from lenet.sweep import read_plan
+    from lenet.training.recipes import recipe_toml
+    from lenet.sweep.sweep import read_plan
 
     plan = read_plan(sweep_dir)
     accuracies = []

@@ -84,14 +84,14 @@ def main(argv: list[str]) -> int:
     modules = sys.modules
     imports_mb = status_mb("VmRSS")
     for module, name, label in (
-        ("lenet.data", "load_dataset", "loading the data"),
-        ("lenet.train", "train_epoch", "training, per epoch"),
-        ("lenet.train", "judge", "judging, per epoch"),
-        ("lenet.runs", "save_epoch", "saving, per epoch"),
-        ("lenet.train", "final_figures", "final figures (every view)"),
-        ("lenet.report", "write_report", "the report"),
-        ("lenet.report", "predict_logits", "the report: its evaluation"),
-        ("lenet.report", "draw_figures", "the report: its figures"),
+        ("lenet.data.load", "load_dataset", "loading the data"),
+        ("lenet.training.loop", "train_epoch", "training, per epoch"),
+        ("lenet.training.loop", "judge", "judging, per epoch"),
+        ("lenet.training.runs", "save_epoch", "saving, per epoch"),
+        ("lenet.training.loop", "final_figures", "final figures (every view)"),
+        ("lenet.insight.report", "write_report", "the report"),
+        ("lenet.insight.report", "predict_logits", "the report: its evaluation"),
+        ("lenet.insight.report", "draw_figures", "the report: its figures"),
     ):
         __import__(module)
         measured(modules[module], name, label)

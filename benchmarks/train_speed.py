@@ -58,7 +58,7 @@ def child_reference(args) -> dict:
 
     from benchmarks import reference
     from lenet import create_model, evaluate
-    from lenet.device import resolve_device
+    from lenet.core.device import resolve_device
 
     device = resolve_device(args.device)
     data = _data(args)
@@ -82,7 +82,7 @@ def child_engine(args) -> dict:
     from dataclasses import replace
 
     from lenet import TrainConfig, get_recipe, train
-    from lenet.engine import Engine
+    from lenet.training.engine import Engine
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, epochs=args.epochs) if args.epochs else recipe  # 0: the recipe's own
@@ -170,7 +170,7 @@ def has_torchvision(python: str) -> bool:
 def write_tutorial_root(data, root: Path) -> Path:
     """`data` as the four uncompressed IDX files torchvision's FashionMNIST reads from root/FashionMNIST/raw/
     (what its download would leave there), so the tutorial's code trains on lenet's bytes, offline."""
-    from lenet.data import idx_bytes
+    from lenet.data.idx import idx_bytes
 
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def reference_note(args, run: dict | None) -> str:
 def hardware(device: str) -> str:
     import torch
 
-    from lenet.device import describe, resolve_device
+    from lenet.core.device import describe, resolve_device
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return (f"{describe(resolve_device(device))}; CPU {cpu}, {os.cpu_count()} logical cores; "
@@ -212,7 +212,7 @@ def hardware(device: str) -> str:
 
 
 def on_cuda(device: str) -> bool:
-    from lenet.device import resolve_device
+    from lenet.core.device import resolve_device
 
     return resolve_device(device).type == "cuda"
 

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet.data import FashionMNIST, idx_bytes, load_fashion_mnist
+from lenet.data.dataset import FashionMNIST
+
+from lenet.data.idx import idx_bytes
+
+from lenet.data.load import load_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]

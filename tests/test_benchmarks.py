@@ -133,7 +133,7 @@ def test_train_speed_runs_the_tutorials_own_code_where_torchvision_imports(tmp_p
 def test_the_tutorial_root_holds_the_data_as_idx_files(tmp_path, fmnist):
     from benchmarks.train_speed import write_tutorial_root
 
-    from lenet.data import read_idx
+    from lenet.data.idx import read_idx
 
     data = small_subset(fmnist, 300, 100)
     raw = write_tutorial_root(data, tmp_path) / "FashionMNIST" / "raw"

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from lenet import load, predict
-from lenet.datasets import DATASETS
+from lenet.data.registry import DATASETS
 
 CLASSES = DATASETS["fashion-mnist"].classes
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from conftest import LENET
 from lenet import create_model, load, save_model
-from lenet.errors import CheckpointError
+from lenet.core.errors import CheckpointError
 
 
 def test_round_trip_gives_the_same_outputs(tmp_path):
@@ -111,7 +111,7 @@ def test_a_pickle_is_never_loaded(tmp_path, kind, where):
 
 
 def test_the_views_travel_with_the_weights(tmp_path):
-    from lenet.views import Classifier, Views
+    from lenet.models.views import Classifier, Views
 
     torch.manual_seed(0)
     model = Classifier(create_model("lenet_bn"), Views(flip=True, shift=1)).eval()
@@ -124,7 +124,7 @@ def test_the_views_travel_with_the_weights(tmp_path):
 
 def test_a_checkpoint_from_before_the_views_left_the_model_loads_with_them(tmp_path):
     """Older checkpoints kept the views in the model config as flip_tta and shift_tta."""
-    from lenet.views import Views
+    from lenet.models.views import Views
 
     path = save_model(create_model("lenet_bn"), tmp_path / "m.safetensors")
     with safe_open(str(path), "pt") as f:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import LENET, small_subset
 from lenet import load
-from lenet.datasets import DATASETS
+from lenet.data.registry import DATASETS
 
 CLASSES = DATASETS["fashion-mnist"].classes
 
@@ -214,7 +214,7 @@ def test_cuda_asked_for_without_a_gpu():
 
 
 def test_no_data_offline_is_one_clear_line(trained_run, tmp_path):
-    code = ("import sys, pathlib, lenet.data as d; d.SYSTEM_DIR = pathlib.Path(sys.argv[1]); "
+    code = ("import sys, pathlib, lenet.data.sources as d; d.SYSTEM_DIR = pathlib.Path(sys.argv[1]); "
             "from lenet.cli import main; sys.exit(main(sys.argv[2:]))")  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LENET_MIRRORS": "http://127.0.0.1:9/"}
     (tmp_path / "d").mkdir()
@@ -231,7 +231,7 @@ def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
     from safetensors.torch import save_file
 
     from lenet import create_model, save_model
-    from lenet.checkpoint import read_checkpoint
+    from lenet.training.checkpoint import read_checkpoint
 
     path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
     _, _, _, tensors, metadata = read_checkpoint(path)
@@ -261,7 +261,7 @@ def test_a_run_diverging_in_its_first_epoch_says_what_is_left(fmnist, tmp_path):
     from dataclasses import replace
 
     from lenet import TrainConfig, get_recipe, train
-    from lenet.train import TrainingDiverged
+    from lenet.training.loop import TrainingDiverged
 
     recipe = replace(get_recipe("seed"), model="lenet_relu", lr=1e6, epochs=2)
     config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="boom", progress=False)
@@ -290,7 +290,7 @@ def test_summary_of_a_trained_run_and_of_the_tutorials_model(trained_run):
 
 
 def test_json_files_are_strict(tmp_path):
-    from lenet.files import write_json
+    from lenet.core.files import write_json
 
     with pytest.raises(ValueError):
         write_json(tmp_path / "x.json", {"lr": float("inf")})
@@ -302,7 +302,7 @@ def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
 
     import torch
 
-    from lenet.train import resume_config
+    from lenet.training.loop import resume_config
 
     run = shutil.copytree(trained_run[0], tmp_path / "r")
     config = json.loads((run / "config.json").read_text())
@@ -337,7 +337,7 @@ def test_predict_a_folder_into_a_csv_skipping_what_cannot_be_read(trained_run, f
 
 def test_an_epoch_not_judged_says_so_in_its_line():
     from lenet.cli import _epoch_line
-    from lenet.runs import EpochMetrics
+    from lenet.training.runs import EpochMetrics
 
     row = EpochMetrics(epoch=1, train_loss=0.5, train_accuracy=0.8, eval_split="val", eval_loss=None,
                        eval_accuracy=None, seconds=2.0, images_per_s=100.0, eval_seconds=0.0, lr=0.01)  # fmt: skip
@@ -346,8 +346,8 @@ def test_an_epoch_not_judged_says_so_in_its_line():
 
 
 def test_models_lists_every_model_recipe_and_data_set_in_one_aligned_column():
-    from lenet.models import MODELS
-    from lenet.recipes import RECIPES
+    from lenet.models.lenet import MODELS
+    from lenet.training.recipes import RECIPES
 
     proc = lenet("models")
     assert proc.returncode == 0, proc.stderr

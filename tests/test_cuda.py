@@ -11,7 +11,7 @@ import torch
 from conftest import small_subset
 from test_engine import graph_steps
 from lenet import TrainConfig, evaluate, get_recipe, load, train
-from lenet.engine import Engine
+from lenet.training.engine import Engine
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh)")]  # fmt: skip

@@ -14,8 +14,8 @@ from PIL import Image
 from conftest import idx_bytes, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, predict, train
 from lenet.cli import main
-from lenet.datasets import DATASETS, IdxFile
-from lenet.errors import DataError
+from lenet.data.registry import DATASETS, IdxFile
+from lenet.core.errors import DataError
 from test_download import Files, server  # noqa: F401  (the loopback HTTP mirror)
 
 STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -47,7 +47,7 @@ def local_mnist(server, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LENET_DATA_DIR", raising=False)
     monkeypatch.setenv("LENET_MIRRORS", url + "/m")
-    monkeypatch.setattr("lenet.data.SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr("lenet.data.sources.SYSTEM_DIR", tmp_path / "no-system-copy")
     return plain
 
 
@@ -112,7 +112,7 @@ def make_folder(root, counts: dict[str, int], seed=0):
 
 
 def test_a_folder_of_class_folders_is_a_data_set(tmp_path):
-    from lenet.inference import load_image
+    from lenet.data.images import load_image
 
     root = make_folder(tmp_path / "shapes", {"bars": 10, "blocks": 10, "lines": 10})
     data = load_dataset(f"folder:{root}")
@@ -183,7 +183,7 @@ def test_a_model_of_your_own_classes_predicts_their_names(tmp_path):
                                name="own", progress=False))  # fmt: skip
     model = load(result.run_dir)
     assert model.data.classes == ("bars", "blocks") and model.net.config.num_classes == 2
-    from lenet.inference import load_image
+    from lenet.data.images import load_image
 
     guess = predict(model, load_image(root / "blocks" / "3.png").unsqueeze(0), top_k=2)[0]
     assert {name for name, _ in guess.top} == {"bars", "blocks"}

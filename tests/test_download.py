@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import idx_bytes
-from lenet.data import SYSTEM_DIR, candidate_dirs, download_file, load_fashion_mnist
-from lenet.datasets import DATASETS
-from lenet.errors import DataError
+from lenet.data.sources import SYSTEM_DIR, candidate_dirs, download_file
+from lenet.data.load import load_fashion_mnist
+from lenet.data.registry import DATASETS
+from lenet.core.errors import DataError
 
 FILES = DATASETS["fashion-mnist"].files
 
@@ -101,7 +102,7 @@ def test_full_download_of_the_real_set(server, tmp_path, monkeypatch, fmnist):
     _, url = server
     for spec in FILES.values():
         Files.routes[f"/m/{spec.stem}.gz"] = ("ok", (Path(fmnist.source) / f"{spec.stem}.gz").read_bytes())
-    monkeypatch.setattr("lenet.data.SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr("lenet.data.sources.SYSTEM_DIR", tmp_path / "no-system-copy")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LENET_DATA_DIR", raising=False)
     monkeypatch.setenv("LENET_MIRRORS", url + "/m")
@@ -112,11 +113,11 @@ def test_full_download_of_the_real_set(server, tmp_path, monkeypatch, fmnist):
 
 
 def test_offline_without_data_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setattr("lenet.data.SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr("lenet.data.sources.SYSTEM_DIR", tmp_path / "no-system-copy")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LENET_DATA_DIR", raising=False)
     monkeypatch.setenv("LENET_MIRRORS", "http://127.0.0.1:9/")  # the discard port: refused
-    monkeypatch.setattr("lenet.data.time.sleep", lambda s: None)
+    monkeypatch.setattr("lenet.data.sources.time.sleep", lambda s: None)
     (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as info:
         load_fashion_mnist(tmp_path / "mine")
@@ -158,7 +159,7 @@ def test_the_system_copy_is_read_where_there_is_no_other(server, tmp_path, monke
     system.mkdir(parents=True)
     for spec in FILES.values():
         shutil.copy(Path(fmnist.source) / f"{spec.stem}.gz", system)
-    monkeypatch.setattr("lenet.data.SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr("lenet.data.sources.SYSTEM_DIR", tmp_path / "system")
     _no_flag_env_or_cache(monkeypatch, tmp_path, url)
     assert Path(load_fashion_mnist().source) == system and Files.hits == []
     # A copy in the user cache comes first: the system directory is the last place looked in.

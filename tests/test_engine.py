@@ -12,8 +12,8 @@ import torch
 
 import lenet
 from lenet import create_model, get_recipe
-from lenet.engine import Engine, forward_fn, keep_freed_memory, make_optimizer, prepare, training_order
-from lenet.errors import LenetError
+from lenet.training.engine import Engine, forward_fn, keep_freed_memory, make_optimizer, prepare, training_order
+from lenet.core.errors import LenetError
 
 
 def test_fused_optimizer_falls_back_where_unsupported():
@@ -57,8 +57,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_re
 
     from conftest import small_subset
     from lenet import TrainConfig, get_recipe, train
-    from lenet.engine import resolve_precision
-    from lenet.train import resume_config
+    from lenet.training.engine import resolve_precision
+    from lenet.training.loop import resume_config
 
     cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
@@ -135,7 +135,7 @@ def test_bad_precision_and_engine_options():
 STEPS, STEP_PAGES = 40, 8 * 2**20 * 4 // 4096  # each step of _FAULTS allocates and frees 8 x 4 MiB
 _FAULTS = f"STEPS = {STEPS}\n" + """
 import resource, sys, torch
-from lenet.engine import keep_freed_memory
+from lenet.training.engine import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def step():
@@ -175,7 +175,8 @@ def test_keep_memory_is_glibc_only(monkeypatch):
 
 
 def test_keep_memory_is_set_by_the_commands_that_run_the_model_and_by_the_engine(monkeypatch, capsys):
-    from lenet import cli, engine
+    from lenet import cli
+    from lenet.training import engine
 
     calls = []
     monkeypatch.setattr(engine, "keep_freed_memory", lambda: calls.append("kept") or True)
@@ -192,8 +193,8 @@ def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: i
     """The fast recipe's net after `steps` steps of random batches, one of them short like an epoch's last.
 
     force_graph: take the CUDA graph path whatever the device (with torch.cuda's calls faked, off CUDA)."""
-    from lenet.engine import Step
-    from lenet.train import build_optimizer, build_schedule
+    from lenet.training.engine import Step
+    from lenet.training.loop import build_optimizer, build_schedule
 
     recipe, engine = get_recipe("fast"), Engine(cuda_graph=cuda_graph)
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ import torch
 
 from conftest import LENET
 from lenet import load
-from lenet.datasets import DATASETS
-from lenet.errors import ExportError
-from lenet.export import export
+from lenet.data.registry import DATASETS
+from lenet.core.errors import ExportError
+from lenet.inference.export import export
 
 CLASSES = DATASETS["fashion-mnist"].classes
 
@@ -61,7 +61,7 @@ def test_torchscript_export_to_a_chosen_path(small_run, tmp_path):
 
 
 def test_failing_verification_keeps_no_file(small_run, tmp_path, monkeypatch):
-    monkeypatch.setattr("lenet.export.TOLERANCE", -1.0)  # no export can pass
+    monkeypatch.setattr("lenet.inference.export.TOLERANCE", -1.0)  # no export can pass
     target = tmp_path / "never.onnx"
     with pytest.raises(ExportError, match="does not reproduce the model.*nothing written"):
         export(small_run, "onnx", target)
@@ -93,7 +93,7 @@ def test_cli_errors_are_one_line(small_run, args, fragment):
 def test_test_time_augmenting_models_export_with_a_dynamic_batch(tmp_path, fmt):
     """The default recipe's model averages each image's shifted views and mirrors in its Classifier."""
     from lenet import create_model, save_model
-    from lenet.views import Classifier, Views
+    from lenet.models.views import Classifier, Views
 
     torch.manual_seed(0)
     model = Classifier(create_model("lenet_bn"), Views(flip=True, shift=1)).eval()
@@ -110,7 +110,7 @@ def test_an_export_elsewhere_leaves_the_run_alone_and_prints_no_pytorch_warnings
     import sys
 
     from lenet import create_model, save_model
-    from lenet.views import Classifier, Views
+    from lenet.models.views import Classifier, Views
 
     run = tmp_path / "run"
     save_model(Classifier(create_model("lenet_bn").eval(), Views(flip=True, shift=1)), run / "model.safetensors")

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from lenet.files import atomic_open, write_bytes, write_json
+from lenet.core.files import atomic_open, write_bytes, write_json
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def mode(path) -> int:
 
 @pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_files_get_the_mode_the_umask_gives_at_write_time(tmp_path, umask, mask, expected):
-    umask(mask)  # set after lenet.files was imported: the mode follows the umask of the moment
+    umask(mask)  # set after lenet.core.files was imported: the mode follows the umask of the moment
     write_bytes(tmp_path / "a.bin", b"x")
     write_json(tmp_path / "a.json", {"a": 1})
     assert mode(tmp_path / "a.bin") == mode(tmp_path / "a.json") == expected

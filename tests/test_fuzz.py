@@ -34,12 +34,12 @@ from PIL import Image
 
 from benchmarks.sections import read_section, write_section
 from conftest import REPO
-from lenet.checkpoint import FORMAT, load
-from lenet.data import parse_idx, read_idx
-from lenet.errors import CheckpointError, DataError, ImageError
-from lenet.inference import load_image
-from lenet.models import MAX_PARAMETERS, MODELS, LeNet, count_parameters, create_model
-from lenet.views import Classifier
+from lenet.training.checkpoint import FORMAT, load
+from lenet.data.idx import parse_idx, read_idx
+from lenet.core.errors import CheckpointError, DataError, ImageError
+from lenet.data.images import load_image
+from lenet.models.lenet import MAX_PARAMETERS, MODELS, LeNet, count_parameters, create_model
+from lenet.models.views import Classifier
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of stalling the suite
 
@@ -222,7 +222,7 @@ def idx_file(draw, limit: int):
 
 def test_idx_files_end_in_data_error_or_a_tensor(tmp_path, monkeypatch):
     limit = 4096  # MAX_IDX_BYTES scaled down, so that bombs over it are cheap to make
-    monkeypatch.setattr("lenet.data.MAX_IDX_BYTES", limit)
+    monkeypatch.setattr("lenet.data.idx.MAX_IDX_BYTES", limit)
     path = tmp_path / "train-images-idx3-ubyte.gz"
 
     @fuzz(1600)
@@ -416,7 +416,7 @@ def test_absurd_configs_are_refused_before_building(tmp_path, monkeypatch):
         built.append(next(model.parameters()).device.type)
         return model
 
-    monkeypatch.setattr("lenet.checkpoint.LeNet", spy)
+    monkeypatch.setattr("lenet.training.checkpoint.LeNet", spy)
     path = tmp_path / "m.safetensors"
     base = MODELS["lenet"][0].to_dict()
     for change in ({"channels": [10**9, 1]}, {"hidden": [4096, 4096], "channels": [4096, 4096]},
@@ -555,8 +555,8 @@ MEMORY_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import torch
     from lenet import load, load_image, save_model, create_model
-    from lenet.data import read_idx
-    from lenet.errors import LenetError
+    from lenet.data.idx import read_idx
+    from lenet.core.errors import LenetError
 
     tmp = Path(sys.argv[1])
     save_model(create_model("lenet"), tmp / "ok.safetensors")

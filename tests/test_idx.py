@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import idx_bytes, write_idx
-from lenet.data import FashionMNIST, parse_idx, read_idx, read_idx_bytes
-from lenet.datasets import DATASETS
-from lenet.errors import DataError
+from lenet.data.dataset import FashionMNIST
+from lenet.data.idx import parse_idx, read_idx, read_idx_bytes
+from lenet.data.registry import DATASETS
+from lenet.core.errors import DataError
 
 FILES = DATASETS["fashion-mnist"].files
 
@@ -60,7 +61,7 @@ def test_truncated_gzip_names_the_file(tmp_path):
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("lenet.data.MAX_IDX_BYTES", 1000)
+    monkeypatch.setattr("lenet.data.idx.MAX_IDX_BYTES", 1000)
     path = tmp_path / "bomb.gz"
     path.write_bytes(gzip.compress(b"\x00" * 5000))
     with pytest.raises(DataError, match="decompresses to more"):

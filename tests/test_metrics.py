@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lenet.metrics import confusion_matrix, evaluate
-from lenet.models import create_model
+from lenet.training.metrics import confusion_matrix, evaluate
+from lenet.models.lenet import create_model
 
 
 def test_confusion_matrix_counts():
@@ -34,7 +34,7 @@ def test_eval_batch_size_does_not_change_results(fmnist):
 
 
 def test_per_class_precision_and_recall_read_the_confusion_matrix_both_ways():
-    from lenet.metrics import Evaluation
+    from lenet.training.metrics import Evaluation
 
     # rows: true class; columns: predicted. Class 2 is never predicted: precision 0, not a division by zero.
     confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [3, 1, 0]])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lenet.errors import LenetError
-from lenet.models import MODELS, LeNet, LeNetConfig, count_parameters, create_model, list_models, summarize
+from lenet.core.errors import LenetError
+from lenet.models.lenet import MODELS, LeNet, LeNetConfig, count_parameters, create_model, list_models, summarize
 
 
 def test_tutorial_lenet_layer_for_layer():

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from lenet import create_model, evaluate, load_image, predict
-from lenet.errors import ImageError
-from lenet.inference import Skipped, decode_image, load_images, to_fashion_mnist, write_predictions_csv
-from lenet.views import classes_of
+from lenet.core.errors import ImageError
+from lenet.data.images import Skipped, decode_image, load_images, to_fashion_mnist
+from lenet.inference.predict import write_predictions_csv
+from lenet.models.views import classes_of
 
 
 def _png(path, pixels: torch.Tensor):
@@ -60,7 +61,7 @@ def test_unreadable_images_raise_image_error(tmp_path, content):
 
 
 def test_huge_image_header_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("lenet.inference.MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr("lenet.data.images.MAX_PIXELS", 100 * 100)
     # load_image copies the limit into Pillow's global; restore that too, or later tests inherit it.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     Image.new("L", (200, 200)).save(tmp_path / "big.png")

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import REPO
 from lenet.cli import build_parser
-from lenet.errors import LenetError
-from lenet.models import create_model
-from lenet.recipes import Recipe, get_recipe
-from lenet.runs import check_run_name, create_run_dir, create_unique_run_dir
-from lenet.train import build_optimizer, build_schedule, parameter_groups
+from lenet.core.errors import LenetError
+from lenet.models.lenet import create_model
+from lenet.training.recipes import Recipe, get_recipe
+from lenet.training.runs import check_run_name, create_run_dir, create_unique_run_dir
+from lenet.training.loop import build_optimizer, build_schedule, parameter_groups
 
 
 def test_every_recipe_field_is_a_train_flag_with_help_and_default():
@@ -132,8 +132,8 @@ def test_a_one_cycle_too_short_to_warm_up_is_one_line():
 
 @pytest.mark.parametrize("name", ["default", "fast"])
 def test_the_accurate_recipes_stay_within_100k_parameters_and_15_epochs(name):
-    from lenet.models import count_parameters
-    from lenet.train import build_model
+    from lenet.models.lenet import count_parameters
+    from lenet.training.loop import build_model
 
     recipe = get_recipe(name)
     assert count_parameters(build_model(recipe)) <= 100_000 and recipe.epochs <= 15

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
-from lenet.data import augment, holdout
-from lenet.errors import DataError
-from lenet.metrics import evaluate
-from lenet.views import Classifier, Views
-from lenet.train import TrainingDiverged, train_seeds
+from lenet.data.batches import augment, holdout
+from lenet.core.errors import DataError
+from lenet.training.metrics import evaluate
+from lenet.models.views import Classifier, Views
+from lenet.training.loop import TrainingDiverged, train_seeds
 
 
 def _config(tmp_path, name="run", **recipe):
@@ -55,7 +55,7 @@ def test_holdout_is_disjoint_and_fixed():
 
 def _classifier(**views):
     from lenet import create_model
-    from lenet.views import Classifier, Views
+    from lenet.models.views import Classifier, Views
 
     torch.manual_seed(0)
     return Classifier(create_model("lenet_bn"), Views(**views)).eval()
@@ -70,7 +70,7 @@ def test_flip_view_averages_image_and_mirror():
 
 
 def test_shift_views_average_the_moved_images_and_their_mirrors():
-    from lenet.views import Classifier, Views
+    from lenet.models.views import Classifier, Views
 
     model = _classifier(flip=True, shift=1)
     net, x = model.net, torch.rand(3, 1, 28, 28)
@@ -158,7 +158,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(fmnist, tmp_path,
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(importlib.import_module("lenet.engine"), "F", types.SimpleNamespace(cross_entropy=poisoned))
+    monkeypatch.setattr(importlib.import_module("lenet.training.engine"), "F", types.SimpleNamespace(cross_entropy=poisoned))
     with pytest.raises(TrainingDiverged, match="epoch 2.*weights of epoch 1 are in .*run"):
         train(config, data=data)
     model = load(tmp_path / "run")

@@ -12,23 +12,23 @@ import torch
 from PIL import Image
 
 import lenet
-import lenet.data
+import lenet.data.load
 from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
-from lenet.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
+from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.cli import main
-from lenet.datasets import DATASETS
-from lenet.errors import LenetError
-from lenet.metrics import evaluate
-from lenet.models import ACTIVATIONS, create_model, list_models, model_config
-from lenet.report import compare, write_report
-from lenet.runs import METRICS_FILE, PLOTS_DIR, read_run
+from lenet.data.registry import DATASETS
+from lenet.core.errors import LenetError
+from lenet.training.metrics import evaluate
+from lenet.models.lenet import ACTIVATIONS, create_model, list_models, model_config
+from lenet.insight.report import compare, write_report
+from lenet.training.runs import METRICS_FILE, PLOTS_DIR, read_run
 
 CLASSES = DATASETS["fashion-mnist"].classes
 
 # Only a missing matplotlib skips: an error inside plots.py itself must fail the tests, not hide them.
 pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra: pip install -e '.[dev]'")
-from lenet import plots  # noqa: E402
+from lenet.insight import plots  # noqa: E402
 
 FIGURES = {"curves", "confusion", "mistakes", "filters", "features1", "features2"}
 CHROMIUM = os.environ.get("LENET_CHROMIUM", "/usr/bin/chromium")
@@ -280,7 +280,7 @@ def test_bad_metrics_and_too_few_runs(run, tmp_path):
 @pytest.fixture
 def small_cli_data(data, monkeypatch):
     # `lenet train` loads the whole set; give it the subset so it trains in seconds.
-    monkeypatch.setattr(lenet.data, "load_fashion_mnist", lambda *a, **k: data)
+    monkeypatch.setattr(lenet.data.load, "load_fashion_mnist", lambda *a, **k: data)
 
 
 def train_args(out, *extra):
@@ -302,7 +302,7 @@ def test_train_writes_the_report_and_tensorboard(small_cli_data, tmp_path, capsy
 
 def test_train_without_matplotlib_still_trains_and_says_how(small_cli_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "lenet.plots", None)
+    monkeypatch.setitem(sys.modules, "lenet.insight.plots", None)
     monkeypatch.delattr(lenet, "plots", raising=False)  # `from . import plots` looks here first
     assert main(train_args(tmp_path)) == 0
     out = capsys.readouterr().out

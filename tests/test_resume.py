@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 import torch
 from lenet import FashionMNIST, TrainConfig, get_recipe, load_fashion_mnist
-from lenet.train import resume_config, train
+from lenet.training.loop import resume_config, train
 mode, out, name, epochs = sys.argv[1:5]
 torch.set_num_threads(1)  # a tiny net on a busy machine: one thread is many times faster
 d = load_fashion_mnist(download=False)

@@ -17,12 +17,11 @@ from torch import nn
 
 from conftest import LENET
 from lenet import load, load_image, predict
-from lenet.checkpoint import resolve_weights
-from lenet.datasets import DATASETS
-from lenet.errors import ServeError
-from lenet.inference import decode_image
-from lenet.serve import (DEFAULTS, MicroBatcher, ServeSettings, bind, create_app, exposure_warning,
-                         require_serve_extra, run_info)  # fmt: skip
+from lenet.training.checkpoint import resolve_weights
+from lenet.data.registry import DATASETS
+from lenet.core.errors import ServeError
+from lenet.data.images import decode_image
+from lenet.inference.serve import (DEFAULTS, MicroBatcher, ServeSettings, bind, create_app, exposure_warning, require_serve_extra, run_info)  # fmt: skip
 
 CLASSES = DATASETS["fashion-mnist"].classes
 
@@ -119,7 +118,7 @@ def test_bad_json_stops_at_the_first_bad_item_not_after_every_pixel():
     """Bounded work, not only a bounded reply: validation itself gives up early."""
     from pydantic import ValidationError
 
-    from lenet.serve import _json_body_model
+    from lenet.inference.serve import _json_body_model
 
     with pytest.raises(ValidationError) as caught:
         _json_body_model().model_validate({"images": [[["7"] * 28] * 28] * 64})
@@ -277,8 +276,8 @@ def test_without_the_serve_extra_it_says_how_to_get_it(monkeypatch):
 def test_onnx_runtime_serves_pytorchs_answers_and_says_so(small_run, fmnist):
     from fastapi.testclient import TestClient
 
-    from lenet.export import RuntimeClassifier
-    from lenet.serve import serving_model
+    from lenet.inference.export import RuntimeClassifier
+    from lenet.inference.serve import serving_model
 
     weights = resolve_weights(small_run)
     model = load(weights)
@@ -299,7 +298,7 @@ def test_onnx_runtime_serves_pytorchs_answers_and_says_so(small_run, fmnist):
 
 
 def test_onnx_runtime_serves_on_its_threads_and_they_sleep_between_passes(small_run, fmnist):
-    from lenet.serve import serving_model
+    from lenet.inference.serve import serving_model
 
     model = load(resolve_weights(small_run))
     served, _ = serving_model(model, replace(DEFAULTS, runtime_threads=3, verify_images=200), fmnist.test_images)
@@ -309,14 +308,14 @@ def test_onnx_runtime_serves_on_its_threads_and_they_sleep_between_passes(small_
 
 
 def test_without_onnx_runtime_auto_serves_with_pytorch_and_a_named_runtime_is_an_error(small_run, fmnist, monkeypatch):
-    import lenet.export
-    from lenet.errors import ExportError
-    from lenet.serve import serving_model
+    import lenet.inference.export
+    from lenet.core.errors import ExportError
+    from lenet.inference.serve import serving_model
 
     def missing():
         raise ExportError("ONNX export needs onnx and onnxruntime (onnxruntime is missing)")
 
-    monkeypatch.setattr(lenet.export, "_require_onnx", missing)
+    monkeypatch.setattr(lenet.inference.export, "_require_onnx", missing)
     model = load(small_run)
     served, note = serving_model(model, DEFAULTS, fmnist.test_images)
     assert served is model and note.startswith("serving with PyTorch: ") and "onnxruntime is missing" in note
@@ -325,11 +324,11 @@ def test_without_onnx_runtime_auto_serves_with_pytorch_and_a_named_runtime_is_an
 
 
 def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, monkeypatch):
-    import lenet.export
-    from lenet.errors import ExportError
+    import lenet.inference.export
+    from lenet.core.errors import ExportError
 
-    verify = lenet.export.verify
-    monkeypatch.setattr(lenet.export, "verify", lambda model, run, images, runtime="": verify(
+    verify = lenet.inference.export.verify
+    monkeypatch.setattr(lenet.inference.export, "verify", lambda model, run, images, runtime="": verify(
         model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
     with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
-        lenet.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)
+        lenet.inference.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)

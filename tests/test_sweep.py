@@ -117,7 +117,7 @@ def read_table(sweep_dir: Path) -> dict:
 
 @needs_ray_namespace
 def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
-    from lenet.runs import read_run
+    from lenet.training.runs import read_run
 
     table = read_table(finished_sweep)
     rows = table["rows"]
@@ -138,15 +138,15 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
 
 @needs_ray_namespace
 def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist, tmp_path, monkeypatch, capsys):
-    import lenet.data
+    import lenet.data.load
     from lenet.cli import main
-    from lenet.recipes import load_recipe_file
+    from lenet.training.recipes import load_recipe_file
 
     best = read_table(finished_sweep)["rows"][0]
     recipe_file = finished_sweep / "best_recipe.toml"
     assert load_recipe_file(recipe_file).lr == best["params"]["lr"]
     subset = small_subset(fmnist, 2000, 500)
-    monkeypatch.setattr(lenet.data, "load_dataset", lambda *a, **k: subset)
+    monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: subset)
     code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
                  "--device", "cpu", "--out", str(tmp_path), "--name", "again", "--no-report", "--no-progress"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -286,7 +286,7 @@ def test_more_trials_than_the_grid_holds_is_one_line(tmp_path, capsys):
 
 
 def test_flags_override_the_space_file(tmp_path):
-    from lenet.sweep import Options, configurations, read_space
+    from lenet.sweep.sweep import Options, configurations, read_space
 
     space = read_space(space_file(tmp_path), Options(trials=6, seeds=3, val_split=700, epochs=1))
     assert (space.trials, space.seeds, space.val_split, space.base.epochs) == (6, 3, 700, 1)
@@ -331,7 +331,7 @@ def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
 
 def plan_of(text: str, out: Path, name: str):
     """The plan of a space given as text, with a 100-image validation split, made in `out`."""
-    from lenet.sweep import Options, make_plan, parse_space
+    from lenet.sweep.sweep import Options, make_plan, parse_space
 
     space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
     return make_plan(space, Options(out=str(out), name=name), text)
@@ -339,7 +339,7 @@ def plan_of(text: str, out: Path, name: str):
 
 def run_trial_here(plan, data) -> None:
     """The plan's first trial in this process (no Ray), on one thread as a trial runs."""
-    from lenet.sweep import run_trial
+    from lenet.sweep.sweep import run_trial
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -351,7 +351,7 @@ def run_trial_here(plan, data) -> None:
 
 @needs_ray
 def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
-    from lenet.sweep import table_rows
+    from lenet.sweep.sweep import table_rows
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
@@ -368,7 +368,7 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
     (it did: the last epoch was reported before the final figures were computed)."""
     from ray import tune
 
-    from lenet.sweep import table_rows
+    from lenet.sweep.sweep import table_rows
 
     class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
         pass

@@ -8,8 +8,8 @@ import torch
 
 from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
-from lenet.engine import Engine
-from lenet.errors import LenetError
+from lenet.training.engine import Engine
+from lenet.core.errors import LenetError
 
 
 def _config(tmp_path, **recipe):
@@ -64,7 +64,7 @@ def test_seed_recipe_is_the_tutorial():
 
 
 def test_a_recipe_saved_before_test_shift_existed_reads_back_without_it():
-    from lenet.recipes import Recipe
+    from lenet.training.recipes import Recipe
 
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k != "test_shift"}
     assert Recipe.from_dict(saved).test_shift == 0  # resumed as started: mirror averaging only
@@ -101,8 +101,8 @@ def test_chance_after_a_single_step_is_not_blamed_on_saturation(fmnist, tmp_path
 
 
 def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmnist, tmp_path):
-    from lenet.report import write_report
-    from lenet.runs import read_metrics
+    from lenet.insight.report import write_report
+    from lenet.training.runs import read_metrics
 
     data = small_subset(fmnist, 1500, 300)
     every_epoch = train(replace(_config(tmp_path / "a", epochs=3), engine=Engine(threads=1)), data=data)
@@ -127,8 +127,8 @@ def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmn
 
 
 def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
-    from lenet.models import create_model
-    from lenet.train import alternated, start_state
+    from lenet.models.lenet import create_model
+    from lenet.training.loop import alternated, start_state
 
     def state(**recipe):
         return start_state(_config(tmp_path, **recipe), create_model("lenet_bn"), 1000, 16, torch.device("cpu"))
@@ -149,8 +149,8 @@ def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
 
 
 def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist, tmp_path):
-    from lenet.errors import Interrupted
-    from lenet.train import resume_config
+    from lenet.core.errors import Interrupted
+    from lenet.training.loop import resume_config
 
     data = small_subset(fmnist, 1536, 300)
     config = lambda name, **kw: replace(_config(tmp_path / name, batch_size=256, **kw), engine=Engine(threads=1))  # noqa: E731

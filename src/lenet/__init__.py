@@ -3,18 +3,20 @@
     from lenet import load_dataset, create_model, train, TrainConfig, load
 """
 
-__version__ = "0.1.0"
+from lenet.core.version import __version__  # noqa: F401
 
-from .checkpoint import load, save_model  # noqa: E402
-from .data import Dataset, FashionMNIST, load_dataset, load_fashion_mnist  # noqa: E402
-from .datasets import DataSpec, list_datasets  # noqa: E402
-from .views import Classifier, Views  # noqa: E402
-from .errors import CheckpointError, DataError, ImageError, LenetError  # noqa: E402
-from .metrics import Evaluation, evaluate  # noqa: E402
-from .models import LeNet, LeNetConfig, create_model, list_models, summarize  # noqa: E402
-from .inference import Prediction, load_image, predict  # noqa: E402
-from .recipes import RECIPES, Recipe, get_recipe, list_recipes  # noqa: E402
-from .train import RunResult, TrainConfig, train  # noqa: E402
+from lenet.training.checkpoint import load, save_model  # noqa: E402
+from lenet.data.dataset import Dataset, FashionMNIST  # noqa: E402
+from lenet.data.load import load_dataset, load_fashion_mnist  # noqa: E402
+from lenet.data.registry import DataSpec, list_datasets  # noqa: E402
+from lenet.models.views import Classifier, Views  # noqa: E402
+from lenet.core.errors import CheckpointError, DataError, ImageError, LenetError  # noqa: E402
+from lenet.training.metrics import Evaluation, evaluate  # noqa: E402
+from lenet.models.lenet import LeNet, LeNetConfig, create_model, list_models, summarize  # noqa: E402
+from lenet.data.images import load_image  # noqa: E402
+from lenet.inference.predict import Prediction, predict  # noqa: E402
+from lenet.training.recipes import RECIPES, Recipe, get_recipe, list_recipes  # noqa: E402
+from lenet.training.loop import RunResult, TrainConfig, train  # noqa: E402
 
 __all__ = [
     "CheckpointError", "Classifier", "DataError", "DataSpec", "Dataset", "Evaluation", "FashionMNIST", "ImageError",

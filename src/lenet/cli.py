@@ -12,7 +12,7 @@ import typing
 from dataclasses import replace
 from typing import NoReturn
 
-from .errors import Interrupted, LenetError
+from lenet.core.errors import Interrupted, LenetError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,11 +49,11 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engine import Engine
-    from .datasets import USER_DATA, list_datasets
-    from .models import list_models
-    from .recipes import Recipe, list_recipes
-    from .train import TrainConfig
+    from lenet.training.engine import Engine
+    from lenet.data.registry import USER_DATA, list_datasets
+    from lenet.models.lenet import list_models
+    from lenet.training.recipes import Recipe, list_recipes
+    from lenet.training.loop import TrainConfig
 
     parser = _Parser(prog="lenet", description="LeNet on Fashion-MNIST: train, evaluate, inspect, predict.")
     parser.add_argument("--version", action="version", version=f"lenet {_version()}")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
-    from .serve import DEFAULTS as SERVE, RUNTIMES
+    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES
 
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _recipe_choice(text: str) -> str:
-    from .recipes import is_recipe_file, list_recipes
+    from lenet.training.recipes import is_recipe_file, list_recipes
 
     if text in list_recipes() or is_recipe_file(text):
         return text
@@ -191,7 +191,7 @@ def _add_device(p, default: str | None = "auto") -> None:
 
 
 def _device(text: str) -> str:
-    from .device import check_device_name
+    from lenet.core.device import check_device_name
 
     try:
         return check_device_name(text)
@@ -224,7 +224,7 @@ def _optional_of(kind):
 
 
 def _field_value(name: str, kind, meta):
-    from .recipes import check_value
+    from lenet.training.recipes import check_value
 
     def parse(text: str):
         try:
@@ -250,7 +250,7 @@ def _add_data_dir(p) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from lenet.core.version import __version__
 
     return __version__
 
@@ -263,11 +263,11 @@ _RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "eval_every", "
 
 
 def cmd_train(args) -> int:
-    from .data import load_dataset
-    from .engine import Engine
-    from .recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
-    from .runs import default_run_name
-    from .train import TrainConfig, train, train_seeds
+    from lenet.data.load import load_dataset
+    from lenet.training.engine import Engine
+    from lenet.training.recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
+    from lenet.training.runs import default_run_name
+    from lenet.training.loop import TrainConfig, train, train_seeds
 
     recipe_fields = _given(args, Recipe)
     engine_fields = _given(args, Engine)
@@ -335,8 +335,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def _resume(args, changing: list[str]) -> int:
-    from .data import load_dataset
-    from .train import resume_config, train
+    from lenet.data.load import load_dataset
+    from lenet.training.loop import resume_config, train
 
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
@@ -367,7 +367,7 @@ def _print_result(result, prefix: str = "") -> None:
 def _tensorboard(args, out: str, name: str):
     from pathlib import Path
 
-    from .tensorboard_log import TensorBoardLog
+    from lenet.insight.tensorboard_log import TensorBoardLog
 
     if not args.save_run:
         raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-run")
@@ -375,7 +375,7 @@ def _tensorboard(args, out: str, name: str):
 
 
 def _report_after_training(run_dir, data, config, board, step: int) -> None:
-    from .report import PlotsUnavailable, write_report
+    from lenet.insight.report import PlotsUnavailable, write_report
 
     try:
         report = write_report(run_dir, data, device=config.device, progress=config.progress)
@@ -397,11 +397,11 @@ def _epoch_line(row, epochs: int) -> str:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load
-    from .data import load_dataset
-    from .device import resolve_device
-    from .metrics import evaluate
-    from .progress import stage
+    from lenet.training.checkpoint import load
+    from lenet.data.load import load_dataset
+    from lenet.core.device import resolve_device
+    from lenet.training.metrics import evaluate
+    from lenet.core.progress import stage
 
     device = resolve_device(args.device)
     with stage(f"loading {args.checkpoint}"):
@@ -430,8 +430,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .runs import PLOTS_DIR
+    from lenet.insight.report import write_report
+    from lenet.training.runs import PLOTS_DIR
 
     report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True)
     result = report.evaluation
@@ -442,7 +442,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .report import compare, comparison_text
+    from lenet.insight.report import compare, comparison_text
 
     result = compare(args.runs, args.out)
     print(comparison_text(result.rows))
@@ -451,9 +451,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import load
-    from .device import resolve_device
-    from .inference import load_images, predict, write_predictions_csv
+    from lenet.training.checkpoint import load
+    from lenet.core.device import resolve_device
+    from lenet.data.images import load_images
+    from lenet.inference.predict import predict, write_predictions_csv
 
     model = load(args.checkpoint, resolve_device(args.device))
     loaded = load_images(args.images, args.skip_bad)
@@ -471,7 +472,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from lenet.inference.export import export
 
     result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True)
     v = result.verification
@@ -483,7 +484,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import ServeSettings, serve
+    from lenet.inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
                              runtime_threads=args.runtime_threads)  # fmt: skip
@@ -491,8 +492,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .checkpoint import load
-    from .models import count_parameters, create_model, summarize
+    from lenet.training.checkpoint import load
+    from lenet.models.lenet import count_parameters, create_model, summarize
 
     if args.run and args.model:
         raise LenetError("give a RUN or --model, not both")
@@ -515,9 +516,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .datasets import USER_DATA, list_datasets
-    from .models import list_models
-    from .recipes import list_recipes
+    from lenet.data.registry import USER_DATA, list_datasets
+    from lenet.models.lenet import list_models
+    from lenet.training.recipes import list_recipes
 
     tables = {"models": list_models(), "recipes": list_recipes(), "data sets": {**list_datasets(), **USER_DATA}}
     width = max(len(name) for table in tables.values() for name in table)
@@ -529,7 +530,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import Options, run_sweep
+    from lenet.sweep.sweep import Options, run_sweep
 
     if (args.space is None) == (args.resume is None):
         raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
@@ -559,7 +560,7 @@ _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in _RUN_THE_MODEL:
-        from .engine import keep_freed_memory
+        from lenet.training.engine import keep_freed_memory
 
         keep_freed_memory()
     try:

@@ -17,17 +17,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import runs
-from .data import Dataset, alternating_half, augment, batch_indices, holdout, load_dataset, to_float
-from .datasets import DEFAULT, DataSpec
-from .device import describe, resolve_device
-from .engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
-from .errors import CheckpointError, Interrupted, LenetError
-from .metrics import Evaluation, evaluate, seed_statistics
-from .models import LeNet, LeNetConfig, count_parameters, model_config
-from .progress import bar, stage
-from .recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET, Recipe, get_recipe
-from .views import Classifier, Views
+from lenet.training import runs
+from lenet.data.dataset import Dataset
+from lenet.data.batches import alternating_half, augment, batch_indices, holdout, to_float
+from lenet.data.load import load_dataset
+from lenet.data.registry import DEFAULT, DataSpec
+from lenet.core.device import describe, resolve_device
+from lenet.training.engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
+from lenet.core.errors import CheckpointError, Interrupted, LenetError
+from lenet.training.metrics import Evaluation, evaluate, seed_statistics
+from lenet.models.lenet import LeNet, LeNetConfig, count_parameters, model_config
+from lenet.core.progress import bar, stage
+from lenet.training.recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET, Recipe, get_recipe
+from lenet.models.views import Classifier, Views
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
 STUCK_ADVICE = (

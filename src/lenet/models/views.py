@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .datasets import DataSpec, default_spec
-from .errors import LenetError, short_repr
-from .models import MAX_SHIFT, LeNet
+from lenet.data.registry import DataSpec, default_spec
+from lenet.core.errors import LenetError, short_repr
+from lenet.models.lenet import MAX_SHIFT, LeNet
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ JPEG look like that:
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import warnings
@@ -25,13 +24,9 @@ from pathlib import Path
 from typing import IO
 
 import torch
-from torch import nn
 
-from .datasets import IMAGE_SIZE
-from .errors import ImageError
-from .files import write_text
-from .metrics import predict_logits
-from .views import classes_of
+from lenet.core.errors import ImageError
+from lenet.data.registry import IMAGE_SIZE
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
 # The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
@@ -40,17 +35,6 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 # In a directory, the files taken as images: those named like one of IMAGE_FORMATS.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp")
 
-
-@dataclass(frozen=True)
-class Prediction:
-    top: list[tuple[str, float]]  # (class name, probability), most probable first
-
-    @property
-    def label(self) -> str:
-        return self.top[0][0]
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
@@ -186,17 +170,6 @@ def _fit_object(grey):
     return canvas
 
 
-def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Prediction]:
-    """Top-k classes for uint8 images [N, 1, 28, 28]."""
-    device = next(model.parameters()).device
-    probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()
-    values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
-    classes = classes_of(model)
-    return [
-        Prediction([(classes[i], p) for i, p in zip(idx.tolist(), val.tolist())])
-        for idx, val in zip(indices, values)
-    ]
-
 
 # --- many files: directories, unreadable files, a CSV of the results ----------------------
 
@@ -267,14 +240,3 @@ def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> L
         raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""))
     return LoadedImages(read, torch.stack(images), skipped)
 
-
-def write_predictions_csv(path: str | os.PathLike, paths: Sequence[str], predictions: Sequence[Prediction]) -> None:
-    """One row per image: path, label, probability, then the next classes and their probabilities."""
-    k = max((len(p.top) for p in predictions), default=1)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "label", "probability"] + [f"{col}_{i}" for i in range(2, k + 1)
-                                                         for col in ("label", "probability")])  # fmt: skip
-    for name, prediction in zip(paths, predictions, strict=True):
-        writer.writerow([name] + [v for c, p in prediction.top for v in (c, f"{p:.6f}")])
-    write_text(path, out.getvalue())

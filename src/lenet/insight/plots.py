@@ -17,8 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis import FeatureMaps, Mistakes
-from .runs import judged as runs_judged
+from lenet.insight.analysis import FeatureMaps, Mistakes
+from lenet.training.runs import judged as runs_judged
 
 DPI = 100
 SIZES = {  # inches, width x height

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import DataError, LenetError, short_repr
+from lenet.core.errors import DataError, LenetError, short_repr
 
 IMAGE_SIZE = 28  # every data set here is 28x28 grey: LeNet's input
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .checkpoint import WEIGHTS_FILE, model_and_views, save_model
-from .errors import LenetError, RunError
-from .files import atomic_open, write_json, write_text
-from .models import LeNetConfig
-from .views import Classifier, Views
+from lenet.core.version import __version__
+from lenet.training.checkpoint import WEIGHTS_FILE, model_and_views, save_model
+from lenet.core.errors import LenetError, RunError
+from lenet.core.files import atomic_open, write_json, write_text
+from lenet.models.lenet import LeNetConfig
+from lenet.models.views import Classifier, Views
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.csv", "summary.json"
 STATE_FILE = "train_state.pt"  # optimizer, schedule, RNG states: what --resume needs

@@ -16,9 +16,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import LenetError, short_repr
-from .metrics import EVAL_CHUNK
-from .models import MAX_SHIFT, MODELS
+from lenet.core.errors import LenetError, short_repr
+from lenet.models.lenet import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device has bf16 units, else fp32
@@ -39,6 +38,12 @@ def _field(default: Any, help: str, *, low: float | None = None, high: float | N
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
 
+
+# Images per forward pass when evaluating. Flip averaging doubles it to 128, the training batch,
+# so evaluation reuses the blocks training freed (13 MB per activation at 32 channels and 28x28).
+# Measured on the 2-core CPU, the test set with ten views: 14-15 s in chunks of 64 against 28 s in
+# chunks of 250 (smaller activations stay in the caches).
+EVAL_CHUNK = 64
 
 @dataclass(frozen=True)
 class Recipe:

@@ -26,13 +26,14 @@ from typing import Annotated, Any, Union
 import torch
 from torch import nn
 
-from . import __version__
-from .checkpoint import load, resolve_weights
-from .datasets import IMAGE_SIZE
-from .errors import LenetError, ServeError
-from .inference import Prediction, decode_image, from_pixels, predict
-from .models import count_parameters
-from .views import Classifier, classes_of
+from lenet.core.version import __version__
+from lenet.training.checkpoint import load, resolve_weights
+from lenet.data.registry import IMAGE_SIZE
+from lenet.core.errors import LenetError, ServeError
+from lenet.inference.predict import Prediction, predict
+from lenet.data.images import decode_image, from_pixels
+from lenet.models.lenet import count_parameters
+from lenet.models.views import Classifier, classes_of
 
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES = 64  # per request
@@ -199,7 +200,7 @@ def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tens
     PyTorch does (same class for each, logits within export.TOLERANCE); asked for by name, its
     absence or a failed check is an error; under `auto`, PyTorch serves and the note says why.
     """
-    from .export import onnx_runtime
+    from lenet.inference.export import onnx_runtime
 
     if settings.runtime not in RUNTIMES:
         raise ServeError(f"unknown runtime {settings.runtime!r}; choose from {', '.join(RUNTIMES)}")
@@ -215,7 +216,7 @@ def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tens
 
 def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
     """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
-    from .runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
+    from lenet.training.runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
 
     # A bare checkpoint file has no run files beside it: then both are empty.
     config, summary = (read_optional_json(weights.parent / name) for name in (CONFIG_FILE, SUMMARY_FILE))
@@ -487,8 +488,8 @@ def serve(
     require_serve_extra()
     import uvicorn
 
-    from .data import load_dataset
-    from .device import resolve_device
+    from lenet.data.load import load_dataset
+    from lenet.core.device import resolve_device
 
     # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)

@@ -15,12 +15,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from . import __version__
-from .errors import CheckpointError, LenetError, short_repr
-from .files import write_bytes
-from .datasets import DataSpec, default_spec
-from .models import LeNet, LeNetConfig
-from .views import Classifier, Views
+from lenet.core.version import __version__
+from lenet.core.errors import CheckpointError, LenetError, short_repr
+from lenet.core.files import write_bytes
+from lenet.data.registry import DataSpec, default_spec
+from lenet.models.lenet import LeNet, LeNetConfig
+from lenet.models.views import Classifier, Views
 
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "lenet.model.v1"

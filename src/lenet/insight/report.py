@@ -15,18 +15,19 @@ from types import ModuleType
 
 import torch
 
-from . import html_page as H
-from .analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
-from .checkpoint import load
-from .data import Dataset, load_dataset
-from .device import resolve_device
-from .errors import LenetError
-from .files import write_bytes, write_text
-from .metrics import EVAL_CHUNK, Evaluation, predict_logits, score
-from .progress import stage
-from .models import count_parameters
-from .views import Classifier
-from .runs import PLOTS_DIR, REPORT_FILE, Run, judged, read_run
+from lenet.insight import html_page as H
+from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
+from lenet.training.checkpoint import load
+from lenet.data.dataset import Dataset
+from lenet.data.load import load_dataset
+from lenet.core.device import resolve_device
+from lenet.core.errors import LenetError
+from lenet.core.files import write_bytes, write_text
+from lenet.training.metrics import EVAL_CHUNK, Evaluation, predict_logits, score
+from lenet.core.progress import stage
+from lenet.models.lenet import count_parameters
+from lenet.models.views import Classifier
+from lenet.training.runs import PLOTS_DIR, REPORT_FILE, Run, judged, read_run
 
 MISTAKES = 24  # the grid in plots.mistakes is 3 x 8
 EXAMPLES = 4  # test images, of different classes, shown through the feature maps
@@ -50,7 +51,7 @@ class PlotsUnavailable(LenetError):
 
 def load_plots() -> ModuleType:
     try:
-        from . import plots
+        from lenet.insight import plots
     except ImportError:
         raise PlotsUnavailable(f"plots need matplotlib, which is not installed: {PLOTS_HINT}") from None
     return plots

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import LenetError
-from .runs import EpochMetrics, by_split
+from lenet.core.errors import LenetError
+from lenet.training.runs import EpochMetrics, by_split
 
 LOG_DIR = "tensorboard"
 _SPLITS = ("train", "val", "test")

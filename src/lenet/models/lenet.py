@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .datasets import DataSpec, default_spec
-from .errors import LenetError, short_repr
+from lenet.data.registry import DataSpec, default_spec
+from lenet.core.errors import LenetError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}

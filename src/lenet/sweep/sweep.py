@@ -10,7 +10,7 @@ node died; lenet adds no scheduler or result store of its own. Its record is the
       sweep.csv, sweep.json, sweep.html, best_recipe.toml   the results, written at the end
 
 A Tune trial is one configuration and a group of its seeds, trained one after another by the very
-`lenet.train.train` that `lenet train` calls. A retried trial goes on from each run's last completed
+`lenet.training.loop.train` that `lenet train` calls. A retried trial goes on from each run's last completed
 epoch (train_state.pt); a run with a summary.json is never trained again.
 
 Only this module imports Ray, and only `lenet sweep` imports this module: training, predicting,
@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import runs
-from .datasets import DEFAULT
-from .errors import Interrupted, LenetError, short_repr
-from .files import write_json, write_text
-from .recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file, load_recipe_file
-from .recipes import read_toml, recipe_from_table, recipe_toml
+from lenet.training import runs
+from lenet.data.registry import DEFAULT
+from lenet.core.errors import Interrupted, LenetError, short_repr
+from lenet.core.files import write_json, write_text
+from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file, load_recipe_file
+from lenet.training.recipes import read_toml, recipe_from_table, recipe_toml
 
 try:  # the progress lines are a Tune callback; without Ray, `lenet sweep` says how to get it
     from ray.tune import Callback as _TuneCallback
@@ -361,15 +361,15 @@ def read_plan(directory: str | os.PathLike) -> Plan:
 
 
 def run_trial(config: dict[str, Any], plan: Plan, data) -> None:
-    """Ray Tune's function trainable: train one unit's seeds with lenet.train.train, reporting each epoch.
+    """Ray Tune's function trainable: train one unit's seeds with lenet.training.loop.train, reporting each epoch.
 
     Each epoch's validation accuracy goes to Tune (for ASHA) with a checkpoint that records the
     run directory; the run directory itself is what a retry continues from.
     """
     from ray import tune
 
-    from .engine import Engine
-    from .train import TrainConfig, resume_config, train
+    from lenet.training.engine import Engine
+    from lenet.training.loop import TrainConfig, resume_config, train
 
     unit = plan.units()[config["unit"]]
     recipe = plan.recipe(unit.configuration)
@@ -483,7 +483,7 @@ def _import_ray():
 
 
 def _load_data(space: dict[str, Any], data_dir: str | None):
-    from .data import load_dataset
+    from lenet.data.load import load_dataset
 
     data = load_dataset(DEFAULT, data_dir)
     n_train, n_test = space["train_subset"], space["test_subset"]
@@ -637,7 +637,7 @@ def _run_metric(run_dir: Path, metric: str) -> float | None:
 
 def table_rows(plan: Plan) -> list[dict[str, Any]]:
     """One row per configuration, best first by the mean validation metric over its finished seeds."""
-    from .metrics import seed_statistics
+    from lenet.training.metrics import seed_statistics
 
     rows = []
     for c, values in enumerate(plan.configurations):
@@ -743,10 +743,10 @@ def _value(value: Any) -> str:
 
 def _page(plan: Plan, rows: list[dict[str, Any]], metric: str) -> Path | None:
     """sweep.html: the table, the metric against each varied field, the top configurations' curves."""
-    from . import html_page as h
+    from lenet.insight import html_page as h
 
     try:
-        from . import plots
+        from lenet.insight import plots
     except ImportError:
         return None  # matplotlib missing: the table and recipe are there; the page is an extra
     figures = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import LenetError
+from lenet.core.errors import LenetError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import to_float
-from .errors import LenetError
-from .models import ACTIVATIONS, LeNet, eval_mode
+from lenet.data.batches import to_float
+from lenet.core.errors import LenetError
+from lenet.models.lenet import ACTIVATIONS, LeNet, eval_mode
 
 _ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
 

@@ -24,17 +24,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import __version__
-from .checkpoint import load, resolve_weights
-from .data import load_dataset, to_float
-from .datasets import IMAGE_SIZE
-from .errors import ExportError
-from .files import write_bytes, write_json
-from .runs import read_optional_json
-from .metrics import predict_logits
-from .models import count_parameters
-from .progress import bar, stage
-from .views import Classifier
+from lenet.core.version import __version__
+from lenet.training.checkpoint import load, resolve_weights
+from lenet.data.load import load_dataset
+from lenet.data.batches import to_float
+from lenet.data.registry import IMAGE_SIZE
+from lenet.core.errors import ExportError
+from lenet.core.files import write_bytes, write_json
+from lenet.training.runs import read_optional_json
+from lenet.training.metrics import predict_logits
+from lenet.models.lenet import count_parameters
+from lenet.core.progress import bar, stage
+from lenet.models.views import Classifier
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and the exported model
@@ -76,7 +77,7 @@ def preprocessing(model: Classifier) -> dict[str, Any]:
         "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
         "output": {"name": OUTPUT, "shape": ["batch", len(model.data.classes)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
         "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {model.data.name} "
-        "(lenet.inference.to_fashion_mnist does this to any picture)",
+        "(lenet.data.images.to_fashion_mnist does this to any picture)",
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
         "normalisation": normalise,
         "test_time_views": model.views.describe() + ", logits averaged, inside the model",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import LenetError
+from lenet.core.errors import LenetError
 
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory gives them. 32 MiB is the
 # largest mmap threshold glibc takes on 64-bit (HEAP_MAX_SIZE / 2), above any activation of these

@@ -14,16 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import to_float
-from .models import eval_mode
-from .progress import bar
-from .views import classes_of
-
-# Images per forward pass when evaluating. Flip averaging doubles it to 128, the training batch,
-# so evaluation reuses the blocks training freed (13 MB per activation at 32 channels and 28x28).
-# Measured on the 2-core CPU, the test set with ten views: 14-15 s in chunks of 64 against 28 s in
-# chunks of 250 (smaller activations stay in the caches).
-EVAL_CHUNK = 64
+from lenet.data.batches import to_float
+from lenet.models.lenet import eval_mode
+from lenet.core.progress import bar
+from lenet.models.views import classes_of
+from lenet.training.recipes import EVAL_CHUNK
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Below everything: errors, atomic file writes, progress lines, the device choice, the version."""

@@ -1,0 +1,66 @@
+"""A data set in memory: four uint8/int64 tensors and what they are (name, classes, mean, std)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from lenet.core.errors import DataError
+from lenet.data.registry import DATASETS, DEFAULT, IMAGE_SIZE, DataSpec
+
+
+
+@dataclass
+class Dataset:
+    """The four tensors, uint8 images of shape [N, 1, 28, 28] and int64 labels, and what they are."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str  # where the files were read from
+    sha256: dict[str, str]
+    spec: DataSpec = None  # type: ignore[assignment]  # name, classes, mean, std; measured when None
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = measured_spec(DEFAULT, DATASETS[DEFAULT].classes, self.train_images)
+
+    @classmethod
+    def from_tensors(cls, train_images, train_labels, test_images, test_labels, source: str, sha256: dict[str, str],
+                     name: str, classes: tuple[str, ...]) -> Dataset:  # fmt: skip
+        """Check that decoded tensors ([N, 28, 28] images, [N] labels) fit together; shape them for training."""
+        for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+            if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(f"{split} images have shape {list(images.shape)}, expected [N, 28, 28]")
+            if labels.dim() != 1 or len(labels) != len(images):
+                raise DataError(f"{split} has {len(images)} images but {labels.numel()} labels")
+            if len(labels) and int(labels.max()) >= len(classes):
+                raise DataError(f"{split} labels go up to {int(labels.max())}; {name} has {len(classes)} classes")
+        spec = measured_spec(name, classes, train_images)
+        return cls(train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(),
+                   source, sha256, spec)  # fmt: skip
+
+    def to(self, device: torch.device | str) -> Dataset:
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return replace(self, train_images=move(self.train_images), train_labels=move(self.train_labels),
+                       test_images=move(self.test_images), test_labels=move(self.test_labels))  # fmt: skip
+
+
+FashionMNIST = Dataset  # its name while Fashion-MNIST was the only data set
+
+
+def measured_spec(name: str, classes: tuple[str, ...], train_images: torch.Tensor) -> DataSpec:
+    """The data set's description with the mean and std of its training pixels in [0, 1], to 4 places
+    (Fashion-MNIST: 0.2860 and 0.3530, MNIST: 0.1307 and 0.3081)."""
+    if not train_images.numel():
+        return DataSpec(name, tuple(classes), 0.5, 0.5)
+    # From the 256-bin histogram of the uint8 pixels: exact, where the pixels as float64 took 750 MB.
+    counts = torch.bincount(train_images.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum()
+    mean = (counts * values).sum() / n
+    std = ((counts * (values - mean) ** 2).sum() / (n - 1).clamp(min=1)).sqrt()  # Bessel's, as Tensor.std
+    return DataSpec(name, tuple(classes), round(mean.item(), 4), max(round(std.item(), 4), 1e-4))
+

@@ -1,0 +1,54 @@
+"""Top-k classes of images through a trained model, and a CSV of the results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lenet.core.files import write_text
+from lenet.models.views import classes_of
+from lenet.training.metrics import predict_logits
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+
+def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Prediction]:
+    """Top-k classes for uint8 images [N, 1, 28, 28]."""
+    device = next(model.parameters()).device
+    probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()
+    values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    classes = classes_of(model)
+    return [
+        Prediction([(classes[i], p) for i, p in zip(idx.tolist(), val.tolist())])
+        for idx, val in zip(indices, values)
+    ]
+
+
+
+def write_predictions_csv(path: str | os.PathLike, paths: Sequence[str], predictions: Sequence[Prediction]) -> None:
+    """One row per image: path, label, probability, then the next classes and their probabilities."""
+    k = max((len(p.top) for p in predictions), default=1)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "label", "probability"] + [f"{col}_{i}" for i in range(2, k + 1)
+                                                         for col in ("label", "probability")])  # fmt: skip
+    for name, prediction in zip(paths, predictions, strict=True):
+        writer.writerow([name] + [v for c, p in prediction.top for v in (c, f"{p:.6f}")])
+    write_text(path, out.getvalue())

@@ -1,0 +1,1 @@
+"""Seeing what a model learned: filters, feature maps, mistakes, plots, the HTML report, TensorBoard."""

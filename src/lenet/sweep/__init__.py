@@ -1,0 +1,1 @@
+"""lenet sweep: recipes and seeds trained on Ray Tune, ranked on a validation split."""
