@@ -15,7 +15,8 @@ from lenet.data.batches import augment, holdout
 from lenet.core.errors import DataError
 from lenet.training.metrics import evaluate
 from lenet.models.views import Classifier, Views
-from lenet.training.loop import TrainingDiverged, train_seeds
+from lenet.training.loop import TrainingDiverged
+from lenet.training.seeds import train_seeds
 
 
 def _config(tmp_path, name="run", **recipe):
