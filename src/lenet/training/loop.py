@@ -31,7 +31,7 @@ from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.recipes import Recipe
-from lenet.training.records import is_stuck, new_run_dir, resume_config, resume_run_dir, summary_record  # noqa: F401
+from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_config, resume_run_dir, summary_record  # noqa: F401
 from lenet.training.state import TrainState, start_state
 
 STUCK_ADVICE = (
@@ -135,7 +135,9 @@ def train(
             raise TrainingDiverged(f"{e}; {run_dir} holds only its config.json: remove it") from None
         raise TrainingDiverged(f"{e}; the weights of epoch {state.epoch} are in {run_dir}") from None
     except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
-        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
+        if run_dir is not None and is_finished(run_dir):  # the disk is the truth
+            raise Interrupted(epoch, finished_run=run_dir) from None
+        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()
         raise Interrupted(epoch, run_dir if resumable else None) from None
     return RunResult(model.eval(), state.history, test, val, run_dir, state.train_seconds, state.warnings)
 
