@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # Significant digits of a float in a table or a JSON record: float32's precision (about 7.2 digits),
-# so 0.8 + 0.802 averaged reads 0.801, not 0.8009999999999999, and a float32 0.892 not 0.8920000195503235.
+# so 0.7 + 0.1 reads 0.8, not 0.7999999999999999, and a float32 0.892 not 0.8920000195503235.
 FLOAT_DIGITS = 7
 
 
