@@ -171,7 +171,7 @@ def test_the_validation_split_has_its_own_seed(fmnist):
 
     data = small_subset(fmnist, 1000, 10)
     zero, same, other = Splits.of(data, 100, 0), Splits.of(data, 100), Splits.of(data, 100, 1)
-    assert torch.equal(zero.judged[1], same.judged[1]) and not torch.equal(zero.train[0], other.train[0])
+    assert torch.equal(zero.evaluated[1], same.evaluated[1]) and not torch.equal(zero.train[0], other.train[0])
 
 
 def test_config_files_from_before_the_new_fields_load_with_pytorchs_defaults():

@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
                                      f"(default: {TrainConfig.dataset})")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
-    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
+    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and evaluate every epoch on them")
     t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
-                   help="judge the val/test split after every N-th epoch and the last; 0: the last only "
+                   help="evaluate on the val/test split after every N-th epoch and the last; 0: the last only "
                         f"(default: {TrainConfig.eval_every}; the final figures are always computed)")  # fmt: skip
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    e.add_argument("--dataset", help="judge the model on another data set of its shape (default: its own)")
+    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own)")
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -405,11 +405,11 @@ def _report_after_training(run_dir, data, config, board, step: int) -> None:
 
 
 def _epoch_line(row, epochs: int) -> str:
-    judged = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
-              else f"{row.eval_split} not judged (--eval-every)")  # fmt: skip
+    figures = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
+               else f"{row.eval_split} not evaluated (--eval-every)")  # fmt: skip
     return (
         f"epoch {row.epoch:>2}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_accuracy:.2%}  "
-        f"{judged}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
+        f"{figures}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
     )
 
 
@@ -423,7 +423,7 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
-    name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
+    name = args.dataset or model.data.name  # a model is evaluated on its own data set unless told otherwise
     with stage(f"loading {name}"):
         data = load_dataset(name, args.data_dir, device)
     if len(data.spec.classes) != len(model.data.classes):

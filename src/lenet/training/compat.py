@@ -48,7 +48,7 @@ def saved_dataset(saved: dict[str, Any]) -> str:
 
 
 def saved_eval_every(saved: dict[str, Any]) -> int:
-    """Runs from before --eval-every judged every epoch."""
+    """Runs from before --eval-every evaluated every epoch."""
     return saved.get("eval_every", 1)
 
 

@@ -23,7 +23,7 @@ class TrainConfig:
     recipe_name: str = "default"
     seed: int = 0
     dataset: str = DEFAULT  # a registry name (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH
-    val_split: int = 0  # hold out this many training images; then every epoch is judged on them
+    val_split: int = 0  # hold out this many training images; then every epoch is evaluated on them
     device: str = "auto"
     deterministic: bool = False  # CUDA: deterministic kernels (the CPU is deterministic anyway)
     data_dir: str | None = None
@@ -31,7 +31,7 @@ class TrainConfig:
     name: str | None = None  # run directory name; a fresh one is made up when None
     save: bool = True  # write the run directory
     progress: bool = True  # a progress bar on a terminal
-    eval_every: int = 1  # judge the val/test split after every N-th epoch and the last; 0: after the last only
+    eval_every: int = 1  # evaluate on the val/test split after every N-th epoch and the last; 0: after the last only
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
     report: bool = True  # the command line writes the report after training; recorded, so a resume keeps it
 

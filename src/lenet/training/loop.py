@@ -1,8 +1,8 @@
 """The training loop: data resident on the device, index-slice batches, one run directory.
 
 `train()` reads like pytorch/examples' main: set up, then for each epoch `train_epoch()` and
-`judge()` (an epoch's figures on the validation or test split, cheaper than `evaluate`'s final
-ones), save, report. What a run carries from epoch to epoch is state.py's `TrainState`; what a
+`evaluate_epoch()` (an epoch's figures on the validation or test split, cheaper than the final
+figures), save, report. What a run carries from epoch to epoch is state.py's `TrainState`; what a
 recipe builds is build.py's; how a step runs is engine.py's; what goes on disk is runs.py's and
 records.py's.
 """
@@ -52,11 +52,11 @@ class TrainingDiverged(LenetError):
 
 @dataclass(frozen=True)
 class Splits:
-    """The images a run trains on and the ones each epoch is judged on (validation, or test)."""
+    """The images a run trains on and the ones each epoch is evaluated on (validation, or test)."""
 
     train: tuple[torch.Tensor, torch.Tensor]
-    judged: tuple[torch.Tensor, torch.Tensor]
-    judged_name: str  # "val" or "test"
+    evaluated: tuple[torch.Tensor, torch.Tensor]  # every epoch is evaluated on these (--eval-every)
+    eval_split: str  # "val" or "test"
 
     @classmethod
     def of(cls, data: Dataset, val_split: int, val_seed: int = 0) -> Splits:
@@ -76,7 +76,7 @@ def train(
     on_warning: Callable[[str], None] | None = None,
     resume: str | Path | None = None,
 ) -> RunResult:
-    """Train one model by `config`; judge it after every epoch on the validation or test set.
+    """Train one model by `config`; evaluate it after every epoch on the validation or test set.
 
     With `resume` (a run directory made with the same config, see `resume_config`), the
     run continues after its last completed epoch and ends as an uninterrupted run would.
@@ -104,18 +104,19 @@ def train(
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             lr = state.optimizer.param_groups[0]["lr"]
             loss, accuracy, seconds = train_epoch(step, state, splits.train, config, epoch, steps_per_epoch)
-            judged, eval_seconds = None, 0.0
-            if is_judged(epoch, recipe.epochs, config.eval_every):
-                judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
+            figures, eval_seconds = None, 0.0
+            if is_evaluated(epoch, recipe.epochs, config.eval_every):
+                figures, eval_seconds = evaluate_epoch(model, splits.evaluated, recipe,
+                                                       _bar(config, f"epoch {epoch}/{recipe.epochs} evaluating"))
             row = runs.EpochMetrics(
-                epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.judged_name,
-                eval_loss=judged.loss if judged else None, eval_accuracy=judged.accuracy if judged else None,
+                epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.eval_split,
+                eval_loss=figures.loss if figures else None, eval_accuracy=figures.accuracy if figures else None,
                 seconds=seconds,
                 images_per_s=len(splits.train[1]) / seconds, eval_seconds=eval_seconds, lr=lr,
             )  # fmt: skip
             state.history.append(row)
             state.epoch, state.train_seconds = epoch, state.train_seconds + row.seconds
-            # Unjudged, the first epoch's training accuracy tells a stuck run as well.
+            # Not evaluated, the first epoch's training accuracy tells a stuck run as well.
             first = row.eval_accuracy if row.eval_accuracy is not None else row.train_accuracy
             if epoch == 1 and is_stuck(first, model.net.config.num_classes):
                 advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
@@ -155,7 +156,7 @@ def check_before_training(config: TrainConfig, data: Dataset) -> None:
                                 "choose another --name or remove it")
 
 
-def is_judged(epoch: int, epochs: int, every: int) -> bool:
+def is_evaluated(epoch: int, epochs: int, every: int) -> bool:
     """Whether an epoch's figures are computed: every `every`-th epoch (none if 0), and the last always."""
     return epoch == epochs or (every > 0 and epoch % every == 0)
 
@@ -191,14 +192,14 @@ def alternated(state: TrainState, idx: torch.Tensor, epoch: int) -> torch.Tensor
     return None if state.flip_half is None else state.flip_half[idx] ^ (epoch % 2 == 0)
 
 
-def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
+def evaluate_epoch(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
           progress: str | None = None) -> tuple[Evaluation, float]:  # fmt: skip
-    """An epoch's figures on the judged split, and their seconds: the image and its mirror only, a
+    """An epoch's figures on the evaluated split, and their seconds: the image and its mirror only, a
     fifth of the cost of every view (the final figures use them all)."""
     start = time.perf_counter()
-    judged = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size,
+    figures = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size,
                       progress)  # fmt: skip
-    return judged, time.perf_counter() - start
+    return figures, time.perf_counter() - start
 
 
 def final_figures(model: Classifier, data: Dataset, splits: Splits, recipe: Recipe,
@@ -207,7 +208,7 @@ def final_figures(model: Classifier, data: Dataset, splits: Splits, recipe: Reci
     (the default layout, float32, every view), so the two always agree to the image."""
     model.net.to(memory_format=torch.contiguous_format)
     test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size, progress)
-    val = evaluate(model, *splits.judged, recipe.eval_batch_size, progress) if splits.judged_name == "val" else None
+    val = evaluate(model, *splits.evaluated, recipe.eval_batch_size, progress) if splits.eval_split == "val" else None
     return test, val
 
 
