@@ -322,7 +322,10 @@ def test_tensorboard_missing_is_one_line_before_training(small_cli_data, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
-def test_report_out_builds_a_runs_report_elsewhere_and_leaves_the_run_as_it_was(small_cli_data, run, tmp_path, capsys):
+def test_report_out_builds_a_runs_report_elsewhere_and_leaves_the_run_as_it_was(data, run, tmp_path, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)  # report.py's own name for it
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
     assert f"report written to {tmp_path / 'elsewhere' / 'report.html'}" in capsys.readouterr().out
