@@ -3,7 +3,6 @@ choices, a report of a run that cannot be written to, and the way numbers and wo
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch

@@ -26,13 +26,18 @@ from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
 from lenet.models.views import Classifier
 from lenet.training import runs
-from lenet.training.build import build_model, build_optimizer, build_schedule, parameter_groups  # noqa: F401 (old path)
+from lenet.training.build import build_model
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.recipes import Recipe
-from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_config, resume_run_dir, summary_record  # noqa: F401
+from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_run_dir, summary_record
 from lenet.training.state import TrainState, start_state
+
+# Names that lived here before loop.py was split, still importable from here for a while:
+# the builders are build.py's, resume_config is records.py's, train_seeds is seeds.py's.
+from lenet.training.build import build_optimizer, build_schedule, parameter_groups  # noqa: E402, F401
+from lenet.training.records import resume_config  # noqa: E402, F401
 
 STUCK_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level: the sigmoid units have saturated "
