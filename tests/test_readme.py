@@ -166,7 +166,7 @@ def broken_links(page: Path) -> list[str]:
 
 
 def numbers(markdown: str) -> set[str]:
-    return set(NUMBER.findall(markdown))
+    return set(NUMBER.findall(COMMENT.sub("", markdown)))  # a comment to the maintainers is no figure
 
 
 def lenet_commands(markdown: str) -> list[list[str]]:
@@ -259,6 +259,21 @@ def test_the_readme_is_a_short_guide_that_points_to_the_docs():
 def test_every_number_of_the_english_readme_is_in_the_other(other):
     missing = numbers(read("en")) - numbers(read(other))
     assert not missing, f"README.{other}.md lacks {sorted(missing)}"
+
+
+TRANSLATED = [(page, REPO / "docs" / "zh-CN" / page.name) for page in sorted((REPO / "docs").glob("*.md"))
+              if (REPO / "docs" / "zh-CN" / page.name).exists()]  # fmt: skip
+
+
+def test_the_chinese_docs_pages_are_there():
+    assert {chinese.name for _, chinese in TRANSLATED} >= {
+        "training.md", "recipes.md", "results.md", "data.md", "serving.md", "sweeps.md"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("english", "chinese"), TRANSLATED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_number_of_an_english_docs_page_is_in_its_chinese_one(english, chinese):
+    missing = numbers(english.read_text(encoding="utf-8")) - numbers(chinese.read_text(encoding="utf-8"))
+    assert not missing, f"{chinese.relative_to(REPO)} lacks {sorted(missing)}"
 
 
 @pytest.mark.parametrize("page", [READMES["en"], READMES["zh-CN"], *DOCS], ids=lambda p: str(p.relative_to(REPO)))
