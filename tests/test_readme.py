@@ -1,13 +1,15 @@
 """README.md and README.zh-CN.md list the same `lenet` commands, `make` targets and numbers, and what the
 READMEs and docs/ write stays true: the commands and targets exist, every `lenet ...` line of a code block
 parses, every flag named after a `lenet` command is one of its options, every sweep space in a TOML block is
-one `lenet sweep` takes, and every relative link, with its #anchor, leads somewhere.
+one `lenet sweep` takes, every src/lenet/ path and lenet.x name exists, and every relative link, with its
+#anchor, leads somewhere. The Chinese docs pages hold every number of the English ones.
 
 Commands are read from the code only (spans and fenced blocks), never from prose, so that translating the
 text changes nothing here while a command or target added to one README and not the other does.
 """
 
 import argparse
+import importlib
 import re
 import shlex
 import tomllib
@@ -278,6 +280,50 @@ def test_the_chinese_docs_pages_are_there():
 def test_every_number_of_an_english_docs_page_is_in_its_chinese_one(english, chinese):
     missing = numbers(english.read_text(encoding="utf-8")) - numbers(chinese.read_text(encoding="utf-8"))
     assert not missing, f"{chinese.relative_to(REPO)} lacks {sorted(missing)}"
+
+
+def module_paths(markdown: str) -> set[str]:
+    """Every src/lenet/... path and dotted lenet.x.y name written in code (file names such as lenet.onnx left out)."""
+    found = set()
+    for piece in code_pieces(markdown):
+        found |= set(re.findall(r"src/lenet/[\w/]*\w(?:\.py)?", piece))
+        dotted = re.findall(r"(?<![\w./-])lenet(?:\.[A-Za-z_]\w*)+", piece)
+        found |= {name for name in dotted if name.rsplit(".", 1)[1] not in FILE_SUFFIXES}
+    return found
+
+
+FILE_SUFFIXES = {"py", "json", "onnx", "pt", "toml", "csv", "html", "png", "safetensors"}
+
+
+def resolves(name: str) -> bool:
+    if name.startswith("src/"):
+        return (REPO / name).exists()
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes of it
+        try:
+            thing = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(thing, attribute):
+                return False
+            thing = getattr(thing, attribute)
+        return True
+    return False
+
+
+def test_the_module_checker_reads_names_and_paths():
+    sample = "`lenet.data.images.load_image`, `src/lenet/models/lenet.py`, `lenet.onnx`, `pip install 'lenet[serve]'`"
+    assert module_paths(sample) == {"lenet.data.images.load_image", "src/lenet/models/lenet.py"}
+    assert resolves("lenet.data.images.load_image") and resolves("lenet.load") and resolves("src/lenet/data/")
+    assert not resolves("lenet.data.images.no_such_name") and not resolves("src/lenet/recipes.py")
+
+
+@pytest.mark.parametrize("page", [*READMES.values(), *DOCS, REPO / "BENCHMARKS.md", REPO / "RELIABILITY.md"],
+                         ids=lambda p: str(p.relative_to(REPO)))  # fmt: skip
+def test_every_module_path_and_name_in_the_docs_exists(page):
+    missing = sorted(name for name in module_paths(page.read_text(encoding="utf-8")) if not resolves(name))
+    assert not missing, f"{page.name} names what the package does not have: {missing}"
 
 
 @pytest.mark.parametrize("page", [READMES["en"], READMES["zh-CN"], *DOCS], ids=lambda p: str(p.relative_to(REPO)))
