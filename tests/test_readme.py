@@ -312,6 +312,12 @@ def resolves(name: str) -> bool:
     return False
 
 
+@pytest.mark.parametrize("page", [*DOCS, REPO / "BENCHMARKS.md", REPO / "RELIABILITY.md"],
+                         ids=lambda p: str(p.relative_to(REPO)))  # fmt: skip
+def test_every_make_target_in_the_docs_is_in_the_makefile(page):
+    assert make_targets(page.read_text(encoding="utf-8")) <= makefile_targets()
+
+
 def test_the_module_checker_reads_names_and_paths():
     sample = "`lenet.data.images.load_image`, `src/lenet/models/lenet.py`, `lenet.onnx`, `pip install 'lenet[serve]'`"
     assert module_paths(sample) == {"lenet.data.images.load_image", "src/lenet/models/lenet.py"}
