@@ -13,7 +13,6 @@ from PIL import Image
 
 import lenet
 import lenet.data.load
-from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.cli import main
@@ -40,7 +39,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def data(fmnist):
-    return small_subset(fmnist, 1000, 300)
+    return fmnist.subset(1000, 300)
 
 
 @pytest.fixture(scope="module")
