@@ -166,10 +166,9 @@ def test_the_default_initialisation_is_the_layers_own_draw_and_the_others_differ
 
 
 def test_the_validation_split_has_its_own_seed(fmnist):
-    from conftest import small_subset
     from lenet.training.loop import Splits
 
-    data = small_subset(fmnist, 1000, 10)
+    data = fmnist.subset(1000, 10)
     zero, same, other = Splits.of(data, 100, 0), Splits.of(data, 100), Splits.of(data, 100, 1)
     assert torch.equal(zero.evaluated[1], same.evaluated[1]) and not torch.equal(zero.train[0], other.train[0])
 
