@@ -13,7 +13,6 @@ from conftest import REPO
 from lenet.cli import build_parser
 from lenet.core.errors import LenetError
 from lenet.models.lenet import create_model
-from lenet.training.compat import saved_recipe
 from lenet.training.recipes import RECIPES, Recipe, get_recipe, recipe_from_mapping
 from lenet.training.runs import check_run_name, create_run_dir, create_unique_run_dir
 from lenet.training.build import build_model, build_optimizer, build_schedule, parameter_groups
@@ -82,7 +81,7 @@ def test_bad_recipe_values_are_one_line(bad, fragment):
 
 def test_saved_recipes_refuse_unknown_fields_and_read_pairs_from_lists():
     saved = get_recipe("default").to_dict()
-    for read in (Recipe.from_dict, lambda d: saved_recipe(d, "config.json"), lambda d: recipe_from_mapping(d, "x.toml")):
+    for read in (lambda d: Recipe.from_dict(d, "config.json"), lambda d: recipe_from_mapping(d, "x.toml")):
         with pytest.raises(LenetError, match="unknown recipe field 'lr_peak'"):
             read({**saved, "lr_peak": 0.1})
         assert read({**saved, "betas": [0.9, 0.999]}) == get_recipe("default")  # JSON and TOML have lists
@@ -94,7 +93,7 @@ def test_the_one_mapping_path_differs_only_in_what_a_missing_field_means():
     """A recipe file's missing field keeps its base's value; config.json's means what it meant when it was saved."""
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k not in ("test_shift", "precision")}
     assert recipe_from_mapping(saved, "file") == get_recipe("default")
-    old = saved_recipe(saved, "config.json")
+    old = Recipe.from_dict(saved, "config.json")
     assert (old.test_shift, old.precision) == (0, "fp32")
     assert dataclasses.replace(old, test_shift=1, precision="auto") == get_recipe("default")
     assert recipe_from_mapping({"lr": 1}, "file").lr == 1.0 and isinstance(recipe_from_mapping({"lr": 1}, "f").lr, float)
@@ -176,7 +175,7 @@ def test_the_validation_split_has_its_own_seed(fmnist):
 def test_config_files_from_before_the_new_fields_load_with_pytorchs_defaults():
     new = ("anneal_strategy", "three_phase", "amsgrad", "dampening", "bn_momentum", "bn_eps", "init", "val_seed")
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k not in new}
-    assert saved_recipe(saved, "config.json") == get_recipe("default")
+    assert Recipe.from_dict(saved, "config.json") == get_recipe("default")
     from lenet.models.lenet import LeNetConfig
 
     config = build_model(get_recipe("default")).net.config.to_dict()

@@ -63,11 +63,11 @@ def test_seed_recipe_is_the_tutorial():
 
 
 def test_a_recipe_saved_before_test_shift_existed_reads_back_without_it():
-    from lenet.training.compat import saved_recipe
+    from lenet.training.recipes import Recipe
 
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k != "test_shift"}
-    assert saved_recipe(saved, "config.json").test_shift == 0  # resumed as started: mirror averaging only
-    assert saved_recipe(get_recipe("default").to_dict(), "config.json") == get_recipe("default")
+    assert Recipe.from_dict(saved, "config.json").test_shift == 0  # resumed as started: mirror averaging only
+    assert Recipe.from_dict(get_recipe("default").to_dict(), "config.json") == get_recipe("default")
 
 
 def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatch):

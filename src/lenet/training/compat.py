@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lenet.core.errors import LenetError
 from lenet.data.registry import DEFAULT, DataSpec, default_spec
 from lenet.models.lenet import LeNetConfig
 from lenet.models.views import Views
-from lenet.training.recipes import Recipe, recipe_from_mapping
 
 # What a recipe field added later meant before it existed, where that differs from its default.
 # Fields added with PyTorch's own default (anneal_strategy, amsgrad, bn_momentum, ...) need no entry:
@@ -26,11 +24,10 @@ from lenet.training.recipes import Recipe, recipe_from_mapping
 BEFORE_FIELD: dict[str, Any] = {"test_shift": 0, "precision": "fp32"}
 
 
-def saved_recipe(mapping: Any, where: str) -> Recipe:
-    """A recipe lenet saved (config.json's, a sweep plan's): unknown fields refused, missing ones as before."""
-    if not isinstance(mapping, dict):
-        raise LenetError(f"{where}: a recipe is a mapping of fields, not {type(mapping).__name__}")
-    return recipe_from_mapping({**BEFORE_FIELD, **mapping}, where)
+def saved_recipe_fields(mapping: Any) -> Any:
+    """A saved recipe's fields with those added since it was saved, as they were before they existed
+    (Recipe.from_dict reads a saved recipe through this; a non-mapping is passed on to be refused)."""
+    return {**BEFORE_FIELD, **mapping} if isinstance(mapping, dict) else mapping
 
 
 def recipe_and_engine(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from lenet.core.errors import LenetError, short_repr
 from lenet.core.values import bounds, check_value
+from lenet.training.compat import saved_recipe_fields
 from lenet.models.lenet import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -135,12 +136,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "recipe") -> Recipe:
-        """The default recipe with the fields of mapping `d`, checked (see recipe_from_mapping).
-
-        A recipe saved by lenet (config.json) is read with training.compat.saved_recipe instead,
-        which also gives a field added later the meaning it had before it existed.
-        """
-        return recipe_from_mapping(d, where)
+        """A recipe lenet saved (config.json's, a sweep plan's): unknown fields refused, each value checked,
+        and a field added since it was saved read as what it meant before it existed (compat.py)."""
+        return recipe_from_mapping(saved_recipe_fields(d), where)
 
 
 RECIPES: dict[str, tuple[Recipe, str]] = {

@@ -20,6 +20,7 @@ from lenet.training.build import recipe_model_config, recipe_views
 from lenet.training.config import TrainConfig
 from lenet.training.engine import Engine
 from lenet.training.metrics import Evaluation
+from lenet.training.recipes import Recipe
 from lenet.training.state import TrainState
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
@@ -104,7 +105,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     try:
         recipe, engine = compat.recipe_and_engine(saved)
         config = TrainConfig(
-            recipe=compat.saved_recipe(recipe, where), recipe_name=saved["recipe_name"],
+            recipe=Recipe.from_dict(recipe, where), recipe_name=saved["recipe_name"],
             seed=saved["seed"], dataset=compat.saved_dataset(saved), val_split=saved["val_split"],
             device=saved["device"], deterministic=saved["deterministic"], eval_every=compat.saved_eval_every(saved),
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
