@@ -332,6 +332,19 @@ def test_report_out_builds_a_runs_report_elsewhere_and_leaves_the_run_as_it_was(
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_resume_of_a_finished_run_with_report_rebuilds_only_the_report(data, run, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)
+    (run / "report.html").unlink(missing_ok=True)
+    others = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run} is finished (2 of 2 epochs" in out and "nothing to resume" in out and "report written to" in out
+    assert (run / "report.html").is_file()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "report.html"} == others
+
+
 # --- in a real browser ----------------------------------------------------------------------
 
 
