@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,44 @@ def loopback_namespace_problem() -> str | None:
 def in_loopback_namespace(command: list[str]) -> list[str]:
     """`command` in a new network namespace with only `lo`, up; it replaces the shell, so its pid is the Popen's."""
     return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+
+
+@pytest.fixture(autouse=True)
+def patched_functions_are_reached(monkeypatch):
+    """A test fails when it replaced a function (monkeypatch.setattr with a def or a lambda) that
+    nothing called: the code calls another name now, and the patch tests nothing (as a fixture that
+    patched load_fashion_mnist did, while `lenet train` called load_dataset and trained on 60,000
+    images). Each patched attribute must be reached once by any of the functions put there."""
+    reached: dict[str, list[int]] = {}
+    setattr_ = monkeypatch.setattr
+
+    def counting_setattr(target, name, value=NOT_GIVEN, raising=True):
+        if value is NOT_GIVEN:  # setattr("package.module.attribute", value)
+            label, value = str(target), name
+        else:
+            label = f"{getattr(target, '__name__', type(target).__name__)}.{name}"
+        if isinstance(value, types.FunctionType):
+            calls = reached.setdefault(label, [0])
+            original = value
+
+            @functools.wraps(original)
+            def value(*args, **kwargs):
+                calls[0] += 1
+                return original(*args, **kwargs)
+
+        if label == str(target):
+            return setattr_(target, value, raising=raising)
+        return setattr_(target, name, value, raising=raising)
+
+    monkeypatch.setattr = counting_setattr
+    yield
+    unreached = sorted(label for label, calls in reached.items() if not calls[0])
+    if unreached:
+        pytest.fail(f"patched, but never called: {', '.join(unreached)}; the code calls another name now, "
+                    "so the patch tests nothing", pytrace=False)
+
+
+NOT_GIVEN = object()
 
 
 @pytest.fixture(scope="session")

@@ -341,7 +341,7 @@ def test_an_epoch_not_judged_says_so_in_its_line():
 
     row = EpochMetrics(epoch=1, train_loss=0.5, train_accuracy=0.8, eval_split="val", eval_loss=None,
                        eval_accuracy=None, seconds=2.0, images_per_s=100.0, eval_seconds=0.0, lr=0.01)  # fmt: skip
-    assert "val not judged (--eval-every)" in _epoch_line(row, 3)
+    assert "val not evaluated (--eval-every)" in _epoch_line(row, 3)
     assert "val loss 0.4000 acc 85.00%" in _epoch_line(replace(row, eval_loss=0.4, eval_accuracy=0.85), 3)
 
 

@@ -278,8 +278,9 @@ def test_bad_metrics_and_too_few_runs(run, tmp_path):
 
 @pytest.fixture
 def small_cli_data(data, monkeypatch):
-    # `lenet train` loads the whole set; give it the subset so it trains in seconds.
-    monkeypatch.setattr(lenet.data.load, "load_fashion_mnist", lambda *a, **k: data)
+    # `lenet train` loads the whole set; give it the subset so it trains in seconds (conftest's
+    # patched_functions_are_reached fails the test if the CLI stops calling this name).
+    monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: data)
 
 
 def train_args(out, *extra):
@@ -318,6 +319,30 @@ def test_tensorboard_missing_is_one_line_before_training(small_cli_data, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'lenet[tensorboard]'" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_report_out_builds_a_runs_report_elsewhere_and_leaves_the_run_as_it_was(data, run, tmp_path, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)  # report.py's own name for it
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert f"report written to {tmp_path / 'elsewhere' / 'report.html'}" in capsys.readouterr().out
+    assert {p.stem for p in (tmp_path / "elsewhere" / PLOTS_DIR).iterdir()} == FIGURES
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_finished_run_with_report_rebuilds_only_the_report(data, run, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)
+    (run / "report.html").unlink(missing_ok=True)
+    others = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run} is finished (2 of 2 epochs" in out and "nothing to resume" in out and "report written to" in out
+    assert (run / "report.html").is_file()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "report.html"} == others
 
 
 # --- in a real browser ----------------------------------------------------------------------

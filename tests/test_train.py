@@ -66,8 +66,8 @@ def test_a_recipe_saved_before_test_shift_existed_reads_back_without_it():
     from lenet.training.recipes import Recipe
 
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k != "test_shift"}
-    assert Recipe.from_dict(saved).test_shift == 0  # resumed as started: mirror averaging only
-    assert Recipe.from_dict(get_recipe("default").to_dict()) == get_recipe("default")
+    assert Recipe.from_dict(saved, "config.json").test_shift == 0  # resumed as started: mirror averaging only
+    assert Recipe.from_dict(get_recipe("default").to_dict(), "config.json") == get_recipe("default")
 
 
 def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatch):
@@ -167,3 +167,17 @@ def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist
     a, b, c = (r.model.state_dict() for r in (whole, resumed, coins))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_training_state_saved_before_the_cuda_generator_was_restores_and_a_cpu_state_has_none(tmp_path):
+    from lenet.models.lenet import create_model
+    from lenet.training.state import start_state
+
+    state = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    saved = state.to_dict()
+    assert saved["rng"]["cuda"] is None  # on the CPU there is no device generator to save
+    del saved["rng"]["cuda"]  # a train_state.pt from before the CUDA generator was saved
+    saved["epoch"] = 2
+    fresh = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    fresh.restore(saved)
+    assert fresh.epoch == 2 and torch.equal(fresh.shuffle.get_state(), state.shuffle.get_state())

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import NoReturn
 
 from lenet.core.errors import Interrupted, LenetError
+from lenet.core.text import rounded
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,19 +22,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
+
+
 def _number(kind, minimum, inclusive=True):
+    """An argparse type: a number of `kind` at or above (or strictly above) `minimum`, checked by core.values."""
+    from lenet.core.values import bounds, parse_value
+
+    limits = bounds(low=minimum) if inclusive else bounds(above=minimum)
+
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS[kind]}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number")
-        if value < minimum or (not inclusive and value == minimum):
-            bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
-        return value
+            return parse_value("", text, kind, limits)
+        except LenetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
+    parse.__name__ = _TYPE_WORDS[kind]  # argparse names the type in its messages
     return parse
 
 
@@ -66,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
                                      f"(default: {TrainConfig.dataset})")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
-    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
+    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and evaluate every epoch on them")
     t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
-                   help="judge the val/test split after every N-th epoch and the last; 0: the last only "
+                   help="evaluate on the val/test split after every N-th epoch and the last; 0: the last only "
                         f"(default: {TrainConfig.eval_every}; the final figures are always computed)")  # fmt: skip
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
@@ -79,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-run", "--save-model", dest="save_run", action=argparse.BooleanOptionalAction, default=True,
                    help="write the run directory (config, metrics, weights); --no-save-run trains and prints only")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar on a terminal")
-    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                   help="after training, save plots and RUN/report.html (needs matplotlib)")  # fmt: skip
+    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                   help="after training, save plots and RUN/report.html (needs matplotlib; default: yes, "
+                        "and a resume keeps the run's choice)")  # fmt: skip
     t.add_argument("--tensorboard", action="store_const", const=True,
                    help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
     _add_field_flags(t.add_argument_group("recipe fields (each overrides the chosen recipe's; defaults: the default recipe)"),
@@ -91,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    e.add_argument("--dataset", help="judge the model on another data set of its shape (default: its own)")
+    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own)")
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -146,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
     r.add_argument("run", metavar="RUN", help="a run directory")
     r.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
+    r.add_argument("--out", metavar="DIR", help="write report.html and plots/ into DIR, leaving the run as it is "
+                                                "(for a run you cannot write to; default: the run directory)")
     _add_device(r)
     _add_data_dir(r)
     r.set_defaults(func=cmd_report)
@@ -205,7 +212,7 @@ def _add_field_flags(group, cls) -> None:
     for f in dataclasses.fields(cls):
         flag, kind, meta = "--" + f.name.replace("_", "-"), _optional_of(hints[f.name]), f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = meta.get("shown", " ".join(map(str, default)) if isinstance(default, tuple) else default)
         help_text = f"{meta['help']} (default: {shown})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -224,24 +231,16 @@ def _optional_of(kind):
 
 
 def _field_value(name: str, kind, meta):
-    from lenet.training.recipes import check_value
+    from lenet.core.values import parse_value
 
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS.get(kind, kind.__name__)}") from None
-        try:
-            check_value(name, value, kind, meta)
+            return parse_value(name.replace("_", "-"), text, kind, meta)
         except LenetError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
-        return value
 
     parse.__name__ = _TYPE_WORDS.get(kind, kind.__name__)  # argparse names the type in its messages
     return parse
-
-
-_TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
 
 
 def _add_data_dir(p) -> None:
@@ -267,7 +266,9 @@ def cmd_train(args) -> int:
     from lenet.training.engine import Engine
     from lenet.training.recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
     from lenet.training.runs import default_run_name
-    from lenet.training.loop import TrainConfig, train, train_seeds
+    from lenet.core.text import plural
+    from lenet.training.loop import TrainConfig, check_before_training, train
+    from lenet.training.seeds import train_seeds
 
     recipe_fields = _given(args, Recipe)
     engine_fields = _given(args, Engine)
@@ -290,12 +291,13 @@ def cmd_train(args) -> int:
         recipe=recipe, recipe_name=recipe_name, seed=seed, dataset=args.dataset or base.dataset, val_split=args.val_split or 0,
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
-        eval_every=base.eval_every if args.eval_every is None else args.eval_every,
+        eval_every=base.eval_every if args.eval_every is None else args.eval_every, report=args.report is not False,
     )  # fmt: skip
-    board = _tensorboard(args, out, name) if args.tensorboard else None
     data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
+    check_before_training(config, data)  # what train() would refuse, refused before the header line
+    board = _tensorboard(args, out, name) if args.tensorboard else None
     print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
-          f"{_plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
+          f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
           flush=True)  # fmt: skip
 
     def on_epoch(row) -> None:
@@ -305,7 +307,7 @@ def cmd_train(args) -> int:
 
     def finish(result, prefix: str = "") -> None:
         _print_result(result, prefix)
-        if result.run_dir is not None and args.report:
+        if result.run_dir is not None and config.report:
             _report_after_training(result.run_dir, data, config, board, len(result.history))
 
     if seeds == 1:
@@ -313,7 +315,7 @@ def cmd_train(args) -> int:
     else:
         _, stats = train_seeds(config, seeds, data=data, on_run=lambda seed, r: finish(r, f"seed {seed}: "),
                                on_epoch=on_epoch, on_warning=_print_warning)  # fmt: skip
-        print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
+        print(f"{plural(stats['runs'], 'seed')}: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
               f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
     if board is not None:
         board.close()
@@ -330,27 +332,42 @@ def _print_warning(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _resume(args, changing: list[str]) -> int:
     from lenet.data.load import load_dataset
-    from lenet.training.loop import resume_config, train
+    from lenet.training.loop import train
+    from lenet.training.records import is_finished, resume_config
 
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
     config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
+    report = config.report if args.report is None else args.report  # the run's own choice, unless told
+    if is_finished(args.resume):
+        return _finished(args.resume, config, rebuild_report=args.report is True)
     print(f"resuming {args.resume}", flush=True)
     epochs = config.recipe.epochs
     data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
-    if args.report:
+    if report:
         _report_after_training(result.run_dir, data, config, None, epochs)
+    return 0
+
+
+def _finished(run, config, rebuild_report: bool) -> int:
+    """A resume of a finished run: it says so and changes nothing, unless --report asks for the report again."""
+    from lenet.training.runs import read_run
+
+    summary = read_run(run).summary or {}
+    test = summary.get("test", {})
+    figures = f", test accuracy {test['accuracy']:.2%}" if isinstance(test.get("accuracy"), float) else ""
+    print(f"{run} is finished ({summary.get('epochs', config.recipe.epochs)} of {config.recipe.epochs} epochs"
+          f"{figures}); nothing to resume" + ("" if rebuild_report else f" (lenet report {run} rebuilds its report)"),
+          flush=True)  # fmt: skip
+    if rebuild_report:
+        _report_after_training(run, None, config, None, config.recipe.epochs)
     return 0
 
 
@@ -388,11 +405,11 @@ def _report_after_training(run_dir, data, config, board, step: int) -> None:
 
 
 def _epoch_line(row, epochs: int) -> str:
-    judged = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
-              else f"{row.eval_split} not judged (--eval-every)")  # fmt: skip
+    figures = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
+               else f"{row.eval_split} not evaluated (--eval-every)")  # fmt: skip
     return (
         f"epoch {row.epoch:>2}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_accuracy:.2%}  "
-        f"{judged}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
+        f"{figures}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
     )
 
 
@@ -406,7 +423,7 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
-    name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
+    name = args.dataset or model.data.name  # a model is evaluated on its own data set unless told otherwise
     with stage(f"loading {name}"):
         data = load_dataset(name, args.data_dir, device)
     if len(data.spec.classes) != len(model.data.classes):
@@ -414,7 +431,7 @@ def cmd_eval(args) -> int:
     with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
         result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}, indent=2))
+        print(json.dumps(rounded({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}), indent=2))
         return 0
     print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
@@ -433,7 +450,8 @@ def cmd_report(args) -> int:
     from lenet.insight.report import write_report
     from lenet.training.runs import PLOTS_DIR
 
-    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True)
+    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True,
+                          out=args.out)
     result = report.evaluation
     print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
     print(f"plots saved to {report.path.parent / PLOTS_DIR}")
@@ -464,7 +482,7 @@ def cmd_predict(args) -> int:
     if args.csv:
         write_predictions_csv(args.csv, loaded.paths, predictions)
     if args.json:
-        print(json.dumps([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)], indent=2))
+        print(json.dumps(rounded([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)]), indent=2))
         return 0
     for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))

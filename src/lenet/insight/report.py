@@ -74,9 +74,10 @@ def write_report(
     device: str = "cpu",
     batch_size: int = EVAL_CHUNK,
     progress: bool = False,
+    out: str | os.PathLike | None = None,
 ) -> Report:
-    """Evaluate a run's model on the test set, save its plots and RUN/report.html; with `progress`,
-    a line per stage on a terminal."""
+    """Evaluate a run's model on the test set, save its plots and report.html in `out` (default: the
+    run directory, which is left untouched otherwise); with `progress`, a line per stage on a terminal."""
     plots = load_plots()
     run = read_run(run_dir)
     device = resolve_device(device)
@@ -90,9 +91,10 @@ def write_report(
     evaluation = score(logits, labels, model.data.classes)
     with stage("drawing the figures", progress):
         figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
+    target = Path(out) if out is not None else run.path
     for name, png in figures.items():
-        write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
-    path = run.path / REPORT_FILE
+        write_bytes(target / PLOTS_DIR / f"{name}.png", png)
+    path = target / REPORT_FILE
     write_text(path, render_report(run, evaluation, count_parameters(model), figures))
     return Report(path, figures, evaluation)
 

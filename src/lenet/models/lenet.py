@@ -47,6 +47,10 @@ class LeNetConfig:
     norm_after_pool: bool = False
     input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
     input_std: float | None = None
+    # Batch norm's own numbers, PyTorch's defaults written out: eps changes every prediction, so it
+    # travels with the weights; momentum (how fast the running statistics follow a batch's) with it.
+    norm_momentum: float = 0.1
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, so a config read from a file
@@ -70,6 +74,10 @@ class LeNetConfig:
                 raise LenetError(f"{name} must be true or false, not {short_repr(getattr(self, name))}")
         if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise LenetError(f"dropout must be in [0, 1), not {short_repr(self.dropout)}")
+        if not _is_real(self.norm_momentum) or not 0.0 <= self.norm_momentum <= 1.0:
+            raise LenetError(f"norm_momentum must be in [0, 1], not {short_repr(self.norm_momentum)}")
+        if not _is_real(self.norm_eps) or not 0.0 < self.norm_eps <= 1.0:
+            raise LenetError(f"norm_eps must be in (0, 1], not {short_repr(self.norm_eps)}")
         mean, std = self.input_mean, self.input_std
         if (mean is None) != (std is None) or (std is not None and not (_is_real(mean) and _is_real(std) and std > 0)):
             raise LenetError("input_mean and input_std go together, and are finite numbers with a positive std")
@@ -136,7 +144,7 @@ class LeNet(nn.Module):
         self.config = c = config
         act, pool = ACTIVATIONS[c.activation], POOLS[c.pool]
         (c1, c2), (h1, h2) = c.channels, c.hidden
-        bn = lambda n: [nn.BatchNorm2d(n)] if c.batch_norm else []  # noqa: E731
+        bn = lambda n: [nn.BatchNorm2d(n, eps=c.norm_eps, momentum=c.norm_momentum)] if c.batch_norm else []  # noqa: E731
         drop = lambda: [nn.Dropout(c.dropout)] if c.dropout else []  # noqa: E731
 
         def block(conv: nn.Conv2d) -> list[nn.Module]:

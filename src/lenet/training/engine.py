@@ -50,7 +50,7 @@ class Engine:
     # On an H200 it cut a step 4-5 fold (seed recipe 2.25 -> 0.48 ms, default 4.44 -> 1.07; BENCHMARKS.md, GPU).
     cuda_graph: bool = _option(True, "on a CUDA GPU, capture the step's forward, loss and backward as one CUDA graph "
                                      "after a few eager steps, and replay it: one launch in place of dozens")  # fmt: skip
-    threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
+    threads: int | None = _option(None, "CPU threads for the run", low=1, shown="PyTorch's, one per core")
     keep_memory: bool = _option(True, "keep freed memory in the process for the next step (glibc's malloc) rather "
                                       "than return it to the system and page-fault it back in")  # fmt: skip
 
