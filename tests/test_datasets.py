@@ -131,7 +131,7 @@ def test_a_folder_with_train_and_test_keeps_its_split(tmp_path):
 
 
 @pytest.mark.parametrize("problem, fragment", [
-    ("empty class", "class 'b' has no images"),
+    ("empty class", r"1 class without a readable image \(b\)"),
     ("one class", r"at least two \(only 'a' found\)"),
     ("unreadable", "bad.png: not a"),
     ("unbalanced", "class 'b' has 1 images against 12"),

@@ -19,7 +19,7 @@ from lenet.insight import html_page as H
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.training.checkpoint import load
 from lenet.data.dataset import Dataset
-from lenet.data.load import load_dataset
+from lenet.data.load import load_model_data
 from lenet.core.device import resolve_device
 from lenet.core.errors import LenetError
 from lenet.core.files import write_bytes, write_text
@@ -74,16 +74,18 @@ def write_report(
     device: str = "cpu",
     batch_size: int = EVAL_CHUNK,
     progress: bool = False,
+    dataset: str | None = None,
 ) -> Report:
     """Evaluate a run's model on the test set, save its plots and RUN/report.html; with `progress`,
-    a line per stage on a terminal."""
+    a line per stage on a terminal. `dataset` names the run's data (--dataset) when it is the
+    user's own: the run's files never choose a path to read (see data.load.load_model_data)."""
     plots = load_plots()
     run = read_run(run_dir)
     device = resolve_device(device)
     model = load(run.path, device)
     if data is None:
-        with stage(f"loading {model.data.name}", progress):
-            data = load_dataset(model.data.name, data_dir)
+        with stage(f"loading {dataset or model.data.name}", progress):
+            data = load_model_data(model.data, dataset, data_dir, own=True)
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     with stage(f"evaluating {len(labels):,} test images ({model.views.describe()})", progress):
         logits = predict_logits(model, images, batch_size, "evaluating" if progress else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from safetensors.torch import save as safetensors_bytes
 from lenet.core.version import __version__
 from lenet.core.errors import CheckpointError, LenetError, short_repr
 from lenet.core.files import write_bytes
-from lenet.data.registry import DataSpec, default_spec
+from lenet.data.registry import DataSpec, data_digest, default_spec, is_user_data
 from lenet.models.lenet import LeNet, LeNetConfig
 from lenet.models.views import Classifier, Views
 
@@ -84,6 +85,20 @@ def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Vi
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
 
 
+def _with_old_digest(weights: Path, data: DataSpec) -> DataSpec:
+    """A checkpoint saved before DataSpec held its data's digest: a run directory's config.json has
+    the four tensor hashes it is made of (a bare checkpoint file of that time has none)."""
+    if data.sha256 or not is_user_data(data.name):
+        return data
+    try:
+        record = json.loads((weights.parent / "config.json").read_text(encoding="utf-8"))["data"]
+        if record["name"] == data.name and isinstance(record["sha256"], dict):
+            return replace(data, sha256=data_digest(record["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return data
+
+
 def model_and_views(model_config: dict, views: dict | None = None) -> tuple[LeNetConfig, Views]:
     """The network's config and its views, as saved; also as saved before the views left the model.
 
@@ -99,6 +114,7 @@ def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu
     """A ready model (eval mode, with its test-time views) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
     config, views, data, tensors, _ = read_checkpoint(path)
+    data = _with_old_digest(path, data)
     with torch.device("meta"):  # the model's shapes, without allocating its weights
         expected = LeNet(config).state_dict()
     problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]

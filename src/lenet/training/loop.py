@@ -21,7 +21,7 @@ from lenet.training import runs
 from lenet.data.dataset import Dataset
 from lenet.data.batches import alternating_half, augment, batch_indices, holdout, to_float
 from lenet.data.load import load_dataset
-from lenet.data.registry import DEFAULT, DataSpec
+from lenet.data.registry import DEFAULT, DataSpec, data_digest, default_spec, is_user_data
 from lenet.core.device import describe, resolve_device
 from lenet.training.engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
 from lenet.core.errors import CheckpointError, Interrupted, LenetError
@@ -72,6 +72,7 @@ class TrainConfig:
     progress: bool = True  # a progress bar on a terminal
     eval_every: int = 1  # judge the val/test split after every N-th epoch and the last; 0: after the last only
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
+    skip_bad: bool = False  # folder:PATH: leave unreadable files out (listed in config.json) instead of refusing
 
 
 @dataclass
@@ -232,7 +233,7 @@ def train(
     config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
     recipe = config.recipe
     set_determinism(device, config.deterministic)
-    data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
+    data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
     splits = Splits.of(data, config.val_split)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
 
@@ -371,6 +372,9 @@ def _resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path
     return run_dir
 
 
+MAX_SKIPPED_RECORDED = 1000  # files left out by --skip-bad that config.json names; it counts them all
+
+
 def _config_record(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
     return {
         "recipe_name": config.recipe_name,
@@ -385,7 +389,10 @@ def _config_record(config: TrainConfig, data: Dataset, device: torch.device) -> 
         "deterministic": config.deterministic,
         "eval_every": config.eval_every,
         "engine": asdict(config.engine),
-        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
+        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict(),
+                 **({"skipped": list(data.skipped[:MAX_SKIPPED_RECORDED]), "skipped_count": len(data.skipped)}
+                    if data.skipped else {}),
+                 "skip_bad": config.skip_bad},
     }
 
 
@@ -417,10 +424,24 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
             seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"],
             device=saved["device"], deterministic=saved["deterministic"], eval_every=saved.get("eval_every", 1),
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
+            skip_bad=bool(saved["data"].get("skip_bad", False)),
         )  # fmt: skip
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
     return replace(config, **overrides)
+
+
+def recorded_data(run_dir: str | Path) -> DataSpec:
+    """What a run's config.json says of its data: name, classes and digest (from the four tensor
+    hashes, for a run saved before DataSpec held the digest; Fashion-MNIST before any other)."""
+    record = runs.read_config(Path(run_dir)).get("data", {})
+    try:
+        spec = DataSpec.from_dict(record["spec"]) if "spec" in record else default_spec()
+        if not spec.sha256 and is_user_data(spec.name) and isinstance(record.get("sha256"), dict):
+            spec = replace(spec, sha256=data_digest(record["sha256"]))
+    except (LenetError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: config.json's data record is damaged ({e})") from None
+    return spec
 
 
 def _recipe_and_engine(saved: dict) -> tuple[dict, dict]:
@@ -460,7 +481,7 @@ def train_seeds(
     Returns the runs and the statistics of their final test accuracy (also saved as
     out/NAME/seeds.json when saving).
     """
-    data = data or load_dataset(config.dataset, config.data_dir)
+    data = data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)
     group = None
     if config.save:
         group = (runs.create_run_dir(config.out, config.name) if config.name is not None else
