@@ -439,6 +439,8 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}, indent=2))
         return 0
+    if data.spec.name != model.data.name:  # another data set than the model's: say so, next to the figure
+        name = f"{name} (not {model.data.name}, which the model was trained on)"
     print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
     width = max(map(len, labels))

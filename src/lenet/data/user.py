@@ -49,7 +49,7 @@ def load_folder(path: str, skip_bad: bool = False) -> Dataset:
         (train_x, train_y), (test_x, test_y) = _split(*everything)
         source = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})"
     return _user_dataset(train_x, train_y, test_x, test_y, source, f"folder:{root.resolve()}", classes,
-                         tuple(problems.unreadable))  # fmt: skip
+                         tuple(f"{path}: {why}" for path, why in problems.unreadable))  # fmt: skip
 
 
 def _user_dataset(train_x, train_y, test_x, test_y, source: str, name: str, classes: tuple[str, ...],
@@ -80,12 +80,12 @@ class _Problems:
 
     root: Path  # resolved: every file read must lie under it
     given: Path  # as the user named it, to show files relative to
-    unreadable: list[str] = field(default_factory=list)  # "CLASS/FILE: why", in the order found
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (CLASS/FILE, why), in the order found
     empty: list[str] = field(default_factory=list)  # class folders without one readable image
     unbalanced: list[str] = field(default_factory=list)
 
     def bad(self, path: Path, why: str) -> None:
-        self.unreadable.append(f"{self.shown(path)}: {why}")
+        self.unreadable.append((self.shown(path), why))
 
     def shown(self, path: Path) -> str:
         # Relative to the data set's folder: the folder is named once, at the start of the message.
@@ -96,10 +96,11 @@ class _Problems:
 
     def raise_any(self, what: str, skip_bad: bool) -> None:
         parts = []
-        if self.unreadable and not skip_bad:
-            parts.append(_listed(len(self.unreadable), "unreadable file", self.unreadable, "; "))
+        if self.unreadable and (not skip_bad or self.empty):  # with an empty class, they may say why it is
+            parts.append(_unreadable(self.unreadable))
         if self.empty:
-            parts.append(_listed(len(self.empty), "class", self.empty, ", ", "without a readable image"))
+            parts.append(f"{len(self.empty)} class{'es' * (len(self.empty) > 1)} without a readable image "
+                         f"({_first(self.empty)})")  # fmt: skip
         if self.unbalanced and not self.empty:  # counts of a class that is missing its images mean little
             parts.append("; ".join(self.unbalanced) + "; balance the classes to within 10x")
         if not parts:
@@ -109,11 +110,24 @@ class _Problems:
         raise DataError(f"{what}: " + "; and ".join(parts) + hint)
 
 
-def _listed(count: int, noun: str, items: list[str], sep: str, after: str = "") -> str:
-    """'3 unreadable files (a; b; c)': the first MAX_LISTED by name, the rest by count."""
-    shown = sep.join(items[:MAX_LISTED]) + (f"{sep}and {count - MAX_LISTED} more" if count > MAX_LISTED else "")
-    plural = noun + ("es" if noun.endswith("s") else "s") if count != 1 else noun
-    return f"{count} {plural}{' ' + after if after else ''} ({shown})"
+MAX_REASONS = 5  # kinds of unreadable file named in the one error
+
+
+def _first(names: list[str]) -> str:
+    """The first MAX_LISTED names, and a count of the rest."""
+    rest = len(names) - MAX_LISTED
+    return ", ".join(names[:MAX_LISTED]) + (f", and {rest} more" if rest > 0 else "")
+
+
+def _unreadable(found: list[tuple[str, str]]) -> str:
+    """'14 unreadable files: 12 not a PNG... (a/0.png, ..., and 2 more); 2 a broken link (b/x.png, b/y.png)'."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in found:
+        by_reason.setdefault(why, []).append(path)
+    groups = [f"{len(paths)} {why} ({_first(paths)})" for why, paths in list(by_reason.items())[:MAX_REASONS]]
+    unnamed = sum(len(paths) for paths in list(by_reason.values())[MAX_REASONS:])
+    tail = f"; and {unnamed} more for other reasons" if unnamed else ""
+    return f"{len(found)} unreadable file{'s' * (len(found) > 1)}: " + "; ".join(groups) + tail
 
 
 def _class_files(directory: Path) -> list[Path]:
