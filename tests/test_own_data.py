@@ -97,6 +97,8 @@ def test_a_run_on_a_folder_is_judged_on_it_only_when_named(folder_run, capsys):
     assert "--dataset folder:PATH" in one_line_error(capsys, "eval")
     assert main(["eval", str(run), "--dataset", f"folder:{root}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"] == final.correct
+    assert main(["report", str(run), "--dataset", f"folder:{root}"]) == 0
+    assert f"test accuracy {final.accuracy:.2%}" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert len(config["data"]["spec"]["sha256"]) == 64 and load(run).data.sha256 == config["data"]["spec"]["sha256"]
 

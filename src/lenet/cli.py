@@ -367,10 +367,10 @@ def _resume(args, changing: list[str]) -> int:
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
     config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
-    print(f"resuming {args.resume}", flush=True)
-    epochs = config.recipe.epochs
     data = load_model_data(recorded_data(args.resume), args.dataset, args.data_dir, own=True)  # training, then report
+    print(f"resuming {args.resume}", flush=True)
     _print_skipped(data)
+    epochs = config.recipe.epochs
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)

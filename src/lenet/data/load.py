@@ -62,8 +62,8 @@ def load_model_data(
     if given is None:
         if is_user_data(model.name):
             kind = model.name.split(":", 1)[0]
-            raise DataError(f"the model was trained on your own data ({kind}:...); a checkpoint never chooses a path "
-                            f"for lenet to read: name it with --dataset {kind}:PATH")  # fmt: skip
+            raise DataError(f"the model was trained on your own data ({kind}:...), which lenet reads only when the "
+                            f"command line names it (never from a checkpoint): name it with --dataset {kind}:PATH")  # fmt: skip
         given = model.name
     same = _user_data_name(given) == model.name
     if own and not same and not (is_user_data(given) and is_user_data(model.name)):

@@ -308,7 +308,7 @@ def _same_test_set(runs: list[Run], labels: list[str]) -> None:
     if len(groups) > 1:
         listed = "; ".join(f"{shown[key]}: {', '.join(names)}" for key, names in groups.items())
         raise LenetError(f"these runs were tested on different data sets or test splits, whose accuracies do not "
-                         f"compare ({listed}); compare the runs of one at a time")  # fmt: skip
+                         f"compare ({listed}); compare the runs of one data set at a time")  # fmt: skip
 
 
 def _labels(runs: list[Run]) -> list[str]:

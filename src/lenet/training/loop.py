@@ -283,7 +283,9 @@ def train(
         raise TrainingDiverged(f"{e}; the weights of epoch {state.epoch} are in {run_dir}") from None
     except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
         resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
-        raise Interrupted(epoch, run_dir if resumable else None) from None
+        # A run on the user's own data resumes only with it named again (a run's files never choose a path).
+        again = f"{run_dir} --dataset {config.dataset}" if is_user_data(config.dataset) else run_dir
+        raise Interrupted(epoch, again if resumable else None) from None
     return RunResult(model.eval(), state.history, test, val, run_dir, state.train_seconds, state.warnings)
 
 
