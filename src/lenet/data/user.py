@@ -171,6 +171,9 @@ def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
     if not path.resolve().is_relative_to(problems.root):
         problems.bad(path, OUTSIDE)
         return None
+    if not path.resolve().is_file():  # a link to a folder, or to a pipe that would block the read
+        problems.bad(path, "a link to something other than a file")
+        return None
     try:
         return load_image(path)[0]
     except ImageError as e:
