@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
     t.add_argument("--seed", type=nonnegative_int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
-                                     f"(default: {TrainConfig.dataset})")  # fmt: skip
+                                     f"(default: {TrainConfig.dataset}); with --resume, where a run on your own data "
+                                     "finds it again (it must be the same data)")  # fmt: skip
     t.add_argument("--skip-bad", action="store_const", const=True,
                    help="folder:PATH: train on the readable images, leaving unreadable files out (listed, and kept "
                         "in the run's config.json); without it, any unreadable file stops the load")  # fmt: skip
@@ -424,6 +425,7 @@ def _epoch_line(row, epochs: int) -> str:
 def cmd_eval(args) -> int:
     from lenet.training.checkpoint import load
     from lenet.data.load import load_model_data
+    from lenet.data.registry import shown_name
     from lenet.core.device import resolve_device
     from lenet.training.metrics import evaluate
     from lenet.core.progress import stage
@@ -432,7 +434,7 @@ def cmd_eval(args) -> int:
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
     name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
-    with stage(f"loading {name}"):
+    with stage(f"loading {args.dataset or shown_name(model.data.name)}"):
         data = load_model_data(model.data, args.dataset, args.data_dir, device)
     with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
         result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")

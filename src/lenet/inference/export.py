@@ -116,7 +116,7 @@ def export(
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     with stage(f"exporting to {fmt}", progress):
         data = serialise(model, info)
-    with stage(f"loading {dataset or model.data.name}", progress):  # a user's own data only when named (--dataset)
+    with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
         images = load_model_data(model.data, dataset, data_dir).test_images
     with stage(f"verifying with {_runtime_name(fmt)} on {len(images):,} test images", progress):
         verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)

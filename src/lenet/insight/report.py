@@ -85,7 +85,7 @@ def write_report(
     device = resolve_device(device)
     model = load(run.path, device)
     if data is None:
-        with stage(f"loading {dataset or model.data.name}", progress):
+        with stage(f"loading {dataset or shown_name(model.data.name)}", progress):
             data = load_model_data(model.data, dataset, data_dir, own=True)
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     with stage(f"evaluating {len(labels):,} test images ({model.views.describe()})", progress):
