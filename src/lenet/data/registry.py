@@ -63,7 +63,9 @@ class DataSpec:
             raise LenetError(f"a data set has a positive std and {IMAGE_SIZE}x{IMAGE_SIZE} images")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Without an empty sha256, a registry model's description is what lenet wrote before the digest
+        # existed, so an older lenet still reads its checkpoints (its from_dict takes no other key).
+        return {k: v for k, v in asdict(self).items() if k != "sha256" or v}
 
     @classmethod
     def from_dict(cls, d: Any) -> DataSpec:
