@@ -74,8 +74,8 @@ def load_model_data(
     if checked and data.spec.sha256 != model.sha256:
         left_out = f"; {len(data.skipped)} unreadable files left out now" if data.skipped else ""
         raise DataError(f"{given} is not the data the model was trained on: sha256 {model.sha256} then, "
-                        f"{data.spec.sha256} now{left_out} (an image added, removed or changed also changes which "
-                        "images are test images, so its test split could hold images the model trained on)")  # fmt: skip
+                        f"{data.spec.sha256} now{left_out}; restore the data, or train on it anew (a changed data "
+                        "set can put images the model trained on into its test split)")  # fmt: skip
     if len(data.spec.classes) != len(model.classes):
         raise DataError(f"{given} has {len(data.spec.classes)} classes; the model knows {len(model.classes)}")
     return data
