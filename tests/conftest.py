@@ -106,6 +106,20 @@ def write_csv(path, rows: int, header=True, seed=0, width=784):
     return path
 
 
+def make_folder(root, counts: dict[str, int], seed=0):
+    """A folder data set: a sub-folder per class of RGB PNGs, each class a bright bar at its own height."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for label, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = torch.randint(0, 30, (28, 28), generator=g, dtype=torch.uint8)
+            pixels[4 + 8 * label : 10 + 8 * label, 4:24] = 255
+            Image.fromarray(pixels.numpy()).convert("RGB").save(root / name / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def small_run(fmnist, tmp_path_factory) -> Path:
     """A real run directory of a briefly trained lenet_bn (one epoch on 12,000 images, a few seconds)."""

@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
     t.add_argument("--seed", type=nonnegative_int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
-                                     f"(default: {TrainConfig.dataset})")  # fmt: skip
+                                     f"(default: {TrainConfig.dataset}); with --resume, where a run on your own data "
+                                     "finds it again (it must be the same data)")  # fmt: skip
+    t.add_argument("--skip-bad", action="store_const", const=True,
+                   help="folder:PATH: train on the readable images, leaving unreadable files out (listed, and kept "
+                        "in the run's config.json); without it, any unreadable file stops the load")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and evaluate every epoch on them")
     t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
@@ -96,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own)")
+    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own, when a "
+                                     "registry data set); folder:PATH or csv:PATH names your own, the one it trained "
+                                     "on included: a checkpoint never chooses a path to read")  # fmt: skip
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default: onnx")
     x.add_argument("--output", help="file to write (default: model.onnx or model.torchscript.pt in the run directory)")
+    _add_own_data(x, "the test images it verifies on")
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
@@ -137,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
     _add_device(v)
+    _add_own_data(v, "the test images it checks ONNX Runtime on and shows at /samples")
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
 
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="write report.html and plots/ into DIR, leaving the run as it is "
                                                 "(for a run you cannot write to; default: the run directory)")
     _add_device(r)
+    _add_own_data(r, "the test images the report shows")
     _add_data_dir(r)
     r.set_defaults(func=cmd_report)
 
@@ -243,6 +252,12 @@ def _field_value(name: str, kind, meta):
     return parse
 
 
+def _add_own_data(p, what: str) -> None:
+    p.add_argument("--dataset", metavar="folder:PATH|csv:PATH",
+                   help=f"for a model trained on your own data: where that data is ({what}); a checkpoint never "
+                        "chooses a path to read, and the data must be what the model was trained on (its SHA-256)")  # fmt: skip
+
+
 def _add_data_dir(p) -> None:
     p.add_argument("--data-dir", help="an existing directory with the data set's IDX files (looked in first; "
                                       "downloads go here)")  # fmt: skip
@@ -258,7 +273,8 @@ def _version() -> str:
 
 
 # Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
-_RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "eval_every", "deterministic", "out", "name", "tensorboard")
+_RUN_FLAGS = ("recipe", "seed", "dataset", "skip_bad", "seeds", "val_split", "eval_every", "deterministic", "out", "name",
+              "tensorboard")
 
 
 def cmd_train(args) -> int:
@@ -292,9 +308,11 @@ def cmd_train(args) -> int:
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
         eval_every=base.eval_every if args.eval_every is None else args.eval_every, report=args.report is not False,
+        skip_bad=bool(args.skip_bad),
     )  # fmt: skip
-    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
+    data = load_dataset(config.dataset, args.data_dir, skip_bad=config.skip_bad)  # loaded once: training, then the report
     check_before_training(config, data)  # what train() would refuse, refused before the header line
+    _print_skipped(data)
     board = _tensorboard(args, out, name) if args.tensorboard else None
     print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
           f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
@@ -322,6 +340,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _print_skipped(data) -> None:
+    if data.skipped:
+        shown = "; ".join(data.skipped[:10]) + (f"; and {len(data.skipped) - 10} more" if len(data.skipped) > 10 else "")
+        _print_warning(f"--skip-bad left out {_plural(len(data.skipped), 'unreadable file')}: {shown}")
+
+
 def _given(args, cls) -> dict:
     """The fields of a config dataclass that were given as flags, as values for dataclasses.replace."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
@@ -333,10 +357,12 @@ def _print_warning(text: str) -> None:
 
 
 def _resume(args, changing: list[str]) -> int:
-    from lenet.data.load import load_dataset
+    from lenet.data.load import load_model_data
     from lenet.training.loop import train
-    from lenet.training.records import is_finished, resume_config
+    from lenet.training.records import is_finished, recorded_data, resume_config
 
+    # --dataset names where a run's own data is (a run's files never choose a path to read); it must hold that data.
+    changing = [flag for flag in changing if flag != "dataset"]
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
@@ -345,9 +371,10 @@ def _resume(args, changing: list[str]) -> int:
     report = config.report if args.report is None else args.report  # the run's own choice, unless told
     if is_finished(args.resume):
         return _finished(args.resume, config, rebuild_report=args.report is True)
+    data = load_model_data(recorded_data(args.resume), args.dataset, args.data_dir, own=True)  # training, then report
     print(f"resuming {args.resume}", flush=True)
+    _print_skipped(data)
     epochs = config.recipe.epochs
-    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
@@ -415,7 +442,8 @@ def _epoch_line(row, epochs: int) -> str:
 
 def cmd_eval(args) -> int:
     from lenet.training.checkpoint import load
-    from lenet.data.load import load_dataset
+    from lenet.data.load import load_model_data
+    from lenet.data.registry import shown_name
     from lenet.core.device import resolve_device
     from lenet.training.metrics import evaluate
     from lenet.core.progress import stage
@@ -424,15 +452,15 @@ def cmd_eval(args) -> int:
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
     name = args.dataset or model.data.name  # a model is evaluated on its own data set unless told otherwise
-    with stage(f"loading {name}"):
-        data = load_dataset(name, args.data_dir, device)
-    if len(data.spec.classes) != len(model.data.classes):
-        raise LenetError(f"{name} has {len(data.spec.classes)} classes; the model knows {len(model.data.classes)}")
+    with stage(f"loading {args.dataset or shown_name(model.data.name)}"):
+        data = load_model_data(model.data, args.dataset, args.data_dir, device)
     with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
         result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")
     if args.json:
         print(json.dumps(rounded({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}), indent=2))
         return 0
+    if data.spec.name != model.data.name:  # another data set than the model's: say so, next to the figure
+        name = f"{name} (not {model.data.name}, which the model was trained on)"
     print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
     width = max(map(len, labels))
@@ -451,7 +479,7 @@ def cmd_report(args) -> int:
     from lenet.training.runs import PLOTS_DIR
 
     report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True,
-                          out=args.out)
+                          out=args.out, dataset=args.dataset)  # fmt: skip
     result = report.evaluation
     print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
     print(f"plots saved to {report.path.parent / PLOTS_DIR}")
@@ -492,7 +520,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from lenet.inference.export import export
 
-    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True)
+    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True, dataset=args.dataset)
     v = result.verification
     print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
           f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
@@ -506,7 +534,7 @@ def cmd_serve(args) -> int:
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
                              runtime_threads=args.runtime_threads)  # fmt: skip
-    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings)
+    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings, dataset=args.dataset)
 
 
 def cmd_summary(args) -> int:

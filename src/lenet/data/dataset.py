@@ -22,6 +22,7 @@ class Dataset:
     source: str  # where the files were read from
     sha256: dict[str, str]
     spec: DataSpec = None  # type: ignore[assignment]  # name, classes, mean, std; measured when None
+    skipped: tuple[str, ...] = ()  # files of a folder data set left out (--skip-bad): "CLASS/FILE: why"
 
     def __post_init__(self) -> None:
         if self.spec is None:

@@ -26,9 +26,9 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.training.checkpoint import load, resolve_weights
-from lenet.data.load import load_dataset
+from lenet.data.load import load_model_data
 from lenet.data.batches import to_float
-from lenet.data.registry import IMAGE_SIZE
+from lenet.data.registry import IMAGE_SIZE, shown_name
 from lenet.core.errors import ExportError
 from lenet.core.files import write_bytes, write_json
 from lenet.training.runs import read_optional_json
@@ -76,12 +76,12 @@ def preprocessing(model: Classifier) -> dict[str, Any]:
     return {
         "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
         "output": {"name": OUTPUT, "shape": ["batch", len(model.data.classes)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
-        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {model.data.name} "
+        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {shown_name(model.data.name)} "
         "(lenet.data.images.to_fashion_mnist does this to any picture)",
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
         "normalisation": normalise,
         "test_time_views": model.views.describe() + ", logits averaged, inside the model",
-        "data_set": model.data.name,
+        "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
     }  # fmt: skip
 
@@ -92,6 +92,7 @@ def export(
     output: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    dataset: str | None = None,
 ) -> ExportResult:
     """Export, verify on the test set, then write the file and its sidecar (FILE.json); into the run's
     record (RUN/export.json) only when the file goes into the run directory: an export elsewhere
@@ -115,8 +116,8 @@ def export(
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     with stage(f"exporting to {fmt}", progress):
         data = serialise(model, info)
-    with stage(f"loading {model.data.name}", progress):
-        images = load_dataset(model.data.name, data_dir).test_images
+    with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
+        images = load_model_data(model.data, dataset, data_dir).test_images
     with stage(f"verifying with {_runtime_name(fmt)} on {len(images):,} test images", progress):
         verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
     if not verification.passed:

@@ -28,7 +28,7 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.training.checkpoint import load, resolve_weights
-from lenet.data.registry import IMAGE_SIZE
+from lenet.data.registry import IMAGE_SIZE, shown_name
 from lenet.core.errors import LenetError, ServeError
 from lenet.inference.predict import Prediction, predict
 from lenet.data.images import decode_image, from_pixels
@@ -220,13 +220,14 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
 
     # A bare checkpoint file has no run files beside it: then both are empty.
     config, summary = (read_optional_json(weights.parent / name) for name in (CONFIG_FILE, SUMMARY_FILE))
+    # Nothing that names a path on the server: the checkpoint by its file name, a folder data set by its kind and name.
     return {
         "name": config.get("recipe", {}).get("model"),
-        "checkpoint": str(weights),
+        "checkpoint": weights.name,
         "config": model.net.config.to_dict(),
         "views": model.views.to_dict(),
         "parameters": count_parameters(model),
-        "data_set": model.data.name,
+        "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
         "test_accuracy": summary.get("test", {}).get("accuracy"),
         "runtime": getattr(model, "runtime", f"torch {torch.__version__}"),
@@ -484,18 +485,20 @@ def serve(
     device: str = "auto",
     data_dir: str | None = None,
     settings: ServeSettings = DEFAULTS,
+    dataset: str | None = None,
 ) -> int:
     require_serve_extra()
     import uvicorn
 
-    from lenet.data.load import load_dataset
+    from lenet.data.load import load_model_data
     from lenet.core.device import resolve_device
 
     # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights, resolve_device(device))
-    data = load_dataset(model.data.name, data_dir)
+    # The test images it checks ONNX Runtime on and shows at /samples: a user's own data only when named (--dataset).
+    data = load_model_data(model.data, dataset, data_dir, own=True)
     model, note = serving_model(model, settings, data.test_images)
     if note:
         print(note, file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lenet.data.registry import DataSpec, default_spec
+from lenet.data.registry import MAX_CLASSES, DataSpec, default_spec
 from lenet.core.errors import LenetError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -27,7 +27,6 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 # Bounds on a config, so that one read from a file cannot ask for unbounded memory. The
 # largest registry model has 98,986 parameters; these allow far bigger ones.
 MAX_WIDTH = 4096  # channels of a convolution, units of a hidden layer
-MAX_CLASSES = 1000
 MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights
 MAX_SHIFT = 8  # pixels: the largest move of an image, in training or at test time
 

@@ -21,7 +21,7 @@ from lenet.core.files import write_bytes
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet, LeNetConfig
 from lenet.models.views import Classifier, Views
-from lenet.training.compat import checkpoint_data, model_and_views
+from lenet.training.compat import checkpoint_data, checkpoint_data_digest, model_and_views
 
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "lenet.model.v1"
@@ -88,6 +88,7 @@ def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu
     """A ready model (eval mode, with its test-time views) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
     config, views, data, tensors, _ = read_checkpoint(path)
+    data = checkpoint_data_digest(path, data)
     with torch.device("meta"):  # the model's shapes, without allocating its weights
         expected = LeNet(config).state_dict()
     problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]

@@ -7,14 +7,18 @@ loop, the checkpoint reader and the run reader see only today's shapes:
 - `precision` was an engine setting before it became the recipe's;
 - the test-time views were model options (`flip_tta`, `shift_tta`) before they became a wrapper;
 - checkpoints from before other data sets were all of Fashion-MNIST;
-- config.json gained `eval_every`, the data set's name and the report choice later.
+- config.json gained `eval_every`, the data set's name, the report choice and `skip_bad` later;
+- a user's data set's digest was kept only as its four tensor hashes before DataSpec held it.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from lenet.data.registry import DEFAULT, DataSpec, default_spec
+from lenet.data.registry import DEFAULT, DataSpec, data_digest, default_spec, is_user_data
 from lenet.models.lenet import LeNetConfig
 from lenet.models.views import Views
 
@@ -68,6 +72,38 @@ def model_and_views(model_config: dict, views: dict | None = None) -> tuple[LeNe
 def checkpoint_data(data: dict | None) -> DataSpec:
     """A checkpoint's data set; checkpoints from before other data sets were all of Fashion-MNIST."""
     return DataSpec.from_dict(data) if data is not None else default_spec()
+
+
+def saved_skip_bad(saved: dict[str, Any]) -> bool:
+    """Whether the run left unreadable files out (--skip-bad); runs from before the choice did not."""
+    return bool(saved.get("data", {}).get("skip_bad", False))
+
+
+def saved_data_spec(saved: dict[str, Any]) -> DataSpec:
+    """config.json's data set: name, classes and digest (from the four tensor hashes, for a run saved
+    before DataSpec held the digest; Fashion-MNIST for a run saved before any other data set)."""
+    record = saved.get("data", {})
+    spec = DataSpec.from_dict(record["spec"]) if "spec" in record else default_spec()
+    return with_hashes_digest(spec, record.get("sha256"))
+
+
+def with_hashes_digest(spec: DataSpec, hashes: Any) -> DataSpec:
+    """A user's data set's spec given its digest from the four tensor hashes a run of that time recorded."""
+    if spec.sha256 or not is_user_data(spec.name) or not isinstance(hashes, dict):
+        return spec
+    return replace(spec, sha256=data_digest(hashes))
+
+
+def checkpoint_data_digest(weights: Path, data: DataSpec) -> DataSpec:
+    """A checkpoint saved before DataSpec held its data's digest: its run directory's config.json has
+    the four tensor hashes it is made of (a bare checkpoint file of that time has none)."""
+    if data.sha256 or not is_user_data(data.name):
+        return data
+    try:
+        record = json.loads((weights.parent / "config.json").read_text(encoding="utf-8"))["data"]
+        return with_hashes_digest(data, record["sha256"]) if record["name"] == data.name else data
+    except (OSError, ValueError, KeyError, TypeError):
+        return data
 
 
 def saved_cuda_rng(rng: dict[str, Any]) -> Any:

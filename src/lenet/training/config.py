@@ -34,6 +34,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on the val/test split after every N-th epoch and the last; 0: after the last only
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
     report: bool = True  # the command line writes the report after training; recorded, so a resume keeps it
+    skip_bad: bool = False  # folder:PATH: leave unreadable files out (listed in config.json) instead of refusing
 
 
 @dataclass

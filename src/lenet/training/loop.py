@@ -24,6 +24,7 @@ from lenet.core.progress import bar, stage
 from lenet.data.batches import augment, batch_indices, holdout, to_float
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
+from lenet.data.registry import is_user_data
 from lenet.models.views import Classifier
 from lenet.training import runs
 from lenet.training.build import build_model
@@ -91,7 +92,7 @@ def train(
     config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
     recipe = config.recipe
     set_determinism(device, config.deterministic)
-    data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
+    data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
 
@@ -144,7 +145,9 @@ def train(
         if run_dir is not None and is_finished(run_dir):  # the disk is the truth
             raise Interrupted(epoch, finished_run=run_dir) from None
         resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()
-        raise Interrupted(epoch, run_dir if resumable else None) from None
+        # A run on the user's own data resumes only with it named again (a run's files never choose a path).
+        again = f"{run_dir} --dataset {config.dataset}" if is_user_data(config.dataset) else run_dir
+        raise Interrupted(epoch, again if resumable else None) from None
     return RunResult(model.eval(), state.history, test, val, run_dir, state.train_seconds, state.warnings)
 
 

@@ -13,6 +13,7 @@ import torch
 from lenet.core.device import describe, resolve_device
 from lenet.core.errors import CheckpointError, LenetError
 from lenet.data.dataset import Dataset
+from lenet.data.registry import DataSpec
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier
 from lenet.training import compat, runs
@@ -24,6 +25,7 @@ from lenet.training.recipes import Recipe
 from lenet.training.state import TrainState
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
+MAX_SKIPPED_RECORDED = 1000  # files left out by --skip-bad that config.json names; it counts them all
 
 
 def is_stuck(accuracy: float, num_classes: int) -> bool:
@@ -67,7 +69,10 @@ def config_record(config: TrainConfig, data: Dataset, device: torch.device) -> d
         "eval_every": config.eval_every,
         "report": config.report,
         "engine": asdict(config.engine),
-        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
+        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict(),
+                 **({"skipped": list(data.skipped[:MAX_SKIPPED_RECORDED]), "skipped_count": len(data.skipped)}
+                    if data.skipped else {}),
+                 "skip_bad": config.skip_bad},
     }
 
 
@@ -109,13 +114,21 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
             seed=saved["seed"], dataset=compat.saved_dataset(saved), val_split=saved["val_split"],
             device=saved["device"], deterministic=saved["deterministic"], eval_every=compat.saved_eval_every(saved),
             out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
-            report=compat.saved_report(saved),
+            report=compat.saved_report(saved), skip_bad=compat.saved_skip_bad(saved),
         )  # fmt: skip
     except (KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
     if overrides.get("device") is not None:
         check_same_device_kind(run_dir, saved["device"], overrides["device"])
     return replace(config, **overrides)
+
+
+def recorded_data(run_dir: str | Path) -> DataSpec:
+    """What a run's config.json says of its data: name, classes and digest."""
+    try:
+        return compat.saved_data_spec(runs.read_config(Path(run_dir)))
+    except (LenetError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: config.json's data record is damaged ({e})") from None
 
 
 def check_same_device_kind(run_dir: str | Path, saved: str, asked: str) -> None:
