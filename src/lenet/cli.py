@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import NoReturn
 
 from lenet.core.errors import Interrupted, LenetError
-from lenet.core.text import rounded
+from lenet.core.text import plural, rounded
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +54,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from lenet.training.engine import Engine
-    from lenet.data.registry import USER_DATA, list_datasets
+    from lenet.data.registry import list_datasets
     from lenet.models.lenet import list_models
     from lenet.training.recipes import Recipe, list_recipes
     from lenet.training.loop import TrainConfig
@@ -282,7 +282,6 @@ def cmd_train(args) -> int:
     from lenet.training.engine import Engine
     from lenet.training.recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
     from lenet.training.runs import default_run_name
-    from lenet.core.text import plural
     from lenet.training.loop import TrainConfig, check_before_training, train
     from lenet.training.seeds import train_seeds
 
@@ -343,7 +342,7 @@ def cmd_train(args) -> int:
 def _print_skipped(data) -> None:
     if data.skipped:
         shown = "; ".join(data.skipped[:10]) + (f"; and {len(data.skipped) - 10} more" if len(data.skipped) > 10 else "")
-        _print_warning(f"--skip-bad left out {_plural(len(data.skipped), 'unreadable file')}: {shown}")
+        _print_warning(f"--skip-bad left out {plural(len(data.skipped), 'unreadable file')}: {shown}")
 
 
 def _given(args, cls) -> dict:
