@@ -83,10 +83,10 @@ def trained_run(trained_on_a_terminal):
 def test_training_shows_its_batches_evaluations_and_final_figures_on_a_terminal(trained_on_a_terminal):
     _, stdout, shown = trained_on_a_terminal
     assert "epoch 1/1:" in shown and "batch/s" in shown  # the training bar
-    assert "epoch 1/1 judging" in shown  # the per-epoch evaluation's bar
+    assert "epoch 1/1 evaluating" in shown  # the per-epoch evaluation's bar
     assert "final figures: the image alone ..." in shown and "final figures: the image alone: done in" in shown
     assert "drawing the figures: done in" in shown  # the report after training
-    assert "epoch 1/1 judging" not in stdout and "done in" not in stdout  # stdout holds the results alone
+    assert "epoch 1/1 evaluating" not in stdout and "done in" not in stdout  # stdout holds the results alone
 
 
 def test_train_prints_epochs_and_the_final_accuracy(trained_run):

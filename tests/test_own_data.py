@@ -46,16 +46,15 @@ def crafted_run(tmp_path, data_name: str, classes=("a", "b")):
 
 
 @pytest.fixture
-def reads(monkeypatch):
-    """Every folder: or csv: data set lenet reads, by path (each read is refused, so nothing runs on)."""
+def reads(monkeypatch, kind):
+    """Every `kind:` data set lenet reads, by path (each read is refused, so nothing runs on)."""
     seen = []
 
     def spy(path, *args, **kwargs):
         seen.append(path)
         raise DataError(f"read {path}")
 
-    monkeypatch.setattr(lenet.data.load, "load_folder", spy)
-    monkeypatch.setattr(lenet.data.load, "load_csv", spy)
+    monkeypatch.setattr(lenet.data.load, f"load_{kind}", spy)
     return seen
 
 
@@ -68,6 +67,9 @@ def test_a_checkpoint_naming_a_path_makes_no_command_read_it(tmp_path, capsys, r
     assert main([command[0], str(target), *command[1:]]) == 1
     assert reads == []  # before the fix: [the secret path], read, and served at /samples/N.png
     assert f"name it with --dataset {kind}:PATH" in one_line_error(capsys, command[0])
+    with pytest.raises(DataError):  # the spy sits where a read of that path goes, so its silence above means something
+        lenet.data.load.load_dataset(f"{kind}:{secret}")
+    assert len(reads) == 1
 
 
 def test_model_info_shows_no_server_side_path(tmp_path):
@@ -112,6 +114,7 @@ def test_a_folder_with_an_image_added_is_refused_naming_both_digests(tmp_path, c
     shutil.copy(root / "bars" / "0.png", root / "bars" / "extra.png")
     then, now = load(run).data.sha256, load_dataset(f"folder:{root}").spec.sha256
     assert then != now
+    (run / "summary.json").unlink()  # as if killed before its last write, so that a resume would train on
     for command in (["eval"], ["report"], ["serve", "--port", "0"], ["export"], ["train", "--resume"]):
         assert main([*command, str(run), "--dataset", f"folder:{root}"]) == 1, command
         error = one_line_error(capsys, command[0])
