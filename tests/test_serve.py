@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import json
 import struct
 import subprocess
 import sys
@@ -89,10 +90,13 @@ def test_json_pixels_ints_and_floats_mean_the_same_image(client, fmnist):
         ({"images": [[[256] * 28] * 28]}, 422, "0-255"),
         ({"images": [[[1.5] * 28] * 28]}, 422, "[0, 1]"),
         ({"images": [[["7"] * 28] * 28]}, 422, "number"),
+        ({"images": [[[0.5] * 27 + [float("nan")]] + [[0.5] * 28] * 27]}, 422, "pixel values must be finite numbers"),
+        ({"images": [[[float("inf")] * 28] * 28]}, 422, "pixel values must be finite numbers"),
     ],
 )
 def test_bad_json_is_422_with_a_message(client, body, status, fragment):
-    response = client.post("/predict", json=body)
+    # json.dumps writes NaN and Infinity as Python's parser reads them; httpx would refuse to send them.
+    response = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
     assert response.status_code == status and fragment in response.text, response.text
 
 
@@ -332,3 +336,101 @@ def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, m
         model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
     with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
         lenet.inference.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)
+
+
+# --- the decode budget --------------------------------------------------------------------------
+
+
+def big_png(side: int) -> bytes:
+    """A real, valid PNG of side x side black pixels: small on the wire, large once decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tight_client(small_run):
+    """A server whose requests may hold 200,000 pixels in all."""
+    from fastapi.testclient import TestClient
+
+    weights = resolve_weights(small_run)
+    model = load(weights)
+    with TestClient(create_app(model, run_info(weights, model), settings=ServeSettings(max_request_pixels=200_000))) as c:
+        yield c
+
+
+def test_a_request_over_the_pixel_budget_is_413_with_one_line_and_nothing_decoded(tight_client, monkeypatch):
+    import lenet.inference.serve
+
+    decoded = []
+    monkeypatch.setattr(lenet.inference.serve, "decode_image", lambda *a, **k: decoded.append(a) or decode_image(*a, **k))
+    one = [("files", ("a.png", big_png(400), "image/png"))]  # 160,000 pixels: within
+    assert tight_client.post("/predict", files=one).status_code == 200 and len(decoded) == 1
+    two = one + [("files", ("b.png", big_png(300), "image/png"))]  # 250,000 pixels in all
+    response = tight_client.post("/predict", files=two)
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert "\n" not in detail and "250,000 pixels" in detail and "limit of 200,000 pixels per request" in detail, detail
+    assert len(decoded) == 1  # refused on the headers: neither image was decoded
+    assert tight_client.get("/healthz").json()["decodes"]["over_budget"] == 1
+
+
+def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):
+    """Even a 28x28 PNG (it used to be decoded inline, under 64 KB) and JSON pixels go to a decode thread."""
+    import threading
+
+    import lenet.inference.serve
+
+    threads = []
+    for name in ("decode_image", "from_pixels"):
+        real = getattr(lenet.inference.serve, name)
+        monkeypatch.setattr(lenet.inference.serve, name,
+                            lambda *a, real=real, **k: threads.append(threading.current_thread().name) or real(*a, **k))  # fmt: skip
+    small = png(fmnist.test_images[0])
+    assert client.post("/predict", files=[("files", ("t.png", small, "image/png"))]).status_code == 200
+    assert client.post("/predict", json={"images": [fmnist.test_images[0, 0].tolist()]}).status_code == 200
+    assert len(threads) == 2 and all(t.startswith("lenet-decode") for t in threads), threads
+
+
+def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatch):
+    """One heavy slot: two requests of large images never decode at once, and while one decodes,
+    light requests (28x28 images) are decoded and answered."""
+    import threading
+
+    import lenet.inference.serve
+    from lenet.inference.serve import Decoder
+
+    release, lock = threading.Event(), threading.Lock()
+    busy, most = [0], [0]
+
+    def slow_when_big(data, name, max_pixels):
+        if name.startswith("heavy"):
+            with lock:
+                busy[0] += 1
+                most[0] = max(most[0], busy[0])
+            release.wait(10)
+            with lock:
+                busy[0] -= 1
+        return decode_image(data, name, max_pixels)
+
+    monkeypatch.setattr(lenet.inference.serve, "decode_image", slow_when_big)
+    heavy, light = big_png(1500), png(torch.zeros(28, 28, dtype=torch.uint8))
+
+    async def go():
+        decoder = Decoder(budget=10_000_000, light_pixels=100_000, light=2, heavy=1)
+        decoder.start()
+        try:
+            heavies = [asyncio.create_task(decoder([(f"heavy{i}", heavy)])) for i in range(2)]
+            await asyncio.sleep(0.2)
+            lights = await asyncio.wait_for(asyncio.gather(*(decoder([("light", light)]) for _ in range(20))), 5)
+            assert not any(h.done() for h in heavies)  # the heavy ones are still held up, the light ones are done
+            release.set()
+            await asyncio.gather(*heavies)
+            return lights, decoder
+        finally:
+            release.set()
+            decoder.stop()
+
+    lights, decoder = asyncio.run(go())
+    assert len(lights) == 20 and most[0] == 1
+    assert (decoder.light_requests, decoder.heavy_requests) == (20, 2)

@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", metavar="IMAGE", nargs="+",
                    help="image files (PNG, JPEG, GIF, BMP, WebP; any size and mode) or directories of them")
-    p.add_argument("--top-k", type=positive_int, default=3, help="classes per image (default: 3)")
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and say how many")
+    p.add_argument("--top-k", type=positive_int, default=3,
+                   help="classes per image, at most the model's classes, as POST /predict's top_k (default: 3)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and name them")
     p.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE")
     _add_device(p)
     p.add_argument("--json", action="store_true")
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
+    v.add_argument("--max-request-pixels", type=positive_int, default=SERVE.max_request_pixels, metavar="PIXELS",
+                   help="pixels one request's images may hold in all, read from their headers before any is "
+                        "decoded; more is refused with 413 (default: %(default)s)")  # fmt: skip
     _add_device(v)
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
@@ -453,18 +457,23 @@ def cmd_compare(args) -> int:
 def cmd_predict(args) -> int:
     from lenet.training.checkpoint import load
     from lenet.core.device import resolve_device
-    from lenet.data.images import load_images
-    from lenet.inference.predict import predict, write_predictions_csv
+    from lenet.data.images import load_images, quiet_pillow_warnings
+    from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
+    from lenet.models.views import classes_of
 
     model = load(args.checkpoint, resolve_device(args.device))
+    top_k = check_top_k(args.top_k, len(classes_of(model)))
+    quiet_pillow_warnings()
     loaded = load_images(args.images, args.skip_bad)
-    predictions = predict(model, loaded.images, args.top_k)
-    if summary := loaded.skipped_summary():
-        print(summary, file=sys.stderr)
+    predictions = predict(model, loaded.images, top_k)
+    for line in (loaded.skipped_summary(), loaded.small_warning()):
+        if line:
+            print(_one_line(line), file=sys.stderr)
     if args.csv:
         write_predictions_csv(args.csv, loaded.paths, predictions)
-    if args.json:
-        print(json.dumps([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)], indent=2))
+    if args.json:  # the document POST /predict answers, with the same keys
+        records = [prediction_record(path, p) for path, p in zip(loaded.paths, predictions)]
+        print(json.dumps({"predictions": records}, indent=2, ensure_ascii=False))
         return 0
     for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
@@ -487,7 +496,7 @@ def cmd_serve(args) -> int:
     from lenet.inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
-                             runtime_threads=args.runtime_threads)  # fmt: skip
+                             runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels)  # fmt: skip
     return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings)
 
 
