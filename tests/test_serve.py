@@ -434,3 +434,74 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
     lights, decoder = asyncio.run(go())
     assert len(lights) == 20 and most[0] == 1
     assert (decoder.light_requests, decoder.heavy_requests) == (20, 2)
+
+
+# --- what each layer sees ---------------------------------------------------------------------
+
+
+def test_layers_come_from_one_pass_of_the_network_and_choose_the_reports_channels(client, small_run, fmnist):
+    from lenet.insight import analysis, plots
+    from lenet.insight.analysis import channels_shown, feature_maps, layer_activations
+
+    image = fmnist.test_images[7:8]
+    response = client.post("/layers", files=[("files", ("t.png", png(image[0]), "image/png"))])
+    assert response.status_code == 200, response.text
+    got = response.json()
+    net = load(small_run).net.eval()
+    with torch.no_grad():
+        logits = net(image.float() / 255)[0]
+    assert got["logits"] == pytest.approx(logits.tolist(), abs=1e-3)  # the walk is the network's own pass
+    assert got["probabilities"] == pytest.approx(logits.softmax(0).tolist(), abs=1e-5)
+    assert got["classes"] == list(CLASSES) and got["label"] == CLASSES[int(logits.argmax())]
+    assert got["pixels"] == image[0, 0].tolist()
+    expected = feature_maps(net, image)  # what the report draws, block by block
+    assert [c["layer"] for c in got["conv"]] == [m.layer for m in expected] and len(expected) == 2
+    for conv, maps in zip(got["conv"], expected):
+        assert conv["kind"] == "ReLU" and conv["shape"] == list(maps.maps.shape[1:])
+        assert conv["channels"] == channels_shown(maps.maps.shape[1]) == list(range(min(16, maps.maps.shape[1])))
+        assert torch.tensor(conv["maps"]) == pytest.approx(maps.maps[0, conv["channels"]], abs=1e-4)
+        assert conv["range"] == pytest.approx([float(maps.maps[0].min()), float(maps.maps[0].max())], abs=1e-4)
+    assert [(h["layer"], len(h["values"])) for h in got["hidden"]] == [("fc.1", 120), ("fc.3", 84)]
+    assert min(v for h in got["hidden"] for v in h["values"]) >= 0  # after ReLU
+    # the report and the page choose with the same function
+    assert plots.channels_shown is analysis.channels_shown and layer_activations(net, image).conv[1].block == 2
+    as_json = client.post("/layers", json={"images": [image[0, 0].tolist()]}).json()
+    assert as_json["logits"] == got["logits"] and as_json["name"] == "images[0]"
+
+
+def test_layers_takes_one_image_and_refuses_as_predict_does(client, fmnist):
+    two = [("files", (f"{i}.png", png(fmnist.test_images[i]), "image/png")) for i in range(2)]
+    response = client.post("/layers", files=two)
+    assert response.status_code == 400 and "one image at a time; got 2" in response.json()["detail"]
+    assert client.post("/layers", files=[("files", ("x.png", b"", "image/png"))]).json()["detail"] == "x.png: empty file (0 bytes)"
+    assert client.post("/layers", content=b"hi", headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(client, fmnist):
+    from lenet.inference.serve import _response_models
+
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/layers"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert set(responses) >= {"200", "400", "413", "415", "422"}, responses.keys()
+        for status, answer in responses.items():
+            schema = answer["content"]["application/json"]["schema"]
+            assert schema.get("$ref") or schema.get("type") == "array", (path, status, schema)  # never an empty object
+    for path in ("/model", "/healthz", "/samples"):
+        assert spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"] != {}
+    predict_schema = spec["components"]["schemas"]["Predictions"]
+    assert predict_schema["properties"]["predictions"]["items"]["$ref"].endswith("ImagePrediction")
+    assert "class" in spec["components"]["schemas"]["ClassProbability"]["properties"]
+
+    schemas = _response_models()
+    files = [("files", ("t.png", png(fmnist.test_images[0]), "image/png"))]
+    schemas.Predictions.model_validate(client.post("/predict?pixels=true", files=files).json(), strict=True)
+    schemas.Layers.model_validate(client.post("/layers", files=files).json())
+    schemas.ModelInfo.model_validate(client.get("/model").json())
+    schemas.Health.model_validate(client.get("/healthz").json())
+    for sample in client.get("/samples").json():
+        schemas.Sample.model_validate(sample)
+    for bad in (client.post("/predict", files=[("files", ("x.png", b"x", "image/png"))]),
+                client.post("/predict", json={"images": []}), client.post("/predict?top_k=11", files=files)):  # fmt: skip
+        assert bad.status_code in (400, 422)
+        schemas.Error.model_validate(bad.json())
