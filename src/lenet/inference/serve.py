@@ -20,6 +20,7 @@ sends decompression-heavy images waits on itself, not on everyone else.
 import asyncio
 import io
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +78,9 @@ class ServeSettings:
     light_pixels: int = 1_000_000
     light_decodes: int = 2
     heavy_decodes: int = 1
+    # The heavy lane's threads run at this niceness (Linux: per thread), so that under load the event
+    # loop and the forward passes get the cores first and a heavy decode the time left over.
+    heavy_niceness: int = 10
 
 
 DEFAULTS = ServeSettings()
@@ -197,7 +201,8 @@ class Decoder:
     the images are decoded in the same step. A request of larger images gives its light slot back
     and waits for a heavy slot. Light and heavy slots are separate semaphores over one pool of as
     many threads as slots, so a heavy decode never holds up a light one, and at most `heavy` cores
-    ever decode large images, however many clients send them.
+    ever decode large images, however many clients send them. The heavy threads run at a lower
+    priority (`niceness`), so those cores go to the event loop and the forward passes first.
 
     Each image is decoded with an explicit bound (`decode_image(..., max_pixels)`): nothing here
     changes Pillow's process-wide MAX_IMAGE_PIXELS or the warning filters from a thread.
@@ -207,20 +212,25 @@ class Decoder:
     light_pixels: int = DEFAULTS.light_pixels
     light: int = DEFAULTS.light_decodes
     heavy: int = DEFAULTS.heavy_decodes
+    niceness: int = DEFAULTS.heavy_niceness
     light_requests: int = 0  # requests decoded in each lane so far
     heavy_requests: int = 0
     refused: int = 0  # requests over the budget
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _heavy_executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _light_slots: asyncio.Semaphore | None = field(default=None, repr=False)
     _heavy_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.light + self.heavy, thread_name_prefix="lenet-decode")
+        self._executor = ThreadPoolExecutor(self.light, thread_name_prefix="lenet-decode")
+        self._heavy_executor = ThreadPoolExecutor(self.heavy, thread_name_prefix="lenet-decode-heavy",
+                                                  initializer=_lower_priority, initargs=(self.niceness,))  # fmt: skip
         self._light_slots, self._heavy_slots = asyncio.Semaphore(self.light), asyncio.Semaphore(self.heavy)
 
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        for executor in (self._executor, self._heavy_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Any light work (JSON pixels to images) in a light slot, off the event loop."""
@@ -237,7 +247,7 @@ class Decoder:
         assert self._heavy_slots is not None
         async with self._heavy_slots:
             self.heavy_requests += 1
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._decode, blobs)
+            return await asyncio.get_running_loop().run_in_executor(self._heavy_executor, self._decode, blobs)
 
     def _measure_and_decode_light(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]] | None:
         sizes = [image_size(data, name) for name, data in blobs]
@@ -254,6 +264,18 @@ class Decoder:
     def _decode(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
         bound = min(MAX_PIXELS, self.budget)
         return [(name, decode_image(data, name, bound)) for name, data in blobs]
+
+
+def _lower_priority(niceness: int) -> None:
+    """This thread's niceness raised by `niceness`: on Linux a thread's priority is its own (elsewhere the
+    whole process's would change, so there it stays as it is)."""
+    if niceness and sys.platform.startswith("linux"):
+        import threading
+
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+        except OSError:  # a sandbox that forbids it: the lane still holds `heavy` threads at most
+            pass
 
 
 # --- request bodies ---------------------------------------------------------------------------
