@@ -126,6 +126,23 @@ async def load(url: str, pngs: list[bytes], requests: int, concurrency: int, hea
                       heavy_answers=answers, heavy_seconds=heavy_seconds)  # fmt: skip
 
 
+def served_accuracy(url: str, run: str) -> tuple[float, str]:
+    """The server's test accuracy, every test image sent as JSON pixels (64 a request), and its views."""
+    from lenet.data.load import load_dataset
+    from lenet.training.checkpoint import load as load_model
+
+    model = load_model(run)
+    data = load_dataset(model.data.name)
+    classes, correct, views = model.data.classes, 0, ""
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for start in range(0, len(data.test_labels), 64):
+            images, labels = data.test_images[start : start + 64], data.test_labels[start : start + 64]
+            answer = client.post("/predict?top_k=1", json={"images": [img[0].tolist() for img in images]}).json()
+            correct += sum(p["label"] == classes[int(label)] for p, label in zip(answer["predictions"], labels))
+            views = answer.get("views", "")
+    return correct / len(data.test_labels), views
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (0 where there is none)."""
     try:
@@ -204,6 +221,8 @@ def main() -> int:
                         help="run each row again beside this many clients sending decompression-heavy images")
     parser.add_argument("--heavy-side", type=int, default=4800,
                         help="the heavy images' side in pixels (default: 4800, 23 MP, within the server's budget)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="after the load, send each server the whole test set and give its accuracy beside its latency")
     args = parser.parse_args()
     heavy = heavy_png(args.heavy_side) if args.heavy_clients else b""
 
@@ -225,6 +244,10 @@ def main() -> int:
                         result.server = options
                         results.append(result)
                         print(table(results[-1:]).splitlines()[-1], flush=True)
+        accuracy = []
+        for options, _, url in servers if args.accuracy else ():
+            value, views = served_accuracy(url, args.run)
+            accuracy.append(f"`{options}`: {value:.2%} ({views})")
         batching = []
         for options, _, url in servers:
             with httpx.Client(base_url=url) as client:
@@ -250,6 +273,8 @@ def main() -> int:
            "another for as long as the row's well-behaved clients run" if args.heavy_clients else "")
         + ".\n\n"
         f"Micro-batching: {'; '.join(batching)}.\n"
+        + (f"\nTest accuracy as served (every test image sent as JSON pixels after the load, the answer's "
+           f"first class against its label): {'; '.join(accuracy)}.\n" if accuracy else "")
     )
     print(f"## Serving\n\n{text}")
     if args.write:

@@ -511,3 +511,26 @@ def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(clien
                 client.post("/predict", json={"images": []}), client.post("/predict?top_k=11", files=files)):  # fmt: skip
         assert bad.status_code in (400, 422)
         schemas.Error.model_validate(bad.json())
+
+
+def test_serve_time_views_are_chosen_and_named_in_every_answer(fmnist, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lenet import create_model, save_model
+    from lenet.inference.serve import with_views
+    from lenet.models.views import Classifier, Views
+
+    torch.manual_seed(0)
+    save_model(Classifier(create_model("lenet_bn").eval(), Views(flip=True, shift=1)), tmp_path / "model.safetensors")
+    recorded = load(tmp_path)
+    images = fmnist.test_images[:4]
+    for choice, count in (("recorded", 10), ("mirror", 2), ("one", 1)):
+        model = with_views(recorded, choice)
+        assert model.views.count == count and model.net is recorded.net
+        with TestClient(create_app(model, run_info(tmp_path / "model.safetensors", model))) as client:
+            answer = client.post("/predict?top_k=10", json={"images": [img[0].tolist() for img in images]}).json()
+            assert answer["views"] == model.views.describe() and client.get("/model").json()["views"] == model.views.to_dict()
+        expected = predict(model, images, top_k=10)
+        assert [p["label"] for p in answer["predictions"]] == [p.label for p in expected]
+    with pytest.raises(ServeError, match="unknown views 'all'"):
+        with_views(recorded, "all")

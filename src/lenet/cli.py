@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
-    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES
+    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES, VIEW_CHOICES
 
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
+    v.add_argument("--views", choices=VIEW_CHOICES, default=SERVE.views,
+                   help="test-time views averaged per image: the run's recorded ones, the image and its mirror, "
+                        "or the image alone; fewer answer sooner, each answer names them (default: %(default)s)")  # fmt: skip
     v.add_argument("--max-request-pixels", type=positive_int, default=SERVE.max_request_pixels, metavar="PIXELS",
                    help="pixels one request's images may hold in all, read from their headers before any is "
                         "decoded; more is refused with 413 (default: %(default)s)")  # fmt: skip
@@ -473,7 +476,7 @@ def cmd_predict(args) -> int:
         write_predictions_csv(args.csv, loaded.paths, predictions)
     if args.json:  # the document POST /predict answers, with the same keys
         records = [prediction_record(path, p) for path, p in zip(loaded.paths, predictions)]
-        print(json.dumps({"predictions": records}, indent=2, ensure_ascii=False))
+        print(json.dumps({"predictions": records, "views": model.views.describe()}, indent=2, ensure_ascii=False))
         return 0
     for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
@@ -496,7 +499,8 @@ def cmd_serve(args) -> int:
     from lenet.inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
-                             runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels)  # fmt: skip
+                             runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels,
+                             views=args.views)  # fmt: skip
     return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings)
 
 

@@ -42,7 +42,7 @@ from lenet.insight.analysis import LayerActivations, channels_shown, layer_activ
 from lenet.inference.predict import DEFAULT_TOP_K, DIGITS, Prediction, prediction_record, predict
 from lenet.data.images import MAX_PIXELS, decode_image, from_pixels, image_size, quiet_pillow_warnings
 from lenet.models.lenet import count_parameters
-from lenet.models.views import Classifier, classes_of
+from lenet.models.views import Classifier, Views, classes_of
 
 STATIC = Path(__file__).parent / "static"
 MAX_IMAGES = 64  # per request
@@ -54,6 +54,10 @@ SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-i
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 RUNTIMES = ("auto", "onnxruntime", "torch")
+# --views: which test-time views the server averages. "recorded": the run's own (the default recipe's
+# ten); "mirror": the image and its mirror; "one": the image alone. Fewer views answer sooner and, on
+# the default recipe, a little less accurately (BENCHMARKS.md, Serving).
+VIEW_CHOICES = ("recorded", "mirror", "one")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class ServeSettings:
     # and a second thread cuts the pass the next requests wait on by about 40% (BENCHMARKS.md, Serving).
     runtime_threads: int = 2
     verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
+    views: str = "recorded"  # one of VIEW_CHOICES
     # Pixels all of one request's images may hold, from their headers: 24 megapixels is two 12 MP phone
     # photos, or 30,000 28x28 images; a 35 KB PNG can claim 36 MP, which takes a core about 0.26 s.
     max_request_pixels: int = 24_000_000
@@ -316,6 +321,7 @@ def _response_models() -> SimpleNamespace:
 
     class Predictions(BaseModel):
         predictions: list[ImagePrediction] = Field(description="one per image, in the order sent")
+        views: str = Field(description="the test-time views averaged for each image (lenet serve --views)")
 
     class FeatureMaps(BaseModel):
         layer: str = Field(description="the activation's module in the network, e.g. conv.2")
@@ -432,6 +438,16 @@ def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tens
         return model, f"serving with PyTorch: {e}"
 
 
+def with_views(model: Classifier, choice: str) -> Classifier:
+    """The model averaging the test-time views `choice` names (VIEW_CHOICES), over the same network."""
+    if choice not in VIEW_CHOICES:
+        raise ServeError(f"unknown views {choice!r}; choose from {', '.join(VIEW_CHOICES)}")
+    if choice == "recorded":
+        return model
+    views = Views(flip=True) if choice == "mirror" else Views()
+    return Classifier(model.net, views, model.data).eval()
+
+
 def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
     """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
     from lenet.training.runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
@@ -478,6 +494,7 @@ def create_app(
     PixelImages = _json_body_model()
     schemas = _response_models()
     classes = classes_of(model)
+    views_served = model.views.describe() if isinstance(model, Classifier) else "the image alone"
     samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
 
     @asynccontextmanager
@@ -599,7 +616,7 @@ def create_app(
             if pixels:
                 result["pixels"] = tensor[0].tolist()
             results.append(result)
-        return {"predictions": results}
+        return {"predictions": results, "views": views_served}
 
     @app.post("/layers", openapi_extra=_body_openapi(PixelImages, one=True), response_model=None,
               responses=_responses(schemas, schemas.Layers, "what each layer of one pass of the network sees"))  # fmt: skip
@@ -776,7 +793,7 @@ def serve(
     torch.set_num_threads(1)
     quiet_pillow_warnings()  # once, here on the main thread: the decoding threads never touch the filters
     weights = resolve_weights(run_or_checkpoint)
-    model = load(weights, resolve_device(device))
+    model = with_views(load(weights, resolve_device(device)), settings.views)
     data = load_dataset(model.data.name, data_dir)
     model, note = serving_model(model, settings, data.test_images)
     if note:
