@@ -119,7 +119,8 @@ async function classify(blob, describe, truth = null) {
   const request = ++latest;
   const name = describe();
   try {
-    const body = await post("/predict?top_k=10&pixels=true", blob, name);
+    // Every class's probability: top_k is bounded by the model's classes (a folder data set may have 3).
+    const body = await post(`/predict?top_k=${state.model?.classes?.length ?? 10}&pixels=true`, blob, name);
     if (request !== latest) return;
     Object.assign(state, { prediction: body.predictions[0], layers: null, truth, error: null });
   } catch (error) {
