@@ -86,9 +86,9 @@ def test_decoding_bounds_itself_and_changes_no_process_wide_setting(tmp_path, mo
 
 def test_an_empty_file_is_reported_as_empty(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(ImageError, match=r"empty.png: empty file \(0 bytes\)"):
+    with pytest.raises(ImageError, match=r"empty.png: empty file, 0 bytes"):
         load_image(tmp_path / "empty.png")
-    with pytest.raises(ImageError, match=r"upload: empty file \(0 bytes\)"):
+    with pytest.raises(ImageError, match=r"upload: empty file, 0 bytes"):
         decode_image(b"", "upload")
 
 

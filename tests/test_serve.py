@@ -479,7 +479,7 @@ def test_layers_takes_one_image_and_refuses_as_predict_does(client, fmnist):
     two = [("files", (f"{i}.png", png(fmnist.test_images[i]), "image/png")) for i in range(2)]
     response = client.post("/layers", files=two)
     assert response.status_code == 400 and "one image at a time; got 2" in response.json()["detail"]
-    assert client.post("/layers", files=[("files", ("x.png", b"", "image/png"))]).json()["detail"] == "x.png: empty file (0 bytes)"
+    assert client.post("/layers", files=[("files", ("x.png", b"", "image/png"))]).json()["detail"] == "x.png: empty file, 0 bytes"
     assert client.post("/layers", content=b"hi", headers={"content-type": "text/plain"}).status_code == 415
 
 

@@ -98,7 +98,7 @@ def _nonempty(source: str | os.PathLike | IO[bytes], name: str) -> str | os.Path
         except OSError:
             return source  # Pillow's open says what is wrong (no such file, a directory, ...)
     if empty:
-        raise ImageError(f"{name}: empty file (0 bytes)")
+        raise ImageError(f"{name}: empty file, 0 bytes")
     return source
 
 
@@ -249,7 +249,7 @@ class LoadedImages:
 
     def skipped_summary(self) -> str:
         """One line, e.g. "skipped 2 files: 1 not named as an image, 1 unreadable: notes.txt (not named as
-        an image), cut.png (empty file (0 bytes))" ("" when none); the first NAMED files named."""
+        an image), cut.png (empty file, 0 bytes)" ("" when none); the first NAMED files named."""
         if not self.skipped:
             return ""
         unreadable = sum(s.unreadable for s in self.skipped)
