@@ -248,3 +248,25 @@ def test_the_csv_holds_each_images_top_k(fmnist, tmp_path):
     for row, name, p in zip(rows, names, predictions, strict=True):
         assert row["path"] == name and row["label"] == p.label and row["label_3"] == p.top[2][0]
         assert abs(float(row["probability"]) - p.top[0][1]) < 1e-6
+
+
+def test_commands_silence_pillows_warnings_once_without_importing_pillow():
+    """`lenet` calls quiet_pillow_warnings at its start (main thread); it must not import Pillow
+    (start-up time) and must silence what Pillow warns from its own modules, the bomb warning too."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import io, sys, warnings
+        warnings.simplefilter("error")  # any warning that gets through fails
+        from lenet.data.images import quiet_pillow_warnings
+        quiet_pillow_warnings()
+        assert "PIL" not in sys.modules
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = 100
+        png = io.BytesIO()
+        Image.new("L", (12, 12)).save(png, "PNG")
+        Image.open(io.BytesIO(png.getvalue()))  # 144 pixels: Pillow warns of a decompression bomb
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -460,13 +460,12 @@ def cmd_compare(args) -> int:
 def cmd_predict(args) -> int:
     from lenet.training.checkpoint import load
     from lenet.core.device import resolve_device
-    from lenet.data.images import load_images, quiet_pillow_warnings
+    from lenet.data.images import load_images
     from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
     from lenet.models.views import classes_of
 
     model = load(args.checkpoint, resolve_device(args.device))
     top_k = check_top_k(args.top_k, len(classes_of(model)))
-    quiet_pillow_warnings()
     loaded = load_images(args.images, args.skip_bad)
     predictions = predict(model, loaded.images, top_k)
     for line in (loaded.skipped_summary(), loaded.small_warning()):
@@ -571,7 +570,10 @@ _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lenet.data.images import quiet_pillow_warnings
+
     args = build_parser().parse_args(argv)
+    quiet_pillow_warnings()  # here, once, on the main thread: never from the threads that decode
     if args.command in _RUN_THE_MODEL:
         from lenet.training.engine import keep_freed_memory
 

@@ -65,12 +65,10 @@ def quiet_pillow_warnings() -> None:
 
     Called once at a command's start, on the main thread. Decoding itself never touches the warning
     filters or `Image.MAX_IMAGE_PIXELS`: both are process-wide, and the server decodes on many threads.
+    Filters by module name, so that Pillow is not imported for a command that reads no image.
     """
-    from PIL import Image
-
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    warnings.filterwarnings("ignore", module=r"PIL\.")
-    warnings.filterwarnings("ignore", category=UserWarning, module=__name__)  # Pillow's, at stacklevel 2
+    warnings.filterwarnings("ignore", module=r"PIL\.")  # DecompressionBombWarning too: PIL.Image warns it
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"lenet\.data\.images")  # Pillow's, at stacklevel 2
 
 
 def _decode(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
