@@ -55,8 +55,8 @@ MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
 RUNTIMES = ("auto", "onnxruntime", "torch")
 # --views: which test-time views the server averages. "recorded": the run's own (the default recipe's
-# ten); "mirror": the image and its mirror; "one": the image alone. Fewer views answer sooner and, on
-# the default recipe, a little less accurately (BENCHMARKS.md, Serving).
+# ten); "mirror": the image and its mirror; "one": the image alone. Fewer views cost less CPU per image;
+# `python -m benchmarks.serve_load RUN --accuracy` gives each choice's accuracy beside its latency.
 VIEW_CHOICES = ("recorded", "mirror", "one")
 
 
@@ -204,8 +204,8 @@ class Decoder:
     Each request first takes a light slot: its images' headers are read (no pixel decoded), their
     pixels summed and held against `budget` (PixelBudgetError); when they hold at most `light_pixels`
     the images are decoded in the same step. A request of larger images gives its light slot back
-    and waits for a heavy slot. Light and heavy slots are separate semaphores over one pool of as
-    many threads as slots, so a heavy decode never holds up a light one, and at most `heavy` cores
+    and waits for a heavy slot. Each lane is a semaphore over a thread pool of its own, as many threads
+    as slots, so a heavy decode never holds up a light one, and at most `heavy` cores
     ever decode large images, however many clients send them. The heavy threads run at a lower
     priority (`niceness`), so those cores go to the event loop and the forward passes first.
 
@@ -490,7 +490,8 @@ def create_app(
     from starlette.datastructures import UploadFile
 
     batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
-    decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_decodes, settings.heavy_decodes)
+    decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_decodes, settings.heavy_decodes,
+                      settings.heavy_niceness)  # fmt: skip
     PixelImages = _json_body_model()
     schemas = _response_models()
     classes = classes_of(model)
