@@ -621,7 +621,7 @@ def create_app(
 
     @app.post("/layers", openapi_extra=_body_openapi(PixelImages, one=True), response_model=None,
               responses=_responses(schemas, schemas.Layers, "what each layer of one pass of the network sees"))  # fmt: skip
-    async def layers_endpoint(request: Request) -> dict[str, Any]:
+    async def layers_endpoint(request: Request) -> Response:
         """What each layer sees, for one image (a multipart file or JSON `{"images": [one]}`), from one
         pass of the trained network over the image as shown (no test-time views): the first and the
         second convolution's feature maps after their activation (the channels the run's report draws),
@@ -631,7 +631,8 @@ def create_app(
             raise HTTPException(400, f"/layers looks at one image at a time; got {len(named)}")
         (name, image), = named
         seen = await batcher.on_forward_thread(layer_activations, getattr(model, "net", model), image.unsqueeze(0))
-        return layers_record(name, image, seen, classes)
+        # Straight to JSON: FastAPI's encoder would walk the ~20,000 numbers once more first.
+        return JSONResponse(layers_record(name, image, seen, classes))
 
     return app
 
