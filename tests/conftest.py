@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet.data.dataset import FashionMNIST
+from lenet.data.dataset import Dataset
 
 from lenet.data.idx import idx_bytes
 
@@ -44,7 +44,7 @@ def in_loopback_namespace(command: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def fmnist() -> FashionMNIST:
+def fmnist() -> Dataset:
     """The real data set. `make test` installs it; a missing set fails, it never skips."""
     return load_fashion_mnist(download=False)
 
@@ -67,13 +67,6 @@ def write_csv(path, rows: int, header=True, seed=0, width=784):
     return path
 
 
-def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
-    return FashionMNIST(
-        data.train_images[:n_train], data.train_labels[:n_train],
-        data.test_images[:n_test], data.test_labels[:n_test], data.source, data.sha256, data.spec,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def small_run(fmnist, tmp_path_factory) -> Path:
     """A real run directory of a briefly trained lenet_bn (one epoch on 12,000 images, a few seconds)."""
@@ -87,7 +80,7 @@ def small_run(fmnist, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny net on a busy 2-core machine: one thread is many times faster
     try:
-        return train(config, data=small_subset(fmnist, 12_000, 1_000)).run_dir
+        return train(config, data=fmnist.subset(12_000, 1_000)).run_dir
     finally:
         torch.set_num_threads(threads)
 

@@ -8,7 +8,7 @@ import sys
 
 import torch
 from benchmarks.sections import read_section
-from conftest import REPO, small_subset, write_csv
+from conftest import REPO, write_csv
 
 SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "gpu-train-speed", "gpu-time-to-accuracy", "serving"),
             "RELIABILITY.md": ("fuzz-table",)}
@@ -150,7 +150,7 @@ def test_the_tutorial_root_holds_the_data_as_idx_files(tmp_path, fmnist):
 
     from lenet.data.idx import read_idx
 
-    data = small_subset(fmnist, 300, 100)
+    data = fmnist.subset(300, 100)
     raw = write_tutorial_root(data, tmp_path) / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
                                                      "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import LENET, small_subset
+from conftest import LENET
 from lenet import load
 from lenet.data.registry import DATASETS
 
@@ -270,7 +270,7 @@ def test_a_run_diverging_in_its_first_epoch_says_what_is_left(fmnist, tmp_path):
     recipe = replace(get_recipe("seed"), model="lenet_relu", lr=1e6, epochs=2)
     config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="boom", progress=False)
     with pytest.raises(TrainingDiverged, match=f"epoch 1; try a lower --lr; {tmp_path / 'boom'} holds only its config.json"):
-        train(config, data=small_subset(fmnist, 512, 64))
+        train(config, data=fmnist.subset(512, 64))
     assert sorted(p.name for p in (tmp_path / "boom").iterdir()) == ["config.json"]
     json.loads((tmp_path / "boom" / "config.json").read_text())  # strict JSON, whatever the run did
     assert_clean_error(lenet("eval", tmp_path / "boom"), "first epoch never finished", "--resume")

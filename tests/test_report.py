@@ -13,7 +13,6 @@ from PIL import Image
 
 import lenet
 import lenet.data.load
-from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.cli import main
@@ -40,7 +39,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def data(fmnist):
-    return small_subset(fmnist, 1000, 300)
+    return fmnist.subset(1000, 300)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +302,7 @@ def test_train_writes_the_report_and_tensorboard(small_cli_data, tmp_path, capsy
 def test_train_without_matplotlib_still_trains_and_says_how(small_cli_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "lenet.insight.plots", None)
-    monkeypatch.delattr(lenet, "plots", raising=False)  # `from . import plots` looks here first
+    monkeypatch.delattr(lenet.insight, "plots", raising=False)  # `from lenet.insight import plots` looks here first
     assert main(train_args(tmp_path)) == 0
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if "lenet[plots]" in line]

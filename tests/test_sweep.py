@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from cluster_sweep import session_pids, stop_session  # one copy: that script runs alone in a namespace
-from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem, small_subset
+from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
@@ -145,7 +145,7 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     best = read_table(finished_sweep)["rows"][0]
     recipe_file = finished_sweep / "best_recipe.toml"
     assert load_recipe_file(recipe_file).lr == best["params"]["lr"]
-    subset = small_subset(fmnist, 2000, 500)
+    subset = fmnist.subset(2000, 500)
     monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: subset)
     code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
                  "--device", "cpu", "--out", str(tmp_path), "--name", "again", "--no-report", "--no-progress"])  # fmt: skip
@@ -355,7 +355,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path,
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
-    run_trial_here(plan, small_subset(fmnist, 600, 100))  # it fails before any report
+    run_trial_here(plan, fmnist.subset(600, 100))  # it fails before any report
     (row,) = table_rows(plan)
     assert row["finished"] == 0 and "val" not in row
     assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
@@ -383,7 +383,7 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
     monkeypatch.setattr(tune, "report", report)
     plan = plan_of('seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n', tmp_path, "stop")
     with pytest.raises(Stopped):
-        run_trial_here(plan, small_subset(fmnist, 600, 100))
+        run_trial_here(plan, fmnist.subset(600, 100))
     summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
     assert [r["step"] for r in reports] == [1, 2]
     assert reports[-1]["val_accuracy"] == summary["val"]["accuracy"]  # the finished model's figure, every view

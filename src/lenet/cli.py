@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="many runs over a space of recipes and seeds, on Ray Tune (needs lenet[sweep])",
                        description="Train a space of recipes and seeds on Ray Tune; rank them on a validation split.")
-    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see README)")
+    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see docs/sweeps.md)")
     w.add_argument("--resume", metavar="SWEEP", help="finish the sweep in directory SWEEP (no SPACE then)")
     w.add_argument("--trials", type=positive_int, help="configurations to try (overrides the file)")
     w.add_argument("--seeds", type=positive_int, help="seeds per configuration (overrides the file)")

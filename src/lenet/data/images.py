@@ -1,4 +1,4 @@
-"""Your own images through the model: one preprocessing function, then top-k classes.
+"""Image files into Fashion-MNIST's form: the one preprocessing that predictions and folder data sets share.
 
 Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
 trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or

@@ -1,5 +1,6 @@
 """Where an IDX data set's files are: the places looked in, checksums, and downloading from mirrors.
-Where an IDX data set's files are looked for, in order (the first directory holding all four wins):
+
+The places are looked in in order (the first directory holding all four files wins):
   1. the `data_dir` argument (`--data-dir`), which must exist,
   2. the directory in the environment variable LENET_DATA_DIR, which must exist,
   3. the user cache directory, $XDG_CACHE_HOME/lenet/NAME (~/.cache/lenet/NAME),
