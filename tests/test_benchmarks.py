@@ -91,6 +91,21 @@ def check_speed_columns(section: str, rows: list[str]) -> None:
         assert within(speedup, slowest - 0.05, quickest + 0.05), (c, seconds[0])
 
 
+def test_serve_load_puts_a_decompression_heavy_client_beside_the_same_load(tmp_path, small_run):
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    command = [sys.executable, "-m", "benchmarks.serve_load", str(small_run), "--requests", "40", "--concurrency", "2",
+               "--servers", "--runtime torch", "--heavy-clients", "1", "--heavy-side", "2000", "--write", str(doc)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    section = read_section(doc, "serving")
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `--")]
+    assert len(rows) == 2 and rows[0][:3] == rows[1][:3] == ["| `--runtime torch`", "2", "40"]  # the same load, twice
+    assert rows[0][-2:] == ["0", "- |"] and rows[1][-2] == "1"  # alone, then beside one heavy client
+    answers = re.fullmatch(r"200: (\d+); ([\d.]+) s \|", rows[1][-1])
+    assert answers and int(answers.group(1)) >= 1, rows[1]  # within the budget: decoded and answered
+    assert "2000x2000 PNG" in section and "4,000,000 pixels" in section
+
+
 # A stand-in for torchvision (which does not install beside this PyTorch build), reading the raw
 # folder the way torchvision's FashionMNIST does: what tutorial.py imports, and nothing more.
 FAKE_TORCHVISION = {

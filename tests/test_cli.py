@@ -147,8 +147,11 @@ def test_predict_json(trained_run, fmnist, tmp_path):
         Image.fromarray(fmnist.test_images[i, 0].numpy(), mode="L").save(paths[-1])
     proc = lenet("predict", run, *paths, "--json", "--top-k", "2")
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert [o["image"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    out = json.loads(proc.stdout)["predictions"]  # POST /predict's document, with its keys
+    assert [o["name"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    assert all(set(o) == {"name", "label", "top"} and set(o["top"][0]) == {"class", "probability"} for o in out)
+    # rounded: 0.8920000195503235 was float32 noise printed in full
+    assert all(len(repr(t["probability"]).split(".")[-1]) <= 6 for o in out for t in o["top"])
     with torch.no_grad():  # the model's own answer for the same images
         probabilities = load(run)(fmnist.test_images[:3].float() / 255).softmax(1)
     top = probabilities.topk(2, dim=1)
@@ -157,6 +160,7 @@ def test_predict_json(trained_run, fmnist, tmp_path):
                for k, p in enumerate(row))  # fmt: skip
     text = lenet("predict", run, paths[0])
     assert text.stdout.startswith(f"{paths[0]}: {out[0]['label']} ")
+    assert_clean_error(lenet("predict", run, paths[0], "--top-k", "11"), "--top-k must be from 1 to 10")
 
 
 def test_existing_run_name_is_refused_and_kept(trained_run):
@@ -327,7 +331,9 @@ def test_predict_a_folder_into_a_csv_skipping_what_cannot_be_read(trained_run, f
     out = tmp_path / "p.csv"
     proc = lenet("predict", trained_run[0], folder, "--skip-bad", "--csv", out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == "skipped 2 files: 1 not named as an image, 1 unreadable"
+    assert proc.stderr.strip() == (f"skipped 2 files: 1 not named as an image, 1 unreadable: {folder / 'notes.txt'} "
+                                   f"(not named as an image), {folder / 'broken.png'} (not a PNG, JPEG, GIF, BMP, "
+                                   "WEBP image Pillow can read)")
     rows = list(csv.DictReader(out.open()))
     assert [r["path"] for r in rows] == [str(folder / "0.png"), str(folder / "inner" / "1.png"),
                                          str(folder / "inner" / "2.png")]  # fmt: skip

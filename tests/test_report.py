@@ -398,3 +398,24 @@ def test_comparison_in_a_browser(browser, run, tmp_path):
     _, images, errors, requests = open_in_browser(browser, result.html)
     assert errors == [] and requests == [result.html.resolve().as_uri()]
     assert [(w, h) for _, _, w, h in images] == [expected_size("curves")]
+
+
+def test_report_on_a_phone_keeps_its_width_and_its_text_size(browser, report):
+    """At 390 px the tables scroll inside their own frames: the page does not, and no text shrinks."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        page.goto(report.path.resolve().as_uri(), wait_until="load")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        per_class = page.locator("#per-class-precision-and-recall .table-frame")
+        box = per_class.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        sizes = page.evaluate("[...document.querySelectorAll('td, th')].map(c => parseFloat(getComputedStyle(c).fontSize))")
+        assert min(sizes) >= 14, min(sizes)
+        frames = page.evaluate("[...document.querySelectorAll('.table-frame')].map(f => [f.scrollWidth > f.clientWidth, "
+                               "getComputedStyle(f).overflowX, f.tabIndex])")  # fmt: skip
+        assert any(wide for wide, _, _ in frames)  # some table is wider than the screen: its frame scrolls
+        assert all(overflow == "auto" and tab == 0 for _, overflow, tab in frames)  # and the keyboard reaches it
+        font = page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "Noto Sans CJK SC" in font and font.rstrip().endswith("sans-serif")  # falls back to system CJK fonts
+    finally:
+        page.close()

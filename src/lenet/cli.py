@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", metavar="IMAGE", nargs="+",
                    help="image files (PNG, JPEG, GIF, BMP, WebP; any size and mode) or directories of them")
-    p.add_argument("--top-k", type=positive_int, default=3, help="classes per image (default: 3)")
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and say how many")
+    p.add_argument("--top-k", type=positive_int, default=3,
+                   help="classes per image, at most the model's classes, as POST /predict's top_k (default: 3)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and name them")
     p.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE")
     _add_device(p)
     p.add_argument("--json", action="store_true")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
-    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES
+    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES, VIEW_CHOICES
 
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -143,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
+    v.add_argument("--views", choices=VIEW_CHOICES, default=SERVE.views,
+                   help="test-time views averaged per image: the run's recorded ones, the image and its mirror, "
+                        "or the image alone; fewer answer sooner, each answer names them (default: %(default)s)")  # fmt: skip
+    v.add_argument("--max-request-pixels", type=positive_int, default=SERVE.max_request_pixels, metavar="PIXELS",
+                   help="pixels one request's images may hold in all, read from their headers before any is "
+                        "decoded; more is refused with 413 (default: %(default)s)")  # fmt: skip
     _add_device(v)
     _add_own_data(v, "the test images it checks ONNX Runtime on and shows at /samples")
     _add_data_dir(v)
@@ -499,17 +506,21 @@ def cmd_predict(args) -> int:
     from lenet.training.checkpoint import load
     from lenet.core.device import resolve_device
     from lenet.data.images import load_images
-    from lenet.inference.predict import predict, write_predictions_csv
+    from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
+    from lenet.models.views import classes_of
 
     model = load(args.checkpoint, resolve_device(args.device))
+    top_k = check_top_k(args.top_k, len(classes_of(model)))
     loaded = load_images(args.images, args.skip_bad)
-    predictions = predict(model, loaded.images, args.top_k)
-    if summary := loaded.skipped_summary():
-        print(summary, file=sys.stderr)
+    predictions = predict(model, loaded.images, top_k)
+    for line in (loaded.skipped_summary(), loaded.small_warning()):
+        if line:
+            print(_one_line(line), file=sys.stderr)
     if args.csv:
         write_predictions_csv(args.csv, loaded.paths, predictions)
-    if args.json:
-        print(json.dumps(rounded([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)]), indent=2))
+    if args.json:  # the document POST /predict answers, with the same keys
+        records = [prediction_record(path, p) for path, p in zip(loaded.paths, predictions)]
+        print(json.dumps({"predictions": records, "views": model.views.describe()}, indent=2, ensure_ascii=False))
         return 0
     for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
@@ -532,7 +543,8 @@ def cmd_serve(args) -> int:
     from lenet.inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
-                             runtime_threads=args.runtime_threads)  # fmt: skip
+                             runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels,
+                             views=args.views)  # fmt: skip
     return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings, dataset=args.dataset)
 
 
@@ -603,7 +615,10 @@ _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lenet.data.images import quiet_pillow_warnings
+
     args = build_parser().parse_args(argv)
+    quiet_pillow_warnings()  # here, once, on the main thread: never from the threads that decode
     if args.command in _RUN_THE_MODEL:
         from lenet.training.engine import keep_freed_memory
 
