@@ -21,6 +21,7 @@ from lenet.training.config import TrainConfig
 from lenet.training.engine import Engine
 from lenet.training.metrics import Evaluation
 from lenet.training.state import TrainState
+from lenet.training.teacher import TeacherIdentity, check_teacher_unchanged
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
 
@@ -29,7 +30,8 @@ def is_stuck(accuracy: float, num_classes: int) -> bool:
     return accuracy < 1 / num_classes + CHANCE_MARGIN
 
 
-def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Path | None:
+def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
+                teacher: TeacherIdentity | None = None) -> Path | None:  # fmt: skip
     """The run's directory, claimed and holding its config.json (None when the run is not saved)."""
     if not config.save:
         return None
@@ -37,7 +39,7 @@ def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Pat
         run_dir = runs.create_run_dir(config.out, config.name)
     else:
         run_dir = runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"seed{config.seed}"))
-    runs.write_config(run_dir, config_record(config, data, device))
+    runs.write_config(run_dir, config_record(config, data, device, teacher))
     return run_dir
 
 
@@ -51,7 +53,8 @@ def resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
     return run_dir
 
 
-def config_record(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
+def config_record(config: TrainConfig, data: Dataset, device: torch.device,
+                  teacher: TeacherIdentity | None = None) -> dict:  # fmt: skip
     return {
         "recipe_name": config.recipe_name,
         "recipe": config.recipe.to_dict(),
@@ -67,6 +70,8 @@ def config_record(config: TrainConfig, data: Dataset, device: torch.device) -> d
         "report": config.report,
         "engine": asdict(config.engine),
         "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
+        # A distilling run's teacher, by its weights' digest: a resume refuses another teacher.
+        **({"teacher": teacher.to_dict()} if teacher is not None else {}),
     }
 
 
@@ -114,6 +119,8 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
     if overrides.get("device") is not None:
         check_same_device_kind(run_dir, saved["device"], overrides["device"])
+    if config.recipe.teacher:  # refused here, before a resume says anything (train() checks again)
+        check_teacher_unchanged(run_dir, saved.get("teacher"), config.recipe.teacher)
     return replace(config, **overrides)
 
 
