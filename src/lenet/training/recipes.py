@@ -41,15 +41,23 @@ ERASE_FILLS = ("zero", "noise")  # what an erased rectangle holds: black (the ba
 EMA_WARMUP = (1, 10)
 
 
+def absolute_path(value: str) -> str:
+    """A path field's value, absolute ('' stays ''): relative to the directory the recipe was made in, so that
+    a resume from elsewhere, or a sweep's trial (Ray runs each in a directory of its own), finds the same file."""
+    return os.path.abspath(value) if value else value
+
+
 def flag_name(field_name: str) -> str:
     """A recipe field as its flag and messages name it: warmup, momentum-range."""
     return field_name.replace("_", "-")
 
 
 def _field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-           above: float | None = None, below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
-    """A recipe field with its help text and bounds (low <= x <= high, above < x < below)."""
-    meta = {"help": help, **bounds(low, high, above, below, choices)}
+           above: float | None = None, below: float | None = None, choices: tuple[str, ...] | None = None,
+           path: bool = False) -> Any:  # fmt: skip
+    """A recipe field with its help text and bounds (low <= x <= high, above < x < below); a `path` field's
+    value (a file or directory, '' for none) is made absolute wherever it is given (see absolute_path)."""
+    meta = {"help": help, **bounds(low, high, above, below, choices), "path": path}
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -139,11 +147,11 @@ class Recipe:
     # Knowledge distillation (Hinton et al. 2015) from a teacher trained by lenet: the loss becomes
     # (1 - distill_weight) * the hard loss + distill_weight * T^2 * KL(teacher's softmax(z/T) || the
     # student's), the teacher run in no_grad on the same augmented batch (its own test-time views off).
-    # The path is made absolute when the recipe is made, so that a resume from another directory, or a
-    # sweep's trial (Ray runs each in its own directory), finds the same teacher; config.json records the
-    # SHA-256 of its weights, and a resume refuses a teacher that changed.
+    # The path is made absolute where it is given (a flag, a recipe file, a sweep's space), so that a resume
+    # from another directory, or a sweep's trial (Ray runs each in its own directory), finds the same
+    # teacher; config.json records the SHA-256 of its weights, and a resume refuses a teacher that changed.
     teacher: str = _field("", "a run directory (or .safetensors file) whose model teaches this one by distillation "
-                              "('' = none)")  # fmt: skip
+                              "('' = none)", path=True)  # fmt: skip
     # Hinton's soft targets: weight 0.5 and temperature 4 are common starting points (the temperature
     # softens the teacher's distribution so that its ranking of the wrong classes carries signal).
     distill_weight: float = _field(0.5, "share of the distillation loss in the training loss (with --teacher)",
@@ -158,6 +166,8 @@ class Recipe:
             if isinstance(value, list):  # a pair read from JSON or TOML
                 object.__setattr__(self, f.name, value := tuple(value))
             check_value(flag_name(f.name), value, types[f.name], f.metadata)
+            if f.metadata["path"]:
+                object.__setattr__(self, f.name, absolute_path(value))
         if self.momentum_range[0] > self.momentum_range[1]:
             raise LenetError(f"momentum-range is low then high, not {self.momentum_range}")
         if self.three_phase and self.warmup >= 0.5:
@@ -166,8 +176,6 @@ class Recipe:
         for name in ("erase_area", "erase_ratio"):
             if getattr(self, name)[0] > getattr(self, name)[1]:
                 raise LenetError(f"{flag_name(name)} is low then high, not {getattr(self, name)}")
-        if self.teacher:
-            object.__setattr__(self, "teacher", os.path.abspath(self.teacher))
         if self.optimizer == "sgd" and self.nesterov and self.dampening:
             raise LenetError(f"Nesterov momentum needs dampening 0, not {self.dampening}; add --no-nesterov")
 
@@ -297,7 +305,8 @@ def check_field_value(name: str, value: Any, where: str) -> Any:
         check_value(flag_name(name), value, kind, meta)
     except LenetError as e:
         raise LenetError(f"{where}: {e}") from None
-    return value
+    return absolute_path(value) if meta["path"] else value
+
 
 
 def recipe_toml(recipe: Recipe, comments: list[str] = ()) -> str:
