@@ -49,3 +49,17 @@ def test_a_tiny_study_prints_and_writes_its_table(fmnist, tmp_path, capsys):
     accuracies = {arm: [r["val_accuracy"] for r in study["arms"][arm]["runs"]] for arm in ("plain", "erase")}
     assert accuracies["plain"] != accuracies["erase"]  # the lever moved the figures
     assert "erase seed 101: val" in capsys.readouterr().out
+
+
+def test_the_study_spaces_parse(tmp_path, monkeypatch):
+    from conftest import REPO
+    from lenet.sweep.sweep import configurations, read_space
+
+    spaces = sorted((REPO / "benchmarks" / "spaces").glob("*.toml"))
+    assert [p.stem for p in spaces] == ["distill", "ema-bn", "erase"]
+    monkeypatch.chdir(tmp_path)
+    for path in spaces:
+        space = read_space(path)
+        assert space.val_split == 10_000 and space.seeds == 4  # the same validation images as benchmarks/anchors.py
+        assert len(configurations(space)) >= 4
+    assert read_space(REPO / "benchmarks" / "spaces" / "distill.toml").base.teacher == str(tmp_path / "runs" / "teacher-48x96")
