@@ -58,6 +58,8 @@ def _field(default: Any, help: str, *, low: float | None = None, high: float | N
     """A recipe field with its help text and bounds (low <= x <= high, above < x < below); a `path` field's
     value (a file or directory, '' for none) is made absolute wherever it is given (see absolute_path)."""
     meta = {"help": help, **bounds(low, high, above, below, choices), "path": path}
+    if path:
+        meta["shown"] = "none"  # how --help shows the default ''
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
