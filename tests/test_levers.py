@@ -230,3 +230,11 @@ def test_a_sweep_space_varies_the_teacher_like_any_field(teacher_run, tmp_path, 
     assert {c["distill_weight"] for c in planned} == {0.3, 0.7}
     with pytest.raises(LenetError, match="distill-weight"):
         parse_space({"vary": {"distill_weight": [1.5]}}, "space")
+
+
+def test_the_registry_has_a_lenet_shaped_teacher_of_1_to_2_million_parameters():
+    from lenet.models.lenet import LeNet, count_parameters, create_model
+
+    teacher = create_model("lenet_48x96_pn")
+    assert type(teacher) is LeNet and 1_000_000 <= count_parameters(teacher) == 1_480_042 <= 2_000_000
+    assert teacher(torch.rand(2, 1, 28, 28)).shape == (2, 10)
