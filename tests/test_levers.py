@@ -238,3 +238,26 @@ def test_the_registry_has_a_lenet_shaped_teacher_of_1_to_2_million_parameters():
     teacher = create_model("lenet_48x96_pn")
     assert type(teacher) is LeNet and 1_000_000 <= count_parameters(teacher) == 1_480_042 <= 2_000_000
     assert teacher(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_step_gives_the_teacher_the_students_batch_without_gradients():
+    from lenet.models.lenet import create_model
+    from lenet.training.engine import Step
+
+    net = create_model("lenet_bn")
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen = []
+
+    def teacher(x):
+        seen.append((x, torch.is_grad_enabled()))
+        return torch.zeros(len(x), 10)
+
+    step = Step(net, optimizer, None, Engine(threads=1), objective=Objective(0.0, teacher, 1.0, 2.0))
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss, _ = step(x, y)
+    assert len(seen) == 1 and seen[0][0] is x and seen[0][1] is False
+    # Weight 1 against a uniform teacher: the loss is the soft one alone, T^2 KL(uniform || student).
+    with torch.no_grad():
+        expected = distillation_loss(torch.func.functional_call(net, before, (x,)), torch.zeros(8, 10), 2.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
