@@ -104,7 +104,8 @@ def train(
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
     step = Step(model.net, state.optimizer, state.schedule, config.engine, precision=recipe.precision,
-                on_warning=lambda text: _warn(state, text, on_warning), objective=objective(recipe, config, teacher))  # fmt: skip
+                on_warning=lambda text: _warn(state, text, on_warning),
+                objective=objective(recipe, config, teacher))  # fmt: skip
     # What is judged, evaluated and saved: the network, or its moving average when the recipe keeps one.
     model = model if state.ema is None else Classifier(state.ema.net, model.views, model.data)
     run_dir = (resume_run_dir(Path(resume), state, model) if resume is not None

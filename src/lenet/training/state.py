@@ -1,8 +1,8 @@
 """What a run carries from epoch to epoch (`TrainState`), and how it starts and is restored.
 
 A resume restores all of it from train_state.pt: weights (and their moving average, when the recipe
-keeps one), optimizer and schedule states, the shuffling and augmentation generators, the global CPU generator and, on CUDA, the device's own
-generator. On the CPU that makes a resumed run bit-identical to an uninterrupted one.
+keeps one), optimizer and schedule states, the shuffling and augmentation generators, the global CPU
+generator and, on CUDA, the device's own generator. On the CPU that makes a resumed run bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
