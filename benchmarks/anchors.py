@@ -99,7 +99,8 @@ def check_teacher_split(arm: Arm, recipe, val_split: int) -> None:
         return
     teacher = Path(recipe.teacher)
     if not teacher.is_dir():
-        raise LenetError(f"arm {arm.name}: the teacher must be a run directory, whose config.json says what it held out")
+        raise LenetError(f"arm {arm.name}: the teacher must be a run directory, whose config.json says what "
+                         "it held out")  # fmt: skip
     saved = read_config(teacher)
     held_out, seed = saved.get("val_split", 0), saved.get("recipe", {}).get("val_seed", 0)
     if (held_out, seed) != (val_split, recipe.val_seed):
@@ -119,7 +120,8 @@ def load_data(subset: int):
     data = load_fashion_mnist(download=False)
     train = slice(None, subset or None)
     return replace(data, train_images=data.train_images[train], train_labels=data.train_labels[train],
-                   test_images=data.test_images[:TEST_IMAGES_KEPT], test_labels=data.test_labels[:TEST_IMAGES_KEPT])  # fmt: skip
+                   test_images=data.test_images[:TEST_IMAGES_KEPT],
+                   test_labels=data.test_labels[:TEST_IMAGES_KEPT])  # fmt: skip
 
 
 def run_study(arms: list[Arm], args, on_line=print) -> dict[str, list[dict]]:
@@ -144,7 +146,8 @@ def run_study(arms: list[Arm], args, on_line=print) -> dict[str, list[dict]]:
             result = train(config, data=data)
             record = {"seed": seed, "val_accuracy": result.val.accuracy, "train_seconds": result.train_seconds}
             results[arm.name].append(record)
-            on_line(f"{arm.name} seed {seed}: val {record['val_accuracy']:.2%}, {record['train_seconds']:.1f} s of training")
+            on_line(f"{arm.name} seed {seed}: val {record['val_accuracy']:.2%}, "
+                    f"{record['train_seconds']:.1f} s of training")  # fmt: skip
     return results
 
 
@@ -163,7 +166,8 @@ def statistics_of(records: list[dict], first: list[dict]) -> dict:
 
 
 def table(arms: list[Arm], stats: dict[str, dict]) -> list[str]:
-    lines = ["| arm | recipe | seeds | val mean | min | max | std | vs first arm (paired, ± s.e.) | s of training per seed |",
+    lines = ["| arm | recipe | seeds | val mean | min | max | std | vs first arm (paired, ± s.e.) "
+             "| s of training per seed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for i, arm in enumerate(arms):
         s = stats[arm.name]
@@ -217,9 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                + (f" **A check of the script on the first {args.subset:,} training images, not a measurement.**"
                   if args.subset else ""))  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"context": context, "arms": {a.name: {"recipe": a.describe(), "runs": results[a.name],
-                                                                                  **stats[a.name]} for a in args.arms}},
-                                        indent=2) + "\n")  # fmt: skip
+        arms = {a.name: {"recipe": a.describe(), "runs": results[a.name], **stats[a.name]} for a in args.arms}
+        args.json.write_text(json.dumps({"context": context, "arms": arms}, indent=2) + "\n")
     if args.write:
         from benchmarks.sections import write_section
 

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         for probe, code in PROBES.items():
             for tree, src in trees.items():
                 times[probe, tree].append(seconds(code, src))
-    header = "| probe | " + " | ".join(f"{t}: median (range) s" for t in trees) + (" | ratio |" if args.against else " |")
+    columns = [f"{t}: median (range) s" for t in trees] + (["ratio"] if args.against else [])
+    header = "| probe | " + " | ".join(columns) + " |"
     print("\n" + header + "\n|---|" + "---:|" * (len(trees) + bool(args.against)))
     for probe in PROBES:
         cells = [f"{statistics.median(times[probe, t]):.3f} ({min(times[probe, t]):.3f}-{max(times[probe, t]):.3f})"

@@ -62,4 +62,5 @@ def test_the_study_spaces_parse(tmp_path, monkeypatch):
         space = read_space(path)
         assert space.val_split == 10_000 and space.seeds == 4  # the same validation images as benchmarks/anchors.py
         assert len(configurations(space)) >= 4
-    assert read_space(REPO / "benchmarks" / "spaces" / "distill.toml").base.teacher == str(tmp_path / "runs" / "teacher-48x96")
+    distill = read_space(REPO / "benchmarks" / "spaces" / "distill.toml")
+    assert distill.base.teacher == str(tmp_path / "runs" / "teacher-48x96")
