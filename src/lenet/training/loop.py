@@ -34,7 +34,7 @@ from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
 from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_config, resume_run_dir, summary_record  # noqa: F401
 from lenet.training.state import TrainState, start_state
-from lenet.training.teacher import check_teacher_unchanged, teacher_identity, load_teacher, teacher_forward
+from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
 
 STUCK_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level: the sigmoid units have saturated "
@@ -93,7 +93,9 @@ def train(
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
 
     teacher, identity = None, None
-    if recipe.teacher:  # loaded (and, on a resume, checked) before the student draws anything
+    # The teacher is loaded (and, on a resume, checked) before the seed is set: building its network draws
+    # from the global generator, and the student's weights must not depend on whether a teacher is there.
+    if recipe.teacher:
         teacher, identity = load_teacher(recipe.teacher, data.spec, device)
         if resume is not None:
             check_teacher_unchanged(resume, runs.read_config(Path(resume)).get("teacher"), recipe.teacher)
@@ -156,7 +158,8 @@ def train(
 
 def check_before_training(config: TrainConfig, data: Dataset) -> None:
     """Refuse now, before anything is printed or trained, what train() would refuse later: a device
-    this machine lacks, a teacher that is not there, a validation split that leaves no training image, a run name already taken."""
+    this machine lacks, a teacher that is not there, a validation split that leaves no training image,
+    a run name already taken."""
     resolve_device(config.device)
     if config.recipe.teacher:
         teacher_identity(config.recipe.teacher)  # a missing or unreadable teacher
