@@ -21,7 +21,7 @@ import torch
 from lenet.core.device import resolve_device
 from lenet.core.errors import Interrupted, LenetError, RunError
 from lenet.core.progress import bar, stage
-from lenet.data.batches import augment, batch_indices, holdout, to_float
+from lenet.data.batches import augment, batch_indices, erase, holdout, to_float
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
 from lenet.data.registry import is_user_data
@@ -31,9 +31,11 @@ from lenet.training.build import build_model
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order
 from lenet.training.metrics import Evaluation, evaluate
+from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
 from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_run_dir, summary_record
 from lenet.training.state import TrainState, start_state
+from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
 
 # Names that lived here before loop.py was split, still importable from here for a while:
 # the builders are build.py's, resume_config is records.py's, train_seeds is seeds.py's.
@@ -96,14 +98,26 @@ def train(
     splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
 
+    teacher, identity = None, None
+    # The teacher is loaded (and, on a resume, checked) before the seed is set: building its network draws
+    # from the global generator, and the student's weights must not depend on whether a teacher is there.
+    if recipe.teacher:
+        teacher, identity = load_teacher(recipe.teacher, data.spec, device)
+        if resume is not None:
+            check_teacher_unchanged(resume, runs.read_config(Path(resume)).get("teacher"), recipe.teacher)
+
     torch.manual_seed(config.seed)
     model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
-    step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, recipe.precision,
-                lambda text: _warn(state, text, on_warning))  # fmt: skip
-    run_dir = resume_run_dir(Path(resume), state, model) if resume is not None else new_run_dir(config, data, device)
+    step = Step(model.net, state.optimizer, state.schedule, config.engine, precision=recipe.precision,
+                on_warning=lambda text: _warn(state, text, on_warning),
+                objective=objective(recipe, config, teacher))  # fmt: skip
+    # What is judged, evaluated and saved: the network, or its moving average when the recipe keeps one.
+    model = model if state.ema is None else Classifier(state.ema.net, model.views, model.data)
+    run_dir = (resume_run_dir(Path(resume), state, model) if resume is not None
+               else new_run_dir(config, data, device, identity))  # fmt: skip
 
     epoch = state.epoch + 1
     try:
@@ -153,8 +167,11 @@ def train(
 
 def check_before_training(config: TrainConfig, data: Dataset) -> None:
     """Refuse now, before anything is printed or trained, what train() would refuse later: a device
-    this machine lacks, a validation split that leaves no training image, a run name already taken."""
+    this machine lacks, a teacher that is not there, a validation split that leaves no training image,
+    a run name already taken."""
     resolve_device(config.device)
+    if config.recipe.teacher:
+        teacher_identity(config.recipe.teacher)  # a missing or unreadable teacher
     if config.val_split:
         holdout(data.train_labels, data.train_labels, config.val_split)  # refuses a size that leaves nothing
     if config.save and config.name is not None:
@@ -184,7 +201,11 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
             x, y = images[idx], labels[idx]
             if recipe.shift or recipe.flip:
                 x = augment(x, recipe.shift, recipe.flip, state.augment_rng, alternated(state, idx, epoch))
+            if recipe.erase:
+                x = erase(x, recipe.erase, recipe.erase_area, recipe.erase_ratio, recipe.erase_fill, state.augment_rng)
             loss, logits = step(to_float(x), y)
+            if state.ema is not None:
+                state.ema.update(state.net)
             loss_sum += loss * len(idx)
             correct += (logits.argmax(dim=1) == y).sum()
     seconds = time.perf_counter() - start
@@ -192,6 +213,14 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     if not math.isfinite(total):
         raise TrainingDiverged(f"the training loss became {total} in epoch {epoch}; try a lower --lr")
     return total / len(labels), int(correct.item()) / len(labels), seconds
+
+
+def objective(recipe: Recipe, config: TrainConfig, teacher=None) -> Objective:
+    """The recipe's training loss; with a teacher, blended with its soft targets (objective.py)."""
+    if teacher is None:
+        return Objective(recipe.label_smoothing)
+    return Objective(recipe.label_smoothing, teacher_forward(teacher, config.engine, recipe.precision),
+                     recipe.distill_weight, recipe.distill_temperature)  # fmt: skip
 
 
 def alternated(state: TrainState, idx: torch.Tensor, epoch: int) -> torch.Tensor | None:

@@ -36,6 +36,16 @@ AUGMENT_SEED_OFFSET = 1
 # Alternating flips pick their fixed half of the images from a generator of its own (seed + this),
 # so that turning them on leaves the shuffling and the shifts as they were.
 FLIP_SEED_OFFSET = 2
+ERASE_FILLS = ("zero", "noise")  # what an erased rectangle holds: black (the background), or random pixels
+# The average's decay grows as min(ema_decay, (1 + t) / (10 + t)) over its first steps t (TensorFlow's
+# ExponentialMovingAverage with num_updates): the random start weighs little even in a short run.
+EMA_WARMUP = (1, 10)
+
+
+def absolute_path(value: str) -> str:
+    """A path field's value, absolute ('' stays ''): relative to the directory the recipe was made in, so that
+    a resume from elsewhere, or a sweep's trial (Ray runs each in a directory of its own), finds the same file."""
+    return os.path.abspath(value) if value else value
 
 
 def flag_name(field_name: str) -> str:
@@ -44,9 +54,13 @@ def flag_name(field_name: str) -> str:
 
 
 def _field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-           above: float | None = None, below: float | None = None, choices: tuple[str, ...] | None = None) -> Any:  # fmt: skip
-    """A recipe field with its help text and bounds (low <= x <= high, above < x < below)."""
-    meta = {"help": help, **bounds(low, high, above, below, choices)}
+           above: float | None = None, below: float | None = None, choices: tuple[str, ...] | None = None,
+           path: bool = False) -> Any:  # fmt: skip
+    """A recipe field with its help text and bounds (low <= x <= high, above < x < below); a `path` field's
+    value (a file or directory, '' for none) is made absolute wherever it is given (see absolute_path)."""
+    meta = {"help": help, **bounds(low, high, above, below, choices), "path": path}
+    if path:
+        meta["shown"] = "none"  # how --help shows the default ''
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -115,6 +129,38 @@ class Recipe:
     val_seed: int = _field(0, "seed of the validation split's draw (--val-split), apart from --seed", low=0)
     # Evaluation in chunks keeps peak memory low; it changes no figure.
     eval_batch_size: int = _field(EVAL_CHUNK, "images per forward pass when evaluating", low=1)
+    # --- levers of issue 30, each off by default, so that the recipes above train as before ---
+    # Random erasing (Zhong et al. 2017; cutout is its fixed-square, zero-fill case), which the top
+    # Fashion-MNIST entries use: a rectangle of a random share of the image and aspect is blanked,
+    # drawn from the augmentation generator after the shifts and flips (off, no number is drawn, so
+    # other runs keep their draws). torchvision's RandomErasing defaults for the area and aspect.
+    erase: float = _field(0.0, "probability that a training image gets a random rectangle erased (0 = off)",
+                          low=0, high=1)  # fmt: skip
+    erase_area: tuple[float, float] = _field((0.02, 0.33), "the erased rectangle's share of the image, low and high",
+                                             above=0, high=1)  # fmt: skip
+    erase_ratio: tuple[float, float] = _field((0.3, 3.3), "the erased rectangle's height / width, low and high "
+                                                          "(drawn log-uniformly)", above=0, high=100)  # fmt: skip
+    erase_fill: str = _field("zero", "what an erased rectangle holds: zero (black) or noise (random pixels)",
+                             choices=ERASE_FILLS)  # fmt: skip
+    # An exponential moving average of the weights (and of batch norm's running statistics), which is
+    # judged, evaluated and saved as the model. airbench found it (as lookahead) to help only together
+    # with a fast batch-norm momentum (bn_momentum, above): vary the two together.
+    ema_decay: float = _field(0.0, "decay per step of the weights' moving average, which becomes the model "
+                                   "(0 = off; e.g. 0.999)", low=0, below=1)  # fmt: skip
+    # Knowledge distillation (Hinton et al. 2015) from a teacher trained by lenet: the loss becomes
+    # (1 - distill_weight) * the hard loss + distill_weight * T^2 * KL(teacher's softmax(z/T) || the
+    # student's), the teacher run in no_grad on the same augmented batch (its own test-time views off).
+    # The path is made absolute where it is given (a flag, a recipe file, a sweep's space), so that a resume
+    # from another directory, or a sweep's trial (Ray runs each in its own directory), finds the same
+    # teacher; config.json records the SHA-256 of its weights, and a resume refuses a teacher that changed.
+    teacher: str = _field("", "a run directory (or .safetensors file) whose model teaches this one by distillation "
+                              "('' = none)", path=True)  # fmt: skip
+    # Hinton's soft targets: weight 0.5 and temperature 4 are common starting points (the temperature
+    # softens the teacher's distribution so that its ranking of the wrong classes carries signal).
+    distill_weight: float = _field(0.5, "share of the distillation loss in the training loss (with --teacher)",
+                                   low=0, high=1)  # fmt: skip
+    distill_temperature: float = _field(4.0, "softmax temperature of the distillation (with --teacher)",
+                                        above=0, high=100)  # fmt: skip
 
     def __post_init__(self) -> None:
         types = typing.get_type_hints(Recipe)
@@ -123,11 +169,16 @@ class Recipe:
             if isinstance(value, list):  # a pair read from JSON or TOML
                 object.__setattr__(self, f.name, value := tuple(value))
             check_value(flag_name(f.name), value, types[f.name], f.metadata)
+            if f.metadata["path"]:
+                object.__setattr__(self, f.name, absolute_path(value))
         if self.momentum_range[0] > self.momentum_range[1]:
             raise LenetError(f"momentum-range is low then high, not {self.momentum_range}")
         if self.three_phase and self.warmup >= 0.5:
             raise LenetError(f"three-phase onecycle rises for warmup and falls for as long again: warmup must be "
                              f"< 0.5, not {self.warmup}")
+        for name in ("erase_area", "erase_ratio"):
+            if getattr(self, name)[0] > getattr(self, name)[1]:
+                raise LenetError(f"{flag_name(name)} is low then high, not {getattr(self, name)}")
         if self.optimizer == "sgd" and self.nesterov and self.dampening:
             raise LenetError(f"Nesterov momentum needs dampening 0, not {self.dampening}; add --no-nesterov")
 
@@ -254,7 +305,8 @@ def check_field_value(name: str, value: Any, where: str) -> Any:
         check_value(flag_name(name), value, kind, meta)
     except LenetError as e:
         raise LenetError(f"{where}: {e}") from None
-    return value
+    return absolute_path(value) if meta["path"] else value
+
 
 
 def recipe_toml(recipe: Recipe, comments: list[str] = ()) -> str:

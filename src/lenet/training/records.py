@@ -23,6 +23,7 @@ from lenet.training.engine import Engine
 from lenet.training.metrics import Evaluation
 from lenet.training.recipes import Recipe
 from lenet.training.state import TrainState
+from lenet.training.teacher import TeacherIdentity, check_teacher_unchanged
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
 MAX_SKIPPED_RECORDED = 1000  # files left out by --skip-bad that config.json names; it counts them all
@@ -32,7 +33,8 @@ def is_stuck(accuracy: float, num_classes: int) -> bool:
     return accuracy < 1 / num_classes + CHANCE_MARGIN
 
 
-def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Path | None:
+def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
+                teacher: TeacherIdentity | None = None) -> Path | None:  # fmt: skip
     """The run's directory, claimed and holding its config.json (None when the run is not saved)."""
     if not config.save:
         return None
@@ -40,7 +42,7 @@ def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Pat
         run_dir = runs.create_run_dir(config.out, config.name)
     else:
         run_dir = runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"seed{config.seed}"))
-    runs.write_config(run_dir, config_record(config, data, device))
+    runs.write_config(run_dir, config_record(config, data, device, teacher))
     return run_dir
 
 
@@ -54,7 +56,8 @@ def resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
     return run_dir
 
 
-def config_record(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
+def config_record(config: TrainConfig, data: Dataset, device: torch.device,
+                  teacher: TeacherIdentity | None = None) -> dict:  # fmt: skip
     return {
         "recipe_name": config.recipe_name,
         "recipe": config.recipe.to_dict(),
@@ -73,6 +76,8 @@ def config_record(config: TrainConfig, data: Dataset, device: torch.device) -> d
                  **({"skipped": list(data.skipped[:MAX_SKIPPED_RECORDED]), "skipped_count": len(data.skipped)}
                     if data.skipped else {}),
                  "skip_bad": config.skip_bad},
+        # A distilling run's teacher, by its weights' digest: a resume refuses another teacher.
+        **({"teacher": teacher.to_dict()} if teacher is not None else {}),
     }
 
 
@@ -120,6 +125,8 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
         raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
     if overrides.get("device") is not None:
         check_same_device_kind(run_dir, saved["device"], overrides["device"])
+    if config.recipe.teacher:  # refused here, before a resume says anything (train() checks again)
+        check_teacher_unchanged(run_dir, saved.get("teacher"), config.recipe.teacher)
     return replace(config, **overrides)
 
 

@@ -1,8 +1,8 @@
 """What a run carries from epoch to epoch (`TrainState`), and how it starts and is restored.
 
-A resume restores all of it from train_state.pt: weights, optimizer and schedule states, the
-shuffling and augmentation generators, the global CPU generator and, on CUDA, the device's own
-generator. On the CPU that makes a resumed run bit-identical to an uninterrupted one.
+A resume restores all of it from train_state.pt: weights (and their moving average, when the recipe
+keeps one), optimizer and schedule states, the shuffling and augmentation generators, the global CPU
+generator and, on CUDA, the device's own generator. On the CPU that makes a resumed run bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lenet.training import runs
 from lenet.training.build import build_optimizer, build_schedule
 from lenet.training.compat import saved_cuda_rng
 from lenet.training.config import TrainConfig
+from lenet.training.ema import WeightAverage
 from lenet.training.recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET
 
 
@@ -33,6 +34,7 @@ class TrainState:
     # The images mirrored in odd epochs under alternating flips (None: fresh coins); drawn from the
     # seed alone, so it is not saved: a resumed run draws it again.
     flip_half: torch.Tensor | None = None
+    ema: WeightAverage | None = None  # the weights' moving average (recipe's ema_decay), the model when on
     epoch: int = 0
     history: list[runs.EpochMetrics] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -54,6 +56,8 @@ class TrainState:
             "history": [asdict(row) for row in self.history],
             "warnings": self.warnings,
             "train_seconds": self.train_seconds,
+            # Only when on, so that a state without the average reads as before.
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def restore(self, saved: dict) -> None:
@@ -68,6 +72,8 @@ class TrainState:
             cuda = saved_cuda_rng(saved["rng"])
             if cuda is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(cuda, self.device)
+            if self.ema is not None:
+                self.ema.load_state_dict(saved["ema"])
             self.history = [runs.EpochMetrics(**row) for row in saved["history"]]
             self.epoch, self.warnings, self.train_seconds = saved["epoch"], saved["warnings"], saved["train_seconds"]
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -85,4 +91,7 @@ def start_state(config: TrainConfig, net: LeNet, train_size: int, steps_per_epoc
     flip_half = None
     if recipe.flip and recipe.alternate_flips:
         flip_half = alternating_half(train_size, seed + FLIP_SEED_OFFSET, device)
-    return TrainState(net, optimizer, schedule, shuffle, augment_rng, flip_half)
+    # The average starts from the network as it is now: call this after engine.prepare, so that it
+    # keeps the network's memory format.
+    ema = WeightAverage(net, recipe.ema_decay) if recipe.ema_decay else None
+    return TrainState(net, optimizer, schedule, shuffle, augment_rng, flip_half, ema)
