@@ -306,7 +306,7 @@ def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
 
     import torch
 
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
     run = shutil.copytree(trained_run[0], tmp_path / "r")
     config = json.loads((run / "config.json").read_text())

@@ -61,7 +61,7 @@ def test_training_with_a_cuda_graph_matches_eager_training(fmnist):
 
 def test_the_levers_train_as_a_cuda_graph_as_eagerly(fmnist, tmp_path):
     """Erasing and the moving average run beside the graph; the teacher's forward is captured with the step."""
-    data = small_subset(fmnist, 6000, 1000)
+    data = fmnist.subset(6000, 1000)
     base = replace(get_recipe("fast"), epochs=2)
     teacher = TrainConfig(recipe=replace(base, epochs=1), device="cuda", out=str(tmp_path), name="T", progress=False)
     recipe = replace(base, erase=0.5, ema_decay=0.99, bn_momentum=0.5, teacher=str(train(teacher, data=data).run_dir))

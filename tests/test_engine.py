@@ -56,7 +56,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_re
     import json
     from lenet import TrainConfig, get_recipe, train
     from lenet.training.engine import resolve_precision
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
     cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
@@ -192,7 +192,7 @@ def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: i
 
     force_graph: take the CUDA graph path whatever the device (with torch.cuda's calls faked, off CUDA)."""
     from lenet.training.engine import Step
-    from lenet.training.loop import build_optimizer, build_schedule
+    from lenet.training.build import build_optimizer, build_schedule
 
     recipe, engine = get_recipe("fast"), Engine(cuda_graph=cuda_graph)
     torch.manual_seed(0)

@@ -127,7 +127,8 @@ def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmn
 
 def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
     from lenet.models.lenet import create_model
-    from lenet.training.loop import alternated, start_state
+    from lenet.training.loop import alternated
+    from lenet.training.state import start_state
 
     def state(**recipe):
         return start_state(_config(tmp_path, **recipe), create_model("lenet_bn"), 1000, 16, torch.device("cpu"))
@@ -149,7 +150,7 @@ def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
 
 def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist, tmp_path):
     from lenet.core.errors import Interrupted
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
     data = fmnist.subset(1536, 300)
     config = lambda name, **kw: replace(_config(tmp_path / name, batch_size=256, **kw), engine=Engine(threads=1))  # noqa: E731

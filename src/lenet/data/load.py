@@ -12,6 +12,7 @@ from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
 from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, is_user_data
 from lenet.data.sources import _file_in, find_or_download, verified_digest
+from lenet.data.user import load_csv, load_folder
 
 
 def load_dataset(

@@ -37,11 +37,6 @@ from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_ru
 from lenet.training.state import TrainState, start_state
 from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
 
-# Names that lived here before loop.py was split, still importable from here for a while:
-# the builders are build.py's, resume_config is records.py's, train_seeds is seeds.py's.
-from lenet.training.build import build_optimizer, build_schedule, parameter_groups  # noqa: E402, F401
-from lenet.training.records import resume_config  # noqa: E402, F401
-
 STUCK_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level: the sigmoid units have saturated "
     "(the tutorial's Adam at lr 0.01 on [0, 1] inputs does this on 2 of seeds 0-9) and "
