@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     for module, name, label in (
         ("lenet.data.load", "load_dataset", "loading the data"),
         ("lenet.training.loop", "train_epoch", "training, per epoch"),
-        ("lenet.training.loop", "judge", "judging, per epoch"),
+        ("lenet.training.loop", "evaluate_epoch", "evaluating, per epoch"),
         ("lenet.training.runs", "save_epoch", "saving, per epoch"),
         ("lenet.training.loop", "final_figures", "final figures (every view)"),
         ("lenet.insight.report", "write_report", "the report"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LENET, REPO, small_subset
+from conftest import LENET, REPO
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.core.errors import Interrupted, LenetError
 from lenet.data.batches import erase
@@ -28,7 +28,7 @@ from lenet.training.runs import read_train_state
 
 @pytest.fixture(scope="module")
 def data(fmnist):
-    return small_subset(fmnist, 1536, 300)
+    return fmnist.subset(1536, 300)
 
 
 def _config(out: Path, name: str = "run", **recipe) -> TrainConfig:

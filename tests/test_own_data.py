@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import lenet.data.load
+import lenet.data.user
 from conftest import make_folder, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, save_model, train
 from lenet.cli import main
@@ -54,7 +55,7 @@ def reads(monkeypatch, kind):
         seen.append(path)
         raise DataError(f"read {path}")
 
-    monkeypatch.setattr(lenet.data.load, f"load_{kind}", spy)
+    monkeypatch.setattr(lenet.data.user, f"load_{kind}", spy)
     return seen
 
 

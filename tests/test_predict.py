@@ -66,6 +66,7 @@ def test_huge_image_header_is_refused(tmp_path):
         load_image(tmp_path / "big.png", max_pixels=100 * 100)
 
 
+@pytest.mark.tripwires
 def test_decoding_bounds_itself_and_changes_no_process_wide_setting(tmp_path, monkeypatch):
     """The server decodes on many threads: Pillow's MAX_IMAGE_PIXELS and the warning filters are the
     whole process's, so decoding may neither set the one nor install the other, even for a moment."""

@@ -159,7 +159,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(fmnist, tmp_path,
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(importlib.import_module("lenet.training.engine"), "F", types.SimpleNamespace(cross_entropy=poisoned))
+    monkeypatch.setattr(importlib.import_module("lenet.training.objective"), "F", types.SimpleNamespace(cross_entropy=poisoned))
     with pytest.raises(TrainingDiverged, match="epoch 2.*weights of epoch 1 are in .*run"):
         train(config, data=data)
     model = load(tmp_path / "run")

@@ -12,7 +12,6 @@ from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
 from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, is_user_data
 from lenet.data.sources import _file_in, find_or_download, verified_digest
-from lenet.data.user import load_csv, load_folder
 
 
 def load_dataset(
@@ -25,10 +24,12 @@ def load_dataset(
     """Find (or download), verify and decode a data set onto `device`: a registry name
     (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
     files are left out and listed in the data set's `skipped`, instead of refused)."""
-    if name.startswith("folder:"):
-        return load_folder(name.removeprefix("folder:"), skip_bad).to(device)
-    if name.startswith("csv:"):
-        return load_csv(name.removeprefix("csv:")).to(device)
+    if name.startswith(("folder:", "csv:")):
+        # Imported here: a registry data set (what lenet train reads by default) needs no image decoding.
+        from lenet.data.user import load_csv, load_folder
+
+        kind, _, path = name.partition(":")
+        return (load_folder(path, skip_bad) if kind == "folder" else load_csv(path)).to(device)
     entry = dataset_entry(name)
     directory = find_or_download(entry, data_dir, download)
     tensors, hashes = {}, {}
