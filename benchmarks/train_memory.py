@@ -3,7 +3,7 @@
     python -m benchmarks.train_memory [lenet train's arguments, e.g. --epochs 2 --out /tmp/runs]
 
 Runs `lenet train` in this process. Before each stage (loading the data, each epoch's training,
-judging and saving, the final figures, the report's evaluation and figures) the kernel's peak
+evaluating and saving, the final figures, the report's evaluation and figures) the kernel's peak
 resident size is reset (`/proc/self/clear_refs`), so each row is that stage's own peak; a stage
 inside another (the report's evaluation) also counts toward the outer one. The whole run's peak is
 the largest figure read at any point, imports included: what `/usr/bin/time -v` prints as the

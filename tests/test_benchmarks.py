@@ -202,7 +202,7 @@ def test_train_memory_gives_each_stage_of_a_run_its_own_peak(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = {m[0].strip(): (int(m[1]), int(m[2]), int(m[3])) for m in
             re.findall(r"^\| ([^|*]+) \| (\d+) \| (\d+) \| (\d+) \| \d+ \|$", proc.stdout, re.M)}  # fmt: skip
-    calls = {"loading the data": 1, "training, per epoch": 2, "judging, per epoch": 2, "saving, per epoch": 2,
+    calls = {"loading the data": 1, "training, per epoch": 2, "evaluating, per epoch": 2, "saving, per epoch": 2,
              "final figures (every view)": 1, "the report": 1, "the report: its evaluation": 1,
              "the report: its figures": 1}  # fmt: skip
     assert {name: row[0] for name, row in rows.items()} == calls, proc.stdout
