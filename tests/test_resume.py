@@ -20,14 +20,14 @@ WORKER = """
 import sys
 from dataclasses import replace
 import torch
-from lenet import FashionMNIST, TrainConfig, get_recipe, load_fashion_mnist
+from lenet import TrainConfig, get_recipe, load_fashion_mnist
+from lenet.data.batches import subset
 from lenet.training.loop import resume_config, train
 mode, out, name, epochs = sys.argv[1:5]
 torch.set_num_threads(1)  # a tiny net on a busy machine: one thread is many times faster
 d = load_fashion_mnist(download=False)
 print("ready", flush=True)
-d = FashionMNIST(d.train_images[:3072], d.train_labels[:3072], d.test_images[:500], d.test_labels[:500], d.source,
-                 d.sha256, d.spec)
+d = subset(d, 3072, 500)
 recipe = replace(get_recipe("default"), model="lenet_bn", epochs=int(epochs), batch_size=256, shift=2, flip=True,
                  test_flip=True)
 config = TrainConfig(recipe=recipe, device="cpu", out=out, name=name, progress=False, seed=7)

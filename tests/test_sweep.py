@@ -1,15 +1,18 @@
-"""`lenet sweep` on a local Ray: the table, the best recipe file, a killed driver resumed, bad SPACE files.
+"""`lenet sweep` on a local Ray: the table, the best recipe file, a killed driver resumed, Ctrl-C, ASHA,
+the local Ray's token, bad SPACE files.
 
 The sweeps run as a user runs them, `lenet sweep` in a subprocess, in a session of its own: every
 process Ray starts for it is stopped by that session's process ids when the test ends, pass or fail.
-Each runs in a network namespace of its own with only `lo` (Ray 2.60 also listens on the host's
-address): no test traffic leaves loopback, and where no namespace can be made those tests skip.
+Each runs in a network namespace of its own with only `lo` (tests/namespaces.py; Ray 2.60 also
+listens on the host's address): no test traffic leaves loopback. Where no namespace can be made
+those tests skip, and under CI they fail.
 """
 
 import importlib.util
 import ipaddress
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,20 +21,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from namespaces import in_loopback_namespace, network_namespace, require_namespace, session_pids, stop_namespace
+from namespaces import stop_session
 from safetensors.torch import load_file
 
-from cluster_sweep import session_pids, stop_session  # one copy: that script runs alone in a namespace
-from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem, small_subset
+from conftest import LENET, REPO, small_subset
 
 needs_ray = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
+    importlib.util.find_spec("ray") is None and not os.environ.get("CI"),
+    reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)",
 )
-# A test that starts Ray starts it in a loopback-only network namespace, or not at all.
-needs_ray_namespace = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None or loopback_namespace_problem() is not None,
-    reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
-    if importlib.util.find_spec("ray") is None else str(loopback_namespace_problem()),
-)
+# A test that starts Ray starts it in a loopback-only network namespace (the ray_namespace fixture), or not
+# at all, and fails under CI.
 
 # 4 configurations: a 2-point grid crossed with drawn weight decays; 2,000 training images, 2 epochs.
 SPACE = """
@@ -57,14 +58,6 @@ def space_file(tmp_path: Path, text: str = SPACE) -> Path:
     return path
 
 
-def network_namespace(pid: int) -> str | None:
-    """`pid`'s network namespace (None: the process is gone)."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
-
-
 def interfaces(pid: int) -> list[str]:
     """The network interfaces `pid` sees (its namespace's)."""
     return [line.split(":")[0].strip() for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]]
@@ -87,35 +80,68 @@ def listening_addresses(pid: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
 class Sweep:
     """`lenet sweep ARGS` in a new session (its id is the driver's pid) and a loopback-only network namespace."""
 
-    def __init__(self, *args, cwd: Path):
-        command = in_loopback_namespace([*LENET, "sweep", *args, "--local-cpus", "2"])
+    def __init__(self, *args, cwd: Path = REPO, cpus: int = 2):
+        command = in_loopback_namespace([*LENET, "sweep", *args, "--local-cpus", str(cpus)])
         self.proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # fmt: skip
 
-    def wait(self, timeout: float = 120) -> tuple[str, str]:
+    def wait(self, timeout: float = 120, code: int = 0) -> tuple[str, str]:
         try:
             out, err = self.proc.communicate(timeout=timeout)
         finally:
             stop_session(self.proc.pid)
-        assert self.proc.returncode == 0, err[-3000:]
+        assert self.proc.returncode == code, err[-3000:]
         return out, err
+
+    def wait_for(self, condition, what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                stop_session(self.proc.pid)
+                pytest.fail(f"never saw {what}: exit {self.proc.poll()}, {self.proc.stderr.read()[-2000:]}")
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
     """One uninterrupted 4-trial sweep, driven by `lenet sweep`."""
+    require_namespace()
     tmp = tmp_path_factory.mktemp("sweep")
-    sweep = Sweep(str(space_file(tmp)), "--out", str(tmp / "runs"), "--name", "whole", cwd=REPO)
+    sweep = Sweep(str(space_file(tmp)), "--out", str(tmp / "runs"), "--name", "whole")
     out, _ = sweep.wait()
     assert "trials 4/4 done" in out and "best recipe written to" in out
     return tmp / "runs" / "whole"
+
+
+def epochs_done(run_dir: Path) -> int:
+    try:
+        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def runs_under_way(sweep_dir: Path) -> list[Path]:
+    """Run directories with a completed epoch and no summary.json: a trial is training them now."""
+    return [p.parent for p in sweep_dir.glob("trial-*/metrics.csv") if epochs_done(p.parent) >= 1
+            and not (p.parent / "summary.json").exists()]  # fmt: skip
+
+
+class Planted:
+    """A pickle that leaves a marker file when unpickled: planted as Tune's state, it shows nobody read it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
 
 
 def read_table(sweep_dir: Path) -> dict:
     return json.loads((sweep_dir / "sweep.json").read_text())
 
 
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     from lenet.training.runs import read_run
 
@@ -136,7 +162,8 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     assert (finished_sweep / "sweep.html").read_text().count("<img") == 3  # lr, weight decay, the top curves
 
 
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist, tmp_path, monkeypatch, capsys):
     import lenet.data.load
     from lenet.cli import main
@@ -157,16 +184,16 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     assert config["recipe_name"] == str(recipe_file) and config["recipe"]["weight_decay"] == best["params"]["weight_decay"]
 
 
-@needs_ray_namespace
-def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
-    space = space_file(tmp_path)
-    sweep = Sweep(str(space), "--out", str(tmp_path), "--name", "killed", cwd=REPO)
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished_sweep, tmp_path):
+    """The driver is killed while a trial is between epochs; --resume reads plan.json, trials.json and the
+    run directories, never Tune's pickled state (planted here: unpickling it would leave a marker), and
+    the trial that was training goes on from its last completed epoch."""
+    sweep = Sweep(str(space_file(tmp_path)), "--out", str(tmp_path), "--name", "killed")
     killed = tmp_path / "killed"
     try:
-        deadline = time.monotonic() + 90
-        while not list(killed.glob("trial-*/summary.json")):
-            assert time.monotonic() < deadline and sweep.proc.poll() is None, sweep.proc.stderr.read()
-            time.sleep(0.1)
+        sweep.wait_for(lambda: runs_under_way(killed), "a run with a completed epoch under way")
         # Mid-sweep, Ray's every process is in the sweep's own namespace, where it listens on loopback only.
         ray_processes = session_pids(sweep.proc.pid)
         assert len(ray_processes) > 3 and {network_namespace(p) for p in ray_processes} - {None} == {network_namespace(sweep.proc.pid)}
@@ -178,32 +205,58 @@ def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
     finally:
         stop_session(sweep.proc.pid)
     assert not (killed / "sweep.json").exists()
+    under_way = {p: epochs_done(p) for p in runs_under_way(killed)}
+    assert under_way
     done = {p: p.stat().st_mtime_ns for p in killed.glob("trial-*/model.safetensors") if (p.parent / "summary.json").exists()}
-    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
-    assert f"{len(done)} of 4 trials done" in out.splitlines()[0]
+    marker = tmp_path / "unpickled"
+    for state in killed.glob("tune/*.pkl"):  # what Tuner.restore would unpickle
+        state.write_bytes(pickle.dumps(Planted(marker)))
+    out, _ = Sweep("--resume", str(killed)).wait()
+    lines = out.splitlines()
+    assert f"from its own records (plan.json, trials.json, run directories; no Tune state): {len(done)} of 4 trials done" in lines[0]
+    first_progress = next(line for line in lines if line.startswith("trials "))
+    assert first_progress.startswith(f"trials {len(done)}/4 done")  # the resume's first lines agree
+    assert not marker.exists() and list(killed.glob("tune/*.pkl"))
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # a finished trial is never trained again
+    for run_dir, epochs in under_way.items():  # went on after its last completed epoch, in the new Tune experiment
+        unit = run_dir.name.replace("trial-", "unit-")
+        reports = [json.loads(line) for line in (killed / "tune-resume-1" / unit / "result.json").read_text().splitlines()]
+        assert reports[0]["epoch"] == epochs + 1, (run_dir, reports)
     whole, resumed = read_table(finished_sweep), read_table(killed)
-    assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
-    # Resumed again, with every trial ended: nothing is trained, and the table is written again.
+    assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed" and resumed["partial"] is False
+    # Resumed again, with every trial ended: nothing is trained, Ray is not even started, the table is written again.
     (killed / "sweep.json").unlink()
-    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
-    assert "4 of 4 trials done" in out.splitlines()[0] and read_table(killed)["rows"] == whole["rows"]
+    out, _ = Sweep("--resume", str(killed)).wait()
+    assert "4 of 4 trials done" in out.splitlines()[0] and "local Ray" not in out
+    assert read_table(killed)["rows"] == whole["rows"]
 
 
-def stop_namespace(namespace: str) -> None:
-    """Kill every process in `namespace`, a network namespace this test made: all of them are the test's."""
-    assert namespace != network_namespace(os.getpid())
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        members = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and network_namespace(int(p.name)) == namespace]
-        for pid in members:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2 if members and sig == signal.SIGTERM else 0)
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_ctrl_c_stops_the_sweep_with_a_partial_table_and_resume_finishes_it(finished_sweep, tmp_path):
+    """SIGINT, as a terminal's Ctrl-C sends it: exit 130, how to go on, a table marked partial in every form,
+    no best recipe; then --resume ends with the table of the uninterrupted sweep."""
+    sweep = Sweep(str(space_file(tmp_path)), "--out", str(tmp_path), "--name", "stopped")
+    stopped = tmp_path / "stopped"
+    sweep.wait_for(lambda: runs_under_way(stopped), "a run with a completed epoch under way")
+    os.kill(sweep.proc.pid, signal.SIGINT)
+    out, err = sweep.wait(code=130)
+    assert err.strip().splitlines()[-1] == f"lenet sweep: interrupted; finished runs and completed epochs are kept; " \
+        f"continue with: lenet sweep --resume {stopped}"
+    assert not (stopped / "best_recipe.toml").exists() and "no best recipe: the sweep is unfinished" in out
+    table = read_table(stopped)
+    assert table["partial"] is True and any(r["finished"] == 0 for r in table["rows"])
+    assert (stopped / "sweep.csv").read_text().startswith("# PARTIAL: the sweep was interrupted")
+    page = (stopped / "sweep.html").read_text()
+    assert "<title>lenet sweep stopped (partial)</title>" in page and "PARTIAL: the sweep was interrupted" in page
+    assert "trials 4/4 done" not in out  # no line counted the stopped trials as done
+    out, _ = Sweep("--resume", str(stopped)).wait()
+    assert read_table(stopped)["rows"] == read_table(finished_sweep)["rows"]
+    assert (stopped / "best_recipe.toml").exists() and read_table(stopped)["partial"] is False
 
 
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp_path):
     """A head, a second node and the driver in one loopback-only namespace (tests/cluster_sweep.py); the
     second node's raylet and workers are killed while a trial trains there: every trial still ends with
@@ -261,6 +314,8 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
         ("seeds = 0", "seeds must be at least 1, not 0"),
         ("budget = 3", "unknown setting 'budget'"),
         ("[vary]\nlr = { uniform = [0.001, 0.1] }", "needs trials = N"),
+        ("", "nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study"),
+        ("seeds = 1\n[recipe]\nepochs = 1", "nothing to sweep"),
     ],
 )  # fmt: skip
 def test_a_bad_space_file_is_one_line(tmp_path, capsys, change, message):
@@ -286,7 +341,7 @@ def test_more_trials_than_the_grid_holds_is_one_line(tmp_path, capsys):
 
 
 def test_flags_override_the_space_file(tmp_path):
-    from lenet.sweep.sweep import Options, configurations, read_space
+    from lenet.sweep.space import Options, configurations, read_space
 
     space = read_space(space_file(tmp_path), Options(trials=6, seeds=3, val_split=700, epochs=1))
     assert (space.trials, space.seeds, space.val_split, space.base.epochs) == (6, 3, 700, 1)
@@ -312,7 +367,8 @@ def test_recipe_files_are_checked_like_the_built_in_recipes(tmp_path, capsys):
 
 
 def test_training_and_the_library_never_import_ray():
-    code = ("import sys, lenet, lenet.train, lenet.cli, lenet.inference, lenet.report, lenet.export\n"
+    code = ("import sys, lenet, lenet.training.loop, lenet.cli, lenet.inference.predict, lenet.insight.report, "
+            "lenet.inference.export, lenet.sweep.space, lenet.sweep.plan, lenet.sweep.table, lenet.sweep.page\n"
             "lenet.cli.build_parser()\n"
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -331,7 +387,8 @@ def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
 
 def plan_of(text: str, out: Path, name: str):
     """The plan of a space given as text, with a 100-image validation split, made in `out`."""
-    from lenet.sweep.sweep import Options, make_plan, parse_space
+    from lenet.sweep.plan import make_plan
+    from lenet.sweep.space import Options, parse_space
 
     space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
     return make_plan(space, Options(out=str(out), name=name), text)
@@ -339,7 +396,7 @@ def plan_of(text: str, out: Path, name: str):
 
 def run_trial_here(plan, data) -> None:
     """The plan's first trial in this process (no Ray), on one thread as a trial runs."""
-    from lenet.sweep.sweep import run_trial
+    from lenet.sweep.trainable import run_trial
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -351,7 +408,7 @@ def run_trial_here(plan, data) -> None:
 
 @needs_ray
 def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
-    from lenet.sweep.sweep import table_rows
+    from lenet.sweep.table import table_rows
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
@@ -368,7 +425,7 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
     (it did: the last epoch was reported before the final figures were computed)."""
     from ray import tune
 
-    from lenet.sweep.sweep import table_rows
+    from lenet.sweep.table import table_rows
 
     class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
         pass

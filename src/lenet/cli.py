@@ -530,7 +530,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from lenet.sweep.sweep import Options, run_sweep
+    from lenet.sweep.driver import run_sweep
+    from lenet.sweep.space import Options
 
     if (args.space is None) == (args.resume is None):
         raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")

@@ -4,11 +4,20 @@ batched tensor ops (never a per-sample Python loop or a DataLoader worker)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 
 from lenet.core.errors import DataError
+from lenet.data.dataset import Dataset
 
+
+
+def subset(data: Dataset, n_train: int | None, n_test: int | None) -> Dataset:
+    """The first `n_train` training and `n_test` test images of `data` (None: all of them); the rest of
+    its record (source, digests, mean and std) is kept, so a subset's run still names its data."""
+    return replace(data, train_images=data.train_images[:n_train], train_labels=data.train_labels[:n_train],
+                   test_images=data.test_images[:n_test], test_labels=data.test_labels[:n_test])  # fmt: skip
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f4f4f6; }
 img { max-width: 100%; height: auto; display: block; }
 figcaption, .note { color: #555; font-size: 0.9rem; }
+.frame { overflow-x: auto; max-width: 100%; }
 """
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -75,6 +76,12 @@ def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def frame(label: str, html: str) -> str:
+    """`html` (a wide table) in a frame that scrolls sideways on a narrow screen, not the whole page;
+    focusable, so a keyboard scrolls it too."""
+    return f'<div class="frame" role="region" aria-label="{escape(label)}" tabindex="0">\n{html}\n</div>'
 
 
 def key_value_table(items: Mapping[str, Any], headers: Sequence[str] = ("setting", "value")) -> str:
