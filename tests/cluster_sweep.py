@@ -59,7 +59,7 @@ def main(space: str, out: str, name: str) -> dict:
         sessions["other"] = started(other, env)
         result["cluster_up_s"] = round(time.monotonic() - start, 1)
         driver = subprocess.Popen([sys.executable, "-m", "lenet.cli", "sweep", space, "--address", f"127.0.0.1:{PORT}",
-                                   "--out", out, "--name", name], env=env, stdout=subprocess.PIPE,
+                                   "--out", out, "--storage", out, "--name", name], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
         sessions["driver"] = driver.pid
         result["killed"] = kill_mid_trial(sessions["other"], Path(out) / name, driver, start)

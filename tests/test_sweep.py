@@ -108,8 +108,9 @@ def finished_sweep(tmp_path_factory) -> Path:
     require_namespace()
     tmp = tmp_path_factory.mktemp("sweep")
     sweep = Sweep(str(space_file(tmp)), "--out", str(tmp / "runs"), "--name", "whole")
-    out, _ = sweep.wait()
+    out, err = sweep.wait()
     assert "trials 4/4 done" in out and "best recipe written to" in out
+    assert "network_util" not in out + err and "Traceback" not in err  # Ray's chatter is kept off the screen
     return tmp / "runs" / "whole"
 
 
@@ -148,6 +149,7 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     table = read_table(finished_sweep)
     rows = table["rows"]
     assert len(rows) == 4 and table["varied"] == ["lr", "weight_decay"] and table["val_split"] == 500
+    assert (table["dataset"], table["train_subset"], table["test_subset"]) == ("fashion-mnist", 2000, 500)
     assert {r["params"]["lr"] for r in rows} == {0.005, 0.01}
     means = [r["val"]["mean"] for r in rows]
     assert means == sorted(means, reverse=True)
@@ -172,6 +174,9 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     best = read_table(finished_sweep)["rows"][0]
     recipe_file = finished_sweep / "best_recipe.toml"
     assert load_recipe_file(recipe_file).lr == best["params"]["lr"]
+    comments = recipe_file.read_text()
+    assert "of fashion-mnist (the first 2,000 training images and the first 500 test images)" in comments
+    assert "--dataset fashion-mnist --seed 0 --val-split 500 --threads 1" in comments
     subset = small_subset(fmnist, 2000, 500)
     monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: subset)
     code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
@@ -413,6 +418,9 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
     result = json.loads(out.splitlines()[-1])
     cluster = result["cluster_line"] or ""
     assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in cluster, result
+    # Quiet: one line for the retry, no traceback of Ray's, no network_util chatter on the driver's screen.
+    assert f"trial {int(result['killed']['run'].split('-')[1])} retried" in result["stdout"], result["stdout"]
+    assert "Traceback" not in result["stderr"] and "network_util" not in result["stderr"], result["stderr"]
     killed = result["killed"]
     assert killed, f"no trial trained on the second node: {result}"
     # Ray titles a trial's worker "ray::ImplicitFunc.train" only while a call to train() is under way.
@@ -486,6 +494,23 @@ def test_flags_override_the_space_file(tmp_path):
     assert configurations(space) == chosen  # a plan is reproducible
 
 
+def test_a_space_names_its_data_set_and_the_flag_overrides_it(tmp_path):
+    from lenet.sweep.space import Options, read_space
+
+    space = space_file(tmp_path, SPACE.replace('base = "default"', 'base = "default"\ndataset = "mnist"'))
+    assert read_space(space).dataset == "mnist" and read_space(space, Options(dataset="kmnist")).dataset == "kmnist"
+    plan = plan_of('dataset = "csv:digits.csv"\nseeds = 2\n[data]\ntrain_subset = 300\n', tmp_path, "data")
+    assert plan.dataset == "csv:digits.csv" and plan.data_note() == "csv:digits.csv (the first 300 training images)"
+
+
+def test_a_bad_data_set_is_one_line_before_ray_starts(tmp_path, capsys):
+    from lenet.cli import main
+
+    assert main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nonsense" in err and not (tmp_path / "runs").exists()
+
+
 def test_recipe_files_are_checked_like_the_built_in_recipes(tmp_path, capsys):
     from lenet.cli import main
 
@@ -529,56 +554,87 @@ def plan_of(text: str, out: Path, name: str):
     return make_plan(space, Options(out=str(out), name=name), text)
 
 
-def run_trial_here(plan, data) -> None:
-    """The plan's first trial in this process (no Ray), on one thread as a trial runs."""
+class Stopped(Exception):
+    """What Tune does to a function trainable it stops: nothing after the report runs."""
+
+
+def run_trial_here(plan, data, monkeypatch, stop_at_step: int | None = None, checkpoint: Path | None = None) -> list[dict]:
+    """The plan's first trial in this process, on one thread as a trial runs, with Tune's part played here:
+    each report's checkpoint goes into the sweep directory as the driver puts it (carry.unpack), a report
+    at `stop_at_step` stops the trial as ASHA would, and `checkpoint` is what a retry gets from
+    tune.get_checkpoint. Returns the reported metrics (so far, on a stop: see `reports` of Stopped)."""
+    from ray import tune
+
+    from lenet.sweep.carry import unpack
     from lenet.sweep.trainable import run_trial
 
+    reports = []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        unpack(plan, 0, Path(checkpoint.path), Path(plan.directory))
+        if metrics["step"] == stop_at_step:
+            raise Stopped(reports)
+
+    monkeypatch.setattr(tune, "report", report)
+    saved = None if checkpoint is None else tune.Checkpoint.from_directory(str(checkpoint))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: saved)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         run_trial({"unit": 0}, plan, data)
     finally:
         torch.set_num_threads(threads)
+    return reports
 
 
 @needs_ray
-def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
+def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist, monkeypatch):
     from lenet.sweep.table import table_rows
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
-    run_trial_here(plan, small_subset(fmnist, 600, 100))  # it fails before any report
+    (reported,) = run_trial_here(plan, small_subset(fmnist, 600, 100), monkeypatch)
+    assert reported["val_accuracy"] != reported["val_accuracy"]  # NaN: ASHA passes over it
     (row,) = table_rows(plan)
     assert row["finished"] == 0 and "val" not in row
     assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
-    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory is still there
+    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory reached the driver
 
 
 @needs_ray
 def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmnist, monkeypatch):
     """ASHA may stop a trial at any report; at a run's last epoch that must not lose its summary.json
     (it did: the last epoch was reported before the final figures were computed)."""
-    from ray import tune
-
     from lenet.sweep.table import table_rows
 
-    class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
-        pass
-
-    reports = []
-
-    def report(metrics, checkpoint=None):
-        reports.append(metrics)
-        if metrics["step"] == 2:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
-            raise Stopped
-
-    monkeypatch.setattr(tune, "report", report)
     plan = plan_of('seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n', tmp_path, "stop")
-    with pytest.raises(Stopped):
-        run_trial_here(plan, small_subset(fmnist, 600, 100))
+    with pytest.raises(Stopped) as stop:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
+        run_trial_here(plan, small_subset(fmnist, 600, 100), monkeypatch, stop_at_step=2)
+    reports = stop.value.args[0]
     summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
     assert [r["step"] for r in reports] == [1, 2]
     assert reports[-1]["val_accuracy"] == summary["val"]["accuracy"]  # the finished model's figure, every view
     assert not plan.run_dir(0, 1).exists()  # the stopped trial's second seed never started
     (row,) = table_rows(plan)
     assert row["seeds"][0]["status"] == "done" and row["seeds"][0]["val"] == summary["val"]["accuracy"]
+
+
+@needs_ray
+def test_a_retried_trial_goes_on_from_its_checkpoint_alone(tmp_path, fmnist, monkeypatch):
+    """A retry finds its runs in Tune's checkpoint alone (the sweep directory may be another machine's): it
+    trains only the epochs after the checkpoint's, to the weights of a trial never interrupted."""
+    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 3\n[vary]\nlr = [0.01]\n'
+    data = small_subset(fmnist, 600, 100)
+    whole = plan_of(text, tmp_path / "a", "whole")
+    run_trial_here(whole, data, monkeypatch)
+    cut = plan_of(text, tmp_path / "b", "cut")
+    with pytest.raises(Stopped):  # the node is lost right after epoch 1's report
+        run_trial_here(cut, data, monkeypatch, stop_at_step=1)
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    cut.run_dir(0, 0).rename(checkpoint / "trial-0000")  # the driver's copy gone: only Tune's checkpoint is left
+    reports = run_trial_here(cut, data, monkeypatch, checkpoint=checkpoint)
+    assert [r["epoch"] for r in reports] == [2, 3]
+    a, b = load_file(whole.run_dir(0, 0) / "model.safetensors"), load_file(cut.run_dir(0, 0) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,6 +8,7 @@ experiment over the trials that have not ended; Tune's pickled state (tuner.pkl)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from lenet.core.errors import Interrupted, LenetError
+from lenet.core.files import write_json
+from lenet.sweep.carry import carried
 from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan
 from lenet.sweep.space import Options, read_space
 from lenet.sweep.table import SweepResult, finish
@@ -28,6 +31,7 @@ from lenet.sweep.trainable import run_trial
 
 INSTALL_HINT = "lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60)"
 TUNE_DIR = "tune"  # Tune's experiment of the first session; a resume's is tune-resume-N
+SESSIONS_FILE = "sessions.json"  # each session's Tune experiment and where Tune kept it
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 
 
@@ -59,27 +63,30 @@ def run_sweep(
             raise LenetError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
         data_dir = options.data_dir
     address = options.address or os.environ.get("RAY_ADDRESS")
+    _quiet()
     # The token is in place before Ray is imported: Ray reads its authentication settings then.
     with contextlib.nullcontext() if address else private_token():
         ray, tune = _import_ray()
         data = _load_data(plan.space if resume is not None else asdict(space), data_dir)
-        if resume is None:
-            plan = make_plan(space, options, Path(space_path).read_text(encoding="utf-8"))
-            on_line(f"sweep {plan.name}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds, "
-                    f"{len(plan.units())} trials, judged on {plan.space['val_split']:,} validation images")  # fmt: skip
-        ended = ended_units(plan)
         if resume is not None:
+            ended = ended_units(plan)
             on_line(f"resuming sweep {plan.name} from its own records (plan.json, trials.json, run directories; "
                     f"no Tune state): {len(ended)} of {len(plan.units())} trials done")  # fmt: skip
         start = time.monotonic()
-        interrupted = False
-        if len(ended) < len(plan.units()):
-            started_ray = _connect(ray, address, options.local_cpus, on_line)
-            try:
-                interrupted = _tune(tune, plan, data, ended, on_line)
-            finally:
-                if started_ray or ray.is_initialized():
-                    ray.shutdown()
+        interrupted, to_run = False, resume is None or len(ended) < len(plan.units())
+        started_ray = _connect(ray, address, options.local_cpus, on_line) if to_run else False
+        try:
+            if to_run:
+                _check_storage(ray, options.storage)
+            if resume is None:  # the sweep directory is made only once Ray is there and fit for it
+                plan, ended = make_plan(space, options, Path(space_path).read_text(encoding="utf-8")), set()
+                on_line(f"sweep {plan.name}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds, "
+                        f"{len(plan.units())} trials, judged on {plan.space['val_split']:,} validation images")  # fmt: skip
+            if to_run:
+                interrupted = _tune(tune, plan, data, ended, options.storage, on_line)
+        finally:
+            if started_ray or ray.is_initialized():
+                ray.shutdown()
     result = finish(plan, time.monotonic() - start, on_line, partial=interrupted)
     if interrupted:
         raise SweepInterrupted(plan.directory)
@@ -113,6 +120,16 @@ def private_token() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _quiet() -> None:
+    """Keep Ray's and Tune's own chatter off the driver's screen (a user's own settings win); it stays in
+    Ray's logs and the trial directories."""
+    # A retried trial's traceback; Progress prints one line instead ("trial N retried").
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Tune's own tables and warnings would drown lenet's progress lines.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
 def _import_ray():
     try:
         import ray
@@ -122,41 +139,69 @@ def _import_ray():
     return ray, tune
 
 
-def _load_data(space: dict[str, Any], data_dir: str | None):
+def _load_data(plan_space: dict[str, Any], data_dir: str | None):
+    """The sweep's data, loaded once here and sent once through Ray's object store to every trial."""
     from lenet.data.batches import subset
     from lenet.data.load import load_dataset
     from lenet.data.registry import DEFAULT
 
-    data = load_dataset(DEFAULT, data_dir)
-    if space["train_subset"] is None and space["test_subset"] is None:
-        return data
-    return subset(data, space["train_subset"], space["test_subset"])
+    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir)
+    data = subset(data, plan_space["train_subset"], plan_space["test_subset"])
+    if not plan_space["val_split"] < len(data.train_labels):
+        raise LenetError(f"val_split {plan_space['val_split']:,} must be below the {len(data.train_labels):,} "
+                         "training images of the sweep's data")  # fmt: skip
+    return data
 
 
 def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
     """Join the cluster at `address`, or start a local Ray sized to this machine; True if lenet started it."""
     import logging
 
-    # Tune's own tables and warnings would drown lenet's progress lines.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    log: list[str] = []
     try:
         if address:
-            ray.init(address=address, **quiet)
+            with _stderr_aside(log):
+                ray.init(address=address, **quiet)
             on_line(f"on the Ray cluster at {address}: {ray.cluster_resources().get('CPU', 0):g} CPUs, "
                     f"{ray.cluster_resources().get('GPU', 0):g} GPUs")  # fmt: skip
             return False
         cpus = local_cpus or os.cpu_count()
         # address="local": a Ray of lenet's own, never a cluster someone else started on this host.
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+        with _stderr_aside(log):
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}") from None
+        raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}"
+                         + (f" (Ray's own messages: {log[0]})" if log else "")) from None  # fmt: skip
     on_line(f"on a local Ray: {cpus} CPUs")
     exposed = _reachable_ports(ray)
     if exposed:
         on_line(exposed)
     return True
+
+
+@contextlib.contextmanager
+def _stderr_aside(log_path: list[str]) -> Iterator[None]:
+    """Ray's C++ core writes to file descriptor 2 while it starts, for one "Failed to determine local IP
+    via external connectivity to: 8.8.8.8:53" on every sweep where there is no route out: nothing a user
+    can act on. It goes to a file instead, kept (its path put in `log_path`) only when the start fails."""
+    import sys
+
+    sys.stderr.flush()
+    log = tempfile.NamedTemporaryFile("w+", prefix="lenet-ray-start-", suffix=".log", delete=False)
+    log_path.append(log.name)
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+        if not failed:
+            os.unlink(log.name)
 
 
 def _reachable_ports(ray) -> str | None:
@@ -173,11 +218,20 @@ def _reachable_ports(ray) -> str | None:
             "namespace of its own: unshare --net sh -c 'ip link set lo up && exec lenet sweep ...'")  # fmt: skip
 
 
+def _check_storage(ray, storage: str | None) -> None:
+    """A sweep on several machines needs Tune storage that every one of them reaches; --out is the driver's."""
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1 and storage is None:
+        raise LenetError(f"this Ray cluster has {nodes} nodes, and --out is this machine's: give --storage "
+                         "s3://BUCKET/PREFIX (S3-compatible storage), or --storage PATH on a disk every node "
+                         "mounts at the same path")  # fmt: skip
+
+
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _tune(tune, plan: Plan, data, ended: set[int], on_line) -> bool:
+def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line) -> bool:
     """Run every trial that has not ended on Ray Tune; True if Ctrl-C stopped it first."""
     from ray.tune.stopper import Stopper
 
@@ -194,7 +248,9 @@ def _tune(tune, plan: Plan, data, ended: set[int], on_line) -> bool:
             return interrupted.raised
 
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan, data=data), resources)
+    # The data once into the object store for every trial; a resumed trial's run directories likewise.
+    parameters = {"plan": plan, "data": data, "carried": carried(plan, pending)}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, **parameters), resources)
     progress = Progress(plan, ended, interrupted, on_line)
     tuner = tune.Tuner(
         trainable,
@@ -202,7 +258,8 @@ def _tune(tune, plan: Plan, data, ended: set[int], on_line) -> bool:
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=_asha(plan),
                                     trial_dirname_creator=lambda trial: f"unit-{trial.config['unit']:04d}"),
         run_config=tune.RunConfig(
-            name=_experiment_name(plan), storage_path=plan.directory, verbose=0, callbacks=[progress],
+            name=_experiment_name(plan, storage), storage_path=_storage_path(plan, storage), verbose=0,
+            callbacks=[progress],
             stop=StopOnInterrupt(), failure_config=tune.FailureConfig(max_failures=plan.space["max_failures"]),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
@@ -240,12 +297,19 @@ def _asha(plan: Plan):
                          reduction_factor=plan.space["asha"]["reduction_factor"])  # fmt: skip
 
 
-def _experiment_name(plan: Plan) -> str:
-    """A new Tune experiment per session: a resume never opens an earlier session's Tune state."""
-    directory = Path(plan.directory)
-    if not (directory / TUNE_DIR).exists():
-        return TUNE_DIR
-    n = 1
-    while (directory / f"{TUNE_DIR}-resume-{n}").exists():
-        n += 1
-    return f"{TUNE_DIR}-resume-{n}"
+def _storage_path(plan: Plan, storage: str | None) -> str:
+    """Where Tune keeps its experiments and checkpoints: the sweep directory, or a folder of --storage named
+    after the sweep."""
+    return plan.directory if storage is None else f"{storage.rstrip('/')}/{plan.name}"
+
+
+def _experiment_name(plan: Plan, storage: str | None) -> str:
+    """A new Tune experiment per session, counted in sessions.json: a resume never opens an earlier
+    session's Tune state."""
+    path = Path(plan.directory) / SESSIONS_FILE
+    sessions = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    # A sweep of before sessions.json has its first session's experiment in tune/ and no record of it.
+    earlier = len(sessions) or int((Path(plan.directory) / TUNE_DIR).exists())
+    name = f"{TUNE_DIR}-resume-{earlier}" if earlier else TUNE_DIR
+    write_json(path, [*sessions, {"experiment": name, "storage": _storage_path(plan, storage)}])
+    return name

@@ -7,7 +7,6 @@ from typing import Any
 
 from lenet.core.files import write_text
 from lenet.sweep.plan import Plan
-from lenet.sweep.table import status
 from lenet.training import runs
 
 PAGE_FILE = "sweep.html"
@@ -40,8 +39,9 @@ def write_page(plan: Plan, rows: list[dict[str, Any]], metric: str, partial: str
     body = [[i, r["trial"], *(r["params"].get(f) for f in plan.varied), r["finished"],
              *((h.Number(f"{r['val'][k]:.2%}") for k in ("mean", "std", "min")) if "val" in r else ("-",) * 3),
              h.Number(f"{r['test']['mean']:.2%}") if "test" in r else "-", status(r)] for i, r in enumerate(rows, 1)]  # fmt: skip
-    ranking = h.paragraph(f"Ranked by {metric} on {plan.space['val_split']:,} held-out training images (mean over "
-                          "seeds). The test figures decided nothing; they are for the record.")  # fmt: skip
+    ranking = h.paragraph(f"Ranked by {metric} on {plan.space['val_split']:,} held-out training images of "
+                          f"{plan.data_note()} (mean over seeds). The test figures decided nothing; they are for "
+                          "the record.")  # fmt: skip
     html = h.page(
         f"lenet sweep {plan.name}" + (" (partial)" if partial else ""),
         [
@@ -55,3 +55,13 @@ def write_page(plan: Plan, rows: list[dict[str, Any]], metric: str, partial: str
     path = Path(plan.directory) / PAGE_FILE
     write_text(path, html)
     return path
+
+
+def status(row: dict[str, Any]) -> str:
+    """A row's seeds counted by status ("1 done, 1 stopped early"), with the first failure's message."""
+    counts: dict[str, int] = {}
+    for s in row["seeds"]:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    text = ", ".join(f"{n} {status}" for status, n in counts.items())
+    failed = [s["message"] for s in row["seeds"] if s["status"] == "failed"]
+    return text + (f": {failed[0]}" if failed else "")

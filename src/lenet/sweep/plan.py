@@ -12,6 +12,7 @@ from typing import Any
 
 from lenet.core.errors import LenetError
 from lenet.core.files import write_json, write_text
+from lenet.data.registry import DEFAULT
 from lenet.sweep.space import Options, Space, configurations
 from lenet.training import runs
 from lenet.training.recipes import Recipe
@@ -58,6 +59,16 @@ class Plan:
     def run_dir(self, configuration: int, seed: int) -> Path:
         trial = Path(self.directory) / f"trial-{configuration:04d}"
         return trial if len(self.seeds) == 1 else trial / f"seed-{seed}"
+
+    @property
+    def dataset(self) -> str:
+        return self.space.get("dataset") or DEFAULT  # a plan of before `dataset` is Fashion-MNIST's
+
+    def data_note(self) -> str:
+        """The data a sweep trained on: "fashion-mnist", or "mnist (the first 2,000 training images)"."""
+        n_train, n_test = self.space.get("train_subset"), self.space.get("test_subset")
+        parts = [f"the first {n:,} {kind} images" for n, kind in ((n_train, "training"), (n_test, "test")) if n]
+        return self.dataset + (f" ({' and '.join(parts)})" if parts else "")
 
     @property
     def name(self) -> str:

@@ -6,9 +6,11 @@ Imported only once Ray's authentication settings are in place (driver.py): impor
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
+from lenet.sweep.carry import unpack
 from lenet.sweep.plan import Plan, record_trial, run_ended, run_metric
 
 PROGRESS_EVERY_S = 15.0  # a progress line at most this often, and at every finished trial
@@ -32,6 +34,12 @@ class Progress(Callback):
         self.statuses = {t.config["unit"]: t.status for t in trials}
         if time.monotonic() - self.last >= PROGRESS_EVERY_S:
             self._line()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # The trial's run directories, as of its last epoch, into the driver's --out: the table, the
+        # progress lines and --resume read them there, whichever node trains and whatever befalls it.
+        with checkpoint.as_directory() as saved:
+            unpack(self.plan, trial.config["unit"], Path(saved), Path(self.plan.directory))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         unit = trial.config["unit"]

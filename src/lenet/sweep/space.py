@@ -18,7 +18,7 @@ from lenet.training.recipes import load_recipe_file, read_toml, recipe_from_tabl
 
 METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
-TOP_LEVEL = ("name", "base", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
+TOP_LEVEL = ("name", "base", "dataset", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
              "sample_seed", "max_failures", "recipe", "vary", "asha", "data")  # fmt: skip
 DEFAULT_VAL_SPLIT = 5000  # held-out training images: the test set decides nothing in a sweep
 SIGNIFICANT = 4  # drawn values are rounded to this many digits: readable tables and recipe files
@@ -59,6 +59,7 @@ class Space:
     train_subset: int | None = None  # the first N training images only (quick sweeps, tests)
     test_subset: int | None = None
     name: str | None = None
+    dataset: str | None = None  # a registry name, folder:PATH or csv:PATH; None: Fashion-MNIST
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Options:
     out: str = "runs"
     name: str | None = None
     data_dir: str | None = None
+    dataset: str | None = None  # --dataset: overrides the file's
+    storage: str | None = None  # Tune's storage_path: s3://BUCKET/PREFIX or a path every node mounts
 
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
@@ -113,6 +116,7 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         train_subset=_get(data, "train_subset", int, f"{where}: [data]", None, minimum=2),
         test_subset=_get(data, "test_subset", int, f"{where}: [data]", None, minimum=1),
         name=_get(table, "name", str, where, None),
+        dataset=_pick(options.dataset, _get(table, "dataset", str, where, None)),
     )  # fmt: skip
     if space.metric not in METRICS:
         raise LenetError(f"{where}: metric must be one of {', '.join(map(repr, METRICS))}, not {space.metric!r}")
@@ -120,9 +124,8 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         raise LenetError(f"{where}: {space.trials} trials, but the grid holds only {grid_size(axes)} configurations")
     if any(a.kind != "grid" for a in axes) and space.trials is None:
         raise LenetError(f"{where}: a space with drawn fields ({', '.join(DRAWS)}) needs trials = N")
-    train_images = space.train_subset or 60_000
-    if not 0 < space.val_split < train_images:
-        raise LenetError(f"{where}: val_split {space.val_split} must be below the {train_images:,} training images")
+    if space.train_subset is not None and not space.val_split < space.train_subset:  # the data's own size: driver.py
+        raise LenetError(f"{where}: val_split {space.val_split} must be below the {space.train_subset:,} training images")
     if not axes and space.seeds == 1:
         # An empty file would otherwise train the base recipe once: a plain `lenet train`, at sweep prices.
         raise LenetError(f"{where}: nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study")

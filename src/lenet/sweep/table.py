@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet.core.files import write_json, write_text
+from lenet.sweep.page import status, write_page
 from lenet.sweep.plan import FAILED_FILE, Plan, run_metric, threads, trial_records
 from lenet.sweep.space import METRICS
 from lenet.training import runs
@@ -78,13 +79,12 @@ def _seed_entry(plan: Plan, c: int, seed: int, was_stopped: bool) -> dict[str, A
 
 def finish(plan: Plan, seconds: float, on_line=print, partial: bool = False) -> SweepResult:
     """Write the table (csv, json), the page and, for a whole sweep, the best recipe file; print the table."""
-    from lenet.sweep.page import write_page
-
     directory = Path(plan.directory)
     rows = table_rows(plan, partial)
     metric = f"validation accuracy {METRICS[plan.space['metric']]}"
-    table = {"sweep": plan.name, "partial": partial, "metric": metric, "val_split": plan.space["val_split"],
-             "varied": plan.varied, "seeds": plan.seeds, "rows": rows}  # fmt: skip
+    table = {"sweep": plan.name, "partial": partial, "metric": metric, "dataset": plan.dataset,
+             "train_subset": plan.space["train_subset"], "test_subset": plan.space["test_subset"],
+             "val_split": plan.space["val_split"], "varied": plan.varied, "seeds": plan.seeds, "rows": rows}  # fmt: skip
     write_json(directory / TABLE_JSON, table)
     write_text(directory / TABLE_CSV, _csv(plan, rows, partial))
     best = None
@@ -105,12 +105,15 @@ def finish(plan: Plan, seconds: float, on_line=print, partial: bool = False) -> 
 
 
 def _best_recipe(plan: Plan, top: dict[str, Any], metric: str) -> str:
+    subset = plan.space["train_subset"] or plan.space["test_subset"]
     comments = [
         f"the best configuration of sweep {plan.name} ({top['trial']}): {metric} {top['val']['mean']:.2%} mean",
         f"over seeds {', '.join(map(str, plan.seeds))} on a validation split of {plan.space['val_split']} images",
-        f"reproduce a seed: lenet train --recipe {BEST_RECIPE} --seed {plan.seeds[0]} "
-        f"--val-split {plan.space['val_split']} --threads {threads(plan)}"
-        + (" (on the sweep's data subset)" if plan.space["train_subset"] or plan.space["test_subset"] else ""),
+        f"of {plan.data_note()}",
+        f"train it: lenet train --recipe {BEST_RECIPE} --dataset {plan.dataset} --seed {plan.seeds[0]} "
+        f"--val-split {plan.space['val_split']} --threads {threads(plan)}",
+        # lenet train has no subset flags: on a subset the figures above are the subset's, not a promise
+        *(["(on all its images: the sweep's runs used only the subset above)"] if subset else []),
     ]  # fmt: skip
     return recipe_toml(plan.recipe(int(top["trial"].split("-")[1])), comments)
 
@@ -129,20 +132,11 @@ def _csv(plan: Plan, rows: list[dict[str, Any]], partial: bool) -> str:
     return buffer.getvalue()
 
 
-def status(row: dict[str, Any]) -> str:
-    counts: dict[str, int] = {}
-    for s in row["seeds"]:
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-    text = ", ".join(f"{n} {status}" for status, n in counts.items())
-    failed = [s["message"] for s in row["seeds"] if s["status"] == "failed"]
-    return text + (f": {failed[0]}" if failed else "")
-
-
 def table_text(plan: Plan, rows: list[dict[str, Any]], partial: bool = False) -> list[str]:
     head = f"{'rank':>4}  {'trial':<10}  " + "  ".join(f"{f:>12}" for f in plan.varied)
     head += f"  {'val mean':>8}  {'val std':>7}  {'val min':>7}  {'test mean':>9}  status"
     lines = [partial_note(plan)] if partial else []
-    lines += [f"ranked by validation accuracy {METRICS[plan.space['metric']]} (mean over seeds); "
+    lines += [f"ranked by validation accuracy {METRICS[plan.space['metric']]} (mean over seeds) on {plan.data_note()}; "
               "test figures are for the record only", head]  # fmt: skip
     for rank, row in enumerate(rows, 1):
         params = "  ".join(f"{_value(row['params'].get(f)):>12}" for f in plan.varied)
