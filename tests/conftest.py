@@ -1,6 +1,4 @@
 import gzip
-import os
-import subprocess
 import sys
 from pathlib import Path
 
