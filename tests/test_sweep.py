@@ -192,6 +192,10 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
         ("[vary]\nlr = { uniform = [0.001, 0.1] }", "needs trials = N"),
         ("", "nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study"),
         ("seeds = 1\n[recipe]\nepochs = 1", "nothing to sweep"),
+        ("search = \"bayes\"\n[vary]\nlr = [0.01]", "search must be one of 'random', 'optuna', not 'bayes'"),
+        ("search = \"optuna\"\ntrials = 2\nseeds = 2\n[vary]\nlr = [0.01, 0.02]", "seeds_per_trial must be 2 (seeds)"),
+        ("search = \"optuna\"\n[vary]\nlr = [0.01, 0.02]", "needs fields to vary ([vary]) and trials = N"),
+        ("search = \"optuna\"\ntrials = 2\n[vary]\nlr = { uniform = [-1.0, 0.1] }", "lr must be > 0, not -1.0"),
     ],
 )  # fmt: skip
 def test_a_bad_space_file_is_one_line(tmp_path, capsys, change, message):
@@ -371,3 +375,41 @@ def test_a_retried_trial_goes_on_from_its_checkpoint_alone(tmp_path, fmnist, mon
     assert [r["epoch"] for r in reports] == [2, 3]
     a, b = load_file(whole.run_dir(0, 0) / "model.safetensors"), load_file(cut.run_dir(0, 0) / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+OPTUNA_SPACE = """
+search = "optuna"
+trials = 5
+[recipe]
+epochs = 1
+[vary]
+lr = { loguniform = [0.001, 0.1] }
+batch_size = [64, 128]
+shift = { uniform = [0, 3] }
+"""
+
+
+def optuna_proposals(plan, count: int, seed: int = 0) -> tuple[list, list]:
+    """What lenet's NumberedSearch over a seeded OptunaSearch proposes for `plan`, asked `count` times in a row."""
+    from lenet.sweep.search import NumberedSearch, optuna_search, tune_space
+
+    recorded = []
+    search = NumberedSearch(optuna_search(seed), plan, [], [], lambda number, values: recorded.append((number, values)))
+    search.set_search_properties("val_accuracy", "max", tune_space(plan))
+    return [search.suggest(f"trial-{i}") for i in range(count)], recorded
+
+
+@needs_ray
+def test_optuna_proposes_numbered_configurations_reproducibly_within_the_space(tmp_path):
+    import optuna  # noqa: F401  (lenet[sweep] installs it; missing, this test fails)
+
+    first, recorded = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "a"), 6)
+    again, _ = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "b"), 6)
+    other, _ = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "c"), 5, seed=1)
+    assert first == again and first[:5] != other and first[5] == "FINISHED"  # the search algorithm's own seed decides
+    assert [c["unit"] for c in first[:5]] == [0, 1, 2, 3, 4] == [n for n, _ in recorded]
+    for config in first[:5]:
+        assert 0.001 <= config["lr"] <= 0.1 and config["batch_size"] in (64, 128) and config["shift"] in range(4)
+        assert type(config["shift"]) is int and type(config["batch_size"]) is int
+    assert len({c["lr"] for c in first[:5]}) == 5
+

@@ -176,3 +176,23 @@ def test_the_local_ray_takes_only_the_sweeps_own_token(tmp_path):
     finally:
         stop_session(sweep.proc.pid)
     assert not token.exists() and not token.parent.exists()
+
+
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_an_optuna_sweep_runs_the_seeded_proposals_one_at_a_time(tmp_path):
+    """search = "optuna" under real Ray Tune, max_concurrent = 1: the configurations recorded in plan.json and
+    trained are those the seeded search algorithm proposes (its first proposals are its seeded start-up draws)."""
+    from test_sweep import optuna_proposals, plan_of
+
+    text = ('search = "optuna"\ntrials = 3\nmax_concurrent = 1\nval_split = 300\n[recipe]\nmodel = "lenet_bn"\n'
+            'epochs = 1\n[vary]\nlr = { loguniform = [0.001, 0.1] }\n[data]\ntrain_subset = 1500\ntest_subset = 300\n')
+    out, _ = Sweep(str(space_file(tmp_path, text)), "--out", str(tmp_path), "--name", "optuna").wait()
+    expected, _ = optuna_proposals(plan_of(text, tmp_path, "expected"), 3)
+    plan = json.loads((tmp_path / "optuna" / "plan.json").read_text())
+    assert plan["configurations"] == [{"lr": c["lr"]} for c in expected]
+    rows = read_table(tmp_path / "optuna")["rows"]
+    assert sorted(r["params"]["lr"] for r in rows) == sorted(c["lr"] for c in expected)
+    assert all(r["finished"] == 1 for r in rows) and "trials 3/3 done" in out
+    assert (tmp_path / "optuna" / "best_recipe.toml").exists()
+

@@ -24,7 +24,7 @@ from typing import Any
 from lenet.core.errors import Interrupted, LenetError
 from lenet.core.files import write_json
 from lenet.sweep.carry import carried
-from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan
+from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan, run_metric
 from lenet.sweep.space import Options, read_space
 from lenet.sweep.table import SweepResult, finish
 from lenet.sweep.trainable import run_trial
@@ -87,6 +87,7 @@ def run_sweep(
         finally:
             if started_ray or ray.is_initialized():
                 ray.shutdown()
+    plan = read_plan(plan.directory)  # with the configurations a search algorithm proposed
     result = finish(plan, time.monotonic() - start, on_line, partial=interrupted)
     if interrupted:
         raise SweepInterrupted(plan.directory)
@@ -252,10 +253,16 @@ def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line)
     parameters = {"plan": plan, "data": data, "carried": carried(plan, pending)}
     trainable = tune.with_resources(tune.with_parameters(run_trial, **parameters), resources)
     progress = Progress(plan, ended, interrupted, on_line)
+    if plan.space.get("search") == "optuna":
+        param_space, search = _optuna(plan, pending, ended, progress)
+    else:
+        param_space, search = {"unit": tune.grid_search(pending)}, None
     tuner = tune.Tuner(
         trainable,
-        param_space={"unit": tune.grid_search(pending)},
-        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=_asha(plan),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=_asha(plan), search_alg=search,
+                                    num_samples=len(pending) if search else 1,
+                                    max_concurrent_trials=plan.space.get("max_concurrent"),
                                     trial_dirname_creator=lambda trial: f"unit-{trial.config['unit']:04d}"),
         run_config=tune.RunConfig(
             name=_experiment_name(plan, storage), storage_path=_storage_path(plan, storage), verbose=0,
@@ -287,14 +294,31 @@ class Flag:
     raised = False
 
 
+def _optuna(plan: Plan, pending: list[int], ended: set[int], progress) -> tuple[dict, Any]:
+    """Tune's search space and OptunaSearch (seeded by sample_seed) for the configurations still to run."""
+    from lenet.sweep.search import NumberedSearch, optuna_search, tune_space
+
+    unfinished = [u for u in pending if plan.configurations[u] is not None]
+    learnt = [(plan.configurations[u], v) for u in sorted(ended) if plan.configurations[u] is not None
+              and (v := run_metric(plan.run_dir(u, plan.seeds[-1]), plan.space["metric"])) is not None]  # fmt: skip
+    search = NumberedSearch(optuna_search(plan.space["sample_seed"]), plan, unfinished, learnt, progress.proposed)
+    return tune_space(plan), search
+
+
 def _asha(plan: Plan):
     if plan.space["asha"] is None:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    steps = plan.space["seeds_per_trial"] * max(plan.recipe(i).epochs for i in range(len(plan.configurations)))
+    steps = plan.space["seeds_per_trial"] * _most_epochs(plan)
     return ASHAScheduler(time_attr="step", max_t=steps, grace_period=plan.space["asha"]["grace_period"],
                          reduction_factor=plan.space["asha"]["reduction_factor"])  # fmt: skip
+
+
+def _most_epochs(plan: Plan) -> int:
+    """The most epochs any configuration trains: ASHA's last step counts from it."""
+    varied = [max(a["values"]) for a in plan.space["axes"] if a["field"] == "epochs"]
+    return max([plan.space["base"]["epochs"], *varied])
 
 
 def _storage_path(plan: Plan, storage: str | None) -> str:

@@ -114,6 +114,15 @@ def read_plan(directory: str | os.PathLike) -> Plan:
 
 
 
+def record_configuration(plan: Plan, number: int, values: dict[str, Any]) -> Plan:
+    """A configuration proposed as the sweep runs (search = "optuna"), into plan.json; the plan with it."""
+    configurations = list(plan.configurations)
+    configurations[number] = values
+    plan = replace(plan, configurations=configurations)
+    write_json(Path(plan.directory) / PLAN_FILE, asdict(plan))
+    return plan
+
+
 def trial_records(plan: Plan) -> dict[int, str]:
     """How each Tune trial that ended did so (trial number to one of ENDED, or "error"), from trials.json."""
     path = Path(plan.directory) / TRIALS_FILE

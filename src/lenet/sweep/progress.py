@@ -11,7 +11,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from lenet.sweep.carry import unpack
-from lenet.sweep.plan import Plan, record_trial, run_ended, run_metric
+from lenet.sweep.plan import Plan, record_configuration, record_trial, run_ended, run_metric
 
 PROGRESS_EVERY_S = 15.0  # a progress line at most this often, and at every finished trial
 
@@ -34,6 +34,10 @@ class Progress(Callback):
         self.statuses = {t.config["unit"]: t.status for t in trials}
         if time.monotonic() - self.last >= PROGRESS_EVERY_S:
             self._line()
+
+    def proposed(self, number: int, values: dict) -> None:
+        """A search algorithm proposed configuration `number`: into plan.json before its trial starts."""
+        self.plan = record_configuration(self.plan, number, values)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # The trial's run directories, as of its last epoch, into the driver's --out: the table, the

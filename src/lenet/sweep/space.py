@@ -18,7 +18,8 @@ from lenet.training.recipes import load_recipe_file, read_toml, recipe_from_tabl
 
 METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
-TOP_LEVEL = ("name", "base", "dataset", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
+SEARCHES = ("random", "optuna")  # random: lenet's own seeded draws; optuna: Tune's OptunaSearch (TPE)
+TOP_LEVEL = ("name", "base", "dataset", "search", "max_concurrent", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
              "sample_seed", "max_failures", "recipe", "vary", "asha", "data")  # fmt: skip
 DEFAULT_VAL_SPLIT = 5000  # held-out training images: the test set decides nothing in a sweep
 SIGNIFICANT = 4  # drawn values are rounded to this many digits: readable tables and recipe files
@@ -60,6 +61,8 @@ class Space:
     test_subset: int | None = None
     name: str | None = None
     dataset: str | None = None  # a registry name, folder:PATH or csv:PATH; None: Fashion-MNIST
+    search: str = "random"
+    max_concurrent: int | None = None  # trials at a time at most (None: as many as the CPUs allow)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,13 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         test_subset=_get(data, "test_subset", int, f"{where}: [data]", None, minimum=1),
         name=_get(table, "name", str, where, None),
         dataset=_pick(options.dataset, _get(table, "dataset", str, where, None)),
+        search=_get(table, "search", str, where, "random"),
+        max_concurrent=_get(table, "max_concurrent", int, where, None, minimum=1),
     )  # fmt: skip
+    if space.search not in SEARCHES:
+        raise LenetError(f"{where}: search must be one of {', '.join(map(repr, SEARCHES))}, not {space.search!r}")
+    if space.search == "optuna":
+        _check_optuna(space, where)
     if space.metric not in METRICS:
         raise LenetError(f"{where}: metric must be one of {', '.join(map(repr, METRICS))}, not {space.metric!r}")
     if not any(a.kind != "grid" for a in axes) and space.trials is not None and space.trials > grid_size(axes):
@@ -131,6 +140,14 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         raise LenetError(f"{where}: nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study")
     configurations(space)  # every configuration's recipe is built, so a bad value is found now
     return space
+
+
+def _check_optuna(space: Space, where: str) -> None:
+    if not space.axes or space.trials is None:
+        raise LenetError(f"{where}: search = \"optuna\" needs fields to vary ([vary]) and trials = N")
+    if space.seeds_per_trial < space.seeds:
+        raise LenetError(f"{where}: search = \"optuna\" judges a configuration on all its seeds in one trial: "
+                         f"seeds_per_trial must be {space.seeds} (seeds)")  # fmt: skip
 
 
 def _builtin(name: str, where: str) -> Recipe:
@@ -206,6 +223,11 @@ def configurations(space: Space) -> list[dict[str, Any]]:
     Lists are a grid. A grid alone gives all its points, or `trials` of them picked at random;
     with drawn fields, configuration i takes grid point i (cycling) and draws the rest afresh.
     """
+    if space.search == "optuna":  # proposed one at a time as the sweep runs (search.py); the ends are checked
+        for axis in space.axes:
+            for value in axis.values:
+                replace(space.base, **{axis.field: value})
+        return [None] * space.trials
     rng = random.Random(space.sample_seed)
     grid_axes = [a for a in space.axes if a.kind == "grid"]
     points = [{}]

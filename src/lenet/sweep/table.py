@@ -51,7 +51,7 @@ def table_rows(plan: Plan, partial: bool = False) -> list[dict[str, Any]]:
         was_stopped = c in stopped or (bool(plan.space["asha"]) and not partial)
         seeds = [_seed_entry(plan, c, seed, was_stopped) for seed in plan.seeds]
         finished = [s for s in seeds if "val" in s]
-        row = {"trial": f"trial-{c:04d}", "params": values, "seeds": seeds, "finished": len(finished)}
+        row = {"trial": f"trial-{c:04d}", "params": values or {}, "seeds": seeds, "finished": len(finished)}
         if finished:
             row["val"] = seed_statistics([s["val"] for s in finished])
             row["test"] = seed_statistics([s["test"] for s in finished])

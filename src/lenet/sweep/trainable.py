@@ -5,6 +5,7 @@ Ray Tune with a checkpoint that carries the trial's run directories (carry.py)."
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from lenet.core.files import write_json
 from lenet.sweep.carry import pack, restore
 from lenet.sweep.plan import FAILED_FILE, Plan, threads
 from lenet.training import runs
+from lenet.training.recipes import Recipe
 
 
 def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes] | None = None) -> None:
@@ -28,7 +30,9 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
 
     index = config["unit"]
     unit = plan.units()[index]
-    recipe = plan.recipe(unit.configuration)
+    # A configuration that a search algorithm proposed arrives in `config`; a planned one is in the plan.
+    values = plan.configurations[unit.configuration] or {k: v for k, v in config.items() if k != "unit"}
+    recipe = replace(Recipe.from_dict(plan.space["base"]), **values)
     device = "cuda" if plan.gpus_per_trial > 0 else "cpu"
     engine = Engine(threads=threads(plan))
     with tempfile.TemporaryDirectory(prefix="lenet-trial-") as work:
