@@ -401,7 +401,7 @@ def optuna_proposals(plan, count: int, seed: int = 0) -> tuple[list, list]:
 
 @needs_ray
 def test_optuna_proposes_numbered_configurations_reproducibly_within_the_space(tmp_path):
-    import optuna  # noqa: F401  (lenet[sweep] installs it; missing, this test fails)
+    __import__("optuna")  # lenet[sweep] installs it; missing, this test fails rather than skips
 
     first, recorded = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "a"), 6)
     again, _ = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "b"), 6)
