@@ -96,3 +96,64 @@ def stop_namespace(namespace: str) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(2 if members and sig == signal.SIGTERM else 0)
+
+
+# --- two machines that share nothing but a network -----------------------------------------------
+
+
+class Machine:
+    """A "machine" on this host: a network namespace and a mount namespace of its own, held open by a
+    sleeping process, with private tmpfs on /tmp and /dev/shm (its runs, Ray's session files and object
+    store, its trials' scratch) that no other machine sees. Commands run in it through nsenter; its
+    files are read from outside through /proc/PID/root."""
+
+    def __init__(self, name: str):
+        self.name = name
+        holder = ("mount --make-rprivate / && mount -t tmpfs -o size=2g tmpfs /tmp && "
+                  "mount -t tmpfs -o size=1g tmpfs /dev/shm && ip link set lo up && echo ready && exec sleep 3600")
+        self.holder = subprocess.Popen(["unshare", "--net", "--mount", "sh", "-c", holder], stdout=subprocess.PIPE,
+                                       text=True, start_new_session=True)  # fmt: skip
+        if self.holder.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"machine {name}: cannot make its namespaces")
+        self.pid = self.holder.pid
+
+    def command(self, command: list[str]) -> list[str]:
+        return ["nsenter", f"--target={self.pid}", "--net", "--mount", *command]
+
+    def run(self, command: list[str], **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(command), capture_output=True, text=True, **kwargs)
+
+    def path(self, inside: str) -> Path:
+        """A path of this machine's filesystem, as seen from outside it."""
+        return Path(f"/proc/{self.pid}/root") / inside.lstrip("/")
+
+    def processes(self) -> list[int]:
+        """Every process in this machine's network namespace but its holder."""
+        namespace = network_namespace(self.pid)
+        return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != self.pid
+                and network_namespace(int(p.name)) == namespace]  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL everything on this machine, then its holder: its tmpfs goes with its mount namespace."""
+        for sig in (signal.SIGKILL,):
+            for pid in self.processes():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        self.holder.kill()
+        self.holder.wait()
+
+
+def connect(a: Machine, b: Machine, subnet: str = "10.213.77") -> tuple[str, str]:
+    """Join two machines by a veth pair with addresses of the test's own choosing; their two addresses."""
+    suffix = f"{os.getpid() % 100000}"
+    left, right = f"lnA{suffix}", f"lnB{suffix}"  # names unique on the host, whose namespace they pass through
+    subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
+    subprocess.run(["ip", "link", "set", left, "netns", str(a.pid)], check=True)
+    subprocess.run(["ip", "link", "set", right, "netns", str(b.pid)], check=True)
+    addresses = (f"{subnet}.1", f"{subnet}.2")
+    for machine, link, address in ((a, left, addresses[0]), (b, right, addresses[1])):
+        for step in (["ip", "addr", "add", f"{address}/24", "dev", link], ["ip", "link", "set", link, "up"]):
+            subprocess.run(["nsenter", f"--target={machine.pid}", "--net", *step], check=True)
+    return addresses
