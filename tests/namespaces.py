@@ -146,7 +146,12 @@ class Machine:
 
 
 def connect(a: Machine, b: Machine, subnet: str = "10.213.77") -> tuple[str, str]:
-    """Join two machines by a veth pair with addresses of the test's own choosing; their two addresses."""
+    """Join two machines by a veth pair with addresses of the test's own choosing; their two addresses.
+
+    Each machine's address sits on a bridge of its own that its veth end joins, as on a machine's own
+    network card: when one machine dies its veth end goes, and with it the pair, but the other keeps its
+    address (its Ray head, its S3 server) instead of losing it with the link.
+    """
     suffix = f"{os.getpid() % 100000}"
     left, right = f"lnA{suffix}", f"lnB{suffix}"  # names unique on the host, whose namespace they pass through
     subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
@@ -154,6 +159,8 @@ def connect(a: Machine, b: Machine, subnet: str = "10.213.77") -> tuple[str, str
     subprocess.run(["ip", "link", "set", right, "netns", str(b.pid)], check=True)
     addresses = (f"{subnet}.1", f"{subnet}.2")
     for machine, link, address in ((a, left, addresses[0]), (b, right, addresses[1])):
-        for step in (["ip", "addr", "add", f"{address}/24", "dev", link], ["ip", "link", "set", link, "up"]):
+        for step in (["ip", "link", "add", "nic0", "type", "bridge"], ["ip", "link", "set", link, "master", "nic0"],
+                     ["ip", "addr", "add", f"{address}/24", "dev", "nic0"], ["ip", "link", "set", "nic0", "up"],
+                     ["ip", "link", "set", link, "up"]):  # fmt: skip
             subprocess.run(["nsenter", f"--target={machine.pid}", "--net", *step], check=True)
     return addresses

@@ -124,8 +124,20 @@ def test_a_sweep_on_two_machines_that_share_no_disk_loses_nothing(tmp_path_facto
         epochs = [json.loads(line)["epoch"] for line in text.splitlines() if line.strip()]
         after = epochs[epochs.index(killed["epochs"]) + 1 :] if killed["epochs"] in epochs else epochs
         assert after and after[0] == killed["epochs"] + 1 and sorted(set(epochs)) == list(range(1, 3))
+    except BaseException:
+        keep_logs(head, tmp_path_factory.mktemp("head-logs"))
+        raise
     finally:
         for proc in started:
             stop_session(proc.pid)
         head.kill()
         other.kill()
+
+
+def keep_logs(head: Machine, into: Path) -> None:
+    """Ray's logs of the head, out of its tmpfs before it goes, for whoever reads a failure."""
+    import shutil
+
+    for session in head.path("/tmp/ray").glob("session_2*"):
+        shutil.copytree(session / "logs", into / session.name, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+    print(f"the head's Ray logs: {into}")
