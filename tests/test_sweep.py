@@ -11,6 +11,7 @@ those tests skip, and under CI they fail.
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,13 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     assert config["recipe_name"] == str(recipe_file) and config["recipe"]["weight_decay"] == best["params"]["weight_decay"]
 
 
+def environ(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 @pytest.mark.usefixtures("ray_namespace")
 @needs_ray
 def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished_sweep, tmp_path):
@@ -97,10 +105,14 @@ def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished
         assert network_namespace(sweep.proc.pid) != network_namespace(os.getpid()) and interfaces(sweep.proc.pid) == ["lo"]
         listening = listening_addresses(sweep.proc.pid)
         assert listening and all(address.is_loopback for address in listening), listening
+        token = next(Path(e.split("=", 1)[1]) for p in ray_processes for e in environ(p) if e.startswith("RAY_AUTH_TOKEN_PATH="))
         os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver only; its local Ray goes with it
         sweep.proc.wait()
     finally:
         stop_session(sweep.proc.pid)
+    # A SIGKILLed driver cannot remove its token (0600, in a 0700 directory, for a Ray now gone): the test does.
+    assert token.stat().st_mode & 0o777 == 0o600
+    shutil.rmtree(token.parent)
     assert not (killed / "sweep.json").exists()
     under_way = {p: epochs_done(p) for p in runs_under_way(killed)}
     assert under_way
