@@ -63,7 +63,7 @@ def timed(name: str, mode: str, data, steps: int) -> float:
     from lenet import get_recipe
     from lenet.data.batches import augment, to_float
     from lenet.training.engine import Engine, Step, prepare, resolve_precision, training_order
-    from lenet.training.loop import build_model, build_optimizer, build_schedule
+    from lenet.training.build import build_model, build_optimizer, build_schedule
 
     device = torch.device("cuda")
     recipe = get_recipe(name)

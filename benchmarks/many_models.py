@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from lenet.data.load import load_dataset
     from lenet.core.device import describe, resolve_device
     from lenet.training.recipes import get_recipe
-    from lenet.training.loop import build_model
+    from lenet.training.build import build_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from lenet import get_recipe, load_fashion_mnist
     from lenet.data.batches import augment, batch_indices, to_float
     from lenet.training.engine import Engine, forward_fn, prepare, resolve_precision, training_order
-    from lenet.training.loop import build_model, build_optimizer, build_schedule
+    from lenet.training.build import build_model, build_optimizer, build_schedule
 
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe

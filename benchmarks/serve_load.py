@@ -2,6 +2,7 @@
 
     python -m benchmarks.serve_load RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
                                         [--servers "--runtime onnxruntime" "--runtime torch"] [--rounds 1]
+                                        [--heavy-clients 1] [--heavy-side 4800]
 
 Starts `lenet serve RUN` on 127.0.0.1 and a free port, once per --servers entry (its options), sends
 single-image PNG uploads (test images) from asyncio clients in this process to one server at a
@@ -9,6 +10,11 @@ time, every server in turn for each of --rounds rounds (settings compared side b
 machine's speed drifts), and stops the servers when done. Each run is a fixed
 number of requests, so the test stops by itself; any error or non-200 answer is counted. With
 --write FILE the results replace FILE's `serving` section (benchmarks/sections.py).
+
+With --heavy-clients N, each row is run twice, side by side: as above, then with N more clients
+that, for as long as the well-behaved ones run, send one decompression-heavy PNG after another (a
+few KB that decode to --heavy-side squared pixels, within the server's per-request budget). The
+well-behaved clients' latencies are the row's; the heavy clients' answers are counted beside them.
 """
 
 import argparse
@@ -19,7 +25,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2 as httpx
@@ -41,6 +47,9 @@ class LoadResult:
     server_cpu_ms: float = 0.0  # the server process's CPU time per request
     server: str = ""  # the lenet serve options
     load_average: str = ""  # /proc/loadavg's 1-minute figure before the run: other work on the machine
+    heavy_clients: int = 0  # clients sending decompression-heavy images meanwhile
+    heavy_answers: dict[int, int] = field(default_factory=dict)  # their answers: status code -> count
+    heavy_seconds: list[float] = field(default_factory=list)  # and how long each took
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -62,12 +71,37 @@ def start_server(run: str, *options: str) -> tuple[subprocess.Popen, str]:
     return proc, match.group(0)
 
 
-async def load(url: str, pngs: list[bytes], requests: int, concurrency: int) -> LoadResult:
+def heavy_png(side: int) -> bytes:
+    """A PNG of side x side black pixels: a few KB that take the server a core's tenth of a second or more."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+async def load(url: str, pngs: list[bytes], requests: int, concurrency: int, heavy: bytes = b"",
+               heavy_clients: int = 0) -> LoadResult:  # fmt: skip
     latencies: list[float] = []
     errors = 0
     remaining = iter(range(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    answers: dict[int, int] = {}
+    heavy_seconds: list[float] = []
+    done = asyncio.Event()
+    limits = httpx.Limits(max_connections=concurrency + heavy_clients, max_keepalive_connections=concurrency + heavy_clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def heavy_worker() -> None:
+            while not done.is_set():
+                start = time.perf_counter()
+                try:
+                    status = (await client.post("/predict", files={"files": ("heavy.png", heavy, "image/png")})).status_code
+                except httpx.HTTPError:
+                    status = 0
+                heavy_seconds.append(time.perf_counter() - start)
+                answers[status] = answers.get(status, 0) + 1
 
         async def worker() -> None:
             nonlocal errors
@@ -82,10 +116,31 @@ async def load(url: str, pngs: list[bytes], requests: int, concurrency: int) -> 
                 latencies.append((time.perf_counter() - start) * 1000)
                 errors += not ok
 
+        heavies = [asyncio.create_task(heavy_worker()) for _ in range(heavy_clients)]
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
-    return LoadResult(concurrency, requests, errors, seconds, latencies)
+        done.set()
+        await asyncio.gather(*heavies)  # each finishes the request it is in
+    return LoadResult(concurrency, requests, errors, seconds, latencies, heavy_clients=heavy_clients,
+                      heavy_answers=answers, heavy_seconds=heavy_seconds)  # fmt: skip
+
+
+def served_accuracy(url: str, run: str) -> tuple[float, str]:
+    """The server's test accuracy, every test image sent as JSON pixels (64 a request), and its views."""
+    from lenet.data.load import load_dataset
+    from lenet.training.checkpoint import load as load_model
+
+    model = load_model(run)
+    data = load_dataset(model.data.name)
+    classes, correct, views = model.data.classes, 0, ""
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for start in range(0, len(data.test_labels), 64):
+            images, labels = data.test_images[start : start + 64], data.test_labels[start : start + 64]
+            answer = client.post("/predict?top_k=1", json={"images": [img[0].tolist() for img in images]}).json()
+            correct += sum(p["label"] == classes[int(label)] for p, label in zip(answer["predictions"], labels))
+            views = answer.get("views", "")
+    return correct / len(data.test_labels), views
 
 
 def cpu_seconds(pid: int) -> float:
@@ -134,12 +189,23 @@ def uvicorn_stack() -> str:
 
 
 def table(results: list[LoadResult]) -> str:
-    rows = ["| `lenet serve` options | concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    heavy = any(r.heavy_clients for r in results)
+    extra = " heavy clients | their answers (status: count), mean s |" if heavy else ""
+    rows = ["| `lenet serve` options | concurrent clients | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | load avg before |" + extra,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- | --- |" * heavy]  # fmt: skip
     for r in results:
         rows.append(f"| `{r.server}` | {r.concurrency} | {r.requests:,} | {r.errors} | {r.percentile(50):.1f} | {r.percentile(99):.1f} | "
-                    f"{max(r.latencies_ms):.1f} | {r.per_second:,.0f} | {r.server_cpu_ms:.2f} | {r.load_average} |")  # fmt: skip
+                    f"{max(r.latencies_ms):.1f} | {r.per_second:,.0f} | {r.server_cpu_ms:.2f} | {r.load_average} |"
+                    + (f" {r.heavy_clients} | {heavy_answers(r)} |" if heavy else ""))  # fmt: skip
     return "\n".join(rows)
+
+
+def heavy_answers(r: LoadResult) -> str:
+    if not r.heavy_clients:
+        return "-"
+    counts = ", ".join(f"{status}: {n:,}" for status, n in sorted(r.heavy_answers.items()))
+    mean = sum(r.heavy_seconds) / len(r.heavy_seconds) if r.heavy_seconds else 0.0
+    return f"{counts}; {mean:.2f} s"
 
 
 def main() -> int:
@@ -151,7 +217,14 @@ def main() -> int:
                         help="one server per entry, each entry its lenet serve options in one quoted string")
     parser.add_argument("--rounds", type=int, default=1, help="load every server this many times, in turn")
     parser.add_argument("--write", type=Path, help="put the results in this Markdown file's serving section")
+    parser.add_argument("--heavy-clients", type=int, default=0,
+                        help="run each row again beside this many clients sending decompression-heavy images")
+    parser.add_argument("--heavy-side", type=int, default=4800,
+                        help="the heavy images' side in pixels (default: 4800, 23 MP, within the server's budget)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="after the load, send each server the whole test set and give its accuracy beside its latency")
     args = parser.parse_args()
+    heavy = heavy_png(args.heavy_side) if args.heavy_clients else b""
 
     results: list[LoadResult] = []
     servers = []
@@ -164,12 +237,17 @@ def main() -> int:
         for _ in range(args.rounds):
             for options, proc, url in servers:
                 for concurrency in args.concurrency:
-                    busy, cpu = load_average(), cpu_seconds(proc.pid)
-                    result = asyncio.run(load(url, pngs, args.requests, concurrency))
-                    result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
-                    result.server = options
-                    results.append(result)
-                    print(table(results[-1:]).splitlines()[-1], flush=True)
+                    for heavy_clients in sorted({0, args.heavy_clients}):  # side by side: alone, then beside them
+                        busy, cpu = load_average(), cpu_seconds(proc.pid)
+                        result = asyncio.run(load(url, pngs, args.requests, concurrency, heavy, heavy_clients))
+                        result.server_cpu_ms, result.load_average = (cpu_seconds(proc.pid) - cpu) * 1000 / args.requests, busy
+                        result.server = options
+                        results.append(result)
+                        print(table(results[-1:]).splitlines()[-1], flush=True)
+        accuracy = []
+        for options, _, url in servers if args.accuracy else ():
+            value, views = served_accuracy(url, args.run)
+            accuracy.append(f"`{options}`: {value:.2%} ({views})")
         batching = []
         for options, _, url in servers:
             with httpx.Client(base_url=url) as client:
@@ -189,8 +267,14 @@ def main() -> int:
         f"row's options, all started first and loaded one at a time, in turn, {args.rounds} round(s).\n\n"
         f"Machine: {machine()}.\n\n{table(results)}\n\n"
         "Latency is measured by the client, which shares the 2 cores with the server; the load average "
-        "(1 minute, before each row) shows other work on the machine competing for them.\n\n"
+        "(1 minute, before each row) shows other work on the machine competing for them"
+        + (f"; server CPU per request counts the heavy clients' decoding too. A heavy client sends one "
+           f"{args.heavy_side}x{args.heavy_side} PNG ({len(heavy):,} bytes, {args.heavy_side ** 2:,} pixels) after "
+           "another for as long as the row's well-behaved clients run" if args.heavy_clients else "")
+        + ".\n\n"
         f"Micro-batching: {'; '.join(batching)}.\n"
+        + (f"\nTest accuracy as served (every test image sent as JSON pixels after the load, the answer's "
+           f"first class against its label): {'; '.join(accuracy)}.\n" if accuracy else "")
     )
     print(f"## Serving\n\n{text}")
     if args.write:

@@ -56,10 +56,9 @@ print(json.dumps({"shutdown_s": time.monotonic() - t3}), flush=True)
 TRAIN_CHILD = """
 import sys
 import lenet.data.load
-from lenet.data.batches import subset
 n_train, n_test = int(sys.argv[1]), int(sys.argv[2])
 load = lenet.data.load.load_dataset
-lenet.data.load.load_dataset = lambda *args, **kwargs: subset(load(*args, **kwargs), n_train, n_test)
+lenet.data.load.load_dataset = lambda *args, **kwargs: load(*args, **kwargs).subset(n_train, n_test)
 from lenet.cli import main
 sys.exit(main(sys.argv[3:]))
 """

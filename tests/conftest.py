@@ -1,13 +1,14 @@
+import functools
 import gzip
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 from namespaces import require_namespace
 
-from lenet.data.batches import subset
-from lenet.data.dataset import FashionMNIST
+from lenet.data.dataset import Dataset
 
 from lenet.data.idx import idx_bytes
 
@@ -24,8 +25,46 @@ def ray_namespace() -> None:
     require_namespace()
 
 
+@pytest.fixture(autouse=True)
+def patched_functions_are_reached(monkeypatch):
+    """A test fails when it replaced a function (monkeypatch.setattr with a def or a lambda) that
+    nothing called: the code calls another name now, and the patch tests nothing (as a fixture that
+    patched load_fashion_mnist did, while `lenet train` called load_dataset and trained on 60,000
+    images). Each patched attribute must be reached once by any of the functions put there."""
+    reached: dict[str, list[int]] = {}
+    setattr_ = monkeypatch.setattr
+
+    def counting_setattr(target, name, value=NOT_GIVEN, raising=True):
+        if value is NOT_GIVEN:  # setattr("package.module.attribute", value)
+            label, value = str(target), name
+        else:
+            label = f"{getattr(target, '__name__', type(target).__name__)}.{name}"
+        if isinstance(value, types.FunctionType):
+            calls = reached.setdefault(label, [0])
+            original = value
+
+            @functools.wraps(original)
+            def value(*args, **kwargs):
+                calls[0] += 1
+                return original(*args, **kwargs)
+
+        if label == str(target):
+            return setattr_(target, value, raising=raising)
+        return setattr_(target, name, value, raising=raising)
+
+    monkeypatch.setattr = counting_setattr
+    yield
+    unreached = sorted(label for label, calls in reached.items() if not calls[0])
+    if unreached:
+        pytest.fail(f"patched, but never called: {', '.join(unreached)}; the code calls another name now, "
+                    "so the patch tests nothing", pytrace=False)
+
+
+NOT_GIVEN = object()
+
+
 @pytest.fixture(scope="session")
-def fmnist() -> FashionMNIST:
+def fmnist() -> Dataset:
     """The real data set. `make test` installs it; a missing set fails, it never skips."""
     return load_fashion_mnist(download=False)
 
@@ -48,8 +87,18 @@ def write_csv(path, rows: int, header=True, seed=0, width=784):
     return path
 
 
-def small_subset(data: FashionMNIST, n_train: int, n_test: int) -> FashionMNIST:
-    return subset(data, n_train, n_test)
+def make_folder(root, counts: dict[str, int], seed=0):
+    """A folder data set: a sub-folder per class of RGB PNGs, each class a bright bar at its own height."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for label, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = torch.randint(0, 30, (28, 28), generator=g, dtype=torch.uint8)
+            pixels[4 + 8 * label : 10 + 8 * label, 4:24] = 255
+            Image.fromarray(pixels.numpy()).convert("RGB").save(root / name / f"{i}.png")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +114,7 @@ def small_run(fmnist, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny net on a busy 2-core machine: one thread is many times faster
     try:
-        return train(config, data=small_subset(fmnist, 12_000, 1_000)).run_dir
+        return train(config, data=fmnist.subset(12_000, 1_000)).run_dir
     finally:
         torch.set_num_threads(threads)
 

@@ -8,7 +8,7 @@ import sys
 
 import torch
 from benchmarks.sections import read_section
-from conftest import REPO, small_subset, write_csv
+from conftest import REPO, write_csv
 
 SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "gpu-train-speed", "gpu-time-to-accuracy", "serving"),
             "RELIABILITY.md": ("fuzz-table",)}
@@ -39,6 +39,7 @@ def test_train_speed_writes_its_two_tables_and_nothing_else(tmp_path):
                  "lenet engine, `--precision bf16`"]  # fmt: skip
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == pipelines
     assert all(re.fullmatch(r"\| .+ \| [\d.]+ \| [\d,]+ \| [\d.]+x \| [\d.]+% \| \d+ MB \|", r) for r in rows[1:]), rows
+    check_speed_columns(speed, rows[1:])
     for label in (r"tutorial pipeline \(`benchmarks/reference.py`, its recipe, 2 epochs\)", "lenet `seed`", "lenet `default`"):
         row = rf"^\| {label} \| (not reached|[\d.]+ s) \| (not reached|[\d.]+ s) \| (not reached|[\d.]+ s) \| [\d.]+% after [\d.]+ s \| 2 \|"
         assert re.search(row, tta, re.M), (label, tta)
@@ -60,11 +61,49 @@ def test_serve_load_loads_each_server_in_turn_and_writes_the_serving_section(tmp
     # Two rounds, each server in turn; every row its own 30 requests, none failed.
     assert [r.split(" | ")[0] for r in rows] == [f"| `{s}`" for s in servers * 2]
     assert all(re.search(r"\| 2 \| 30 \| 0 \| [\d.]+ \| [\d.]+ \|", r) for r in rows), rows
+    for row in rows:  # percentiles in order: p50 <= p99 <= max
+        p50, p99, top = (float(cell) for cell in row.split(" | ")[4:7])
+        assert p50 <= p99 <= top, row
     assert "2 round(s)" in section and "uvicorn" in section
     # --max-batch 1 gave one image per pass: 200 warm-up and 60 measured requests, one pass each.
     assert "`--runtime torch --max-batch 1`: 260 images in 260 forward passes" in section
     outside = lambda text: re.sub(r"<!-- begin serving:.*?<!-- end serving -->", "", text, flags=re.S)  # noqa: E731
     assert outside(doc.read_text()) == outside(before)
+
+
+def within(value: float, low: float, high: float) -> bool:
+    return low - 1e-9 <= value <= high + 1e-9
+
+
+def check_speed_columns(section: str, rows: list[str]) -> None:
+    """Each row's images/s is the header's image count over its s/epoch, and its speed-up the reference's
+    s/epoch over its own (the first row is the reference), allowing for the rounding of the cells."""
+    images = int(re.search(r"Seconds per epoch of ([\d,]+) training images", section)[1].replace(",", ""))
+    cells = [row.split(" | ") for row in rows]
+    seconds = [float(c[1]) for c in cells]
+    half = 0.005  # s/epoch is printed with two decimals
+    for c, s in zip(cells, seconds):
+        per_s, speedup = float(c[2].replace(",", "")), float(c[3].rstrip("x"))
+        fastest = images / (s - half) if s > half else float("inf")
+        assert within(per_s, images / (s + half) - 0.5, fastest + 0.5), (c, images)
+        slowest = (seconds[0] - half) / (s + half)
+        quickest = (seconds[0] + half) / (s - half) if s > half else float("inf")
+        assert within(speedup, slowest - 0.05, quickest + 0.05), (c, seconds[0])
+
+
+def test_serve_load_puts_a_decompression_heavy_client_beside_the_same_load(tmp_path, small_run):
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    command = [sys.executable, "-m", "benchmarks.serve_load", str(small_run), "--requests", "40", "--concurrency", "2",
+               "--servers", "--runtime torch", "--heavy-clients", "1", "--heavy-side", "2000", "--write", str(doc)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    section = read_section(doc, "serving")
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `--")]
+    assert len(rows) == 2 and rows[0][:3] == rows[1][:3] == ["| `--runtime torch`", "2", "40"]  # the same load, twice
+    assert rows[0][-2:] == ["0", "- |"] and rows[1][-2] == "1"  # alone, then beside one heavy client
+    answers = re.fullmatch(r"200: (\d+); ([\d.]+) s \|", rows[1][-1])
+    assert answers and int(answers.group(1)) >= 1, rows[1]  # within the budget: decoded and answered
+    assert "2000x2000 PNG" in section and "4,000,000 pixels" in section
 
 
 # A stand-in for torchvision (which does not install beside this PyTorch build), reading the raw
@@ -127,6 +166,8 @@ def test_train_speed_runs_the_tutorials_own_code_where_torchvision_imports(tmp_p
     own = "| tutorial's own code (`benchmarks/tutorial.py`, torch "
     speed_row = next(line for line in speed.splitlines() if line.startswith(own))
     assert re.search(r"PIL image \+ `ToTensor` per sample, `DataLoader`, 0 workers\) \| [\d.]+ \| [\d,]+ \| 1.0x \| [\d.]+% \|", speed_row)
+    check_speed_columns(speed, [line for line in speed.splitlines() if line.startswith("| ") and " | " in line
+                                and re.search(r" \| [\d.]+x \| ", line)])  # fmt: skip
     assert re.search(r"its recipe, 1 epochs\) \|( (not reached|[\d.]+ s) \|){3} [\d.]+% after [\d.]+ s \| 1 \|", tta), tta
 
 
@@ -135,7 +176,7 @@ def test_the_tutorial_root_holds_the_data_as_idx_files(tmp_path, fmnist):
 
     from lenet.data.idx import read_idx
 
-    data = small_subset(fmnist, 300, 100)
+    data = fmnist.subset(300, 100)
     raw = write_tutorial_root(data, tmp_path) / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
                                                      "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]  # fmt: skip

@@ -260,3 +260,90 @@ def test_api_docs_work_offline(offline, live_server, path, shows):
     page.wait_for_selector(shows, timeout=20_000)  # the documentation drew itself from /openapi.json
     page.wait_for_load_state("networkidle")
     assert elsewhere == []
+
+
+# --- what each layer sees -----------------------------------------------------------------------
+
+WIDE = {"width": 1280, "height": 900}
+SCREENSHOTS = os.environ.get("LENET_SCREENSHOTS")  # a folder to keep the layer view's screenshots in, to look at
+
+
+def chinese_font_problem() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("fc-list") is None:
+        return "no fc-list (fontconfig) to ask for a CJK font"
+    found = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout.strip()
+    return None if found else "no CJK font (scripts/get-browser.sh installs fonts-noto-cjk as root): Chinese renders as boxes"
+
+
+def canvas_pixels(page, selector: str, index: int) -> list[list[int]]:
+    """The RGB of every pixel of the index-th canvas matching selector, row by row."""
+    return page.evaluate("""([selector, index]) => {
+        const canvas = document.querySelectorAll(selector)[index];
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        const rgb = [];
+        for (let i = 0; i < data.length; i += 4) rgb.push([data[i], data[i + 1], data[i + 2]]);
+        return rgb;
+    }""", [selector, index])
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280px", "390px"])
+def test_the_layer_view_draws_each_layers_arrays_in_both_languages(browser, live_server, viewport, tmp_path):
+    problem = chinese_font_problem()
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"the Chinese page cannot be checked under CI: {problem}")
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, live_server, viewport)
+    try:
+        page.goto(live_server)
+        page.wait_for_selector("#samples img")
+        assert page.locator("#layers canvas").count() == 0 and "Give the model an image" in page.text_content("#layers-hint")
+        page.focus("#samples button >> nth=4")  # from the keyboard, as the keyboard test reaches the samples
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#layers-output")
+        predicted = answered(page)
+        url = page.locator("#samples button >> nth=4").get_attribute("data-index")
+        png = page.request.get(f"{live_server}/samples/{url}.png").body()
+        layers = page.request.post(f"{live_server}/layers", multipart={"files": {"name": "s.png", "mimeType": "image/png", "buffer": png}}).json()
+
+        # Every map the server sent is drawn, brightest where the array is highest, darkest where lowest.
+        blocks = page.locator("#layers .maps")
+        assert blocks.count() == len(layers["conv"]) == 2
+        for b, block in enumerate(layers["conv"]):
+            selector = f"#layers .maps.block{b + 1} canvas"
+            assert page.locator(selector).count() == len(block["channels"])
+            for c in (0, len(block["channels"]) - 1):
+                flat = [v for row in block["maps"][c] for v in row]
+                if max(flat) == min(flat):
+                    continue
+                rgb = canvas_pixels(page, selector, c)
+                assert rgb[flat.index(max(flat))] == [253, 231, 37] and rgb[flat.index(min(flat))] == [68, 1, 84]
+        units = page.locator("#layers canvas.units")
+        assert units.count() == len(layers["hidden"]) == 2
+        assert [units.nth(i).get_attribute("width") for i in range(2)] == [str(4 * len(h["values"])) for h in layers["hidden"]]
+        assert predicted == layers["label"] or layers["label"] in CLASSES  # one pass may differ from the views' mean
+        assert page.text_content("#layers-output").startswith(f"Output of this pass: {layers['label']}, ")
+
+        # It fits: nothing sideways, every figure within the screen.
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        for i in range(page.locator("#layers figure").count()):
+            box = page.locator("#layers figure").nth(i).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], box
+        name = f"layers-{viewport['width']}"
+        page.locator(".layers").scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / f"{name}-en.png"), full_page=True)
+
+        page.click("button[data-lang=zh]")
+        page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+        assert page.text_content("#layers-title") == "每一层看到的"
+        captions = page.locator("#layers figcaption").all_text_contents()
+        assert captions[0].startswith("第 1 个卷积层") and captions[2].startswith("第 1 个全连接层"), captions
+        assert page.text_content("#layers-output").startswith(f"这次前向传播的输出：{CHINESE[layers['label']]}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        page.screenshot(path=str(shots / f"{name}-zh.png"), full_page=True)
+        assert serious_violations(page) == []
+    finally:
+        close_page(page)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import LENET, small_subset
+from conftest import LENET
 from lenet import load
 from lenet.data.registry import DATASETS
 
@@ -83,10 +83,10 @@ def trained_run(trained_on_a_terminal):
 def test_training_shows_its_batches_evaluations_and_final_figures_on_a_terminal(trained_on_a_terminal):
     _, stdout, shown = trained_on_a_terminal
     assert "epoch 1/1:" in shown and "batch/s" in shown  # the training bar
-    assert "epoch 1/1 judging" in shown  # the per-epoch evaluation's bar
+    assert "epoch 1/1 evaluating" in shown  # the per-epoch evaluation's bar
     assert "final figures: the image alone ..." in shown and "final figures: the image alone: done in" in shown
     assert "drawing the figures: done in" in shown  # the report after training
-    assert "epoch 1/1 judging" not in stdout and "done in" not in stdout  # stdout holds the results alone
+    assert "epoch 1/1 evaluating" not in stdout and "done in" not in stdout  # stdout holds the results alone
 
 
 def test_train_prints_epochs_and_the_final_accuracy(trained_run):
@@ -147,8 +147,11 @@ def test_predict_json(trained_run, fmnist, tmp_path):
         Image.fromarray(fmnist.test_images[i, 0].numpy(), mode="L").save(paths[-1])
     proc = lenet("predict", run, *paths, "--json", "--top-k", "2")
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert [o["image"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    out = json.loads(proc.stdout)["predictions"]  # POST /predict's document, with its keys
+    assert [o["name"] for o in out] == [str(p) for p in paths] and all(len(o["top"]) == 2 for o in out)
+    assert all(set(o) == {"name", "label", "top"} and set(o["top"][0]) == {"class", "probability"} for o in out)
+    # rounded: 0.8920000195503235 was float32 noise printed in full
+    assert all(len(repr(t["probability"]).split(".")[-1]) <= 6 for o in out for t in o["top"])
     with torch.no_grad():  # the model's own answer for the same images
         probabilities = load(run)(fmnist.test_images[:3].float() / 255).softmax(1)
     top = probabilities.topk(2, dim=1)
@@ -157,6 +160,7 @@ def test_predict_json(trained_run, fmnist, tmp_path):
                for k, p in enumerate(row))  # fmt: skip
     text = lenet("predict", run, paths[0])
     assert text.stdout.startswith(f"{paths[0]}: {out[0]['label']} ")
+    assert_clean_error(lenet("predict", run, paths[0], "--top-k", "11"), "--top-k must be from 1 to 10")
 
 
 def test_existing_run_name_is_refused_and_kept(trained_run):
@@ -266,7 +270,7 @@ def test_a_run_diverging_in_its_first_epoch_says_what_is_left(fmnist, tmp_path):
     recipe = replace(get_recipe("seed"), model="lenet_relu", lr=1e6, epochs=2)
     config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="boom", progress=False)
     with pytest.raises(TrainingDiverged, match=f"epoch 1; try a lower --lr; {tmp_path / 'boom'} holds only its config.json"):
-        train(config, data=small_subset(fmnist, 512, 64))
+        train(config, data=fmnist.subset(512, 64))
     assert sorted(p.name for p in (tmp_path / "boom").iterdir()) == ["config.json"]
     json.loads((tmp_path / "boom" / "config.json").read_text())  # strict JSON, whatever the run did
     assert_clean_error(lenet("eval", tmp_path / "boom"), "first epoch never finished", "--resume")
@@ -302,7 +306,7 @@ def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
 
     import torch
 
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
     run = shutil.copytree(trained_run[0], tmp_path / "r")
     config = json.loads((run / "config.json").read_text())
@@ -327,7 +331,9 @@ def test_predict_a_folder_into_a_csv_skipping_what_cannot_be_read(trained_run, f
     out = tmp_path / "p.csv"
     proc = lenet("predict", trained_run[0], folder, "--skip-bad", "--csv", out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == "skipped 2 files: 1 not named as an image, 1 unreadable"
+    assert proc.stderr.strip() == (f"skipped 2 files: 1 not named as an image, 1 unreadable: {folder / 'notes.txt'} "
+                                   f"(not named as an image), {folder / 'broken.png'} (not a PNG, JPEG, GIF, BMP, "
+                                   "WEBP image Pillow can read)")
     rows = list(csv.DictReader(out.open()))
     assert [r["path"] for r in rows] == [str(folder / "0.png"), str(folder / "inner" / "1.png"),
                                          str(folder / "inner" / "2.png")]  # fmt: skip
@@ -341,7 +347,7 @@ def test_an_epoch_not_judged_says_so_in_its_line():
 
     row = EpochMetrics(epoch=1, train_loss=0.5, train_accuracy=0.8, eval_split="val", eval_loss=None,
                        eval_accuracy=None, seconds=2.0, images_per_s=100.0, eval_seconds=0.0, lr=0.01)  # fmt: skip
-    assert "val not judged (--eval-every)" in _epoch_line(row, 3)
+    assert "val not evaluated (--eval-every)" in _epoch_line(row, 3)
     assert "val loss 0.4000 acc 85.00%" in _epoch_line(replace(row, eval_loss=0.4, eval_accuracy=0.85), 3)
 
 

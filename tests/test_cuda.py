@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import small_subset
 from test_engine import graph_steps
 from lenet import TrainConfig, evaluate, get_recipe, load, train
 from lenet.training.engine import Engine
@@ -20,7 +19,7 @@ pytestmark = [pytest.mark.cuda,
 def test_training_on_the_gpu_learns_and_saves_a_run_the_cpu_loads(fmnist, tmp_path):
     recipe = replace(get_recipe("default"), model="lenet_bn", epochs=2)
     config = TrainConfig(recipe=recipe, device="cuda", out=str(tmp_path), name="gpu", progress=False)
-    result = train(config, data=small_subset(fmnist, 6000, 1000))
+    result = train(config, data=fmnist.subset(6000, 1000))
     assert result.final.accuracy > 0.75 and next(result.model.parameters()).is_cuda
     on_cpu = load(result.run_dir, "cpu")
     cpu_figure = evaluate(on_cpu, fmnist.test_images[:1000], fmnist.test_labels[:1000])
@@ -30,7 +29,7 @@ def test_training_on_the_gpu_learns_and_saves_a_run_the_cpu_loads(fmnist, tmp_pa
 def test_bf16_autocast_on_the_gpu_trains(fmnist, tmp_path):
     recipe = replace(get_recipe("default"), model="lenet_bn", epochs=1)
     config = TrainConfig(recipe=replace(recipe, precision="bf16"), device="cuda", save=False, progress=False)
-    assert train(config, data=small_subset(fmnist, 6000, 1000)).final.accuracy > 0.7
+    assert train(config, data=fmnist.subset(6000, 1000)).final.accuracy > 0.7
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -50,7 +49,22 @@ def test_a_cuda_graph_step_trains_as_the_eager_step(precision):
 
 def test_training_with_a_cuda_graph_matches_eager_training(fmnist):
     recipe = replace(get_recipe("fast"), epochs=2)
-    data = small_subset(fmnist, 6000, 1000)  # 6000 / 256: 23 full batches and a short one per epoch
+    data = fmnist.subset(6000, 1000)  # 6000 / 256: 23 full batches and a short one per epoch
+    figures = []
+    for graph in (False, True):
+        config = TrainConfig(recipe=recipe, device="cuda", save=False, progress=False, engine=Engine(cuda_graph=graph))
+        figures.append(train(config, data=data).history)
+    for eager, graphed in zip(*figures):
+        assert abs(eager.train_loss - graphed.train_loss) < 5e-3
+        assert abs(eager.eval_accuracy - graphed.eval_accuracy) <= 0.01
+
+
+def test_the_levers_train_as_a_cuda_graph_as_eagerly(fmnist, tmp_path):
+    """Erasing and the moving average run beside the graph; the teacher's forward is captured with the step."""
+    data = fmnist.subset(6000, 1000)
+    base = replace(get_recipe("fast"), epochs=2)
+    teacher = TrainConfig(recipe=replace(base, epochs=1), device="cuda", out=str(tmp_path), name="T", progress=False)
+    recipe = replace(base, erase=0.5, ema_decay=0.99, bn_momentum=0.5, teacher=str(train(teacher, data=data).run_dir))
     figures = []
     for graph in (False, True):
         config = TrainConfig(recipe=recipe, device="cuda", save=False, progress=False, engine=Engine(cuda_graph=graph))

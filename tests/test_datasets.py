@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import idx_bytes, write_csv
+from conftest import idx_bytes, make_folder, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, predict, train
 from lenet.cli import main
 from lenet.data.registry import DATASETS, IdxFile
@@ -100,17 +100,6 @@ def test_a_model_trained_on_mnist_is_judged_on_mnist(local_mnist, tmp_path, caps
 # --- your own images ----------------------------------------------------------------------------
 
 
-def make_folder(root, counts: dict[str, int], seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for label, (name, n) in enumerate(counts.items()):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = torch.randint(0, 30, (28, 28), generator=g, dtype=torch.uint8)
-            pixels[4 + 8 * label : 10 + 8 * label, 4:24] = 255
-            Image.fromarray(pixels.numpy()).convert("RGB").save(root / name / f"{i}.png")
-    return root
-
-
 def test_a_folder_of_class_folders_is_a_data_set(tmp_path):
     from lenet.data.images import load_image
 
@@ -131,9 +120,9 @@ def test_a_folder_with_train_and_test_keeps_its_split(tmp_path):
 
 
 @pytest.mark.parametrize("problem, fragment", [
-    ("empty class", "class 'b' has no images"),
+    ("empty class", r"1 class without a readable image \(b\)"),
     ("one class", r"at least two \(only 'a' found\)"),
-    ("unreadable", "bad.png: not a"),
+    ("unreadable", r"1 unreadable file: 1 not a PNG, .* \(a/bad.png\); pass --skip-bad"),
     ("unbalanced", "class 'b' has 1 images against 12"),
     ("missing", "no such directory"),
 ])  # fmt: skip

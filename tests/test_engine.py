@@ -54,11 +54,9 @@ def test_bf16_forward_gives_float32_logits_close_to_fp32():
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_records_it(monkeypatch, fmnist, tmp_path):
     import json
-
-    from conftest import small_subset
     from lenet import TrainConfig, get_recipe, train
     from lenet.training.engine import resolve_precision
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
     cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
@@ -72,7 +70,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_re
     recipe = replace(get_recipe("seed"), model="lenet_bn", epochs=1, precision="auto")
     config = TrainConfig(recipe=recipe, device="cpu", out=str(tmp_path), name="r", progress=False,
                          engine=Engine(threads=1))  # fmt: skip
-    train(config, data=small_subset(fmnist, 500, 100))  # the CPU now looks like one without bf16 units
+    train(config, data=fmnist.subset(500, 100))  # the CPU now looks like one without bf16 units
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["recipe"]["precision"] == "fp32" and "precision" not in saved["engine"]
 
@@ -194,7 +192,7 @@ def graph_steps(device: str, cuda_graph: bool, precision: str = "fp32", steps: i
 
     force_graph: take the CUDA graph path whatever the device (with torch.cuda's calls faked, off CUDA)."""
     from lenet.training.engine import Step
-    from lenet.training.loop import build_optimizer, build_schedule
+    from lenet.training.build import build_optimizer, build_schedule
 
     recipe, engine = get_recipe("fast"), Engine(cuda_graph=cuda_graph)
     torch.manual_seed(0)

@@ -103,6 +103,12 @@ def test_test_time_augmenting_models_export_with_a_dynamic_batch(tmp_path, fmt):
     save_model(model, tmp_path / "model.safetensors")
     result = export(tmp_path, fmt)
     assert result.verification.passed and result.verification.images == 10_000
+    if fmt == "onnx":  # named after what they are, not after the node that averages the views
+        import onnx
+
+        (output,) = onnx.load(str(result.path)).graph.output
+        dims = [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim]
+        assert output.name == "logits" and dims == ["batch", 10], dims
 
 
 def test_an_export_elsewhere_leaves_the_run_alone_and_prints_no_pytorch_warnings(tmp_path):
@@ -118,6 +124,17 @@ def test_an_export_elsewhere_leaves_the_run_alone_and_prints_no_pytorch_warnings
     proc = subprocess.run([sys.executable, "-m", "lenet.cli", "export", str(run), "--output", str(out)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == "" and "the run directory is left as it was" in proc.stdout
+    # Off a terminal, the one progress line (verifying takes tens of seconds) and nothing else.
+    assert proc.stderr.startswith("verifying with onnxruntime") and proc.stderr.endswith("on 10,000 test images ...\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the run directory is left as it was" in proc.stdout
     assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
     assert json.loads((tmp_path / "elsewhere" / "m.onnx.json").read_text())["verification"]["images"] == 10_000
+
+
+@pytest.mark.parametrize("fmt, output, suffix", [("torchscript", "ts.onnx", ".onnx"), ("onnx", "model.pt", ".pt")])
+def test_an_output_named_for_the_other_format_is_refused_before_any_work(tmp_path, fmt, output, suffix):
+    proc = subprocess.run([*LENET, "export", str(tmp_path / "no-run"), "--format", fmt, "--output", str(tmp_path / output)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"ends in {suffix}" in proc.stderr and f"but --format is {fmt}" in proc.stderr  # before "no such run"
+    assert not (tmp_path / output).exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -38,6 +39,8 @@ from lenet.training.checkpoint import FORMAT, load
 from lenet.data.idx import parse_idx, read_idx
 from lenet.core.errors import CheckpointError, DataError, ImageError
 from lenet.data.images import load_image
+from lenet.data.load import load_dataset
+from lenet.data.registry import MAX_CLASSES
 from lenet.models.lenet import MAX_PARAMETERS, MODELS, LeNet, count_parameters, create_model
 from lenet.models.views import Classifier
 
@@ -75,6 +78,21 @@ KINDS = {
         "animated), BMP, WebP files of 1x1 to 28x28 with bytes flipped, cut, inserted or overwritten; PNGs with a "
         "correct-CRC IHDR declaring any width and height (0 to 2^32 - 1: empty images, decompression bombs), any bit "
         "depth and colour type, with PLTE/tRNS chunks",
+    ),
+    "folder_datasets": (
+        "folder: data sets: broken/unreadable/empty files, links out, empty classes, mixed sizes (load_dataset)",
+        "folder data sets (`load_dataset(\"folder:...\")`, with and without `skip_bad`): 0-4 class folders, flat or "
+        "`train/` and `test/` (the same classes or not), each of 0-6 files: valid PNG/JPEG/GIF/BMP/WebP images of "
+        "every mode and of 1x1 to 28x28, mutated images, random bytes, empty files, links out of the folder, broken "
+        "links, links within it, nested folders, hidden files; sometimes a class folder that is a link out. A data "
+        "set must hold every readable file and name every other one, and nothing from outside the folder",
+    ),
+    "csv_datasets": (
+        "csv: data sets: bad and huge labels (2^70, 10^12), bad pixels, wrong row lengths (load_dataset)",
+        "CSV data sets (`load_dataset(\"csv:...\")`): a file, or a directory of `*train*.csv` and `*test*.csv` "
+        "(or one of them twice, or missing), with or without a header and `classes.txt`; labels 0-3, negative, 999, "
+        "1000, 10^7, 10^12, 2^63, 2^70, 5,000 digits, `1.5`, empty or not a number; pixels out of 0-255, `nan`, "
+        "empty; rows of 0 to 786 columns",
     ),
     "memory": (
         "huge declared sizes, each in a process allowed only the memory it needs (RLIMIT_AS)",
@@ -539,6 +557,189 @@ def test_other_formats_are_never_decoded(tmp_path, fmt):
     Image.new("RGB", (16, 16)).save(path, fmt)
     with pytest.raises(ImageError, match="not a PNG, JPEG, GIF, BMP, WEBP image"):
         load_image(path)
+
+
+# --- your own data sets: folder: and csv: -------------------------------------------------
+
+# A folder data set's entries: what each file in a class folder is. Only the mutated ones may or
+# may not decode; every other kind is known to be read ("image", "link_in") or left out.
+ENTRIES = ["image", "image", "image", "image", "mutated", "junk", "empty", "link_out", "broken_link", "link_in",
+           "subdir", "dotfile"]  # fmt: skip
+READ, NEVER_COUNTED = {"image", "link_in"}, {"subdir", "dotfile"}  # ignored: nested folders, hidden files
+
+
+@cache
+def outside_image() -> bytes:
+    """The file every link out of the folder points at: a checkerboard no generated image is."""
+    board = Image.fromarray(((torch.arange(28 * 28).reshape(28, 28) // 3 % 2) * 255).to(torch.uint8).numpy())
+    return encode(board, "PNG")
+
+
+@st.composite
+def folder_layout(draw):
+    """{class path: [entry kinds]}: 0-4 classes, flat or train/ and test/ (same classes, or not), some empty."""
+    names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=draw(st.sampled_from([0, 2, 2, 2])),
+                          max_size=4, unique=True))  # fmt: skip
+    # Mostly images, so that many data sets are valid and the checks on a valid one run often.
+    files = st.lists(st.one_of(st.just("image"), st.sampled_from(ENTRIES)), max_size=6)
+    if draw(st.integers(0, 3)):
+        return {name: draw(files) for name in names}
+    test_names = names if draw(st.integers(0, 4)) else draw(st.lists(st.sampled_from(["a", "b", "e"]), max_size=3, unique=True))
+    return {**{f"train/{n}": draw(files) for n in names}, **{f"test/{n}": draw(files) for n in test_names}}
+
+
+@st.composite
+def folder_inputs(draw):
+    layout = draw(folder_layout())
+    blobs = {(cls, i): draw(st.sampled_from(good_images()) if kind == "image" else
+                            mutated(st.sampled_from(good_images())) if kind == "mutated" else st.binary(max_size=48))
+             for cls, kinds in layout.items() for i, kind in enumerate(kinds)}  # fmt: skip
+    linked_out_class = bool(layout) and draw(st.integers(0, 15)) == 0
+    return layout, blobs, linked_out_class, draw(st.booleans())
+
+
+def write_folder(root, layout, blobs, linked_out_class) -> None:
+    root.mkdir()
+    (root / ".pool.png").write_bytes(good_images()[1])  # what links within the folder point at (hidden: not data)
+    (root.parent / "outside.png").write_bytes(outside_image())
+    for cls, kinds in layout.items():
+        folder = root / cls
+        if linked_out_class and cls == next(iter(layout)):  # the class folder itself is a link out of the folder
+            target = root.parent / "outside-class"
+            target.mkdir(exist_ok=True)
+            shutil.copy(root.parent / "outside.png", target / "x.png")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.symlink_to(target)
+            continue
+        folder.mkdir(parents=True)
+        for i, kind in enumerate(kinds):
+            path = folder / f"{i}.png"
+            if kind in ("image", "mutated", "junk"):
+                path.write_bytes(blobs[cls, i])
+            elif kind == "empty":
+                path.write_bytes(b"")
+            elif kind == "link_out":
+                path.symlink_to(root.parent / "outside.png")
+            elif kind == "broken_link":
+                path.symlink_to(root.parent / "nowhere.png")
+            elif kind == "link_in":
+                path.symlink_to(root / ".pool.png")
+            elif kind == "subdir":
+                (folder / f"{i}").mkdir()
+                (folder / f"{i}" / "x.png").write_bytes(good_images()[1])
+            else:
+                (folder / f".{i}.png").write_bytes(b"hidden")
+
+
+def check_folder(root, layout, linked_out_class, skip_bad) -> bool:
+    """A valid data set holds every file that can be read and names every other (with --skip-bad), and
+    nothing from outside the folder; anything else is one line of DataError."""
+    try:
+        data = load_dataset(f"folder:{root}", skip_bad=skip_bad)
+    except DataError as e:
+        assert "\n" not in str(e) and str(e).startswith("folder:"), str(e)
+        return False
+    images = torch.cat([data.train_images, data.test_images])
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28) and len(data.test_labels) >= 1
+    labels = torch.cat([data.train_labels, data.test_labels])
+    assert 2 <= len(data.spec.classes) <= MAX_CLASSES and 0 <= int(labels.min()) and int(labels.max()) < len(data.spec.classes)
+    assert not linked_out_class
+    counted = [kind for kinds in layout.values() for kind in kinds if kind not in NEVER_COUNTED]
+    assert len(images) + len(data.skipped) == len(counted)  # each file read, or named as left out
+    assert sum(kind in READ for kind in counted) <= len(images) <= sum(kind in READ | {"mutated"} for kind in counted)
+    assert skip_bad or not data.skipped
+    outside = load_image(root.parent / "outside.png")
+    assert not any(torch.equal(image, outside) for image in images)  # no link out of the folder was followed
+    return True
+
+
+def test_folder_datasets_end_in_data_error_or_a_data_set(tmp_path):
+    KIND = "folder_datasets"  # noqa: N806
+    examples = iter(range(10**6))
+
+    @fuzz(400)
+    @given(folder_inputs())
+    def check(example):
+        layout, blobs, linked_out_class, skip_bad = example
+        base = tmp_path / str(next(examples))
+        base.mkdir()
+        try:
+            write_folder(base / "set", layout, blobs, linked_out_class)
+            record(KIND, check_folder(base / "set", layout, linked_out_class, skip_bad))
+        finally:
+            shutil.rmtree(base)
+
+    run(KIND, 400, check)
+
+
+# A CSV's label cells: good, out of bounds (negative, MAX_CLASSES, 10^7, 10^12, 2^63, 2^70) or not whole numbers.
+LABELS = st.one_of(st.integers(0, 3), st.integers(0, 3),
+                   st.sampled_from(["-1", "999", "1000", str(10**7), str(10**12), str(2**63), str(2**70), "1.5", "",
+                                    "x", " 2", "1e3", "9" * 5000]))  # fmt: skip
+PIXELS = st.one_of(st.integers(0, 255), st.sampled_from(["-1", "256", str(2**70), "nan", "", "3.0"]))
+
+
+@st.composite
+def csv_rows(draw, max_rows=10):
+    """Rows of a label and 784 pixels, some with a bad label, a bad pixel or the wrong length."""
+    rows = []
+    for _ in range(draw(st.integers(0, max_rows))):
+        label = draw(LABELS) if draw(st.integers(0, 9)) == 0 else len(rows) % 3  # mostly good rows: valid sets too
+        pixels = [str((i * 37 + len(rows)) % 256) for i in range(784)]
+        if draw(st.integers(0, 19)) == 0:
+            pixels[draw(st.integers(0, 783))] = str(draw(PIXELS))
+        if draw(st.integers(0, 19)) == 0:
+            pixels = pixels[: draw(st.sampled_from([0, 1, 783, 784]))] + ["0"] * draw(st.integers(0, 2))
+        rows.append(",".join([str(label), *pixels]))
+    header = ["label," + ",".join(f"pixel{i}" for i in range(1, 785))] if draw(st.booleans()) else []
+    return "\n".join(header + rows) + ("\n" if draw(st.booleans()) else "")
+
+
+@st.composite
+def csv_inputs(draw):
+    """One file, or a directory of *train*.csv and *test*.csv (and sometimes another file, or none), and classes.txt."""
+    if draw(st.booleans()):
+        files = {"all.csv": draw(csv_rows())}
+    else:
+        names = draw(st.sampled_from([["train.csv", "test.csv"], ["x_train.csv", "x_test.csv", "y_train.csv"],
+                                      ["train.csv"]]))  # fmt: skip
+        files = {name: draw(csv_rows()) for name in names}
+    if draw(st.integers(0, 3)) == 0:
+        files["classes.txt"] = "\n".join(draw(st.lists(st.sampled_from(["cat", "dog", "", "ant", "bee", " "]), max_size=6)))
+    return files
+
+
+def check_csv(path) -> bool:
+    try:
+        data = load_dataset(f"csv:{path}")
+    except DataError as e:
+        assert "\n" not in str(e) and str(path if path.is_dir() else path.parent) in str(e), str(e)  # or classes.txt
+        return False
+    labels = torch.cat([data.train_labels, data.test_labels])
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape[1:] == (1, 28, 28)
+    assert len(labels) == len(data.train_images) + len(data.test_images) >= 2
+    assert 2 <= len(data.spec.classes) <= MAX_CLASSES and 0 <= int(labels.min()) and int(labels.max()) < len(data.spec.classes)
+    return True
+
+
+@pytest.mark.timeout(120)  # a label of 10**12 made that many class names: a hang, which this fails
+def test_csv_datasets_end_in_data_error_or_a_data_set(tmp_path):
+    KIND = "csv_datasets"  # noqa: N806
+    examples = iter(range(10**6))
+
+    @fuzz(600)
+    @given(csv_inputs())
+    def check(files):
+        base = tmp_path / str(next(examples))
+        base.mkdir()
+        try:
+            for name, text in files.items():
+                (base / name).write_text(text)
+            record(KIND, check_csv(base / "all.csv" if "all.csv" in files else base))
+        finally:
+            shutil.rmtree(base)
+
+    run(KIND, 600, check)
 
 
 # --- memory ---------------------------------------------------------------------------

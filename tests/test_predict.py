@@ -60,13 +60,46 @@ def test_unreadable_images_raise_image_error(tmp_path, content):
         load_image(path)
 
 
-def test_huge_image_header_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("lenet.data.images.MAX_PIXELS", 100 * 100)
-    # load_image copies the limit into Pillow's global; restore that too, or later tests inherit it.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+def test_huge_image_header_is_refused(tmp_path):
     Image.new("L", (200, 200)).save(tmp_path / "big.png")
-    with pytest.raises(ImageError, match="over the limit"):
-        load_image(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="200x200 pixels is over the limit of 10,000"):
+        load_image(tmp_path / "big.png", max_pixels=100 * 100)
+
+
+def test_decoding_bounds_itself_and_changes_no_process_wide_setting(tmp_path, monkeypatch):
+    """The server decodes on many threads: Pillow's MAX_IMAGE_PIXELS and the warning filters are the
+    whole process's, so decoding may neither set the one nor install the other, even for a moment."""
+    import warnings
+
+    def changed(*_args, **_kwargs):
+        raise AssertionError("decoding touched the process's warning filters")
+
+    for name in ("catch_warnings", "simplefilter", "filterwarnings", "resetwarnings"):
+        monkeypatch.setattr(warnings, name, changed)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # an application that turned Pillow's own check off
+    Image.new("L", (5000, 2000)).save(tmp_path / "big.png")  # 10 MP: within Pillow's default limit anyway
+    with pytest.raises(ImageError, match="5000x2000 pixels is over the limit of 1,000,000"):
+        load_image(tmp_path / "big.png", max_pixels=1_000_000)  # the bound given, Pillow's check off or not
+    assert load_image(tmp_path / "big.png").shape == (1, 28, 28)
+    assert Image.MAX_IMAGE_PIXELS is None
+
+
+def test_an_empty_file_is_reported_as_empty(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.png: empty file, 0 bytes"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match=r"upload: empty file, 0 bytes"):
+        decode_image(b"", "upload")
+
+
+def test_images_much_smaller_than_28x28_are_named_in_one_warning(fmnist, tmp_path):
+    for i, side in enumerate((8, 13, 14, 28)):
+        Image.fromarray(fmnist.test_images[i, 0].numpy()).resize((side, side)).save(tmp_path / f"{side}.png")
+    loaded = load_images([tmp_path])
+    assert loaded.small == [str(tmp_path / "13.png"), str(tmp_path / "8.png")]
+    warning = loaded.small_warning()
+    assert "\n" not in warning and warning.startswith("warning: 2 images under 14x14 pixels scaled up to 28x28")
+    assert warning.endswith(f"{tmp_path / '13.png'}, {tmp_path / '8.png'}")
 
 
 # --- every image mode Pillow decodes reaches the model as its 8-bit equivalent would -------
@@ -178,7 +211,7 @@ def test_a_directory_gives_its_images_recursively_sorted(fmnist, tmp_path):
     order = [names.index(str(Path(p).relative_to(tmp_path))) for p in expected]
     assert torch.equal(loaded.images, fmnist.test_images[order])
     assert loaded.skipped == [Skipped(str(tmp_path / "a" / "notes.txt"), "not named as an image")]
-    assert loaded.skipped_summary() == "skipped 1 file: 1 not named as an image"
+    assert loaded.skipped_summary() == f"skipped 1 file: 1 not named as an image: {tmp_path / 'a' / 'notes.txt'} (not named as an image)"
 
 
 def test_an_unreadable_file_stops_the_batch_unless_skipped(fmnist, tmp_path):
@@ -190,12 +223,16 @@ def test_an_unreadable_file_stops_the_batch_unless_skipped(fmnist, tmp_path):
     unreadable = [s for s in loaded.skipped if s.unreadable]
     assert [s.path for s in unreadable] == [str(tmp_path / "b" / "cut.png"), str(tmp_path / "missing.png")]
     assert "cannot decode" in unreadable[0].reason and "no such file" in unreadable[1].reason
-    assert loaded.skipped_summary() == "skipped 3 files: 1 not named as an image, 2 unreadable"
+    summary = loaded.skipped_summary()
+    assert summary.startswith("skipped 3 files: 1 not named as an image, 2 unreadable: ")
+    for s in loaded.skipped:  # each named, with its reason (not its path twice)
+        assert f"{s.path} ({s.why})" in summary and f"{s.path}: " not in summary
+    assert f"{tmp_path / 'missing.png'} (no such file)" in summary
 
 
 def test_nothing_to_predict_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ImageError, match="no image to predict in .*; skipped 1 file: 1 not named as an image"):
+    with pytest.raises(ImageError, match="no image to predict in .*; skipped 1 file: 1 not named as an image: .*notes.txt"):
         load_images([tmp_path], skip_bad=True)
 
 
@@ -211,3 +248,25 @@ def test_the_csv_holds_each_images_top_k(fmnist, tmp_path):
     for row, name, p in zip(rows, names, predictions, strict=True):
         assert row["path"] == name and row["label"] == p.label and row["label_3"] == p.top[2][0]
         assert abs(float(row["probability"]) - p.top[0][1]) < 1e-6
+
+
+def test_commands_silence_pillows_warnings_once_without_importing_pillow():
+    """`lenet` calls quiet_pillow_warnings at its start (main thread); it must not import Pillow
+    (start-up time) and must silence what Pillow warns from its own modules, the bomb warning too."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import io, sys, warnings
+        warnings.simplefilter("error")  # any warning that gets through fails
+        from lenet.data.images import quiet_pillow_warnings
+        quiet_pillow_warnings()
+        assert "PIL" not in sys.modules
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = 100
+        png = io.BytesIO()
+        Image.new("L", (12, 12)).save(png, "PNG")
+        Image.open(io.BytesIO(png.getvalue()))  # 144 pixels: Pillow warns of a decompression bomb
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -1,19 +1,21 @@
 """Recipes: every number in the recipe, flags and files made from its fields, saved recipes read back strictly."""
 
 import dataclasses
+import inspect
 import subprocess
 import sys
 import threading
 
 import pytest
+import torch
 
 from conftest import REPO
 from lenet.cli import build_parser
 from lenet.core.errors import LenetError
 from lenet.models.lenet import create_model
-from lenet.training.recipes import Recipe, get_recipe
+from lenet.training.recipes import RECIPES, Recipe, get_recipe, recipe_from_mapping
 from lenet.training.runs import check_run_name, create_run_dir, create_unique_run_dir
-from lenet.training.loop import build_optimizer, build_schedule, parameter_groups
+from lenet.training.build import build_model, build_optimizer, build_schedule, parameter_groups
 
 
 def test_every_recipe_field_is_a_train_flag_with_help_and_default():
@@ -79,9 +81,106 @@ def test_bad_recipe_values_are_one_line(bad, fragment):
 
 def test_saved_recipes_refuse_unknown_fields_and_read_pairs_from_lists():
     saved = get_recipe("default").to_dict()
-    with pytest.raises(LenetError, match="unknown recipe fields 'lr_peak'"):
-        Recipe.from_dict({**saved, "lr_peak": 0.1})
-    assert Recipe.from_dict({**saved, "betas": [0.9, 0.999]}) == get_recipe("default")  # JSON and TOML have lists
+    for read in (lambda d: Recipe.from_dict(d, "config.json"), lambda d: recipe_from_mapping(d, "x.toml")):
+        with pytest.raises(LenetError, match="unknown recipe field 'lr_peak'"):
+            read({**saved, "lr_peak": 0.1})
+        assert read({**saved, "betas": [0.9, 0.999]}) == get_recipe("default")  # JSON and TOML have lists
+        with pytest.raises(LenetError, match="lr must be > 0"):
+            read({**saved, "lr": -1})
+
+
+def test_the_one_mapping_path_differs_only_in_what_a_missing_field_means():
+    """A recipe file's missing field keeps its base's value; config.json's means what it meant when it was saved."""
+    saved = {k: v for k, v in get_recipe("default").to_dict().items() if k not in ("test_shift", "precision")}
+    assert recipe_from_mapping(saved, "file") == get_recipe("default")
+    old = Recipe.from_dict(saved, "config.json")
+    assert (old.test_shift, old.precision) == (0, "fp32")
+    assert dataclasses.replace(old, test_shift=1, precision="auto") == get_recipe("default")
+    assert recipe_from_mapping({"lr": 1}, "file").lr == 1.0 and isinstance(recipe_from_mapping({"lr": 1}, "f").lr, float)
+
+
+# PyTorch's own defaults that a recipe now writes out: (field, the PyTorch callable, its parameter).
+PYTORCH_DEFAULTS = [
+    ("anneal_strategy", torch.optim.lr_scheduler.OneCycleLR, "anneal_strategy"),
+    ("three_phase", torch.optim.lr_scheduler.OneCycleLR, "three_phase"),
+    ("amsgrad", torch.optim.Adam, "amsgrad"),
+    ("amsgrad", torch.optim.AdamW, "amsgrad"),
+    ("dampening", torch.optim.SGD, "dampening"),
+    ("bn_momentum", torch.nn.BatchNorm2d, "momentum"),
+    ("bn_eps", torch.nn.BatchNorm2d, "eps"),
+]
+
+
+@pytest.mark.parametrize("name, pytorch, parameter", PYTORCH_DEFAULTS)
+def test_the_new_fields_default_to_pytorchs_own_values(name, pytorch, parameter):
+    assert getattr(Recipe(), name) == inspect.signature(pytorch).parameters[parameter].default
+    assert all(getattr(recipe, name) == getattr(Recipe(), name) for recipe, _ in RECIPES.values())
+
+
+def test_the_new_fields_reach_the_optimizer_the_schedule_and_the_layers():
+    net = create_model("lenet_bn")
+    recipe = dataclasses.replace(get_recipe("default"), amsgrad=True, anneal_strategy="linear", three_phase=True)
+    optimizer = build_optimizer(net, recipe)
+    schedule = build_schedule(optimizer, recipe, 100)
+    assert optimizer.param_groups[0]["amsgrad"] is True and len(schedule._schedule_phases) == 3
+    lrs = []
+    for _ in range(20):  # the rise: linear steps are equal, cosine ones are not
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    rises = [b - a for a, b in zip(lrs, lrs[1:])]
+    assert max(rises) - min(rises) < 1e-12
+    sgd = dataclasses.replace(get_recipe("default"), optimizer="sgd", nesterov=False, dampening=0.25)
+    assert build_optimizer(net, sgd).param_groups[0]["dampening"] == 0.25
+    with pytest.raises(LenetError, match="Nesterov momentum needs dampening 0"):
+        dataclasses.replace(sgd, nesterov=True)
+    model = build_model(dataclasses.replace(get_recipe("default"), bn_momentum=0.5, bn_eps=1e-3))
+    norms = [m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all((m.momentum, m.eps) == (0.5, 1e-3) for m in norms)
+
+
+def test_batch_norms_eps_travels_with_the_weights(tmp_path):
+    from lenet.training.checkpoint import load, save_model
+
+    model = build_model(dataclasses.replace(get_recipe("default"), bn_eps=0.25))
+    loaded = load(save_model(model, tmp_path / "m.safetensors"))
+    assert {m.eps for m in loaded.net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.25}
+
+
+def test_the_default_initialisation_is_the_layers_own_draw_and_the_others_differ():
+    from lenet.models.lenet import LeNet
+
+    from lenet.training.build import recipe_model_config
+
+    recipe = get_recipe("default")
+    torch.manual_seed(3)
+    own = LeNet(recipe_model_config(recipe)).state_dict()
+    torch.manual_seed(3)
+    default = build_model(recipe).net.state_dict()
+    assert all(torch.equal(own[k], default[k]) for k in own)  # what every run trained with before the field
+    for init in ("kaiming", "xavier"):
+        torch.manual_seed(3)
+        other = build_model(dataclasses.replace(recipe, init=init)).net
+        assert not torch.equal(other.conv[0].weight, own["conv.0.weight"]) and not other.fc[-1].bias.any()
+
+
+def test_the_validation_split_has_its_own_seed(fmnist):
+    from lenet.training.loop import Splits
+
+    data = fmnist.subset(1000, 10)
+    zero, same, other = Splits.of(data, 100, 0), Splits.of(data, 100), Splits.of(data, 100, 1)
+    assert torch.equal(zero.evaluated[1], same.evaluated[1]) and not torch.equal(zero.train[0], other.train[0])
+
+
+def test_config_files_from_before_the_new_fields_load_with_pytorchs_defaults():
+    new = ("anneal_strategy", "three_phase", "amsgrad", "dampening", "bn_momentum", "bn_eps", "init", "val_seed")
+    saved = {k: v for k, v in get_recipe("default").to_dict().items() if k not in new}
+    assert Recipe.from_dict(saved, "config.json") == get_recipe("default")
+    from lenet.models.lenet import LeNetConfig
+
+    config = build_model(get_recipe("default")).net.config.to_dict()
+    old = {k: v for k, v in config.items() if k not in ("norm_momentum", "norm_eps")}
+    assert LeNetConfig.from_dict(old) == LeNetConfig.from_dict(config)
 
 
 @pytest.mark.parametrize("name", ["../x", "x/../../y", "", ".", "..", ".hidden", "a/b", "a\\b"])
@@ -133,7 +232,6 @@ def test_a_one_cycle_too_short_to_warm_up_is_one_line():
 @pytest.mark.parametrize("name", ["default", "fast"])
 def test_the_accurate_recipes_stay_within_100k_parameters_and_15_epochs(name):
     from lenet.models.lenet import count_parameters
-    from lenet.training.loop import build_model
 
     recipe = get_recipe(name)
     assert count_parameters(build_model(recipe)) <= 100_000 and recipe.epochs <= 15

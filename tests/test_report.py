@@ -13,7 +13,6 @@ from PIL import Image
 
 import lenet
 import lenet.data.load
-from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.cli import main
@@ -40,7 +39,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def data(fmnist):
-    return small_subset(fmnist, 1000, 300)
+    return fmnist.subset(1000, 300)
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +278,9 @@ def test_bad_metrics_and_too_few_runs(run, tmp_path):
 
 @pytest.fixture
 def small_cli_data(data, monkeypatch):
-    # `lenet train` loads the whole set; give it the subset so it trains in seconds.
-    monkeypatch.setattr(lenet.data.load, "load_fashion_mnist", lambda *a, **k: data)
+    # `lenet train` loads the whole set; give it the subset so it trains in seconds (conftest's
+    # patched_functions_are_reached fails the test if the CLI stops calling this name).
+    monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: data)
 
 
 def train_args(out, *extra):
@@ -303,7 +303,7 @@ def test_train_writes_the_report_and_tensorboard(small_cli_data, tmp_path, capsy
 def test_train_without_matplotlib_still_trains_and_says_how(small_cli_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "lenet.insight.plots", None)
-    monkeypatch.delattr(lenet, "plots", raising=False)  # `from . import plots` looks here first
+    monkeypatch.delattr(lenet.insight, "plots", raising=False)  # `from lenet.insight import plots` looks here first
     assert main(train_args(tmp_path)) == 0
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if "lenet[plots]" in line]
@@ -319,6 +319,30 @@ def test_tensorboard_missing_is_one_line_before_training(small_cli_data, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'lenet[tensorboard]'" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_report_out_builds_a_runs_report_elsewhere_and_leaves_the_run_as_it_was(data, run, tmp_path, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)  # report.py's own name for it
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert f"report written to {tmp_path / 'elsewhere' / 'report.html'}" in capsys.readouterr().out
+    assert {p.stem for p in (tmp_path / "elsewhere" / PLOTS_DIR).iterdir()} == FIGURES
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_finished_run_with_report_rebuilds_only_the_report(data, run, capsys, monkeypatch):
+    import lenet.insight.report
+
+    monkeypatch.setattr(lenet.insight.report, "load_dataset", lambda *a, **k: data)
+    (run / "report.html").unlink(missing_ok=True)
+    others = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run} is finished (2 of 2 epochs" in out and "nothing to resume" in out and "report written to" in out
+    assert (run / "report.html").is_file()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "report.html"} == others
 
 
 # --- in a real browser ----------------------------------------------------------------------
@@ -374,3 +398,24 @@ def test_comparison_in_a_browser(browser, run, tmp_path):
     _, images, errors, requests = open_in_browser(browser, result.html)
     assert errors == [] and requests == [result.html.resolve().as_uri()]
     assert [(w, h) for _, _, w, h in images] == [expected_size("curves")]
+
+
+def test_report_on_a_phone_keeps_its_width_and_its_text_size(browser, report):
+    """At 390 px the tables scroll inside their own frames: the page does not, and no text shrinks."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        page.goto(report.path.resolve().as_uri(), wait_until="load")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        per_class = page.locator("#per-class-precision-and-recall .table-frame")
+        box = per_class.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        sizes = page.evaluate("[...document.querySelectorAll('td, th')].map(c => parseFloat(getComputedStyle(c).fontSize))")
+        assert min(sizes) >= 14, min(sizes)
+        frames = page.evaluate("[...document.querySelectorAll('.table-frame')].map(f => [f.scrollWidth > f.clientWidth, "
+                               "getComputedStyle(f).overflowX, f.tabIndex])")  # fmt: skip
+        assert any(wide for wide, _, _ in frames)  # some table is wider than the screen: its frame scrolls
+        assert all(overflow == "auto" and tab == 0 for _, overflow, tab in frames)  # and the keyboard reaches it
+        font = page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "Noto Sans CJK SC" in font and font.rstrip().endswith("sans-serif")  # falls back to system CJK fonts
+    finally:
+        page.close()

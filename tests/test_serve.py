@@ -2,6 +2,8 @@
 
 import asyncio
 import io
+import json
+import os
 import struct
 import subprocess
 import sys
@@ -89,10 +91,13 @@ def test_json_pixels_ints_and_floats_mean_the_same_image(client, fmnist):
         ({"images": [[[256] * 28] * 28]}, 422, "0-255"),
         ({"images": [[[1.5] * 28] * 28]}, 422, "[0, 1]"),
         ({"images": [[["7"] * 28] * 28]}, 422, "number"),
+        ({"images": [[[0.5] * 27 + [float("nan")]] + [[0.5] * 28] * 27]}, 422, "pixel values must be finite numbers"),
+        ({"images": [[[float("inf")] * 28] * 28]}, 422, "pixel values must be finite numbers"),
     ],
 )
 def test_bad_json_is_422_with_a_message(client, body, status, fragment):
-    response = client.post("/predict", json=body)
+    # json.dumps writes NaN and Infinity as Python's parser reads them; httpx would refuse to send them.
+    response = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
     assert response.status_code == status and fragment in response.text, response.text
 
 
@@ -332,3 +337,200 @@ def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, m
         model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
     with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
         lenet.inference.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)
+
+
+# --- the decode budget --------------------------------------------------------------------------
+
+
+def big_png(side: int) -> bytes:
+    """A real, valid PNG of side x side black pixels: small on the wire, large once decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tight_client(small_run):
+    """A server whose requests may hold 200,000 pixels in all."""
+    from fastapi.testclient import TestClient
+
+    weights = resolve_weights(small_run)
+    model = load(weights)
+    with TestClient(create_app(model, run_info(weights, model), settings=ServeSettings(max_request_pixels=200_000))) as c:
+        yield c
+
+
+def test_a_request_over_the_pixel_budget_is_413_with_one_line_and_nothing_decoded(tight_client, monkeypatch):
+    import lenet.inference.serve
+
+    decoded = []
+    monkeypatch.setattr(lenet.inference.serve, "decode_image", lambda *a, **k: decoded.append(a) or decode_image(*a, **k))
+    one = [("files", ("a.png", big_png(400), "image/png"))]  # 160,000 pixels: within
+    assert tight_client.post("/predict", files=one).status_code == 200 and len(decoded) == 1
+    two = one + [("files", ("b.png", big_png(300), "image/png"))]  # 250,000 pixels in all
+    response = tight_client.post("/predict", files=two)
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert "\n" not in detail and "250,000 pixels" in detail and "limit of 200,000 pixels per request" in detail, detail
+    assert len(decoded) == 1  # refused on the headers: neither image was decoded
+    assert tight_client.get("/healthz").json()["decodes"]["over_budget"] == 1
+
+
+def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):
+    """Even a 28x28 PNG (it used to be decoded inline, under 64 KB) and JSON pixels go to a decode thread."""
+    import threading
+
+    import lenet.inference.serve
+
+    threads = []
+    for name in ("decode_image", "from_pixels"):
+        real = getattr(lenet.inference.serve, name)
+        monkeypatch.setattr(lenet.inference.serve, name,
+                            lambda *a, real=real, **k: threads.append(threading.current_thread().name) or real(*a, **k))  # fmt: skip
+    small = png(fmnist.test_images[0])
+    assert client.post("/predict", files=[("files", ("t.png", small, "image/png"))]).status_code == 200
+    assert client.post("/predict", json={"images": [fmnist.test_images[0, 0].tolist()]}).status_code == 200
+    assert len(threads) == 2 and all(t.startswith("lenet-decode") for t in threads), threads
+
+
+def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatch):
+    """One heavy slot: two requests of large images never decode at once, and while one decodes,
+    light requests (28x28 images) are decoded and answered."""
+    import threading
+
+    import lenet.inference.serve
+    from lenet.inference.serve import Decoder
+
+    release, lock = threading.Event(), threading.Lock()
+    busy, most = [0], [0]
+
+    niceness = []
+
+    def slow_when_big(data, name, max_pixels):
+        if name.startswith("heavy"):
+            niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            with lock:
+                busy[0] += 1
+                most[0] = max(most[0], busy[0])
+            release.wait(10)
+            with lock:
+                busy[0] -= 1
+        return decode_image(data, name, max_pixels)
+
+    monkeypatch.setattr(lenet.inference.serve, "decode_image", slow_when_big)
+    heavy, light = big_png(1500), png(torch.zeros(28, 28, dtype=torch.uint8))
+
+    async def go():
+        decoder = Decoder(budget=10_000_000, light_pixels=100_000, light=2, heavy=1)
+        decoder.start()
+        try:
+            heavies = [asyncio.create_task(decoder([(f"heavy{i}", heavy)])) for i in range(2)]
+            await asyncio.sleep(0.2)
+            lights = await asyncio.wait_for(asyncio.gather(*(decoder([("light", light)]) for _ in range(20))), 5)
+            assert not any(h.done() for h in heavies)  # the heavy ones are still held up, the light ones are done
+            release.set()
+            await asyncio.gather(*heavies)
+            return lights, decoder
+        finally:
+            release.set()
+            decoder.stop()
+
+    lights, decoder = asyncio.run(go())
+    assert len(lights) == 20 and most[0] == 1
+    if sys.platform.startswith("linux"):  # the heavy lane yields the cores to the rest (per thread on Linux)
+        assert niceness == [os.getpriority(os.PRIO_PROCESS, 0) + DEFAULTS.heavy_niceness] * 2, niceness
+    assert (decoder.light_requests, decoder.heavy_requests) == (20, 2)
+
+
+# --- what each layer sees ---------------------------------------------------------------------
+
+
+def test_layers_come_from_one_pass_of_the_network_and_choose_the_reports_channels(client, small_run, fmnist):
+    from lenet.insight import analysis, plots
+    from lenet.insight.analysis import channels_shown, feature_maps, layer_activations
+
+    image = fmnist.test_images[7:8]
+    response = client.post("/layers", files=[("files", ("t.png", png(image[0]), "image/png"))])
+    assert response.status_code == 200, response.text
+    got = response.json()
+    net = load(small_run).net.eval()
+    with torch.no_grad():
+        logits = net(image.float() / 255)[0]
+    assert got["logits"] == pytest.approx(logits.tolist(), abs=1e-3)  # the walk is the network's own pass
+    assert got["probabilities"] == pytest.approx(logits.softmax(0).tolist(), abs=1e-5)
+    assert got["classes"] == list(CLASSES) and got["label"] == CLASSES[int(logits.argmax())]
+    assert got["pixels"] == image[0, 0].tolist()
+    expected = feature_maps(net, image)  # what the report draws, block by block
+    assert [c["layer"] for c in got["conv"]] == [m.layer for m in expected] and len(expected) == 2
+    for conv, maps in zip(got["conv"], expected):
+        assert conv["kind"] == "ReLU" and conv["shape"] == list(maps.maps.shape[1:])
+        assert conv["channels"] == channels_shown(maps.maps.shape[1]) == list(range(min(16, maps.maps.shape[1])))
+        assert torch.tensor(conv["maps"]) == pytest.approx(maps.maps[0, conv["channels"]], abs=1e-4)
+        assert conv["range"] == pytest.approx([float(maps.maps[0].min()), float(maps.maps[0].max())], abs=1e-4)
+    assert [(h["layer"], len(h["values"])) for h in got["hidden"]] == [("fc.1", 120), ("fc.3", 84)]
+    assert min(v for h in got["hidden"] for v in h["values"]) >= 0  # after ReLU
+    # the report and the page choose with the same function
+    assert plots.channels_shown is analysis.channels_shown and layer_activations(net, image).conv[1].block == 2
+    as_json = client.post("/layers", json={"images": [image[0, 0].tolist()]}).json()
+    assert as_json["logits"] == got["logits"] and as_json["name"] == "images[0]"
+
+
+def test_layers_takes_one_image_and_refuses_as_predict_does(client, fmnist):
+    two = [("files", (f"{i}.png", png(fmnist.test_images[i]), "image/png")) for i in range(2)]
+    response = client.post("/layers", files=two)
+    assert response.status_code == 400 and "one image at a time; got 2" in response.json()["detail"]
+    assert client.post("/layers", files=[("files", ("x.png", b"", "image/png"))]).json()["detail"] == "x.png: empty file, 0 bytes"
+    assert client.post("/layers", content=b"hi", headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(client, fmnist):
+    from lenet.inference.serve import _response_models
+
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/layers"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert set(responses) >= {"200", "400", "413", "415", "422"}, responses.keys()
+        for status, answer in responses.items():
+            schema = answer["content"]["application/json"]["schema"]
+            assert schema.get("$ref") or schema.get("type") == "array", (path, status, schema)  # never an empty object
+    for path in ("/model", "/healthz", "/samples"):
+        assert spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"] != {}
+    predict_schema = spec["components"]["schemas"]["Predictions"]
+    assert predict_schema["properties"]["predictions"]["items"]["$ref"].endswith("ImagePrediction")
+    assert "class" in spec["components"]["schemas"]["ClassProbability"]["properties"]
+
+    schemas = _response_models()
+    files = [("files", ("t.png", png(fmnist.test_images[0]), "image/png"))]
+    schemas.Predictions.model_validate(client.post("/predict?pixels=true", files=files).json(), strict=True)
+    schemas.Layers.model_validate(client.post("/layers", files=files).json())
+    schemas.ModelInfo.model_validate(client.get("/model").json())
+    schemas.Health.model_validate(client.get("/healthz").json())
+    for sample in client.get("/samples").json():
+        schemas.Sample.model_validate(sample)
+    for bad in (client.post("/predict", files=[("files", ("x.png", b"x", "image/png"))]),
+                client.post("/predict", json={"images": []}), client.post("/predict?top_k=11", files=files)):  # fmt: skip
+        assert bad.status_code in (400, 422)
+        schemas.Error.model_validate(bad.json())
+
+
+def test_serve_time_views_are_chosen_and_named_in_every_answer(fmnist, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lenet import create_model, save_model
+    from lenet.inference.serve import with_views
+    from lenet.models.views import Classifier, Views
+
+    torch.manual_seed(0)
+    save_model(Classifier(create_model("lenet_bn").eval(), Views(flip=True, shift=1)), tmp_path / "model.safetensors")
+    recorded = load(tmp_path)
+    images = fmnist.test_images[:4]
+    for choice, count in (("recorded", 10), ("mirror", 2), ("one", 1)):
+        model = with_views(recorded, choice)
+        assert model.views.count == count and model.net is recorded.net
+        with TestClient(create_app(model, run_info(tmp_path / "model.safetensors", model))) as client:
+            answer = client.post("/predict?top_k=10", json={"images": [img[0].tolist() for img in images]}).json()
+            assert answer["views"] == model.views.describe() and client.get("/model").json()["views"] == model.views.to_dict()
+        expected = predict(model, images, top_k=10)
+        assert [p["label"] for p in answer["predictions"]] == [p.label for p in expected]
+    with pytest.raises(ServeError, match="unknown views 'all'"):
+        with_views(recorded, "all")

@@ -24,7 +24,7 @@ from namespaces import in_loopback_namespace, network_namespace, session_pids, s
 from namespaces import stop_session
 from safetensors.torch import load_file
 
-from conftest import REPO, small_subset
+from conftest import REPO
 from sweeps import SPACE, Planted, Sweep, epochs_done, finished_sweep_dir, interfaces, listening_addresses, needs_ray
 from sweeps import read_table, runs_under_way, space_file
 
@@ -70,7 +70,7 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     comments = recipe_file.read_text()
     assert "of fashion-mnist (the first 2,000 training images and the first 500 test images)" in comments
     assert "--dataset fashion-mnist --seed 0 --val-split 500 --threads 1" in comments
-    subset = small_subset(fmnist, 2000, 500)
+    subset = fmnist.subset(2000, 500)
     monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: subset)
     code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
                  "--device", "cpu", "--out", str(tmp_path), "--name", "again", "--no-report", "--no-progress"])  # fmt: skip
@@ -343,7 +343,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path,
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
-    (reported,) = run_trial_here(plan, small_subset(fmnist, 600, 100), monkeypatch)
+    (reported,) = run_trial_here(plan, fmnist.subset(600, 100), monkeypatch)
     assert reported["val_accuracy"] != reported["val_accuracy"]  # NaN: ASHA passes over it
     (row,) = table_rows(plan)
     assert row["finished"] == 0 and "val" not in row
@@ -359,7 +359,7 @@ def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmn
 
     plan = plan_of('seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n', tmp_path, "stop")
     with pytest.raises(Stopped) as stop:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
-        run_trial_here(plan, small_subset(fmnist, 600, 100), monkeypatch, stop_at_step=2)
+        run_trial_here(plan, fmnist.subset(600, 100), monkeypatch, stop_at_step=2)
     reports = stop.value.args[0]
     summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
     assert [r["step"] for r in reports] == [1, 2]
@@ -374,7 +374,7 @@ def test_a_retried_trial_goes_on_from_its_checkpoint_alone(tmp_path, fmnist, mon
     """A retry finds its runs in Tune's checkpoint alone (the sweep directory may be another machine's): it
     trains only the epochs after the checkpoint's, to the weights of a trial never interrupted."""
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 3\n[vary]\nlr = [0.01]\n'
-    data = small_subset(fmnist, 600, 100)
+    data = fmnist.subset(600, 100)
     whole = plan_of(text, tmp_path / "a", "whole")
     run_trial_here(whole, data, monkeypatch)
     cut = plan_of(text, tmp_path / "b", "cut")

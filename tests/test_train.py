@@ -6,7 +6,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import small_subset
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.training.engine import Engine
 from lenet.core.errors import LenetError
@@ -18,7 +17,7 @@ def _config(tmp_path, **recipe):
 
 
 def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
-    data = small_subset(fmnist, 6000, 2000)
+    data = fmnist.subset(6000, 2000)
     result = train(_config(tmp_path), data=data)
     assert result.final.accuracy > 0.75  # chance is 0.10
     assert result.history[-1].train_loss < result.history[0].train_loss
@@ -39,7 +38,7 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
 
 
 def test_same_seed_gives_bit_identical_weights_on_cpu(fmnist, tmp_path):
-    data = small_subset(fmnist, 1024, 256)
+    data = fmnist.subset(1024, 256)
     a = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.net.state_dict()
     b = train(replace(_config(tmp_path, epochs=1), save=False), data=data).model.net.state_dict()
     c = train(replace(_config(tmp_path, epochs=1), seed=1, save=False), data=data).model.net.state_dict()
@@ -48,7 +47,7 @@ def test_same_seed_gives_bit_identical_weights_on_cpu(fmnist, tmp_path):
 
 
 def test_an_existing_run_is_never_overwritten(fmnist, tmp_path):
-    data = small_subset(fmnist, 256, 64)
+    data = fmnist.subset(256, 64)
     first = train(_config(tmp_path, epochs=1), data=data).run_dir
     before = {p.name: p.read_bytes() for p in first.iterdir()}
     with pytest.raises(LenetError, match="already exists"):
@@ -67,8 +66,8 @@ def test_a_recipe_saved_before_test_shift_existed_reads_back_without_it():
     from lenet.training.recipes import Recipe
 
     saved = {k: v for k, v in get_recipe("default").to_dict().items() if k != "test_shift"}
-    assert Recipe.from_dict(saved).test_shift == 0  # resumed as started: mirror averaging only
-    assert Recipe.from_dict(get_recipe("default").to_dict()) == get_recipe("default")
+    assert Recipe.from_dict(saved, "config.json").test_shift == 0  # resumed as started: mirror averaging only
+    assert Recipe.from_dict(get_recipe("default").to_dict(), "config.json") == get_recipe("default")
 
 
 def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatch):
@@ -79,7 +78,7 @@ def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatc
         return forward
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    data = small_subset(fmnist, 512, 128)
+    data = fmnist.subset(512, 128)
     seen = []
     eager = train(replace(_config(tmp_path, epochs=1), save=False), data=data)
     config = replace(_config(tmp_path, epochs=1), save=False, engine=Engine(compile=True))
@@ -91,7 +90,7 @@ def test_compile_falls_back_to_eager_with_a_warning(fmnist, tmp_path, monkeypatc
 
 
 def test_chance_after_a_single_step_is_not_blamed_on_saturation(fmnist, tmp_path):
-    data = small_subset(fmnist, 256, 200)
+    data = fmnist.subset(256, 200)
     seen = []
     config = replace(_config(tmp_path, model="lenet", epochs=1, batch_size=256, schedule="constant"), save=False)
     result = train(config, data=data, on_warning=seen.append)
@@ -104,7 +103,7 @@ def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmn
     from lenet.insight.report import write_report
     from lenet.training.runs import read_metrics
 
-    data = small_subset(fmnist, 1500, 300)
+    data = fmnist.subset(1500, 300)
     every_epoch = train(replace(_config(tmp_path / "a", epochs=3), engine=Engine(threads=1)), data=data)
     config = replace(_config(tmp_path / "b", epochs=3), engine=Engine(threads=1), eval_every=2)
     sparse = train(config, data=data)
@@ -128,7 +127,8 @@ def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmn
 
 def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
     from lenet.models.lenet import create_model
-    from lenet.training.loop import alternated, start_state
+    from lenet.training.loop import alternated
+    from lenet.training.state import start_state
 
     def state(**recipe):
         return start_state(_config(tmp_path, **recipe), create_model("lenet_bn"), 1000, 16, torch.device("cpu"))
@@ -150,9 +150,9 @@ def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
 
 def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist, tmp_path):
     from lenet.core.errors import Interrupted
-    from lenet.training.loop import resume_config
+    from lenet.training.records import resume_config
 
-    data = small_subset(fmnist, 1536, 300)
+    data = fmnist.subset(1536, 300)
     config = lambda name, **kw: replace(_config(tmp_path / name, batch_size=256, **kw), engine=Engine(threads=1))  # noqa: E731
     whole = train(config("whole", alternate_flips=True), data=data)
     coins = train(config("coins"), data=data)
@@ -168,3 +168,17 @@ def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist
     a, b, c = (r.model.state_dict() for r in (whole, resumed, coins))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_training_state_saved_before_the_cuda_generator_was_restores_and_a_cpu_state_has_none(tmp_path):
+    from lenet.models.lenet import create_model
+    from lenet.training.state import start_state
+
+    state = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    saved = state.to_dict()
+    assert saved["rng"]["cuda"] is None  # on the CPU there is no device generator to save
+    del saved["rng"]["cuda"]  # a train_state.pt from before the CUDA generator was saved
+    saved["epoch"] = 2
+    fresh = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    fresh.restore(saved)
+    assert fresh.epoch == 2 and torch.equal(fresh.shuffle.get_state(), state.shuffle.get_state())

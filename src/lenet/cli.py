@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import NoReturn
 
 from lenet.core.errors import Interrupted, LenetError
+from lenet.core.text import plural, rounded
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,19 +22,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
+
+
 def _number(kind, minimum, inclusive=True):
+    """An argparse type: a number of `kind` at or above (or strictly above) `minimum`, checked by core.values."""
+    from lenet.core.values import bounds, parse_value
+
+    limits = bounds(low=minimum) if inclusive else bounds(above=minimum)
+
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS[kind]}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number")
-        if value < minimum or (not inclusive and value == minimum):
-            bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
-        return value
+            return parse_value("", text, kind, limits)
+        except LenetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
+    parse.__name__ = _TYPE_WORDS[kind]  # argparse names the type in its messages
     return parse
 
 
@@ -50,7 +54,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from lenet.training.engine import Engine
-    from lenet.data.registry import USER_DATA, list_datasets
+    from lenet.data.registry import list_datasets
     from lenet.models.lenet import list_models
     from lenet.training.recipes import Recipe, list_recipes
     from lenet.training.loop import TrainConfig
@@ -64,11 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
                    f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
     t.add_argument("--seed", type=nonnegative_int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
     t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
-                                     f"(default: {TrainConfig.dataset})")  # fmt: skip
+                                     f"(default: {TrainConfig.dataset}); with --resume, where a run on your own data "
+                                     "finds it again (it must be the same data)")  # fmt: skip
+    t.add_argument("--skip-bad", action="store_const", const=True,
+                   help="folder:PATH: train on the readable images, leaving unreadable files out (listed, and kept "
+                        "in the run's config.json); without it, any unreadable file stops the load")  # fmt: skip
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
-    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and judge every epoch on them")
+    t.add_argument("--val-split", type=positive_int, help="hold out this many training images and evaluate every epoch on them")
     t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
-                   help="judge the val/test split after every N-th epoch and the last; 0: the last only "
+                   help="evaluate on the val/test split after every N-th epoch and the last; 0: the last only "
                         f"(default: {TrainConfig.eval_every}; the final figures are always computed)")  # fmt: skip
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
@@ -79,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-run", "--save-model", dest="save_run", action=argparse.BooleanOptionalAction, default=True,
                    help="write the run directory (config, metrics, weights); --no-save-run trains and prints only")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar on a terminal")
-    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                   help="after training, save plots and RUN/report.html (needs matplotlib)")  # fmt: skip
+    t.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                   help="after training, save plots and RUN/report.html (needs matplotlib; default: yes, "
+                        "and a resume keeps the run's choice)")  # fmt: skip
     t.add_argument("--tensorboard", action="store_const", const=True,
                    help="log scalars per epoch and the report's plots to RUN/tensorboard (needs tensorboard)")  # fmt: skip
     _add_field_flags(t.add_argument_group("recipe fields (each overrides the chosen recipe's; defaults: the default recipe)"),
@@ -91,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    e.add_argument("--dataset", help="judge the model on another data set of its shape (default: its own)")
+    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own, when a "
+                                     "registry data set); folder:PATH or csv:PATH names your own, the one it trained "
+                                     "on included: a checkpoint never chooses a path to read")  # fmt: skip
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -101,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", metavar="IMAGE", nargs="+",
                    help="image files (PNG, JPEG, GIF, BMP, WebP; any size and mode) or directories of them")
-    p.add_argument("--top-k", type=positive_int, default=3, help="classes per image (default: 3)")
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and say how many")
+    p.add_argument("--top-k", type=positive_int, default=3,
+                   help="classes per image, at most the model's classes, as POST /predict's top_k (default: 3)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and name them")
     p.add_argument("--csv", metavar="FILE", help="also write one row per image to FILE")
     _add_device(p)
     p.add_argument("--json", action="store_true")
@@ -112,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default: onnx")
     x.add_argument("--output", help="file to write (default: model.onnx or model.torchscript.pt in the run directory)")
+    _add_own_data(x, "the test images it verifies on")
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
-    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES
+    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES, VIEW_CHOICES
 
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -131,7 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
+    v.add_argument("--views", choices=VIEW_CHOICES, default=SERVE.views,
+                   help="test-time views averaged per image: the run's recorded ones, the image and its mirror, "
+                        "or the image alone; fewer answer sooner, each answer names them (default: %(default)s)")  # fmt: skip
+    v.add_argument("--max-request-pixels", type=positive_int, default=SERVE.max_request_pixels, metavar="PIXELS",
+                   help="pixels one request's images may hold in all, read from their headers before any is "
+                        "decoded; more is refused with 413 (default: %(default)s)")  # fmt: skip
     _add_device(v)
+    _add_own_data(v, "the test images it checks ONNX Runtime on and shows at /samples")
     _add_data_dir(v)
     v.set_defaults(func=cmd_serve)
 
@@ -146,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
     r.add_argument("run", metavar="RUN", help="a run directory")
     r.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
+    r.add_argument("--out", metavar="DIR", help="write report.html and plots/ into DIR, leaving the run as it is "
+                                                "(for a run you cannot write to; default: the run directory)")
     _add_device(r)
+    _add_own_data(r, "the test images the report shows")
     _add_data_dir(r)
     r.set_defaults(func=cmd_report)
 
@@ -160,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="many runs over a space of recipes and seeds, on Ray Tune (needs lenet[sweep])",
                        description="Train a space of recipes and seeds on Ray Tune; rank them on a validation split.")
-    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see README)")
+    w.add_argument("space", metavar="SPACE", nargs="?", help="a TOML file: what varies, seeds, budget (see docs/sweeps.md)")
     w.add_argument("--resume", metavar="SWEEP", help="finish the sweep in directory SWEEP (no SPACE then)")
     w.add_argument("--trials", type=positive_int, help="configurations to try (overrides the file)")
     w.add_argument("--seeds", type=positive_int, help="seeds per configuration (overrides the file)")
@@ -210,7 +233,7 @@ def _add_field_flags(group, cls) -> None:
     for f in dataclasses.fields(cls):
         flag, kind, meta = "--" + f.name.replace("_", "-"), _optional_of(hints[f.name]), f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = meta.get("shown", " ".join(map(str, default)) if isinstance(default, tuple) else default)
         help_text = f"{meta['help']} (default: {shown})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -229,24 +252,22 @@ def _optional_of(kind):
 
 
 def _field_value(name: str, kind, meta):
-    from lenet.training.recipes import check_value
+    from lenet.core.values import parse_value
 
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {_TYPE_WORDS.get(kind, kind.__name__)}") from None
-        try:
-            check_value(name, value, kind, meta)
+            return parse_value(name.replace("_", "-"), text, kind, meta)
         except LenetError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
-        return value
 
     parse.__name__ = _TYPE_WORDS.get(kind, kind.__name__)  # argparse names the type in its messages
     return parse
 
 
-_TYPE_WORDS = {int: "whole number", float: "number", str: "word"}
+def _add_own_data(p, what: str) -> None:
+    p.add_argument("--dataset", metavar="folder:PATH|csv:PATH",
+                   help=f"for a model trained on your own data: where that data is ({what}); a checkpoint never "
+                        "chooses a path to read, and the data must be what the model was trained on (its SHA-256)")  # fmt: skip
 
 
 def _add_data_dir(p) -> None:
@@ -264,7 +285,8 @@ def _version() -> str:
 
 
 # Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
-_RUN_FLAGS = ("recipe", "seed", "dataset", "seeds", "val_split", "eval_every", "deterministic", "out", "name", "tensorboard")
+_RUN_FLAGS = ("recipe", "seed", "dataset", "skip_bad", "seeds", "val_split", "eval_every", "deterministic", "out", "name",
+              "tensorboard")
 
 
 def cmd_train(args) -> int:
@@ -272,7 +294,8 @@ def cmd_train(args) -> int:
     from lenet.training.engine import Engine
     from lenet.training.recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
     from lenet.training.runs import default_run_name
-    from lenet.training.loop import TrainConfig, train, train_seeds
+    from lenet.training.loop import TrainConfig, check_before_training, train
+    from lenet.training.seeds import train_seeds
 
     recipe_fields = _given(args, Recipe)
     engine_fields = _given(args, Engine)
@@ -295,12 +318,15 @@ def cmd_train(args) -> int:
         recipe=recipe, recipe_name=recipe_name, seed=seed, dataset=args.dataset or base.dataset, val_split=args.val_split or 0,
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
-        eval_every=base.eval_every if args.eval_every is None else args.eval_every,
+        eval_every=base.eval_every if args.eval_every is None else args.eval_every, report=args.report is not False,
+        skip_bad=bool(args.skip_bad),
     )  # fmt: skip
+    data = load_dataset(config.dataset, args.data_dir, skip_bad=config.skip_bad)  # loaded once: training, then the report
+    check_before_training(config, data)  # what train() would refuse, refused before the header line
+    _print_skipped(data)
     board = _tensorboard(args, out, name) if args.tensorboard else None
-    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
     print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
-          f"{_plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
+          f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
           flush=True)  # fmt: skip
 
     def on_epoch(row) -> None:
@@ -310,7 +336,7 @@ def cmd_train(args) -> int:
 
     def finish(result, prefix: str = "") -> None:
         _print_result(result, prefix)
-        if result.run_dir is not None and args.report:
+        if result.run_dir is not None and config.report:
             _report_after_training(result.run_dir, data, config, board, len(result.history))
 
     if seeds == 1:
@@ -318,11 +344,17 @@ def cmd_train(args) -> int:
     else:
         _, stats = train_seeds(config, seeds, data=data, on_run=lambda seed, r: finish(r, f"seed {seed}: "),
                                on_epoch=on_epoch, on_warning=_print_warning)  # fmt: skip
-        print(f"{stats['runs']} seeds: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
+        print(f"{plural(stats['runs'], 'seed')}: test accuracy mean {stats['mean']:.2%}, std {stats['std']:.2%}, "
               f"min {stats['min']:.2%}, max {stats['max']:.2%}; {stats['stuck']} stuck at chance")  # fmt: skip
     if board is not None:
         board.close()
     return 0
+
+
+def _print_skipped(data) -> None:
+    if data.skipped:
+        shown = "; ".join(data.skipped[:10]) + (f"; and {len(data.skipped) - 10} more" if len(data.skipped) > 10 else "")
+        _print_warning(f"--skip-bad left out {plural(len(data.skipped), 'unreadable file')}: {shown}")
 
 
 def _given(args, cls) -> dict:
@@ -335,27 +367,45 @@ def _print_warning(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _resume(args, changing: list[str]) -> int:
-    from lenet.data.load import load_dataset
-    from lenet.training.loop import resume_config, train
+    from lenet.data.load import load_model_data
+    from lenet.training.loop import train
+    from lenet.training.records import is_finished, recorded_data, resume_config
 
+    # --dataset names where a run's own data is (a run's files never choose a path to read); it must hold that data.
+    changing = [flag for flag in changing if flag != "dataset"]
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
     config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
+    report = config.report if args.report is None else args.report  # the run's own choice, unless told
+    if is_finished(args.resume):
+        return _finished(args.resume, config, rebuild_report=args.report is True)
+    data = load_model_data(recorded_data(args.resume), args.dataset, args.data_dir, own=True)  # training, then report
     print(f"resuming {args.resume}", flush=True)
+    _print_skipped(data)
     epochs = config.recipe.epochs
-    data = load_dataset(config.dataset, args.data_dir)  # loaded once, for training and then the report
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
-    if args.report:
+    if report:
         _report_after_training(result.run_dir, data, config, None, epochs)
+    return 0
+
+
+def _finished(run, config, rebuild_report: bool) -> int:
+    """A resume of a finished run: it says so and changes nothing, unless --report asks for the report again."""
+    from lenet.training.runs import read_run
+
+    summary = read_run(run).summary or {}
+    test = summary.get("test", {})
+    figures = f", test accuracy {test['accuracy']:.2%}" if isinstance(test.get("accuracy"), float) else ""
+    print(f"{run} is finished ({summary.get('epochs', config.recipe.epochs)} of {config.recipe.epochs} epochs"
+          f"{figures}); nothing to resume" + ("" if rebuild_report else f" (lenet report {run} rebuilds its report)"),
+          flush=True)  # fmt: skip
+    if rebuild_report:
+        _report_after_training(run, None, config, None, config.recipe.epochs)
     return 0
 
 
@@ -393,17 +443,18 @@ def _report_after_training(run_dir, data, config, board, step: int) -> None:
 
 
 def _epoch_line(row, epochs: int) -> str:
-    judged = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
-              else f"{row.eval_split} not judged (--eval-every)")  # fmt: skip
+    figures = (f"{row.eval_split} loss {row.eval_loss:.4f} acc {row.eval_accuracy:.2%}" if row.eval_accuracy is not None
+               else f"{row.eval_split} not evaluated (--eval-every)")  # fmt: skip
     return (
         f"epoch {row.epoch:>2}/{epochs}  train loss {row.train_loss:.4f} acc {row.train_accuracy:.2%}  "
-        f"{judged}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
+        f"{figures}  {row.seconds:.1f} s  {row.images_per_s:,.0f} img/s"
     )
 
 
 def cmd_eval(args) -> int:
     from lenet.training.checkpoint import load
-    from lenet.data.load import load_dataset
+    from lenet.data.load import load_model_data
+    from lenet.data.registry import shown_name
     from lenet.core.device import resolve_device
     from lenet.training.metrics import evaluate
     from lenet.core.progress import stage
@@ -411,16 +462,16 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
-    name = args.dataset or model.data.name  # a model is judged on its own data set unless told otherwise
-    with stage(f"loading {name}"):
-        data = load_dataset(name, args.data_dir, device)
-    if len(data.spec.classes) != len(model.data.classes):
-        raise LenetError(f"{name} has {len(data.spec.classes)} classes; the model knows {len(model.data.classes)}")
+    name = args.dataset or model.data.name  # a model is evaluated on its own data set unless told otherwise
+    with stage(f"loading {args.dataset or shown_name(model.data.name)}"):
+        data = load_model_data(model.data, args.dataset, args.data_dir, device)
     with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
         result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}, indent=2))
+        print(json.dumps(rounded({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}), indent=2))
         return 0
+    if data.spec.name != model.data.name:  # another data set than the model's: say so, next to the figure
+        name = f"{name} (not {model.data.name}, which the model was trained on)"
     print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
     width = max(map(len, labels))
@@ -438,7 +489,8 @@ def cmd_report(args) -> int:
     from lenet.insight.report import write_report
     from lenet.training.runs import PLOTS_DIR
 
-    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True)
+    report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True,
+                          out=args.out, dataset=args.dataset)  # fmt: skip
     result = report.evaluation
     print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
     print(f"plots saved to {report.path.parent / PLOTS_DIR}")
@@ -459,17 +511,21 @@ def cmd_predict(args) -> int:
     from lenet.training.checkpoint import load
     from lenet.core.device import resolve_device
     from lenet.data.images import load_images
-    from lenet.inference.predict import predict, write_predictions_csv
+    from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
+    from lenet.models.views import classes_of
 
     model = load(args.checkpoint, resolve_device(args.device))
+    top_k = check_top_k(args.top_k, len(classes_of(model)))
     loaded = load_images(args.images, args.skip_bad)
-    predictions = predict(model, loaded.images, args.top_k)
-    if summary := loaded.skipped_summary():
-        print(summary, file=sys.stderr)
+    predictions = predict(model, loaded.images, top_k)
+    for line in (loaded.skipped_summary(), loaded.small_warning()):
+        if line:
+            print(_one_line(line), file=sys.stderr)
     if args.csv:
         write_predictions_csv(args.csv, loaded.paths, predictions)
-    if args.json:
-        print(json.dumps([{"image": path, **p.to_dict()} for path, p in zip(loaded.paths, predictions)], indent=2))
+    if args.json:  # the document POST /predict answers, with the same keys
+        records = [prediction_record(path, p) for path, p in zip(loaded.paths, predictions)]
+        print(json.dumps({"predictions": records, "views": model.views.describe()}, indent=2, ensure_ascii=False))
         return 0
     for path, p in zip(loaded.paths, predictions):
         print(f"{path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.top))
@@ -479,7 +535,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from lenet.inference.export import export
 
-    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True)
+    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True, dataset=args.dataset)
     v = result.verification
     print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
           f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
@@ -492,8 +548,9 @@ def cmd_serve(args) -> int:
     from lenet.inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
-                             runtime_threads=args.runtime_threads)  # fmt: skip
-    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings)
+                             runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels,
+                             views=args.views)  # fmt: skip
+    return serve(args.checkpoint, args.host, args.port, args.device, args.data_dir, settings, dataset=args.dataset)
 
 
 def cmd_summary(args) -> int:
@@ -565,7 +622,10 @@ _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lenet.data.images import quiet_pillow_warnings
+
     args = build_parser().parse_args(argv)
+    quiet_pillow_warnings()  # here, once, on the main thread: never from the threads that decode
     if args.command in _RUN_THE_MODEL:
         from lenet.training.engine import keep_freed_memory
 

@@ -27,7 +27,10 @@ class ImageError(LenetError):
 class Interrupted(LenetError):
     """Ctrl-C during training; the epochs completed before it are saved."""
 
-    def __init__(self, epoch: int, resumable_run=None):
+    def __init__(self, epoch: int, resumable_run=None, finished_run=None):
+        if finished_run is not None:  # Ctrl-C after the last write: nothing is left to do
+            super().__init__(f"interrupted after the run ended; {finished_run} is complete")
+            return
         if resumable_run is not None:
             how = f"the completed epochs are saved; continue with: lenet train --resume {resumable_run}"
         else:

@@ -3,21 +3,13 @@ batched tensor ops (never a per-sample Python loop or a DataLoader worker)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import replace
 
 import torch
 
 from lenet.core.errors import DataError
-from lenet.data.dataset import Dataset
 
-
-
-def subset(data: Dataset, n_train: int | None, n_test: int | None) -> Dataset:
-    """The first `n_train` training and `n_test` test images of `data` (None: all of them); the rest of
-    its record (source, digests, mean and std) is kept, so a subset's run still names its data."""
-    return replace(data, train_images=data.train_images[:n_train], train_labels=data.train_labels[:n_train],
-                   test_images=data.test_images[:n_test], test_labels=data.test_labels[:n_test])  # fmt: skip
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -79,3 +71,41 @@ def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Gener
             mirror = torch.rand(n, device=device, generator=generator) < 0.5
         images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
     return images
+
+
+def erase(images: torch.Tensor, probability: float, area: tuple[float, float], ratio: tuple[float, float],
+          fill: str = "zero", generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """Random erasing (Zhong et al. 2017) of a batch [N, C, H, W] at once: each image, with
+    `probability`, gets one rectangle blanked (`fill` "zero") or filled with random pixels ("noise").
+
+    The rectangle's share of the image is uniform in `area`, its height / width log-uniform in
+    `ratio`; its sides are clipped to the image and it lies wholly inside it, at a uniform place.
+    Every number is drawn from `generator`, one fixed set of draws per batch, so a resumed run
+    draws the same rectangles. A new tensor; `images` is left as it was.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    draws = torch.rand(5, n, device=device, generator=generator)  # apply?, area, ratio, top, left
+    share = area[0] + (area[1] - area[0]) * draws[1]
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_low + (log_high - log_low) * draws[2])
+    pixels = share * h * w
+    heights = (pixels * aspect).sqrt().round().clamp(1, h)
+    widths = (pixels / aspect).sqrt().round().clamp(1, w)
+    tops = (draws[3] * (h - heights + 1)).floor()
+    lefts = (draws[4] * (w - widths + 1)).floor()
+    rows = torch.arange(h, device=device)[None, :]
+    cols = torch.arange(w, device=device)[None, :]
+    inside_rows = (rows >= tops[:, None]) & (rows < (tops + heights)[:, None])  # [n, h]
+    inside_cols = (cols >= lefts[:, None]) & (cols < (lefts + widths)[:, None])  # [n, w]
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :]) & (draws[0] < probability)[:, None, None]
+    mask = mask[:, None]  # [n, 1, h, w]: every channel of the rectangle
+    if fill == "noise":
+        if images.is_floating_point():
+            noise = torch.rand(images.shape, device=device, generator=generator, dtype=images.dtype)
+        else:
+            noise = torch.randint(0, 256, images.shape, device=device, generator=generator, dtype=images.dtype)
+        return torch.where(mask, noise, images)
+    if fill != "zero":
+        raise ValueError(f"an erased rectangle is filled with zero or noise, not {fill!r}")
+    return images.masked_fill(mask, 0)

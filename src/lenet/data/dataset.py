@@ -22,6 +22,7 @@ class Dataset:
     source: str  # where the files were read from
     sha256: dict[str, str]
     spec: DataSpec = None  # type: ignore[assignment]  # name, classes, mean, std; measured when None
+    skipped: tuple[str, ...] = ()  # files of a folder data set left out (--skip-bad): "CLASS/FILE: why"
 
     def __post_init__(self) -> None:
         if self.spec is None:
@@ -41,6 +42,12 @@ class Dataset:
         spec = measured_spec(name, classes, train_images)
         return cls(train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(),
                    source, sha256, spec)  # fmt: skip
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+        """The first `n_train` training and `n_test` test images (all of a split where None), for short
+        runs: tests, benchmarks and sweeps on part of a data set. The spec (mean, std) stays the whole set's."""
+        return replace(self, train_images=self.train_images[:n_train], train_labels=self.train_labels[:n_train],
+                       test_images=self.test_images[:n_test], test_labels=self.test_labels[:n_test])  # fmt: skip
 
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731

@@ -1,4 +1,4 @@
-"""Your own images through the model: one preprocessing function, then top-k classes.
+"""Image files into Fashion-MNIST's form: the one preprocessing that predictions and folder data sets share.
 
 Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
 trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or
@@ -18,8 +18,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +30,9 @@ from lenet.core.errors import ImageError
 from lenet.data.registry import IMAGE_SIZE
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
+# An image whose longer side is under this many pixels is far smaller than the model's 28x28: it is
+# scaled up to fit, so its pixels turn into blurred blocks, and `lenet predict` warns.
+SMALL_SIDE = 14
 # The decoders Pillow may use. Others are never tried: EPS runs Ghostscript, libtiff prints its
 # complaints about a damaged TIFF straight to stderr, and the rest are rare and little used.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
@@ -36,45 +40,86 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp")
 
 
-
-def load_image(path: str | os.PathLike) -> torch.Tensor:
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file as a uint8 tensor [1, 28, 28] in Fashion-MNIST's form."""
-    return _decode(path, str(path))
+    return _decode(path, str(path), max_pixels)[0]
 
 
-def decode_image(data: bytes, name: str = "image") -> torch.Tensor:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Encoded image bytes (an upload) as a uint8 tensor [1, 28, 28]; `name` is for messages."""
-    return _decode(io.BytesIO(data), name)
+    return _decode(io.BytesIO(data), name, max_pixels)[0]
 
 
-def _decode(source: str | os.PathLike | IO[bytes], name: str) -> torch.Tensor:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(width, height) from an image's header, no pixel decoded: what decoding it will cost."""
+    from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with _pillow_errors(name), Image.open(_nonempty(io.BytesIO(data), name), formats=IMAGE_FORMATS) as img:
+        return img.size
+
+
+def quiet_pillow_warnings() -> None:
+    """Pillow's warnings off for this process: the damaged metadata it warns of on stderr does not
+    matter here (the pixels decide), and its decompression-bomb warning is moot (every decode here is
+    bounded by its own `max_pixels`, checked on the header before any pixel is decoded).
+
+    Called once at a command's start, on the main thread. Decoding itself never touches the warning
+    filters or `Image.MAX_IMAGE_PIXELS`: both are process-wide, and the server decodes on many threads.
+    Filters by module name, so that Pillow is not imported for a command that reads no image.
+    """
+    warnings.filterwarnings("ignore", module=r"PIL\.")  # DecompressionBombWarning too: PIL.Image warns it
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"lenet\.data\.images")  # Pillow's, at stacklevel 2
+
+
+def _decode(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The image as uint8 [1, 28, 28], and its size before it was made 28x28."""
+    from PIL import Image, ImageOps
+
+    with _pillow_errors(name, max_pixels), Image.open(_nonempty(source, name), formats=IMAGE_FORMATS) as img:
+        # The explicit bound, checked on the header before any pixel is decoded.
+        if img.width * img.height > max_pixels:
+            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}")
+        if img.width * img.height == 0:
+            raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty")
+        img.load()
+        grey = _to_grey(ImageOps.exif_transpose(img, in_place=True) or img)
+    return _to_28x28(grey), grey.size
+
+
+def _nonempty(source: str | os.PathLike | IO[bytes], name: str) -> str | os.PathLike | IO[bytes]:
+    """The source, unless it holds no bytes at all: that is an empty file, not a damaged image."""
+    if isinstance(source, io.BytesIO):
+        empty = not source.getbuffer().nbytes
+    else:
+        try:
+            empty = os.stat(source).st_size == 0
+        except OSError:
+            return source  # Pillow's open says what is wrong (no such file, a directory, ...)
+    if empty:
+        raise ImageError(f"{name}: empty file, 0 bytes")
+    return source
+
+
+@contextmanager
+def _pillow_errors(name: str, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
+    """Whatever Pillow raises for a file, as one ImageError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns of damaged metadata on stderr; the pixels decide
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source, formats=IMAGE_FORMATS) as img:
-                # Checked on the header, before any pixel is decoded.
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {MAX_PIXELS}")
-                if img.width * img.height == 0:
-                    raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty")
-                img.load()
-                grey = _to_grey(ImageOps.exif_transpose(img, in_place=True) or img)
+        yield
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: over the limit of {MAX_PIXELS} pixels (a decompression bomb?)") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: a directory, not an image file") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, when it is lower than ours
+        raise ImageError(f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a {', '.join(IMAGE_FORMATS)} image Pillow can read") from None
     except Exception as e:  # Pillow's decoders raise many types for a damaged file (OSError, SyntaxError,
         # struct.error, IndexError, MemoryError, ...): all of them mean the file cannot be decoded
         raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
-    return _to_28x28(grey)
 
 
 def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -183,8 +228,14 @@ class Skipped:
     def unreadable(self) -> bool:
         return self.reason != NOT_AN_IMAGE_NAME
 
+    @property
+    def why(self) -> str:
+        """The reason without the path in front, which an ImageError's message starts with."""
+        return self.reason.removeprefix(f"{self.path}: ")
+
 
 NOT_AN_IMAGE_NAME = "not named as an image"
+NAMED = 10  # files named in a one-line summary; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -192,15 +243,31 @@ class LoadedImages:
     paths: list[str]  # the files read, in order
     images: torch.Tensor  # uint8 [N, 1, 28, 28], one per path
     skipped: list[Skipped]  # files left out, and why
+    small: list[str] = field(default_factory=list)  # files read whose longer side is under SMALL_SIDE
 
     def skipped_summary(self) -> str:
-        """One line, e.g. "skipped 3 files: 2 not named as an image, 1 unreadable" ("" when none)."""
+        """One line, e.g. "skipped 2 files: 1 not named as an image, 1 unreadable: notes.txt (not named as
+        an image), cut.png (empty file, 0 bytes)" ("" when none); the first NAMED files named."""
         if not self.skipped:
             return ""
         unreadable = sum(s.unreadable for s in self.skipped)
         parts = [f"{n} {why}" for n, why in ((len(self.skipped) - unreadable, NOT_AN_IMAGE_NAME),
                                              (unreadable, "unreadable")) if n]  # fmt: skip
-        return f"skipped {len(self.skipped)} file{'s' * (len(self.skipped) > 1)}: {', '.join(parts)}"
+        named = ", ".join(f"{s.path} ({s.why})" for s in self.skipped[:NAMED])
+        more = f", and {len(self.skipped) - NAMED} more" if len(self.skipped) > NAMED else ""
+        return f"skipped {_files(len(self.skipped))}: {', '.join(parts)}: {named}{more}"
+
+    def small_warning(self) -> str:
+        """One line for all the images much smaller than 28x28 ("" when none): they were scaled up."""
+        if not self.small:
+            return ""
+        named = ", ".join(self.small[:NAMED]) + (f", and {len(self.small) - NAMED} more" if len(self.small) > NAMED else "")
+        return (f"warning: {_files(len(self.small), 'image')} under {SMALL_SIDE}x{SMALL_SIDE} pixels scaled up to "
+                f"{IMAGE_SIZE}x{IMAGE_SIZE}, so blurred; expect less reliable answers: {named}")
+
+
+def _files(n: int, noun: str = "file") -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
@@ -225,18 +292,22 @@ def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> L
     """
     files, skipped = find_images(paths)
     read, images = [], []
+    small: list[str] = []
     for path in files:
         try:
-            images.append(load_image(path))
+            image, (width, height) = _decode(path, str(path))
         except ImageError as e:
             if not skip_bad:
                 raise
             skipped.append(Skipped(str(path), str(e)))
         else:
             read.append(str(path))
+            images.append(image)
+            if max(width, height) < SMALL_SIDE:
+                small.append(str(path))
     if not images:
         given = ", ".join(map(str, paths)) if isinstance(paths, Sequence) else "the paths given"
         summary = LoadedImages([], torch.empty(0), skipped).skipped_summary()
         raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""))
-    return LoadedImages(read, torch.stack(images), skipped)
+    return LoadedImages(read, torch.stack(images), skipped, small)
 

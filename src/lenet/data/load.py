@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from lenet.data.dataset import Dataset
 from lenet.data.idx import parse_idx, read_idx_bytes
-from lenet.data.registry import DEFAULT, dataset_entry
+from lenet.core.errors import DataError
+from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, is_user_data
 from lenet.data.sources import _file_in, find_or_download, verified_digest
 from lenet.data.user import load_csv, load_folder
 
@@ -18,11 +20,13 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     download: bool = True,
+    skip_bad: bool = False,
 ) -> Dataset:
     """Find (or download), verify and decode a data set onto `device`: a registry name
-    (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH."""
+    (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
+    files are left out and listed in the data set's `skipped`, instead of refused)."""
     if name.startswith("folder:"):
-        return load_folder(name.removeprefix("folder:")).to(device)
+        return load_folder(name.removeprefix("folder:"), skip_bad).to(device)
     if name.startswith("csv:"):
         return load_csv(name.removeprefix("csv:")).to(device)
     entry = dataset_entry(name)
@@ -36,6 +40,53 @@ def load_dataset(
         tensors[key] = parse_idx(raw, str(path))
     return Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name,
                                 classes=entry.classes).to(device)  # fmt: skip
+
+
+def load_model_data(
+    model: DataSpec,
+    given: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    own: bool = False,
+) -> Dataset:
+    """The data set a command runs a trained model on: `given` (the command line's --dataset),
+    else the model's own when that is a registry data set.
+
+    A checkpoint is a file from anywhere, so the data-set name in it never chooses a path on
+    this machine to read (or a server to publish thumbnails of): a user's own data is read only
+    when the user names it. When the data named is the one the model was trained on (the same
+    path; with `own`, whatever the path, for commands that show the model's own test set), its
+    digest must be the one the model recorded: a folder with one image more splits differently,
+    and its test split could hold images the model trained on.
+    """
+    if given is None:
+        if is_user_data(model.name):
+            kind = model.name.split(":", 1)[0]
+            raise DataError(f"the model was trained on your own data ({kind}:...), which lenet reads only when the "
+                            f"command line names it (never from a checkpoint): name it with --dataset {kind}:PATH")  # fmt: skip
+        given = model.name
+    same = _user_data_name(given) == model.name
+    if own and not same and not (is_user_data(given) and is_user_data(model.name)):
+        raise DataError(f"{given} is not the data set the model was trained on ({model.name}); "
+                        "this command shows the model on its own data")  # fmt: skip
+    checked = is_user_data(given) and bool(model.sha256) and (same or own)
+    data = load_dataset(given, data_dir, device, skip_bad=checked)
+    if checked and data.spec.sha256 != model.sha256:
+        left_out = f"; {len(data.skipped)} unreadable files left out now" if data.skipped else ""
+        raise DataError(f"{given} is not the data the model was trained on: sha256 {model.sha256} then, "
+                        f"{data.spec.sha256} now{left_out}; restore the data, or train on it anew (a changed data "
+                        "set can put images the model trained on into its test split)")  # fmt: skip
+    if len(data.spec.classes) != len(model.classes):
+        raise DataError(f"{given} has {len(data.spec.classes)} classes; the model knows {len(model.classes)}")
+    return data
+
+
+def _user_data_name(name: str) -> str:
+    """The name load_dataset gives a data set, known before it is read: folder: and csv: paths resolved."""
+    if not is_user_data(name):
+        return name
+    kind, path = name.split(":", 1)
+    return f"{kind}:{Path(path).resolve()}"
 
 
 def load_fashion_mnist(

@@ -12,12 +12,16 @@ name a user's own images; their class names come from the files.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from lenet.core.errors import DataError, LenetError, short_repr
 
 IMAGE_SIZE = 28  # every data set here is 28x28 grey: LeNet's input
+MAX_CLASSES = 1000  # the most classes a data set (and so a model's output) may have
+USER_KINDS = ("folder", "csv")  # folder:PATH and csv:PATH name a user's own data, never a registry entry
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,21 @@ class DataSpec:
     mean: float  # of the [0, 1] training pixels, to 4 places: models with batch norm normalise by these
     std: float
     image_size: int = IMAGE_SIZE
+    # For a user's own data (folder:, csv:): one SHA-256 of its four tensors (`data_digest`), so the
+    # exact images and split the model learned from can be recognised. Empty for a registry data set,
+    # whose files are checked against their published hashes instead.
+    sha256: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, list):
             object.__setattr__(self, "classes", tuple(self.classes))
         if not isinstance(self.name, str) or not self.name:
             raise LenetError(f"a data set's name is a non-empty string, not {short_repr(self.name)}")
-        if not (isinstance(self.classes, tuple) and 1 <= len(self.classes) <= 1000
+        if not (isinstance(self.classes, tuple) and 1 <= len(self.classes) <= MAX_CLASSES
                 and all(isinstance(c, str) and 0 < len(c) <= 200 for c in self.classes)):  # fmt: skip
-            raise LenetError(f"a data set's classes are 1 to 1000 names, not {short_repr(self.classes)}")
+            raise LenetError(f"a data set's classes are 1 to {MAX_CLASSES} names, not {short_repr(self.classes)}")
+        if not isinstance(self.sha256, str) or not re.fullmatch(r"(|[0-9a-f]{64})", self.sha256):
+            raise LenetError(f"a data set's sha256 is 64 hexadecimal digits or empty, not {short_repr(self.sha256)}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -53,11 +63,13 @@ class DataSpec:
             raise LenetError(f"a data set has a positive std and {IMAGE_SIZE}x{IMAGE_SIZE} images")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Without an empty sha256, a registry model's description is what lenet wrote before the digest
+        # existed, so an older lenet still reads its checkpoints (its from_dict takes no other key).
+        return {k: v for k, v in asdict(self).items() if k != "sha256" or v}
 
     @classmethod
     def from_dict(cls, d: Any) -> DataSpec:
-        if not isinstance(d, dict) or set(d) - {"name", "classes", "mean", "std", "image_size"}:
+        if not isinstance(d, dict) or set(d) - {"name", "classes", "mean", "std", "image_size", "sha256"}:
             raise LenetError(f"a data set description is a mapping of name, classes, mean, std, not {short_repr(d)}")
         try:
             return cls(**d)
@@ -153,3 +165,26 @@ def default_spec() -> DataSpec:
 
 def list_datasets() -> dict[str, str]:
     return {name: entry.description for name, entry in DATASETS.items()}
+
+
+def is_user_data(name: str) -> bool:
+    """Whether a data-set name is folder:PATH or csv:PATH: a path on this machine, not a registry entry."""
+    return name.split(":", 1)[0] in USER_KINDS and ":" in name
+
+
+def shown_name(name: str) -> str:
+    """A data-set name fit to show to others (a server's /model, an exported file): a user's own
+    data set by its kind and last path component only (folder:shapes), never the whole path."""
+    if not is_user_data(name):
+        return name
+    kind, path = name.split(":", 1)
+    return f"{kind}:{path.rstrip('/').rsplit('/', 1)[-1] or '/'}"
+
+
+TENSOR_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def data_digest(hashes: dict[str, str]) -> str:
+    """One SHA-256 for a data set, from the SHA-256s of its four tensors (config.json's data.sha256):
+    it changes with any image, label or the split between train and test."""
+    return hashlib.sha256(" ".join(f"{k}:{hashes.get(k, '')}" for k in TENSOR_NAMES).encode()).hexdigest()

@@ -1,5 +1,6 @@
 """Where an IDX data set's files are: the places looked in, checksums, and downloading from mirrors.
-Where an IDX data set's files are looked for, in order (the first directory holding all four wins):
+
+The places are looked in in order (the first directory holding all four files wins):
   1. the `data_dir` argument (`--data-dir`), which must exist,
   2. the directory in the environment variable LENET_DATA_DIR, which must exist,
   3. the user cache directory, $XDG_CACHE_HOME/lenet/NAME (~/.cache/lenet/NAME),
@@ -114,19 +115,20 @@ def download_file(
     the .gz bytes matches `gz_sha256`), so a half-finished or corrupt download never counts.
     """
     destination = Path(target_dir) / filename
-    failures = []
+    failures = {}  # each mirror once, with its last reason and how many tries it had
     for base in urls:
         for attempt in range(attempts):
             try:
                 _fetch_verified(base + filename, destination, sha256, gz_sha256, timeout_s)
                 return destination
             except (OSError, urllib.error.URLError, DataError, zlib.error, EOFError) as e:
-                failures.append(f"{base + filename}: {_reason(e)}")
+                tries = "" if attempt == 0 else f", {attempt + 1} tries"
+                failures[base + filename] = f"{base + filename}: {_reason(e)}{tries}"
                 if isinstance(e, urllib.error.HTTPError) and e.code == 404:
                     break  # the mirror does not have it; retrying will not help
                 if attempt + 1 < attempts:
                     time.sleep(backoff_s * 2**attempt)
-    raise DataError(f"download of {filename} failed ({'; '.join(failures[-3:])})")
+    raise DataError(f"download of {filename} failed ({'; '.join(failures.values())})")
 
 
 def _reason(e: BaseException) -> str:

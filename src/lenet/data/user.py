@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -11,36 +12,52 @@ import torch
 from lenet.core.errors import DataError, ImageError
 from lenet.data.dataset import Dataset
 from lenet.data.images import load_image
-from lenet.data.registry import IMAGE_SIZE
+from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
 
 HELD_OUT = 0.2  # the test share of a folder or CSV file that comes without a test split
 SPLIT_SEED = 0  # that split depends on this seed only, so every run of a study shares it
 MAX_USER_IMAGES = 1_000_000
 
 
-def load_folder(path: str) -> Dataset:
+def load_folder(path: str, skip_bad: bool = False) -> Dataset:
     """PATH/CLASS/*.png (any format `lenet predict` reads), or PATH/train/CLASS/* and PATH/test/CLASS/*.
 
     Each image goes through `lenet.data.images.load_image`, the same preprocessing as
-    `lenet predict`. An unreadable image stops the load, naming it: a data set with a silent
-    hole in it would train on something other than what the folder holds.
+    `lenet predict`. Every problem is found before any is reported: unreadable files, links
+    that lead out of the folder, empty and unbalanced classes all go into one error, so that
+    one round of fixes is enough. With `skip_bad`, unreadable files (and links out of the
+    folder) are left out instead and listed in the data set's `skipped`; an empty class is an
+    error either way.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"folder:{path}: no such directory")
+    problems = _Problems(root.resolve(), root.absolute())
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = _class_names(root / "train")
         if _class_names(root / "test") != classes:
             raise DataError(f"folder:{path}: train/ and test/ must hold the same class folders "
                             f"(train: {', '.join(classes)}; test: {', '.join(_class_names(root / 'test'))})")  # fmt: skip
-        (train_x, train_y), (test_x, test_y) = _read_classes(root / "train", classes), _read_classes(root / "test", classes)
+        train, test = _read_classes(root / "train", classes, problems), _read_classes(root / "test", classes, problems)
+        problems.raise_any(f"folder:{path}", skip_bad)
+        (train_x, train_y), (test_x, test_y) = train, test
         source = f"{root} (train/ and test/)"
     else:
         classes = _class_names(root)
-        (train_x, train_y), (test_x, test_y) = _split(*_read_classes(root, classes))
+        everything = _read_classes(root, classes, problems)
+        problems.raise_any(f"folder:{path}", skip_bad)
+        (train_x, train_y), (test_x, test_y) = _split(*everything)
         source = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})"
-    return Dataset.from_tensors(train_x, train_y, test_x, test_y, source, _tensor_hashes(train_x, train_y, test_x, test_y),
-                                name=f"folder:{root.resolve()}", classes=classes)  # fmt: skip
+    return _user_dataset(train_x, train_y, test_x, test_y, source, f"folder:{root.resolve()}", classes,
+                         tuple(f"{path}: {why}" for path, why in problems.unreadable))  # fmt: skip
+
+
+def _user_dataset(train_x, train_y, test_x, test_y, source: str, name: str, classes: tuple[str, ...],
+                  skipped: tuple[str, ...] = ()) -> Dataset:  # fmt: skip
+    """The data set, its description carrying the one digest of its tensors (DataSpec.sha256)."""
+    hashes = _tensor_hashes(train_x, train_y, test_x, test_y)
+    data = Dataset.from_tensors(train_x, train_y, test_x, test_y, source, hashes, name=name, classes=classes)
+    return replace(data, spec=replace(data.spec, sha256=data_digest(hashes)), skipped=skipped)
 
 
 def _class_names(directory: Path) -> tuple[str, ...]:
@@ -48,28 +65,120 @@ def _class_names(directory: Path) -> tuple[str, ...]:
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise DataError(f"folder:{directory}: needs a sub-directory per class, at least two ({found} found)")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"folder:{directory}: {len(classes):,} class folders; lenet takes at most {MAX_CLASSES}")
     return classes
 
 
-def _read_classes(directory: Path, classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+MAX_LISTED = 10  # problems of each kind named in the one error; the rest are counted
+OUTSIDE = "a link to outside the folder"
+
+
+@dataclass
+class _Problems:
+    """What is wrong with a folder data set, gathered over all of it before anything is said."""
+
+    root: Path  # resolved: every file read must lie under it
+    given: Path  # as the user named it, to show files relative to
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (CLASS/FILE, why), in the order found
+    empty: list[str] = field(default_factory=list)  # class folders without one readable image
+    unbalanced: list[str] = field(default_factory=list)
+
+    def bad(self, path: Path, why: str) -> None:
+        self.unreadable.append((self.shown(path), why))
+
+    def shown(self, path: Path) -> str:
+        # Relative to the data set's folder: the folder is named once, at the start of the message.
+        for base in (self.given, self.root):
+            if path.absolute().is_relative_to(base):
+                return str(path.absolute().relative_to(base))
+        return str(path)
+
+    def raise_any(self, what: str, skip_bad: bool) -> None:
+        parts = []
+        if self.unreadable and (not skip_bad or self.empty):  # with an empty class, they may say why it is
+            parts.append(_unreadable(self.unreadable))
+        if self.empty:
+            parts.append(f"{len(self.empty)} class{'es' * (len(self.empty) > 1)} without a readable image "
+                         f"({_first(self.empty)})")  # fmt: skip
+        if self.unbalanced and not self.empty:  # counts of a class that is missing its images mean little
+            parts.append("; ".join(self.unbalanced) + "; balance the classes to within 10x")
+        if not parts:
+            return
+        hint = ("; pass --skip-bad to leave the unreadable files out"
+                if self.unreadable and not skip_bad and not self.empty else "")  # fmt: skip
+        raise DataError(f"{what}: " + "; and ".join(parts) + hint)
+
+
+MAX_REASONS = 5  # kinds of unreadable file named in the one error
+
+
+def _first(names: list[str]) -> str:
+    """The first MAX_LISTED names, and a count of the rest."""
+    rest = len(names) - MAX_LISTED
+    return ", ".join(names[:MAX_LISTED]) + (f", and {rest} more" if rest > 0 else "")
+
+
+def _unreadable(found: list[tuple[str, str]]) -> str:
+    """'14 unreadable files: 12 not a PNG... (a/0.png, ..., and 2 more); 2 a broken link (b/x.png, b/y.png)'."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in found:
+        by_reason.setdefault(why, []).append(path)
+    groups = [f"{len(paths)} {why} ({_first(paths)})" for why, paths in list(by_reason.items())[:MAX_REASONS]]
+    unnamed = sum(len(paths) for paths in list(by_reason.values())[MAX_REASONS:])
+    tail = f"; and {unnamed} more for other reasons" if unnamed else ""
+    return f"{len(found)} unreadable file{'s' * (len(found) > 1)}: " + "; ".join(groups) + tail
+
+
+def _class_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if not p.name.startswith(".") and (p.is_file() or p.is_symlink()))
+
+
+def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (directory / name).iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"folder:{directory}: class {name!r} has no images")
-        if len(images) + len(files) > MAX_USER_IMAGES:
-            raise DataError(f"folder:{directory}: over {MAX_USER_IMAGES:,} images; lenet holds a data set in memory")
-        try:
-            images += [load_image(f)[0] for f in files]
-        except ImageError as e:
-            raise DataError(f"folder:{directory}: {e}") from None
-        labels += [label] * len(files)
-    counts = torch.bincount(torch.tensor(labels), minlength=len(classes))
-    if counts.max() > 10 * counts.min():
+        folder, before = directory / name, len(images)
+        if not folder.resolve().is_relative_to(problems.root):
+            problems.bad(folder, OUTSIDE)
+        else:
+            for f in _class_files(folder):
+                if len(images) >= MAX_USER_IMAGES:
+                    raise DataError(f"folder:{directory}: over {MAX_USER_IMAGES:,} images; lenet holds a data set in memory")
+                if (image := _read_one(f, problems)) is not None:
+                    images.append(image)
+                    labels.append(label)
+        if len(images) == before:
+            problems.empty.append(problems.shown(folder))
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=len(classes))
+    if len(labels) and counts.min() and counts.max() > 10 * counts.min():
         worst = classes[int(counts.argmin())]
-        raise DataError(f"folder:{directory}: class {worst!r} has {int(counts.min())} images against "
-                        f"{int(counts.max())} for the largest; balance the classes to within 10x")  # fmt: skip
-    return torch.stack(images), torch.tensor(labels)
+        where = "" if problems.shown(directory) == "." else f" in {problems.shown(directory)}/"
+        problems.unbalanced.append(f"class {worst!r}{where} has {int(counts.min())} images "
+                                   f"against {int(counts.max())} for the largest")  # fmt: skip
+    return (torch.stack(images) if images else torch.empty(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
+            torch.tensor(labels, dtype=torch.long))  # fmt: skip
+
+
+def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
+    """The image as uint8 [28, 28], or None with the reason noted.
+
+    A link is followed only within the data set's folder: a data set is what its folder holds,
+    and a link out of it (to a private file, or a whole other tree) is never read.
+    """
+    if path.is_symlink() and not path.exists():
+        problems.bad(path, "a broken link")
+        return None
+    if not path.resolve().is_relative_to(problems.root):
+        problems.bad(path, OUTSIDE)
+        return None
+    if not path.resolve().is_file():  # a link to a folder, or to a pipe that would block the read
+        problems.bad(path, "a link to something other than a file")
+        return None
+    try:
+        return load_image(path)[0]
+    except ImageError as e:
+        problems.bad(path, str(e).removeprefix(f"{path}: "))
+        return None
 
 
 def _split(images: torch.Tensor, labels: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
@@ -80,8 +189,7 @@ def _split(images: torch.Tensor, labels: torch.Tensor) -> tuple[tuple[torch.Tens
 
 
 def _tensor_hashes(*tensors: torch.Tensor) -> dict[str, str]:
-    names = ("train_images", "train_labels", "test_images", "test_labels")
-    return {name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in zip(names, tensors)}
+    return {name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in zip(TENSOR_NAMES, tensors)}
 
 
 def load_csv(path: str) -> Dataset:
@@ -105,8 +213,7 @@ def load_csv(path: str) -> Dataset:
         raise DataError(f"csv:{path}: no such file or directory")
     count = int(max(train_y.max(), test_y.max())) + 1
     classes = _csv_classes(folder / "classes.txt", count)
-    return Dataset.from_tensors(train_x, train_y, test_x, test_y, source, _tensor_hashes(train_x, train_y, test_x, test_y),
-                                name=f"csv:{root.resolve()}", classes=classes)  # fmt: skip
+    return _user_dataset(train_x, train_y, test_x, test_y, source, f"csv:{root.resolve()}", classes)
 
 
 def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +230,13 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                     values = [int(v) for v in row]
                 except ValueError:
                     raise DataError(f"{path}, line {line}: not whole numbers") from None
-                if values[0] < 0 or not all(0 <= v <= 255 for v in values[1:]):
-                    raise DataError(f"{path}, line {line}: a label below 0 or a pixel outside 0-255")
+                # Bounded here, before any tensor or class name is made of it: a label of 2**70
+                # overflowed int64, and one of 10**12 asked for that many class names.
+                if not 0 <= values[0] < MAX_CLASSES:
+                    raise DataError(f"{path}, line {line}: label {_clipped(row[0])} is outside 0-{MAX_CLASSES - 1} "
+                                    f"(lenet takes at most {MAX_CLASSES} classes)")  # fmt: skip
+                if not all(0 <= v <= 255 for v in values[1:]):
+                    raise DataError(f"{path}, line {line}: a pixel outside 0-255")
                 rows.append(values)
                 if len(rows) > MAX_USER_IMAGES:
                     raise DataError(f"{path}: over {MAX_USER_IMAGES:,} rows; lenet holds a data set in memory")
@@ -136,6 +248,11 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if len(table[:, 0].unique()) < 2:
         raise DataError(f"{path}: every row has label {int(table[0, 0])}; a classifier needs two classes or more")
     return table[:, 1:].to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, 0]
+
+
+def _clipped(text: str, limit: int = 24) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} digits)"
 
 
 def _csv_classes(path: Path, count: int) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,15 +27,15 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.training.checkpoint import load, resolve_weights
-from lenet.data.load import load_dataset
+from lenet.data.load import load_model_data
 from lenet.data.batches import to_float
-from lenet.data.registry import IMAGE_SIZE
+from lenet.data.registry import IMAGE_SIZE, shown_name
 from lenet.core.errors import ExportError
 from lenet.core.files import write_bytes, write_json
 from lenet.training.runs import read_optional_json
 from lenet.training.metrics import predict_logits
 from lenet.models.lenet import count_parameters
-from lenet.core.progress import bar, stage
+from lenet.core.progress import bar, on_terminal, stage
 from lenet.models.views import Classifier
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -76,12 +77,12 @@ def preprocessing(model: Classifier) -> dict[str, Any]:
     return {
         "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
         "output": {"name": OUTPUT, "shape": ["batch", len(model.data.classes)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
-        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {model.data.name} "
+        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {shown_name(model.data.name)} "
         "(lenet.data.images.to_fashion_mnist does this to any picture)",
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
         "normalisation": normalise,
         "test_time_views": model.views.describe() + ", logits averaged, inside the model",
-        "data_set": model.data.name,
+        "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
     }  # fmt: skip
 
@@ -92,6 +93,7 @@ def export(
     output: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    dataset: str | None = None,
 ) -> ExportResult:
     """Export, verify on the test set, then write the file and its sidecar (FILE.json); into the run's
     record (RUN/export.json) only when the file goes into the run directory: an export elsewhere
@@ -99,6 +101,8 @@ def export(
     stage on a terminal."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if output is not None:
+        check_output_name(Path(output), fmt)
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights)
     run_dir = weights.parent
@@ -115,9 +119,12 @@ def export(
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     with stage(f"exporting to {fmt}", progress):
         data = serialise(model, info)
-    with stage(f"loading {model.data.name}", progress):
-        images = load_dataset(model.data.name, data_dir).test_images
-    with stage(f"verifying with {_runtime_name(fmt)} on {len(images):,} test images", progress):
+    with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
+        images = load_model_data(model.data, dataset, data_dir).test_images
+    verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images"
+    if progress and not on_terminal():  # the longest step (tens of seconds): a log or a pipe gets its one line too
+        print(f"{verifying} ...", file=sys.stderr, flush=True)
+    with stage(verifying, progress):
         verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
     if not verification.passed:
         raise ExportError(
@@ -136,6 +143,19 @@ def export(
         record = run_dir / EXPORT_RECORD
         write_json(record, {**read_optional_json(record), fmt: entry})  # none yet, or damaged: rewritten whole
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
+
+
+# What a file's extension says it holds: an --output named for the other format is refused.
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+
+
+def check_output_name(path: Path, fmt: str) -> None:
+    """An ExportError when `path`'s extension names another format than `fmt` (TorchScript in ts.onnx)."""
+    suffix = path.suffix.lower()
+    for other, suffixes in SUFFIXES.items():
+        if other != fmt and suffix in suffixes:
+            raise ExportError(f"--output {path} ends in {suffix}, which is {other}, but --format is {fmt}: "
+                              f"name it {path.with_suffix(SUFFIXES[fmt][0]).name} or give --format {other}")  # fmt: skip
 
 
 def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "",
@@ -195,7 +215,20 @@ def onnx_graph(model: Classifier) -> bytes:
             model.eval(), (_example(),), buffer, input_names=[INPUT], output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
-    return buffer.getvalue()
+    onnx, _ = _require_onnx()
+    proto = onnx.load_from_string(buffer.getvalue())
+    _name_output_dims(proto, len(model.data.classes))
+    return proto.SerializeToString()
+
+
+def _name_output_dims(proto, classes: int) -> None:
+    """The output's axes as what they are: `batch`, then the class count. With test-time views the
+    exporter names the second one after the node that makes it (ReduceMeanlogits_dim_1)."""
+    (output,) = [o for o in proto.graph.output if o.name == OUTPUT]
+    batch, per_class = output.type.tensor_type.shape.dim
+    batch.dim_param = "batch"
+    per_class.Clear()
+    per_class.dim_value = classes
 
 
 class OnnxRun:

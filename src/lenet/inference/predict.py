@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lenet.core.errors import LenetError
 from lenet.core.files import write_text
 from lenet.models.views import classes_of
 from lenet.training.metrics import predict_logits
@@ -25,11 +26,28 @@ class Prediction:
         return self.top[0][0]
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        return {"label": self.label, "top": [{"class": c, "probability": round(p, DIGITS)} for c, p in self.top]}
+
+
+# Probabilities in JSON (`lenet predict --json`, the server): a float32's digits beyond these are noise.
+DIGITS = 6
+DEFAULT_TOP_K = 3
+
+
+def prediction_record(name: str, prediction: Prediction) -> dict:
+    """One image's answer as `lenet predict --json` and `POST /predict` both give it: the same keys."""
+    return {"name": name, **prediction.to_dict()}
+
+
+def check_top_k(top_k: int, classes: int) -> int:
+    """`top_k` if it is 1 to the number of classes, else a LenetError: the CLI and the API share the bound."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= classes:
+        raise LenetError(f"--top-k must be from 1 to {classes} (the model's classes), not {top_k}")
+    return top_k
 
 
 
-def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[Prediction]:
+def predict(model: nn.Module, images: torch.Tensor, top_k: int = DEFAULT_TOP_K) -> list[Prediction]:
     """Top-k classes for uint8 images [N, 1, 28, 28]."""
     device = next(model.parameters()).device
     probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()

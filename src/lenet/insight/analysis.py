@@ -68,25 +68,62 @@ def block_activations(model: LeNet) -> list[tuple[str, nn.Module]]:
     return found
 
 
+# Feature maps drawn per image, by the report and by the server's page; lenet_wide's 32 would leave
+# no room to see any.
+MAX_CHANNELS = 16
+
+
+def channels_shown(channels: int) -> list[int]:
+    """Which of a block's `channels` feature maps the report's figures and the page's layer view draw:
+    the first MAX_CHANNELS, the same ones for every image, so that one map can be followed from image
+    to image (the report's rows, the page's successive drawings)."""
+    return list(range(min(channels, MAX_CHANNELS)))
+
+
+@dataclass(frozen=True)
+class HiddenActivations:
+    layer: str  # the activation module's name, e.g. "fc.2"
+    kind: str  # its type, e.g. "ReLU"
+    values: torch.Tensor  # [images, units], on the CPU
+
+
+@dataclass(frozen=True)
+class LayerActivations:
+    """What each layer of one pass sees: the conv blocks' maps, the hidden layers' units, the logits."""
+
+    conv: list[FeatureMaps]
+    hidden: list[HiddenActivations]
+    logits: torch.Tensor  # [images, classes], on the CPU
+
+
 @torch.inference_mode()
+def layer_activations(model: LeNet, images: torch.Tensor) -> LayerActivations:
+    """One pass of the network over uint8 images [N, 1, 28, 28], every activation kept on the way.
+
+    The pass walks the layers as LeNet.forward runs them (normalise, conv block, flatten, fully
+    connected block) instead of hooking them: hooks live on the shared modules, so two passes on two
+    threads (the server's) would each catch the other's outputs.
+    """
+    conv_names = {name for name, _ in block_activations(model)}
+    conv: list[FeatureMaps] = []
+    hidden: list[HiddenActivations] = []
+    with eval_mode(model):
+        x = model.normalize(to_float(images.to(first_conv(model).weight.device)))
+        for name, module in model.conv.named_children():
+            x = module(x)
+            if f"conv.{name}" in conv_names:
+                conv.append(FeatureMaps(len(conv) + 1, f"conv.{name}", type(module).__name__, x.detach().cpu()))
+        x = x.flatten(1)
+        for name, module in model.fc.named_children():
+            x = module(x)
+            if isinstance(module, _ACTIVATION_TYPES):
+                hidden.append(HiddenActivations(f"fc.{name}", type(module).__name__, x.detach().cpu()))
+    return LayerActivations(conv, hidden, x.detach().cpu())
+
+
 def feature_maps(model: LeNet, images: torch.Tensor) -> list[FeatureMaps]:
     """Each convolution block's activations for uint8 images [N, 1, 28, 28]."""
-    captured: list[FeatureMaps] = []
-    hooks = [
-        module.register_forward_hook(
-            lambda m, _inp, out, block=block, name=name: captured.append(
-                FeatureMaps(block, name, type(m).__name__, out.detach().cpu())
-            )
-        )
-        for block, (name, module) in enumerate(block_activations(model), start=1)
-    ]
-    try:
-        with eval_mode(model):
-            model(to_float(images.to(first_conv(model).weight.device)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return captured
+    return layer_activations(model, images).conv
 
 
 def one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:

@@ -12,12 +12,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+# The font stack: Latin system fonts, then each system's CJK fonts, then whatever the system gives for
+# Chinese (a class or a run named in Chinese never renders as boxes where a CJK font is installed).
+# A table sits in a frame that scrolls sideways by itself, so that a narrow screen (390 px) keeps the
+# page at its width and the text at its size, instead of zooming the whole page out to fit the table.
 _STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC",
+       "Hiragino Sans GB", "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #1d1d1f; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5rem 0; }
+h1 { font-size: 1.6rem; overflow-wrap: anywhere; } h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.note { overflow-wrap: anywhere; }
+.table-frame { max-width: 100%; overflow-x: auto; margin: 0.5rem 0; }
+table { border-collapse: collapse; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; }
+@media (max-width: 600px) {
+  body { margin: 1rem auto; padding: 0 0.6rem; }
+  th, td { padding: 0.2rem 0.4rem; }
+  th { white-space: normal; }
+}
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f4f4f6; }
 img { max-width: 100%; height: auto; display: block; }
@@ -75,7 +87,10 @@ def paragraph(text: str) -> str:
 def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    # tabindex: a frame that scrolls can be scrolled from the keyboard too
+    label = escape(f"table of {', '.join(headers[:3])}")
+    return f'<div class="table-frame" tabindex="0" role="region" aria-label="{label}">\n{table}\n</div>'
 
 
 def frame(label: str, html: str) -> str:

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lenet.insight.analysis import FeatureMaps, Mistakes
+from lenet.insight.analysis import FeatureMaps, Mistakes, channels_shown
 from lenet.training.runs import judged as runs_judged
 
 DPI = 100
@@ -30,7 +30,6 @@ SIZES = {  # inches, width x height
     "features": (14.0, 4.6),
 }
 SPLITS = ("train", "val", "test")  # metrics.csv columns are SPLIT_loss and SPLIT_accuracy
-MAX_CHANNELS = 16  # feature maps per image; lenet_wide's 32 would leave no room to see any
 
 
 def new_figure(kind: str) -> Figure:
@@ -171,18 +170,20 @@ def filters(weights: torch.Tensor) -> Figure:
 
 
 def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps, classes: Sequence[str]) -> Figure:
-    """One row per image: the input, then its feature maps in this block (first MAX_CHANNELS)."""
-    channels = min(found.maps.shape[1], MAX_CHANNELS)
+    """One row per image: the input, then its feature maps in this block (analysis.channels_shown, as the
+    server's page draws them)."""
+    shown_channels = channels_shown(found.maps.shape[1])
+    channels = len(shown_channels)
     fig = new_figure("features")
     axes = fig.subplots(len(images), channels + 1, squeeze=False)
     for row, (image, label, maps) in enumerate(zip(images, labels.tolist(), found.maps)):
         axes[row, 0].imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
         axes[row, 0].set_title(classes[label], fontsize=8)
-        for c in range(channels):
+        for column, c in enumerate(shown_channels, start=1):
             # Each map on its own scale: what matters is where it responds, not how much.
-            axes[row, c + 1].imshow(maps[c].numpy(), cmap="viridis")
+            axes[row, column].imshow(maps[c].numpy(), cmap="viridis")
             if row == 0:
-                axes[row, c + 1].set_title(f"ch {c + 1}", fontsize=8)
+                axes[row, column].set_title(f"ch {c + 1}", fontsize=8)
     for ax in axes.flatten():
         ax.set_axis_off()
     _, total, height, width = found.maps.shape

@@ -19,7 +19,8 @@ from lenet.insight import html_page as H
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
 from lenet.training.checkpoint import load
 from lenet.data.dataset import Dataset
-from lenet.data.load import load_dataset
+from lenet.data.load import load_model_data
+from lenet.data.registry import DEFAULT, data_digest, is_user_data, shown_name
 from lenet.core.device import resolve_device
 from lenet.core.errors import LenetError
 from lenet.core.files import write_bytes, write_text
@@ -74,25 +75,30 @@ def write_report(
     device: str = "cpu",
     batch_size: int = EVAL_CHUNK,
     progress: bool = False,
+    out: str | os.PathLike | None = None,
+    dataset: str | None = None,
 ) -> Report:
-    """Evaluate a run's model on the test set, save its plots and RUN/report.html; with `progress`,
-    a line per stage on a terminal."""
+    """Evaluate a run's model on the test set, save its plots and report.html in `out` (default: the
+    run directory, which is left untouched otherwise); with `progress`, a line per stage on a terminal.
+    `dataset` names the run's data (--dataset) when it is the user's own: the run's files never
+    choose a path to read (see data.load.load_model_data)."""
     plots = load_plots()
     run = read_run(run_dir)
     device = resolve_device(device)
     model = load(run.path, device)
     if data is None:
-        with stage(f"loading {model.data.name}", progress):
-            data = load_dataset(model.data.name, data_dir)
+        with stage(f"loading {dataset or shown_name(model.data.name)}", progress):
+            data = load_model_data(model.data, dataset, data_dir, own=True)
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     with stage(f"evaluating {len(labels):,} test images ({model.views.describe()})", progress):
         logits = predict_logits(model, images, batch_size, "evaluating" if progress else None)
     evaluation = score(logits, labels, model.data.classes)
     with stage("drawing the figures", progress):
         figures = draw_figures(plots, run, model, images.cpu(), labels.cpu(), evaluation, logits)
+    target = Path(out) if out is not None else run.path
     for name, png in figures.items():
-        write_bytes(run.path / PLOTS_DIR / f"{name}.png", png)
-    path = run.path / REPORT_FILE
+        write_bytes(target / PLOTS_DIR / f"{name}.png", png)
+    path = target / REPORT_FILE
     write_text(path, render_report(run, evaluation, count_parameters(model), figures))
     return Report(path, figures, evaluation)
 
@@ -216,7 +222,7 @@ def _per_class_table(evaluation: Evaluation) -> str:
 # --- several runs -----------------------------------------------------------------------
 
 COMPARE_COLUMNS = (
-    "run", "recipe", "model", "seed", "epochs", "parameters",
+    "run", "data set", "recipe", "model", "seed", "epochs", "parameters",
     "test accuracy", "test loss", "best epoch", "training time",
 )  # fmt: skip
 
@@ -238,6 +244,7 @@ def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare
     plots = load_plots()
     runs = [read_run(path) for path in run_dirs]
     labels = _labels(runs)
+    _same_test_set(runs, labels)
     rows = [_comparison_row(label, run) for label, run in zip(labels, runs)]
     curves = {label: run.metrics for label, run in zip(labels, runs)}
     png = plots.png_bytes(plots.compare_curves(curves, f"{len(runs)} runs: solid test, dashed train"))
@@ -266,6 +273,7 @@ def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
     test = run.summary.get("test", {}) if run.summary else {}
     return (
         label,
+        _data_set(run)[0],
         str(run.config.get("recipe_name", "?")),
         str(run.config.get("recipe", {}).get("model", "?")),
         str(run.config.get("seed", "?")),
@@ -276,6 +284,34 @@ def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
         _best_epoch(run),
         f"{_train_seconds(run):.1f} s",
     )
+
+
+def _data_set(run: Run) -> tuple[str, str]:
+    """The data set a run was tested on: as shown (a user's own by its digest's first digits too),
+    and what tells one test set from another (a registry name; for a user's own data, its digest,
+    which changes with any image and with the split)."""
+    record = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    name = record.get("name", DEFAULT) if isinstance(record.get("name", DEFAULT), str) else "?"
+    if not is_user_data(name):
+        return name, name
+    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    hashes = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
+    digest = spec.get("sha256") or data_digest(hashes)
+    return f"{shown_name(name)} sha256 {str(digest)[:12]}", str(digest)
+
+
+def _same_test_set(runs: list[Run], labels: list[str]) -> None:
+    """Test accuracies are comparable on one test set only: runs on different ones are refused."""
+    groups: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for label, run in zip(labels, runs):
+        text, key = _data_set(run)
+        groups.setdefault(key, []).append(label)
+        shown[key] = text
+    if len(groups) > 1:
+        listed = "; ".join(f"{shown[key]}: {', '.join(names)}" for key, names in groups.items())
+        raise LenetError(f"these runs were tested on different data sets or test splits, whose accuracies do not "
+                         f"compare ({listed}); compare the runs of one data set at a time")  # fmt: skip
 
 
 def _labels(runs: list[Run]) -> list[str]:

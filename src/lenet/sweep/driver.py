@@ -142,12 +142,11 @@ def _import_ray():
 
 def _load_data(plan_space: dict[str, Any], data_dir: str | None):
     """The sweep's data, loaded once here and sent once through Ray's object store to every trial."""
-    from lenet.data.batches import subset
     from lenet.data.load import load_dataset
     from lenet.data.registry import DEFAULT
 
     data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir)
-    data = subset(data, plan_space["train_subset"], plan_space["test_subset"])
+    data = data.subset(plan_space["train_subset"], plan_space["test_subset"])
     if not plan_space["val_split"] < len(data.train_labels):
         raise LenetError(f"val_split {plan_space['val_split']:,} must be below the {len(data.train_labels):,} "
                          "training images of the sweep's data")  # fmt: skip

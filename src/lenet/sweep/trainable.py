@@ -26,7 +26,9 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
     from ray import tune
 
     from lenet.training.engine import Engine
-    from lenet.training.loop import TrainConfig, resume_config, train
+    from lenet.training.config import TrainConfig
+    from lenet.training.loop import train
+    from lenet.training.records import resume_config
 
     index = config["unit"]
     unit = plan.units()[index]

@@ -18,9 +18,10 @@ from safetensors.torch import save as safetensors_bytes
 from lenet.core.version import __version__
 from lenet.core.errors import CheckpointError, LenetError, short_repr
 from lenet.core.files import write_bytes
-from lenet.data.registry import DataSpec, default_spec
+from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet, LeNetConfig
 from lenet.models.views import Classifier, Views
+from lenet.training.compat import checkpoint_data, checkpoint_data_digest, model_and_views
 
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "lenet.model.v1"
@@ -77,28 +78,17 @@ def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Vi
         raise CheckpointError(f"{path}: not a lenet checkpoint (no lenet model config in its metadata)")
     try:
         config, views = model_and_views(json.loads(metadata["model_config"]), json.loads(metadata.get("views", "null")))
-        # Checkpoints from before other data sets were all of Fashion-MNIST.
-        data = DataSpec.from_dict(json.loads(metadata["data"])) if "data" in metadata else default_spec()
+        data = checkpoint_data(json.loads(metadata["data"]) if "data" in metadata else None)
         return config, views, data
     except (ValueError, RecursionError, LenetError) as e:  # ValueError: not JSON; RecursionError: nested too deep
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
-
-
-def model_and_views(model_config: dict, views: dict | None = None) -> tuple[LeNetConfig, Views]:
-    """The network's config and its views, as saved; also as saved before the views left the model.
-
-    Until lenet 0.1.0's views became a wrapper, the model config held them as flip_tta and shift_tta.
-    """
-    if isinstance(model_config, dict) and views is None:
-        model_config = dict(model_config)
-        views = {"flip": model_config.pop("flip_tta", False), "shift": model_config.pop("shift_tta", 0)}
-    return LeNetConfig.from_dict(model_config), Views.from_dict(views)
 
 
 def load(run_or_checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> Classifier:
     """A ready model (eval mode, with its test-time views) from a run directory or a .safetensors checkpoint."""
     path = resolve_weights(run_or_checkpoint)
     config, views, data, tensors, _ = read_checkpoint(path)
+    data = checkpoint_data_digest(path, data)
     with torch.device("meta"):  # the model's shapes, without allocating its weights
         expected = LeNet(config).state_dict()
     problems = [f"missing {key}" for key in expected.keys() - tensors.keys()]

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lenet.core.errors import LenetError
+from lenet.training.objective import Objective
 
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory gives them. 32 MiB is the
 # largest mmap threshold glibc takes on 64-bit (HEAP_MAX_SIZE / 2), above any activation of these
@@ -50,7 +50,7 @@ class Engine:
     # On an H200 it cut a step 4-5 fold (seed recipe 2.25 -> 0.48 ms, default 4.44 -> 1.07; BENCHMARKS.md, GPU).
     cuda_graph: bool = _option(True, "on a CUDA GPU, capture the step's forward, loss and backward as one CUDA graph "
                                      "after a few eager steps, and replay it: one launch in place of dozens")  # fmt: skip
-    threads: int | None = _option(None, "CPU threads for the run (default: PyTorch's, one per core)", low=1)
+    threads: int | None = _option(None, "CPU threads for the run", low=1, shown="PyTorch's, one per core")
     keep_memory: bool = _option(True, "keep freed memory in the process for the next step (glibc's malloc) rather "
                                       "than return it to the system and page-fault it back in")  # fmt: skip
 
@@ -194,8 +194,8 @@ def compiled(model: nn.Module, on_warning: Callable[[str], None] | None = None) 
 class Step:
     """One optimisation step on a float batch, as the engine runs it: forward, loss, backward, update.
 
-    The loss is the training objective (label smoothing included); the schedule, if any,
-    steps once per optimisation step. Call it inside `training_order(net, engine)`.
+    The loss is the training objective (objective.py: label smoothing, and a teacher's soft targets
+    when distilling); the schedule, if any, steps once per optimisation step. Call it inside `training_order(net, engine)`.
 
     With `engine.cuda_graph` on a CUDA device, the first GRAPH_WARMUP_STEPS steps run eagerly on a
     side stream, the next one is captured (forward, loss and backward into the gradients) and
@@ -207,8 +207,9 @@ class Step:
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule, engine: Engine,
                  label_smoothing: float = 0.0, precision: str = "fp32",
-                 on_warning: Callable[[str], None] | None = None):  # fmt: skip
-        self.optimizer, self.schedule, self.label_smoothing = optimizer, schedule, label_smoothing
+                 on_warning: Callable[[str], None] | None = None, objective: Objective | None = None):  # fmt: skip
+        self.optimizer, self.schedule = optimizer, schedule
+        self.objective = objective if objective is not None else Objective(label_smoothing)
         self.forward = forward_fn(net, engine, precision, on_warning)
         self.on_warning = on_warning
         device = next(net.parameters()).device
@@ -238,7 +239,7 @@ class Step:
     def _backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss and backward into the gradients (which the caller has zeroed or dropped)."""
         logits = self.forward(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = self.objective(logits, x, y)
         loss.backward()
         return loss.detach(), logits.detach()
 

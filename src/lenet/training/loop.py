@@ -1,8 +1,10 @@
 """The training loop: data resident on the device, index-slice batches, one run directory.
 
 `train()` reads like pytorch/examples' main: set up, then for each epoch `train_epoch()` and
-`judge()`, save, report. What a run carries from epoch to epoch is one `TrainState`; how a
-step runs is engine.py's; what goes on disk is runs.py's.
+`evaluate_epoch()` (an epoch's figures on the validation or test split, cheaper than the final
+figures), save, report. What a run carries from epoch to epoch is state.py's `TrainState`; what a
+recipe builds is build.py's; how a step runs is engine.py's; what goes on disk is runs.py's and
+records.py's.
 """
 
 from __future__ import annotations
@@ -11,34 +13,35 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from lenet.training import runs
-from lenet.data.dataset import Dataset
-from lenet.data.batches import alternating_half, augment, batch_indices, holdout, to_float
-from lenet.data.load import load_dataset
-from lenet.data.registry import DEFAULT, DataSpec
-from lenet.core.device import describe, resolve_device
-from lenet.training.engine import Engine, Step, make_optimizer, prepare, resolve_precision, training_order
-from lenet.core.errors import CheckpointError, Interrupted, LenetError
-from lenet.training.metrics import Evaluation, evaluate, seed_statistics
-from lenet.models.lenet import LeNet, LeNetConfig, count_parameters, model_config
+from lenet.core.device import resolve_device
+from lenet.core.errors import Interrupted, LenetError, RunError
 from lenet.core.progress import bar, stage
-from lenet.training.recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET, Recipe, get_recipe
-from lenet.models.views import Classifier, Views
+from lenet.data.batches import augment, batch_indices, erase, holdout, to_float
+from lenet.data.dataset import Dataset
+from lenet.data.load import load_dataset
+from lenet.data.registry import is_user_data
+from lenet.models.views import Classifier
+from lenet.training import runs
+from lenet.training.build import build_model
+from lenet.training.config import RunResult, TrainConfig
+from lenet.training.engine import Step, prepare, resolve_precision, training_order
+from lenet.training.metrics import Evaluation, evaluate
+from lenet.training.objective import Objective
+from lenet.training.recipes import Recipe
+from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.state import TrainState, start_state
+from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
 
-CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
 STUCK_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level: the sigmoid units have saturated "
-    "(the tutorial's Adam at lr 0.01 on [0, 1] inputs does this on about a third of seeds) and "
+    "(the tutorial's Adam at lr 0.01 on [0, 1] inputs does this on 2 of seeds 0-9) and "
     "the run will most likely stay there; use --recipe default, or --lr 0.001, or --model lenet_relu"
 )
-
-
 # With the whole training set in one batch, an epoch is a single step: chance after it is no sign of saturation.
 ONE_STEP_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level, after a single step: the batch holds all "
@@ -46,168 +49,22 @@ ONE_STEP_ADVICE = (
 )
 
 
-def is_stuck(accuracy: float, num_classes: int) -> bool:
-    return accuracy < 1 / num_classes + CHANCE_MARGIN
-
-
 class TrainingDiverged(LenetError):
     """The loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """What a run needs beyond its recipe: where, on what, and with which seed."""
-
-    recipe: Recipe = field(default_factory=lambda: get_recipe("default"))
-    recipe_name: str = "default"
-    seed: int = 0
-    dataset: str = DEFAULT  # a registry name (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH
-    val_split: int = 0  # hold out this many training images; then every epoch is judged on them
-    device: str = "auto"
-    deterministic: bool = False  # CUDA: deterministic kernels (the CPU is deterministic anyway)
-    data_dir: str | None = None
-    out: str = "runs"
-    name: str | None = None  # run directory name; a fresh one is made up when None
-    save: bool = True  # write the run directory
-    progress: bool = True  # a progress bar on a terminal
-    eval_every: int = 1  # judge the val/test split after every N-th epoch and the last; 0: after the last only
-    engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
-
-
-@dataclass
-class RunResult:
-    model: Classifier  # the trained network with the recipe's test-time views, in eval mode
-    history: list[runs.EpochMetrics]
-    final: Evaluation  # on the test set, always, with every view
-    val: Evaluation | None  # on the validation split (every view), if the run held one out
-    run_dir: Path | None
-    train_seconds: float
-    warnings: list[str]
-
-
-# --- what a recipe builds -------------------------------------------------------------
-
-
-def recipe_model_config(recipe: Recipe, data: DataSpec | None = None) -> LeNetConfig:
-    return model_config(recipe.model, data)
-
-
-def recipe_views(recipe: Recipe) -> Views:
-    return Views(flip=recipe.test_flip, shift=recipe.test_shift)
-
-
-def build_model(recipe: Recipe, data: DataSpec | None = None) -> Classifier:
-    """The recipe's network for a data set (its classes and, where it normalises, its statistics) and views."""
-    return Classifier(LeNet(recipe_model_config(recipe, data)), recipe_views(recipe), data)
-
-
-def build_optimizer(net: nn.Module, recipe: Recipe, engine: Engine = Engine()) -> torch.optim.Optimizer:
-    params = parameter_groups(net, recipe)
-    if recipe.optimizer == "sgd":
-        return make_optimizer(torch.optim.SGD, params, engine, lr=recipe.lr, momentum=recipe.momentum,
-                              nesterov=recipe.nesterov)  # fmt: skip
-    factory = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
-    return make_optimizer(factory, params, engine, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps)
-
-
-def parameter_groups(net: nn.Module, recipe: Recipe) -> list[dict]:
-    """One group decayed by the recipe's weight decay; biases and norm scales apart unless they decay too."""
-    if recipe.decay_norm_and_bias:
-        return [{"params": list(net.parameters()), "weight_decay": recipe.weight_decay}]
-    weights = [p for p in net.parameters() if p.dim() > 1]
-    flat = [p for p in net.parameters() if p.dim() <= 1]  # biases, batch-norm scales and shifts
-    return [{"params": weights, "weight_decay": recipe.weight_decay}, {"params": flat, "weight_decay": 0.0}]
-
-
-def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
-    if recipe.schedule == "onecycle":
-        if recipe.warmup * total_steps == 1:  # OneCycleLR divides by (warm-up steps - 1)
-            raise LenetError(f"onecycle's warm-up is {recipe.warmup:.0%} of {total_steps} steps, exactly one step, "
-                             "which PyTorch's OneCycleLR cannot do; train more steps or use --schedule constant")  # fmt: skip
-        low, high = recipe.momentum_range
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=recipe.warmup,
-            div_factor=recipe.onecycle_start_div, final_div_factor=recipe.onecycle_end_div,
-            cycle_momentum=recipe.cycle_momentum, base_momentum=low, max_momentum=high,
-        )  # fmt: skip
-    if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=recipe.cosine_min_lr)
-    return None
-
-
-# --- the state a run carries ------------------------------------------------------------
-
-
-@dataclass
-class TrainState:
-    """Everything a run needs to go on after its last completed epoch, bit for bit."""
-
-    net: LeNet
-    optimizer: torch.optim.Optimizer
-    schedule: object | None
-    shuffle: torch.Generator
-    augment_rng: torch.Generator
-    # The images mirrored in odd epochs under alternating flips (None: fresh coins); drawn from the
-    # seed alone, so it is not saved: a resumed run draws it again.
-    flip_half: torch.Tensor | None = None
-    epoch: int = 0
-    history: list[runs.EpochMetrics] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    train_seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
-            "rng": {"shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state(),
-                    "torch": torch.get_rng_state()},  # fmt: skip
-            "history": [asdict(row) for row in self.history],
-            "warnings": self.warnings,
-            "train_seconds": self.train_seconds,
-        }
-
-    def restore(self, saved: dict) -> None:
-        try:
-            self.net.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
-            if self.schedule is not None:
-                self.schedule.load_state_dict(saved["schedule"])
-            self.shuffle.set_state(saved["rng"]["shuffle"])
-            self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.device))
-            torch.set_rng_state(saved["rng"]["torch"])
-            self.history = [runs.EpochMetrics(**row) for row in saved["history"]]
-            self.epoch, self.warnings, self.train_seconds = saved["epoch"], saved["warnings"], saved["train_seconds"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"the saved training state does not fit this run's config ({e})") from None
-
-
-def start_state(config: TrainConfig, net: LeNet, train_size: int, steps_per_epoch: int,
-                device: torch.device) -> TrainState:  # fmt: skip
-    recipe = config.recipe
-    optimizer = build_optimizer(net, recipe, config.engine)
-    schedule = build_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    augment_rng = torch.Generator(device=device).manual_seed(config.seed + AUGMENT_SEED_OFFSET)
-    flip_half = None
-    if recipe.flip and recipe.alternate_flips:
-        flip_half = alternating_half(train_size, config.seed + FLIP_SEED_OFFSET, device)
-    return TrainState(net, optimizer, schedule, shuffle, augment_rng, flip_half)
-
-
-@dataclass(frozen=True)
 class Splits:
-    """The images a run trains on and the ones each epoch is judged on (validation, or test)."""
+    """The images a run trains on and the ones each epoch is evaluated on (validation, or test)."""
 
     train: tuple[torch.Tensor, torch.Tensor]
-    judged: tuple[torch.Tensor, torch.Tensor]
-    judged_name: str  # "val" or "test"
+    evaluated: tuple[torch.Tensor, torch.Tensor]  # every epoch is evaluated on these (--eval-every)
+    eval_split: str  # "val" or "test"
 
     @classmethod
-    def of(cls, data: Dataset, val_split: int) -> Splits:
+    def of(cls, data: Dataset, val_split: int, val_seed: int = 0) -> Splits:
         if val_split:
-            train, val = holdout(data.train_images, data.train_labels, val_split)
+            train, val = holdout(data.train_images, data.train_labels, val_split, val_seed)
             return cls(train, val, "val")
         return cls((data.train_images, data.train_labels), (data.test_images, data.test_labels), "test")
 
@@ -222,7 +79,7 @@ def train(
     on_warning: Callable[[str], None] | None = None,
     resume: str | Path | None = None,
 ) -> RunResult:
-    """Train one model by `config`; judge it after every epoch on the validation or test set.
+    """Train one model by `config`; evaluate it after every epoch on the validation or test set.
 
     With `resume` (a run directory made with the same config, see `resume_config`), the
     run continues after its last completed epoch and ends as an uninterrupted run would.
@@ -232,36 +89,49 @@ def train(
     config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
     recipe = config.recipe
     set_determinism(device, config.deterministic)
-    data = (data or load_dataset(config.dataset, config.data_dir)).to(device)
-    splits = Splits.of(data, config.val_split)
+    data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
+    splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
+
+    teacher, identity = None, None
+    # The teacher is loaded (and, on a resume, checked) before the seed is set: building its network draws
+    # from the global generator, and the student's weights must not depend on whether a teacher is there.
+    if recipe.teacher:
+        teacher, identity = load_teacher(recipe.teacher, data.spec, device)
+        if resume is not None:
+            check_teacher_unchanged(resume, runs.read_config(Path(resume)).get("teacher"), recipe.teacher)
 
     torch.manual_seed(config.seed)
     model = build_model(recipe, data.spec).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
-    step = Step(model.net, state.optimizer, state.schedule, config.engine, recipe.label_smoothing, recipe.precision,
-                lambda text: _warn(state, text, on_warning))  # fmt: skip
-    run_dir = _resume_run_dir(Path(resume), state, model) if resume is not None else _new_run_dir(config, data, device)
+    step = Step(model.net, state.optimizer, state.schedule, config.engine, precision=recipe.precision,
+                on_warning=lambda text: _warn(state, text, on_warning),
+                objective=objective(recipe, config, teacher))  # fmt: skip
+    # What is judged, evaluated and saved: the network, or its moving average when the recipe keeps one.
+    model = model if state.ema is None else Classifier(state.ema.net, model.views, model.data)
+    run_dir = (resume_run_dir(Path(resume), state, model) if resume is not None
+               else new_run_dir(config, data, device, identity))  # fmt: skip
 
     epoch = state.epoch + 1
     try:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             lr = state.optimizer.param_groups[0]["lr"]
             loss, accuracy, seconds = train_epoch(step, state, splits.train, config, epoch, steps_per_epoch)
-            judged, eval_seconds = None, 0.0
-            if is_judged(epoch, recipe.epochs, config.eval_every):
-                judged, eval_seconds = judge(model, splits.judged, recipe, _bar(config, f"epoch {epoch}/{recipe.epochs} judging"))
+            figures, eval_seconds = None, 0.0
+            if is_evaluated(epoch, recipe.epochs, config.eval_every):
+                figures, eval_seconds = evaluate_epoch(model, splits.evaluated, recipe,
+                                                       _bar(config, f"epoch {epoch}/{recipe.epochs} evaluating"))
             row = runs.EpochMetrics(
-                epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.judged_name,
-                eval_loss=judged.loss if judged else None, eval_accuracy=judged.accuracy if judged else None,
+                epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.eval_split,
+                eval_loss=figures.loss if figures else None, eval_accuracy=figures.accuracy if figures else None,
                 seconds=seconds,
                 images_per_s=len(splits.train[1]) / seconds, eval_seconds=eval_seconds, lr=lr,
             )  # fmt: skip
             state.history.append(row)
             state.epoch, state.train_seconds = epoch, state.train_seconds + row.seconds
-            # Unjudged, the first epoch's training accuracy tells a stuck run as well.
+            # Not evaluated, the first epoch's training accuracy tells a stuck run as well.
             first = row.eval_accuracy if row.eval_accuracy is not None else row.train_accuracy
             if epoch == 1 and is_stuck(first, model.net.config.num_classes):
                 advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
@@ -273,7 +143,7 @@ def train(
         with stage(f"final figures: {model.views.describe()}", config.progress):
             test, val = final_figures(model, data, splits, recipe, _bar(config, "final figures"))
         if run_dir is not None:
-            runs.write_summary(run_dir, _summary(model, test, val, state))
+            runs.write_summary(run_dir, summary_record(model, test, val, state))
     except TrainingDiverged as e:
         if run_dir is None:
             raise
@@ -281,12 +151,32 @@ def train(
             raise TrainingDiverged(f"{e}; {run_dir} holds only its config.json: remove it") from None
         raise TrainingDiverged(f"{e}; the weights of epoch {state.epoch} are in {run_dir}") from None
     except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
-        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()  # the disk is the truth
-        raise Interrupted(epoch, run_dir if resumable else None) from None
+        if run_dir is not None and is_finished(run_dir):  # the disk is the truth
+            raise Interrupted(epoch, finished_run=run_dir) from None
+        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()
+        # A run on the user's own data resumes only with it named again (a run's files never choose a path).
+        again = f"{run_dir} --dataset {config.dataset}" if is_user_data(config.dataset) else run_dir
+        raise Interrupted(epoch, again if resumable else None) from None
     return RunResult(model.eval(), state.history, test, val, run_dir, state.train_seconds, state.warnings)
 
 
-def is_judged(epoch: int, epochs: int, every: int) -> bool:
+def check_before_training(config: TrainConfig, data: Dataset) -> None:
+    """Refuse now, before anything is printed or trained, what train() would refuse later: a device
+    this machine lacks, a teacher that is not there, a validation split that leaves no training image,
+    a run name already taken."""
+    resolve_device(config.device)
+    if config.recipe.teacher:
+        teacher_identity(config.recipe.teacher)  # a missing or unreadable teacher
+    if config.val_split:
+        holdout(data.train_labels, data.train_labels, config.val_split)  # refuses a size that leaves nothing
+    if config.save and config.name is not None:
+        runs.check_run_name(config.name)
+        if (Path(config.out) / config.name).exists():
+            raise RunError(f"run directory {Path(config.out) / config.name} already exists; "
+                                "choose another --name or remove it")
+
+
+def is_evaluated(epoch: int, epochs: int, every: int) -> bool:
     """Whether an epoch's figures are computed: every `every`-th epoch (none if 0), and the last always."""
     return epoch == epochs or (every > 0 and epoch % every == 0)
 
@@ -306,7 +196,11 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
             x, y = images[idx], labels[idx]
             if recipe.shift or recipe.flip:
                 x = augment(x, recipe.shift, recipe.flip, state.augment_rng, alternated(state, idx, epoch))
+            if recipe.erase:
+                x = erase(x, recipe.erase, recipe.erase_area, recipe.erase_ratio, recipe.erase_fill, state.augment_rng)
             loss, logits = step(to_float(x), y)
+            if state.ema is not None:
+                state.ema.update(state.net)
             loss_sum += loss * len(idx)
             correct += (logits.argmax(dim=1) == y).sum()
     seconds = time.perf_counter() - start
@@ -316,20 +210,28 @@ def train_epoch(step: Step, state: TrainState, data: tuple[torch.Tensor, torch.T
     return total / len(labels), int(correct.item()) / len(labels), seconds
 
 
+def objective(recipe: Recipe, config: TrainConfig, teacher=None) -> Objective:
+    """The recipe's training loss; with a teacher, blended with its soft targets (objective.py)."""
+    if teacher is None:
+        return Objective(recipe.label_smoothing)
+    return Objective(recipe.label_smoothing, teacher_forward(teacher, config.engine, recipe.precision),
+                     recipe.distill_weight, recipe.distill_temperature)  # fmt: skip
+
+
 def alternated(state: TrainState, idx: torch.Tensor, epoch: int) -> torch.Tensor | None:
     """Which of the batch's images alternating flips mirror in this epoch: the fixed half in odd
     epochs, the others in even ones (None: no alternating flips, a fresh coin per image)."""
     return None if state.flip_half is None else state.flip_half[idx] ^ (epoch % 2 == 0)
 
 
-def judge(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
+def evaluate_epoch(model: Classifier, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
           progress: str | None = None) -> tuple[Evaluation, float]:  # fmt: skip
-    """An epoch's figures on the judged split, and their seconds: the image and its mirror only, a
+    """An epoch's figures on the evaluated split, and their seconds: the image and its mirror only, a
     fifth of the cost of every view (the final figures use them all)."""
     start = time.perf_counter()
-    judged = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size,
+    figures = evaluate(Classifier(model.net, replace(model.views, shift=0), model.data), *data, recipe.eval_batch_size,
                       progress)  # fmt: skip
-    return judged, time.perf_counter() - start
+    return figures, time.perf_counter() - start
 
 
 def final_figures(model: Classifier, data: Dataset, splits: Splits, recipe: Recipe,
@@ -338,7 +240,7 @@ def final_figures(model: Classifier, data: Dataset, splits: Splits, recipe: Reci
     (the default layout, float32, every view), so the two always agree to the image."""
     model.net.to(memory_format=torch.contiguous_format)
     test = evaluate(model, data.test_images, data.test_labels, recipe.eval_batch_size, progress)
-    val = evaluate(model, *splits.judged, recipe.eval_batch_size, progress) if splits.judged_name == "val" else None
+    val = evaluate(model, *splits.evaluated, recipe.eval_batch_size, progress) if splits.eval_split == "val" else None
     return test, val
 
 
@@ -346,90 +248,6 @@ def _warn(state: TrainState, text: str, on_warning: Callable[[str], None] | None
     state.warnings.append(text)
     if on_warning is not None:
         on_warning(text)
-
-
-# --- the run directory ------------------------------------------------------------------
-
-
-def _new_run_dir(config: TrainConfig, data: Dataset, device: torch.device) -> Path | None:
-    if not config.save:
-        return None
-    if config.name is not None:
-        run_dir = runs.create_run_dir(config.out, config.name)
-    else:
-        run_dir = runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"seed{config.seed}"))
-    runs.write_config(run_dir, _config_record(config, data, device))
-    return run_dir
-
-
-def _resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
-    saved = runs.read_train_state(run_dir)
-    if saved is not None:  # else the run ended before its first epoch did: start it over
-        state.restore(saved)
-        # A kill may have come between the state and the other writes of its epoch.
-        runs.save_epoch(run_dir, state.to_dict(), state.history, model)
-    return run_dir
-
-
-def _config_record(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
-    return {
-        "recipe_name": config.recipe_name,
-        "recipe": config.recipe.to_dict(),
-        "model_config": recipe_model_config(config.recipe, data.spec).to_dict(),
-        "views": recipe_views(config.recipe).to_dict(),
-        "seed": config.seed,
-        "val_split": config.val_split,
-        "eval_split": "val" if config.val_split else "test",
-        "device": str(device),
-        "device_name": describe(device),
-        "deterministic": config.deterministic,
-        "eval_every": config.eval_every,
-        "engine": asdict(config.engine),
-        "data": {"name": data.spec.name, "source": data.source, "sha256": data.sha256, "spec": data.spec.to_dict()},
-    }
-
-
-def _summary(model: Classifier, test: Evaluation, val: Evaluation | None, state: TrainState) -> dict:
-    history = state.history
-    return {
-        "model": model.net.config.to_dict(),
-        "views": model.views.to_dict(),
-        "parameters": count_parameters(model),
-        "epochs": len(history),
-        "train_seconds": state.train_seconds,
-        "final_train_loss": history[-1].train_loss,
-        "final_train_accuracy": history[-1].train_accuracy,
-        "per_epoch_split": history[-1].eval_split,
-        "val": {"loss": val.loss, "accuracy": val.accuracy} if val is not None else None,
-        "test": test.to_dict(),
-        "stuck": is_stuck(test.accuracy, model.net.config.num_classes),
-        "warnings": state.warnings,
-    }
-
-
-def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
-    """The TrainConfig a run was started with, read back from its config.json."""
-    saved = runs.read_config(Path(run_dir))
-    try:
-        recipe, engine = _recipe_and_engine(saved)
-        config = TrainConfig(
-            recipe=Recipe.from_dict(recipe, f"{run_dir}/{runs.CONFIG_FILE}"), recipe_name=saved["recipe_name"],
-            seed=saved["seed"], dataset=saved["data"].get("name", DEFAULT), val_split=saved["val_split"],
-            device=saved["device"], deterministic=saved["deterministic"], eval_every=saved.get("eval_every", 1),
-            out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
-        )  # fmt: skip
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
-    return replace(config, **overrides)
-
-
-def _recipe_and_engine(saved: dict) -> tuple[dict, dict]:
-    """config.json's recipe and engine; a run saved when precision was an engine setting has it moved over."""
-    recipe, engine = dict(saved["recipe"]), dict(saved.get("engine", {}))
-    precision = engine.pop("precision", None)
-    if precision is not None and "precision" not in recipe:
-        recipe["precision"] = precision
-    return recipe, engine
 
 
 def _bar(config: TrainConfig, description: str) -> str | None:
@@ -445,38 +263,3 @@ def set_determinism(device: torch.device, deterministic: bool) -> None:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-# --- several seeds ----------------------------------------------------------------------
-
-
-def train_seeds(
-    config: TrainConfig,
-    seeds: int,
-    data: Dataset | None = None,
-    on_run: Callable[[int, RunResult], None] | None = None,
-    **callbacks,
-) -> tuple[list[RunResult], dict]:
-    """Train seeds config.seed .. config.seed + seeds - 1; runs go in out/NAME/seed-K/.
-
-    Returns the runs and the statistics of their final test accuracy (also saved as
-    out/NAME/seeds.json when saving).
-    """
-    data = data or load_dataset(config.dataset, config.data_dir)
-    group = None
-    if config.save:
-        group = (runs.create_run_dir(config.out, config.name) if config.name is not None else
-                 runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"{seeds}seeds")))  # fmt: skip
-    results = []
-    for seed in range(config.seed, config.seed + seeds):
-        out = str(group) if group is not None else config.out
-        result = train(replace(config, seed=seed, out=out, name=f"seed-{seed}"), data, **callbacks)
-        results.append(result)
-        if on_run is not None:
-            on_run(seed, result)
-    stats = seed_statistics(
-        [r.final.accuracy for r in results],
-        stuck=sum(is_stuck(r.final.accuracy, r.model.net.config.num_classes) for r in results),
-        seeds=list(range(config.seed, config.seed + seeds)),
-    )
-    if group is not None:
-        runs.write_seeds(group, config.recipe.to_dict(), stats)
-    return results, stats

@@ -29,9 +29,11 @@ from typing import Any
 import torch
 
 from lenet.core.version import __version__
-from lenet.training.checkpoint import WEIGHTS_FILE, model_and_views, save_model
+from lenet.training.checkpoint import WEIGHTS_FILE, save_model
+from lenet.training.compat import model_and_views
 from lenet.core.errors import LenetError, RunError
 from lenet.core.files import atomic_open, write_json, write_text
+from lenet.core.text import rounded
 from lenet.models.lenet import LeNetConfig
 from lenet.models.views import Classifier, Views
 
@@ -149,16 +151,16 @@ def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(history[0])) if history else ["epoch"])
     writer.writeheader()
-    writer.writerows(asdict(row) for row in history)
+    writer.writerows(rounded(asdict(row)) for row in history)
     write_text(run_dir / METRICS_FILE, buffer.getvalue())
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    write_json(run_dir / SUMMARY_FILE, summary)
+    write_json(run_dir / SUMMARY_FILE, rounded(summary))
 
 
 def write_seeds(group_dir: Path, recipe: dict[str, Any], stats: dict[str, Any]) -> None:
-    write_json(group_dir / SEEDS_FILE, {"recipe": recipe, "split": "test", **stats})
+    write_json(group_dir / SEEDS_FILE, {"recipe": recipe, "split": "test", **rounded(stats)})
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

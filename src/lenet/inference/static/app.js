@@ -1,4 +1,5 @@
-// The page's whole logic: send an image to POST /predict, draw what comes back, in English or Chinese.
+// The page's whole logic: send an image to POST /predict, then to POST /layers, and draw what comes
+// back (the answer, then what each layer of the network saw), in English or Chinese.
 // Uploads, drawings and sample clicks all go the same way, as image files, so the server
 // prepares every one of them with the same code as `lenet predict`.
 "use strict";
@@ -31,6 +32,15 @@ const TEXT = {
     model: "{name} on {data}: {parameters} parameters",
     accuracy: ", {accuracy}% test accuracy",
     drawing: "your drawing",
+    layersTitle: "What each layer sees",
+    layersNone: "Give the model an image, and this shows what each layer of the network makes of it.",
+    layersHint: "One pass of the network over the 28x28 image above. Brighter is a stronger response; " +
+      "each map is on its own scale.",
+    conv: "Convolution {block} ({kind}): {shown} feature maps of {height}x{width}",
+    convSome: "Convolution {block} ({kind}): the first {shown} of {total} feature maps, {height}x{width}",
+    hidden: "Fully connected layer {index} ({kind}): {units} units",
+    output: "Output of this pass: {label}, {probability}%",
+    outputViews: "Output of this pass: {label}, {probability}%. The prediction above averages {views} views of the image.",
   },
   zh: {
     title: "lenet：试一试模型",
@@ -56,6 +66,14 @@ const TEXT = {
     model: "{name}，在 {data} 上训练：{parameters} 个参数",
     accuracy: "，测试准确率 {accuracy}%",
     drawing: "你的画作",
+    layersTitle: "每一层看到的",
+    layersNone: "给模型一张图片，这里会显示网络的每一层如何处理它。",
+    layersHint: "网络对上面这张 28×28 图像的一次前向传播。越亮表示响应越强；每张特征图各用自己的刻度。",
+    conv: "第 {block} 个卷积层（{kind}）：{shown} 张 {height}×{width} 的特征图",
+    convSome: "第 {block} 个卷积层（{kind}）：{total} 张特征图中的前 {shown} 张，{height}×{width}",
+    hidden: "第 {index} 个全连接层（{kind}）：{units} 个单元",
+    output: "这次前向传播的输出：{label}，{probability}%",
+    outputViews: "这次前向传播的输出：{label}，{probability}%。上面的预测是图像 {views} 个视图的平均。",
   },
 };
 // Chinese names for the classes this page knows; a model of another data set keeps its own names.
@@ -93,30 +111,49 @@ function className(name) {
 }
 
 // --- what is on screen, kept so that a change of language can draw it again ---
-const state = { model: null, samples: [], prediction: null, truth: null, error: null };
+const state = { model: null, samples: [], prediction: null, layers: null, truth: null, error: null };
 let latest = 0; // only the answer to the newest request is shown
 
 // `describe` names the image in the current language (for an error message); `truth` is its class, when known.
 async function classify(blob, describe, truth = null) {
   const request = ++latest;
-  const form = new FormData();
   const name = describe();
-  form.append("files", blob, name);
   try {
-    const response = await fetch("/predict?top_k=10&pixels=true", { method: "POST", body: form });
-    const body = await response.json();
-    if (!response.ok) {
-      const detail = typeof body.detail === "string" ? body.detail : body.detail.map((d) => d.msg).join("; ");
-      throw new Error(detail.startsWith(`${name}: `) ? detail.slice(name.length + 2) : detail); // said once, not twice
-    }
+    // Every class's probability: top_k is bounded by the model's classes (a folder data set may have 3).
+    const body = await post(`/predict?top_k=${state.model?.classes?.length ?? 10}&pixels=true`, blob, name);
     if (request !== latest) return;
-    Object.assign(state, { prediction: body.predictions[0], truth, error: null });
+    Object.assign(state, { prediction: body.predictions[0], layers: null, truth, error: null });
   } catch (error) {
     if (request !== latest) return;
     // Nothing of the image before stays on screen beside the error.
-    Object.assign(state, { prediction: null, truth: null, error: { key: "failed", describe, message: error.message } });
+    Object.assign(state, { prediction: null, layers: null, truth: null, error: { key: "failed", describe, message: error.message } });
+    render();
+    return;
   }
   render();
+  // What each layer saw, once the answer is on screen: the same image, one pass of the network.
+  try {
+    const layers = await post("/layers", blob, name);
+    if (request !== latest) return;
+    state.layers = layers;
+  } catch {
+    if (request !== latest) return;
+    state.layers = null;
+  }
+  renderLayers();
+}
+
+// An image file to one of the image endpoints; its JSON answer, or an Error with the server's reason.
+async function post(path, blob, name) {
+  const form = new FormData();
+  form.append("files", blob, name);
+  const response = await fetch(path, { method: "POST", body: form });
+  const body = await response.json();
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : body.detail.map((d) => d.msg).join("; ");
+    throw new Error(detail.startsWith(`${name}: `) ? detail.slice(name.length + 2) : detail); // said once, not twice
+  }
+  return body;
 }
 
 function render() {
@@ -127,6 +164,7 @@ function render() {
   renderModel();
   renderSamples();
   renderAnswer();
+  renderLayers();
 }
 
 function renderModel() {
@@ -195,6 +233,93 @@ function drawPixels(pixels) {
   (pixels ?? []).flat().forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
   if (!pixels) for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255;
   seen.putImageData(image, 0, 0);
+}
+
+// --- what each layer sees: feature maps as small pictures, fully connected layers as bars ---
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+function viridis(x) {
+  const at = Math.min(Math.max(x, 0), 1) * (VIRIDIS.length - 1);
+  const i = Math.min(Math.floor(at), VIRIDIS.length - 2);
+  const f = at - i;
+  return VIRIDIS[i].map((v, k) => Math.round(v + f * (VIRIDIS[i + 1][k] - v)));
+}
+
+function renderLayers() {
+  const view = $("layers");
+  view.replaceChildren();
+  const layers = state.layers;
+  $("layers-hint").textContent = t(layers ? "layersHint" : "layersNone");
+  if (!layers) return;
+  for (const block of layers.conv) view.append(convFigure(block));
+  layers.hidden.forEach((layer, i) => view.append(unitsFigure(t("hidden", { index: i + 1, kind: layer.kind, units: layer.values.length }), layer.values)));
+  // The class probabilities of this pass in one line: the bars above are the served prediction's.
+  const top = layers.probabilities.indexOf(Math.max(...layers.probabilities));
+  const count = views(state.model?.views);
+  const output = document.createElement("p");
+  output.id = "layers-output";
+  output.className = "layer-output";
+  output.textContent = t(count > 1 ? "outputViews" : "output", {
+    label: className(layers.classes[top]), probability: (100 * layers.probabilities[top]).toFixed(1), views: count });
+  view.append(output);
+}
+
+function views(spec) {
+  return spec ? (spec.shift ? 5 : 1) * (spec.flip ? 2 : 1) : 1;
+}
+
+function figure(caption) {
+  const node = document.createElement("figure");
+  node.className = "layer";
+  const text = document.createElement("figcaption");
+  text.textContent = caption;
+  node.append(text);
+  return node;
+}
+
+function convFigure(block) {
+  const [total, height, width] = block.shape;
+  const shown = block.channels.length;
+  const caption = t(shown < total ? "convSome" : "conv", { block: block.block, kind: block.kind, shown, total, height, width });
+  const node = figure(caption);
+  const maps = document.createElement("div");
+  maps.className = `maps block${block.block}`;
+  maps.setAttribute("role", "img");
+  maps.setAttribute("aria-label", caption);
+  block.maps.forEach((map, i) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    canvas.dataset.channel = block.channels[i];
+    const flat = map.flat();
+    const low = Math.min(...flat), high = Math.max(...flat);
+    const image = canvas.getContext("2d").createImageData(width, height);
+    flat.forEach((v, k) => image.data.set([...viridis(high > low ? (v - low) / (high - low) : 0), 255], 4 * k));
+    canvas.getContext("2d").putImageData(image, 0, 0);
+    maps.append(canvas);
+  });
+  node.append(maps);
+  return node;
+}
+
+// One bar per unit, on a canvas that stretches to the width it is given.
+function unitsFigure(caption, values) {
+  const node = figure(caption);
+  const canvas = document.createElement("canvas");
+  canvas.className = "units";
+  const step = 4;
+  canvas.width = values.length * step;
+  canvas.height = 64;
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", caption);
+  const pen = canvas.getContext("2d");
+  const high = Math.max(...values.map(Math.abs), 1e-9);
+  values.forEach((v, i) => {
+    const h = Math.max(1, Math.round((Math.abs(v) / high) * 62));
+    pen.fillStyle = v < 0 ? "#b42318" : "#2f5fc4"; // below zero (tanh, GELU) in red
+    pen.fillRect(i * step, 64 - h, step - 1, h);
+  });
+  node.append(canvas);
+  return node;
 }
 
 // --- the language switch ---
