@@ -41,8 +41,8 @@ import json, logging, os, sys, time
 t0 = time.monotonic()
 import ray
 t1 = time.monotonic()
-ray.init(address="local", num_cpus=int(sys.argv[1]), include_dashboard=False, _node_ip_address="127.0.0.1",
-         log_to_driver=False, logging_level=logging.ERROR)
+ray.init(address="local", num_cpus=int(sys.argv[1]), include_dashboard=False, log_to_driver=False,
+         logging_level=logging.ERROR)
 t2 = time.monotonic()
 time.sleep(float(sys.argv[2]))  # idle: let the prestarted workers and agents settle
 print(json.dumps({"import_s": t1 - t0, "init_s": t2 - t1}), flush=True)
@@ -55,15 +55,10 @@ print(json.dumps({"shutdown_s": time.monotonic() - t3}), flush=True)
 # `lenet train` on the first N training images: the CLI's own main, with the subset handed in.
 TRAIN_CHILD = """
 import sys
-from dataclasses import replace
 import lenet.data.load
 n_train, n_test = int(sys.argv[1]), int(sys.argv[2])
 load = lenet.data.load.load_dataset
-def subset(*args, **kwargs):
-    data = load(*args, **kwargs)
-    return replace(data, train_images=data.train_images[:n_train], train_labels=data.train_labels[:n_train],
-                   test_images=data.test_images[:n_test], test_labels=data.test_labels[:n_test])
-lenet.data.load.load_dataset = subset
+lenet.data.load.load_dataset = lambda *args, **kwargs: load(*args, **kwargs).subset(n_train, n_test)
 from lenet.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -176,7 +171,7 @@ def timed_sweep(work: Path, name: str, text: str) -> tuple[float, Path]:
 def timed_plain_runs(work: Path, sweep_dir: Path, subset: int) -> tuple[float, list[float]]:
     """Every configuration of `sweep_dir`'s plan trained by a fresh `lenet train` process, one after another."""
     from lenet.training.recipes import recipe_toml
-    from lenet.sweep.sweep import read_plan
+    from lenet.sweep.plan import read_plan
 
     plan = read_plan(sweep_dir)
     accuracies = []

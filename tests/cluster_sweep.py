@@ -1,6 +1,6 @@
 """A two-node Ray cluster on this machine, a sweep on it, and the second node killed mid-sweep.
 
-    python tests/cluster_sweep.py SPACE OUT NAME      (run by tests/test_cluster.py, inside `unshare --net`)
+    python tests/cluster_sweep.py SPACE OUT NAME      (run by tests/test_sweep.py, inside `unshare --net`)
 
 Meant to run in a network namespace with only `lo`: Ray 2.60 listens on the host's own address
 and on every interface whatever --node-ip-address says, so only there is 127.0.0.1 all it can
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from namespaces import session_pids, stop_session  # beside this script: sys.path[0]
 
 RAY = str(Path(sys.executable).parent / "ray")  # the ray command of this Python
 PORT = 6379  # the namespace is new: nothing else listens in it
@@ -57,7 +59,7 @@ def main(space: str, out: str, name: str) -> dict:
         sessions["other"] = started(other, env)
         result["cluster_up_s"] = round(time.monotonic() - start, 1)
         driver = subprocess.Popen([sys.executable, "-m", "lenet.cli", "sweep", space, "--address", f"127.0.0.1:{PORT}",
-                                   "--out", out, "--name", name], env=env, stdout=subprocess.PIPE,
+                                   "--out", out, "--storage", out, "--name", name], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
         sessions["driver"] = driver.pid
         result["killed"] = kill_mid_trial(sessions["other"], Path(out) / name, driver, start)
@@ -128,31 +130,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
-
-
-def stop_session(sid: int, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
-    for sig in signals:
-        for pid in session_pids(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while session_pids(sid) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,12 @@
 import functools
 import gzip
-import os
-import shutil
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
+from namespaces import require_namespace
 
 from lenet.data.dataset import Dataset
 
@@ -20,28 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]
 
 
-@functools.cache
-def loopback_namespace_problem() -> str | None:
-    """Why no network namespace with only `lo` can be made here (None: one can).
-
-    Ray 2.60 listens on the host's own address and on every interface even when told 127.0.0.1,
-    so every test that starts Ray runs it in a namespace of its own, where `lo` is all there is.
-    """
-    if os.geteuid() != 0:
-        return "needs root to make a network namespace (unshare --net) for Ray, which otherwise listens beyond 127.0.0.1"
-    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
-    if missing:
-        return f"needs {' and '.join(missing)} (util-linux, iproute2) to keep Ray's listeners in a loopback-only namespace"
-    probe = subprocess.run(["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        reason = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[0]
-        return f"cannot make a network namespace for Ray (unshare --net: {reason})"
-    return None
-
-
-def in_loopback_namespace(command: list[str]) -> list[str]:
-    """`command` in a new network namespace with only `lo`, up; it replaces the shell, so its pid is the Popen's."""
-    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+@pytest.fixture
+def ray_namespace() -> None:
+    """For a test that starts Ray: it runs in a network namespace of its own (tests/namespaces.py), or
+    skips where none can be made, or fails under CI."""
+    require_namespace()
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,17 @@
-"""`lenet sweep` on a local Ray: the table, the best recipe file, a killed driver resumed, bad SPACE files.
+"""`lenet sweep` on a local Ray: the table, the best recipe file, a killed driver resumed, two nodes losing one,
+bad SPACE files, a trial in this process (tests/test_sweep_faults.py: Ctrl-C, ASHA, the token).
 
 The sweeps run as a user runs them, `lenet sweep` in a subprocess, in a session of its own: every
 process Ray starts for it is stopped by that session's process ids when the test ends, pass or fail.
-Each runs in a network namespace of its own with only `lo` (Ray 2.60 also listens on the host's
-address): no test traffic leaves loopback, and where no namespace can be made those tests skip.
+Each runs in a network namespace of its own with only `lo` (tests/namespaces.py; Ray 2.60 also
+listens on the host's address): no test traffic leaves loopback. Where no namespace can be made
+those tests skip, and under CI they fail.
 """
 
-import importlib.util
-import ipaddress
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,110 +20,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from namespaces import in_loopback_namespace, network_namespace, session_pids, stop_namespace
+from namespaces import stop_session
 from safetensors.torch import load_file
 
-from cluster_sweep import session_pids, stop_session  # one copy: that script runs alone in a namespace
-from conftest import LENET, REPO, in_loopback_namespace, loopback_namespace_problem
-
-needs_ray = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
-)
-# A test that starts Ray starts it in a loopback-only network namespace, or not at all.
-needs_ray_namespace = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None or loopback_namespace_problem() is not None,
-    reason="Ray is not installed (pip install 'lenet[sweep]'; make installs it)"
-    if importlib.util.find_spec("ray") is None else str(loopback_namespace_problem()),
-)
-
-# 4 configurations: a 2-point grid crossed with drawn weight decays; 2,000 training images, 2 epochs.
-SPACE = """
-base = "default"
-trials = 4
-val_split = 500
-[recipe]
-model = "lenet_bn"
-epochs = 2
-batch_size = 128
-[vary]
-lr = [0.005, 0.01]
-weight_decay = { loguniform = [0.001, 0.1] }
-[data]
-train_subset = 2000
-test_subset = 500
-"""
-
-
-def space_file(tmp_path: Path, text: str = SPACE) -> Path:
-    path = tmp_path / "space.toml"
-    path.write_text(text)
-    return path
-
-
-def network_namespace(pid: int) -> str | None:
-    """`pid`'s network namespace (None: the process is gone)."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
-
-
-def interfaces(pid: int) -> list[str]:
-    """The network interfaces `pid` sees (its namespace's)."""
-    return [line.split(":")[0].strip() for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]]
-
-
-def listening_addresses(pid: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """The local address of every listening TCP socket in `pid`'s network namespace (from /proc, as ss reads it)."""
-    found = []
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A":  # LISTEN; the address is hex, in 32-bit host-order (little-endian) words
-                raw = bytes.fromhex(local.split(":")[0])
-                packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                address = ipaddress.ip_address(packed)
-                found.append(getattr(address, "ipv4_mapped", None) or address)
-    return found
-
-
-class Sweep:
-    """`lenet sweep ARGS` in a new session (its id is the driver's pid) and a loopback-only network namespace."""
-
-    def __init__(self, *args, cwd: Path):
-        command = in_loopback_namespace([*LENET, "sweep", *args, "--local-cpus", "2"])
-        self.proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)  # fmt: skip
-
-    def wait(self, timeout: float = 120) -> tuple[str, str]:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        finally:
-            stop_session(self.proc.pid)
-        assert self.proc.returncode == 0, err[-3000:]
-        return out, err
+from conftest import REPO
+from sweeps import SPACE, Planted, Sweep, epochs_done, finished_sweep_dir, interfaces, listening_addresses, needs_ray
+from sweeps import read_table, runs_under_way, space_file
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
-    """One uninterrupted 4-trial sweep, driven by `lenet sweep`."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    sweep = Sweep(str(space_file(tmp)), "--out", str(tmp / "runs"), "--name", "whole", cwd=REPO)
-    out, _ = sweep.wait()
-    assert "trials 4/4 done" in out and "best recipe written to" in out
-    return tmp / "runs" / "whole"
+    return finished_sweep_dir(tmp_path_factory)
 
 
-def read_table(sweep_dir: Path) -> dict:
-    return json.loads((sweep_dir / "sweep.json").read_text())
-
-
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     from lenet.training.runs import read_run
 
     table = read_table(finished_sweep)
     rows = table["rows"]
     assert len(rows) == 4 and table["varied"] == ["lr", "weight_decay"] and table["val_split"] == 500
+    assert (table["dataset"], table["train_subset"], table["test_subset"]) == ("fashion-mnist", 2000, 500)
     assert {r["params"]["lr"] for r in rows} == {0.005, 0.01}
     means = [r["val"]["mean"] for r in rows]
     assert means == sorted(means, reverse=True)
@@ -136,7 +57,8 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     assert (finished_sweep / "sweep.html").read_text().count("<img") == 3  # lr, weight decay, the top curves
 
 
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist, tmp_path, monkeypatch, capsys):
     import lenet.data.load
     from lenet.cli import main
@@ -145,6 +67,9 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     best = read_table(finished_sweep)["rows"][0]
     recipe_file = finished_sweep / "best_recipe.toml"
     assert load_recipe_file(recipe_file).lr == best["params"]["lr"]
+    comments = recipe_file.read_text()
+    assert "of fashion-mnist (the first 2,000 training images and the first 500 test images)" in comments
+    assert "--dataset fashion-mnist --seed 0 --val-split 500 --threads 1" in comments
     subset = fmnist.subset(2000, 500)
     monkeypatch.setattr(lenet.data.load, "load_dataset", lambda *a, **k: subset)
     code = main(["train", "--recipe", str(recipe_file), "--seed", "0", "--val-split", "500", "--threads", "1",
@@ -157,53 +82,66 @@ def test_the_best_recipe_file_trains_to_the_same_weights(finished_sweep, fmnist,
     assert config["recipe_name"] == str(recipe_file) and config["recipe"]["weight_decay"] == best["params"]["weight_decay"]
 
 
-@needs_ray_namespace
-def test_a_killed_driver_resumes_to_the_same_table(finished_sweep, tmp_path):
-    space = space_file(tmp_path)
-    sweep = Sweep(str(space), "--out", str(tmp_path), "--name", "killed", cwd=REPO)
+def environ(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished_sweep, tmp_path):
+    """The driver is killed while a trial is between epochs; --resume reads plan.json, trials.json and the
+    run directories, never Tune's pickled state (planted here: unpickling it would leave a marker), and
+    the trial that was training goes on from its last completed epoch."""
+    sweep = Sweep(str(space_file(tmp_path)), "--out", str(tmp_path), "--name", "killed")
     killed = tmp_path / "killed"
     try:
-        deadline = time.monotonic() + 90
-        while not list(killed.glob("trial-*/summary.json")):
-            assert time.monotonic() < deadline and sweep.proc.poll() is None, sweep.proc.stderr.read()
-            time.sleep(0.1)
+        sweep.wait_for(lambda: runs_under_way(killed), "a run with a completed epoch under way")
         # Mid-sweep, Ray's every process is in the sweep's own namespace, where it listens on loopback only.
         ray_processes = session_pids(sweep.proc.pid)
         assert len(ray_processes) > 3 and {network_namespace(p) for p in ray_processes} - {None} == {network_namespace(sweep.proc.pid)}
         assert network_namespace(sweep.proc.pid) != network_namespace(os.getpid()) and interfaces(sweep.proc.pid) == ["lo"]
         listening = listening_addresses(sweep.proc.pid)
         assert listening and all(address.is_loopback for address in listening), listening
+        token = next(Path(e.split("=", 1)[1]) for p in ray_processes for e in environ(p) if e.startswith("RAY_AUTH_TOKEN_PATH="))
         os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver only; its local Ray goes with it
         sweep.proc.wait()
     finally:
         stop_session(sweep.proc.pid)
+    # A SIGKILLed driver cannot remove its token (0600, in a 0700 directory, for a Ray now gone): the test does.
+    assert token.stat().st_mode & 0o777 == 0o600
+    shutil.rmtree(token.parent)
     assert not (killed / "sweep.json").exists()
+    under_way = {p: epochs_done(p) for p in runs_under_way(killed)}
+    assert under_way
     done = {p: p.stat().st_mtime_ns for p in killed.glob("trial-*/model.safetensors") if (p.parent / "summary.json").exists()}
-    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
-    assert f"{len(done)} of 4 trials done" in out.splitlines()[0]
+    marker = tmp_path / "unpickled"
+    for state in killed.glob("tune/*.pkl"):  # what Tuner.restore would unpickle
+        state.write_bytes(pickle.dumps(Planted(marker)))
+    out, _ = Sweep("--resume", str(killed)).wait()
+    lines = out.splitlines()
+    assert f"from its own records (plan.json, trials.json, run directories; no Tune state): {len(done)} of 4 trials done" in lines[0]
+    first_progress = next(line for line in lines if line.startswith("trials "))
+    assert first_progress.startswith(f"trials {len(done)}/4 done")  # the resume's first lines agree
+    assert not marker.exists() and list(killed.glob("tune/*.pkl"))
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # a finished trial is never trained again
+    for run_dir, epochs in under_way.items():  # went on after its last completed epoch, in the new Tune experiment
+        unit = run_dir.name.replace("trial-", "unit-")
+        reports = [json.loads(line) for line in (killed / "tune-resume-1" / unit / "result.json").read_text().splitlines()]
+        assert reports[0]["epoch"] == epochs + 1, (run_dir, reports)
     whole, resumed = read_table(finished_sweep), read_table(killed)
-    assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed"
-    # Resumed again, with every trial ended: nothing is trained, and the table is written again.
+    assert resumed["rows"] == whole["rows"] and resumed["sweep"] == "killed" and resumed["partial"] is False
+    # Resumed again, with every trial ended: nothing is trained, Ray is not even started, the table is written again.
     (killed / "sweep.json").unlink()
-    out, _ = Sweep("--resume", str(killed), cwd=REPO).wait()
-    assert "4 of 4 trials done" in out.splitlines()[0] and read_table(killed)["rows"] == whole["rows"]
+    out, _ = Sweep("--resume", str(killed)).wait()
+    assert "4 of 4 trials done" in out.splitlines()[0] and "local Ray" not in out
+    assert read_table(killed)["rows"] == whole["rows"]
 
 
-def stop_namespace(namespace: str) -> None:
-    """Kill every process in `namespace`, a network namespace this test made: all of them are the test's."""
-    assert namespace != network_namespace(os.getpid())
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        members = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and network_namespace(int(p.name)) == namespace]
-        for pid in members:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2 if members and sig == signal.SIGTERM else 0)
-
-
-@needs_ray_namespace
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
 def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp_path):
     """A head, a second node and the driver in one loopback-only namespace (tests/cluster_sweep.py); the
     second node's raylet and workers are killed while a trial trains there: every trial still ends with
@@ -225,6 +163,9 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
     result = json.loads(out.splitlines()[-1])
     cluster = result["cluster_line"] or ""
     assert result["driver_exit"] == 0 and "on the Ray cluster at 127.0.0.1:6379: 2 CPUs" in cluster, result
+    # Quiet: one line for the retry, no traceback of Ray's, no network_util chatter on the driver's screen.
+    assert f"trial {int(result['killed']['run'].split('-')[1])} retried" in result["stdout"], result["stdout"]
+    assert "Traceback" not in result["stderr"] and "network_util" not in result["stderr"], result["stderr"]
     killed = result["killed"]
     assert killed, f"no trial trained on the second node: {result}"
     # Ray titles a trial's worker "ray::ImplicitFunc.train" only while a call to train() is under way.
@@ -261,6 +202,12 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
         ("seeds = 0", "seeds must be at least 1, not 0"),
         ("budget = 3", "unknown setting 'budget'"),
         ("[vary]\nlr = { uniform = [0.001, 0.1] }", "needs trials = N"),
+        ("", "nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study"),
+        ("seeds = 1\n[recipe]\nepochs = 1", "nothing to sweep"),
+        ("search = \"bayes\"\n[vary]\nlr = [0.01]", "search must be one of 'random', 'optuna', not 'bayes'"),
+        ("search = \"optuna\"\ntrials = 2\nseeds = 2\n[vary]\nlr = [0.01, 0.02]", "seeds_per_trial must be 2 (seeds)"),
+        ("search = \"optuna\"\n[vary]\nlr = [0.01, 0.02]", "needs fields to vary ([vary]) and trials = N"),
+        ("search = \"optuna\"\ntrials = 2\n[vary]\nlr = { uniform = [-1.0, 0.1] }", "lr must be > 0, not -1.0"),
     ],
 )  # fmt: skip
 def test_a_bad_space_file_is_one_line(tmp_path, capsys, change, message):
@@ -286,7 +233,7 @@ def test_more_trials_than_the_grid_holds_is_one_line(tmp_path, capsys):
 
 
 def test_flags_override_the_space_file(tmp_path):
-    from lenet.sweep.sweep import Options, configurations, read_space
+    from lenet.sweep.space import Options, configurations, read_space
 
     space = read_space(space_file(tmp_path), Options(trials=6, seeds=3, val_split=700, epochs=1))
     assert (space.trials, space.seeds, space.val_split, space.base.epochs) == (6, 3, 700, 1)
@@ -294,6 +241,23 @@ def test_flags_override_the_space_file(tmp_path):
     assert [c["lr"] for c in chosen] == [0.005, 0.01] * 3  # the grid in turn, the draws afresh
     assert all(0.001 <= c["weight_decay"] <= 0.1 for c in chosen) and len({c["weight_decay"] for c in chosen}) == 6
     assert configurations(space) == chosen  # a plan is reproducible
+
+
+def test_a_space_names_its_data_set_and_the_flag_overrides_it(tmp_path):
+    from lenet.sweep.space import Options, read_space
+
+    space = space_file(tmp_path, SPACE.replace('base = "default"', 'base = "default"\ndataset = "mnist"'))
+    assert read_space(space).dataset == "mnist" and read_space(space, Options(dataset="kmnist")).dataset == "kmnist"
+    plan = plan_of('dataset = "csv:digits.csv"\nseeds = 2\n[data]\ntrain_subset = 300\n', tmp_path, "data")
+    assert plan.dataset == "csv:digits.csv" and plan.data_note() == "csv:digits.csv (the first 300 training images)"
+
+
+def test_a_bad_data_set_is_one_line_before_ray_starts(tmp_path, capsys):
+    from lenet.cli import main
+
+    assert main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nonsense" in err and not (tmp_path / "runs").exists()
 
 
 def test_recipe_files_are_checked_like_the_built_in_recipes(tmp_path, capsys):
@@ -312,7 +276,8 @@ def test_recipe_files_are_checked_like_the_built_in_recipes(tmp_path, capsys):
 
 
 def test_training_and_the_library_never_import_ray():
-    code = ("import sys, lenet, lenet.train, lenet.cli, lenet.inference, lenet.report, lenet.export\n"
+    code = ("import sys, lenet, lenet.training.loop, lenet.cli, lenet.inference.predict, lenet.insight.report, "
+            "lenet.inference.export, lenet.sweep.space, lenet.sweep.plan, lenet.sweep.table, lenet.sweep.page\n"
             "lenet.cli.build_parser()\n"
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -331,62 +296,132 @@ def test_without_ray_the_sweep_says_how_to_get_it(tmp_path):
 
 def plan_of(text: str, out: Path, name: str):
     """The plan of a space given as text, with a 100-image validation split, made in `out`."""
-    from lenet.sweep.sweep import Options, make_plan, parse_space
+    from lenet.sweep.plan import make_plan
+    from lenet.sweep.space import Options, parse_space
 
     space = parse_space(__import__("tomllib").loads(text), "test space", Options(val_split=100))
     return make_plan(space, Options(out=str(out), name=name), text)
 
 
-def run_trial_here(plan, data) -> None:
-    """The plan's first trial in this process (no Ray), on one thread as a trial runs."""
-    from lenet.sweep.sweep import run_trial
+class Stopped(Exception):
+    """What Tune does to a function trainable it stops: nothing after the report runs."""
 
+
+def run_trial_here(plan, data, monkeypatch, stop_at_step: int | None = None, checkpoint: Path | None = None) -> list[dict]:
+    """The plan's first trial in this process, on one thread as a trial runs, with Tune's part played here:
+    each report's checkpoint goes into the sweep directory as the driver puts it (carry.unpack), a report
+    at `stop_at_step` stops the trial as ASHA would, and `checkpoint` is what a retry gets from
+    tune.get_checkpoint. Returns the reported metrics (so far, on a stop: see `reports` of Stopped)."""
+    from ray import tune
+
+    from lenet.sweep.carry import unpack
+    from lenet.sweep.trainable import run_trial
+
+    reports = []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        unpack(plan, 0, Path(checkpoint.path), Path(plan.directory))
+        if metrics["step"] == stop_at_step:
+            raise Stopped(reports)
+
+    monkeypatch.setattr(tune, "report", report)
+    saved = None if checkpoint is None else tune.Checkpoint.from_directory(str(checkpoint))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: saved)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         run_trial({"unit": 0}, plan, data)
     finally:
         torch.set_num_threads(threads)
+    return reports
 
 
 @needs_ray
-def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist):
-    from lenet.sweep.sweep import table_rows
+def test_a_diverging_trial_is_recorded_as_failed_and_the_table_goes_on(tmp_path, fmnist, monkeypatch):
+    from lenet.sweep.table import table_rows
 
     text = '[recipe]\nmodel = "lenet_bn"\nepochs = 1\noptimizer = "sgd"\nschedule = "constant"\n[vary]\nlr = [1e9]\n'
     plan = plan_of(text, tmp_path, "nan")
-    run_trial_here(plan, fmnist.subset(600, 100))  # it fails before any report
+    (reported,) = run_trial_here(plan, fmnist.subset(600, 100), monkeypatch)
+    assert reported["val_accuracy"] != reported["val_accuracy"]  # NaN: ASHA passes over it
     (row,) = table_rows(plan)
     assert row["finished"] == 0 and "val" not in row
     assert row["seeds"][0]["status"] == "failed" and "loss became nan in epoch 1" in row["seeds"][0]["message"]
-    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory is still there
+    assert (tmp_path / "nan" / "trial-0000" / "config.json").exists()  # the run directory reached the driver
 
 
 @needs_ray
 def test_a_stop_at_a_runs_last_report_never_cuts_its_final_figures(tmp_path, fmnist, monkeypatch):
     """ASHA may stop a trial at any report; at a run's last epoch that must not lose its summary.json
     (it did: the last epoch was reported before the final figures were computed)."""
-    from ray import tune
+    from lenet.sweep.table import table_rows
 
-    from lenet.sweep.sweep import table_rows
-
-    class Stopped(Exception):  # what Tune does to a function trainable it stops: nothing after the report runs
-        pass
-
-    reports = []
-
-    def report(metrics, checkpoint=None):
-        reports.append(metrics)
-        if metrics["step"] == 2:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
-            raise Stopped
-
-    monkeypatch.setattr(tune, "report", report)
     plan = plan_of('seeds = 2\nseeds_per_trial = 2\n[recipe]\nmodel = "lenet_bn"\nepochs = 2\n', tmp_path, "stop")
-    with pytest.raises(Stopped):
-        run_trial_here(plan, fmnist.subset(600, 100))
+    with pytest.raises(Stopped) as stop:  # ASHA at a rung of 2 steps: the end of seed 0's two epochs
+        run_trial_here(plan, fmnist.subset(600, 100), monkeypatch, stop_at_step=2)
+    reports = stop.value.args[0]
     summary = json.loads((plan.run_dir(0, 0) / "summary.json").read_text())
     assert [r["step"] for r in reports] == [1, 2]
     assert reports[-1]["val_accuracy"] == summary["val"]["accuracy"]  # the finished model's figure, every view
     assert not plan.run_dir(0, 1).exists()  # the stopped trial's second seed never started
     (row,) = table_rows(plan)
     assert row["seeds"][0]["status"] == "done" and row["seeds"][0]["val"] == summary["val"]["accuracy"]
+
+
+@needs_ray
+def test_a_retried_trial_goes_on_from_its_checkpoint_alone(tmp_path, fmnist, monkeypatch):
+    """A retry finds its runs in Tune's checkpoint alone (the sweep directory may be another machine's): it
+    trains only the epochs after the checkpoint's, to the weights of a trial never interrupted."""
+    text = '[recipe]\nmodel = "lenet_bn"\nepochs = 3\n[vary]\nlr = [0.01]\n'
+    data = fmnist.subset(600, 100)
+    whole = plan_of(text, tmp_path / "a", "whole")
+    run_trial_here(whole, data, monkeypatch)
+    cut = plan_of(text, tmp_path / "b", "cut")
+    with pytest.raises(Stopped):  # the node is lost right after epoch 1's report
+        run_trial_here(cut, data, monkeypatch, stop_at_step=1)
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    cut.run_dir(0, 0).rename(checkpoint / "trial-0000")  # the driver's copy gone: only Tune's checkpoint is left
+    reports = run_trial_here(cut, data, monkeypatch, checkpoint=checkpoint)
+    assert [r["epoch"] for r in reports] == [2, 3]
+    a, b = load_file(whole.run_dir(0, 0) / "model.safetensors"), load_file(cut.run_dir(0, 0) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+OPTUNA_SPACE = """
+search = "optuna"
+trials = 5
+[recipe]
+epochs = 1
+[vary]
+lr = { loguniform = [0.001, 0.1] }
+batch_size = [64, 128]
+shift = { uniform = [0, 3] }
+"""
+
+
+def optuna_proposals(plan, count: int, seed: int = 0) -> tuple[list, list]:
+    """What lenet's NumberedSearch over a seeded OptunaSearch proposes for `plan`, asked `count` times in a row."""
+    from lenet.sweep.search import NumberedSearch, optuna_search, tune_space
+
+    recorded = []
+    search = NumberedSearch(optuna_search(seed), plan, [], [], lambda number, values: recorded.append((number, values)))
+    search.set_search_properties("val_accuracy", "max", tune_space(plan))
+    return [search.suggest(f"trial-{i}") for i in range(count)], recorded
+
+
+@needs_ray
+def test_optuna_proposes_numbered_configurations_reproducibly_within_the_space(tmp_path):
+    __import__("optuna")  # lenet[sweep] installs it; missing, this test fails rather than skips
+
+    first, recorded = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "a"), 6)
+    again, _ = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "b"), 6)
+    other, _ = optuna_proposals(plan_of(OPTUNA_SPACE, tmp_path, "c"), 5, seed=1)
+    assert first == again and first[:5] != other and first[5] == "FINISHED"  # the search algorithm's own seed decides
+    assert [c["unit"] for c in first[:5]] == [0, 1, 2, 3, 4] == [n for n, _ in recorded]
+    for config in first[:5]:
+        assert 0.001 <= config["lr"] <= 0.1 and config["batch_size"] in (64, 128) and config["shift"] in range(4)
+        assert type(config["shift"]) is int and type(config["batch_size"]) is int
+    assert len({c["lr"] for c in first[:5]}) == 5
+

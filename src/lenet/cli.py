@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-trial", type=nonnegative_float, help="fractions share a GPU (default: 0)")
     w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
     w.add_argument("--local-cpus", type=positive_int, help="CPUs of the local Ray lenet starts (default: every core)")
+    w.add_argument("--dataset", help="the data set of every run, as lenet train takes it (overrides the file's "
+                                     "dataset; default: fashion-mnist)")  # fmt: skip
+    w.add_argument("--storage", metavar="URI", help="Ray Tune's storage for checkpoints: s3://BUCKET/PREFIX, or a path "
+                                                    "every node mounts; needed on a cluster of several machines "
+                                                    "(default: the sweep directory)")  # fmt: skip
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
     w.add_argument("--name", help="sweep directory name (default: the file's name, else sweep-NtrialsTIMESTAMP)")
@@ -587,18 +592,20 @@ def cmd_models(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from lenet.sweep.sweep import Options, run_sweep
+    from lenet.sweep.driver import run_sweep
+    from lenet.sweep.space import Options
 
     if (args.space is None) == (args.resume is None):
         raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
-    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial")
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial", "dataset")
     changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
         raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
     resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial") if (v := getattr(args, k)) is not None}
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
                       **resources, address=args.address,
-                      local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir)  # fmt: skip
+                      local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir,
+                      storage=args.storage, dataset=args.dataset)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 

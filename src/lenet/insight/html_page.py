@@ -34,6 +34,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f4f4f6; }
 img { max-width: 100%; height: auto; display: block; }
 figcaption, .note { color: #555; font-size: 0.9rem; }
+.frame { overflow-x: auto; max-width: 100%; }
 """
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -90,6 +91,12 @@ def table(headers: Sequence[str], rows: Iterable[Iterable[Any]]) -> str:
     # tabindex: a frame that scrolls can be scrolled from the keyboard too
     label = escape(f"table of {', '.join(headers[:3])}")
     return f'<div class="table-frame" tabindex="0" role="region" aria-label="{label}">\n{table}\n</div>'
+
+
+def frame(label: str, html: str) -> str:
+    """`html` (a wide table) in a frame that scrolls sideways on a narrow screen, not the whole page;
+    focusable, so a keyboard scrolls it too."""
+    return f'<div class="frame" role="region" aria-label="{escape(label)}" tabindex="0">\n{html}\n</div>'
 
 
 def key_value_table(items: Mapping[str, Any], headers: Sequence[str] = ("setting", "value")) -> str:

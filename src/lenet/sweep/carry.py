@@ -1,0 +1,76 @@
+"""How a trial's run directories travel: in Ray Tune's checkpoints, between the node that trains and
+the driver's --out, so no two machines need to share a disk.
+
+A trial trains its runs in a scratch directory of its own node and reports, after every epoch, a
+checkpoint holding those run directories (train state, records, weights). Tune persists it to its
+storage (the sweep directory, or --storage); the driver copies it into --out at once; a retried
+trial starts from it on whatever node Ray chose. A resumed sweep hands each unfinished trial the
+run directories in --out through Ray's object store.
+
+Only the run directories a trial owns are ever read from a checkpoint, at the paths lenet expects:
+a checkpoint's own file names choose nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+from lenet.sweep.plan import Plan
+
+
+def unit_runs(plan: Plan, unit: int) -> list[Path]:
+    """The run directories of Tune trial `unit`, relative to a sweep directory (or a scratch, a checkpoint)."""
+    u = plan.units()[unit]
+    return [plan.run_dir(u.configuration, seed).relative_to(plan.directory) for seed in u.seeds]
+
+
+def pack(plan: Plan, unit: int, source: Path, into: Path) -> None:
+    """Copy trial `unit`'s run directories that exist under `source` into `into` (a checkpoint's directory)."""
+    for relative in unit_runs(plan, unit):
+        if (source / relative).is_dir():
+            shutil.copytree(source / relative, into / relative, dirs_exist_ok=True)
+
+
+def unpack(plan: Plan, unit: int, source: Path, into: Path) -> None:
+    """Put trial `unit`'s run directories found under `source` in place under `into`, each swapped in whole:
+    a reader sees the old run directory or the new one, never a mixture."""
+    for relative in unit_runs(plan, unit):
+        if not (source / relative).is_dir():
+            continue
+        target = into / relative
+        incoming, old = target.with_name(f".{target.name}.incoming"), target.with_name(f".{target.name}.old")
+        for leftover in (incoming, old):  # of a driver killed mid-copy
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.copytree(source / relative, incoming)
+        if target.exists():
+            target.rename(old)
+        incoming.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def carried(plan: Plan, units: list[int]) -> dict[int, bytes]:
+    """For a resumed sweep: each unfinished trial's run directories in --out, as a tar (through the object store)."""
+    found = {}
+    for unit in units:
+        present = [r for r in unit_runs(plan, unit) if (Path(plan.directory) / r).is_dir()]
+        if not present:
+            continue
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for relative in present:
+                tar.add(Path(plan.directory) / relative, arcname=str(relative))
+        found[unit] = buffer.getvalue()
+    return found
+
+
+def restore(plan: Plan, unit: int, checkpoint_dir: Path | None, tar: bytes | None, scratch: Path) -> None:
+    """Into a trial's scratch: its run directories from Tune's checkpoint (a retry), else from what a resumed
+    sweep carried (the driver's --out), else nothing (a fresh start)."""
+    if checkpoint_dir is not None:
+        unpack(plan, unit, checkpoint_dir, scratch)
+    elif tar is not None:
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            archive.extractall(scratch, filter="data")  # paths and links kept inside the scratch

@@ -1,0 +1,338 @@
+"""The driver of `lenet sweep`: the plan, a Ray (a cluster's, or a local one with a token of its own),
+Ray Tune over the trials still to run, progress lines, and the table at the end.
+
+A resume reads only lenet's own JSON records and the run directories (plan.py), and starts a new Tune
+experiment over the trials that have not ended; Tune's pickled state (tuner.pkl) is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lenet.core.errors import Interrupted, LenetError
+from lenet.core.files import write_json
+from lenet.sweep.carry import carried
+from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan, run_metric
+from lenet.sweep.space import Options, read_space
+from lenet.sweep.table import SweepResult, finish
+from lenet.sweep.trainable import run_trial
+
+INSTALL_HINT = "lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60)"
+TUNE_DIR = "tune"  # Tune's experiment of the first session; a resume's is tune-resume-N
+SESSIONS_FILE = "sessions.json"  # each session's Tune experiment and where Tune kept it
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+
+
+class SweepUnavailable(LenetError):
+    """Ray is not installed."""
+
+
+class SweepInterrupted(Interrupted):
+    """Ctrl-C: the trials under way were stopped; what finished is kept, and the table says it is partial."""
+
+    def __init__(self, directory: str):
+        LenetError.__init__(self, f"interrupted; finished runs and completed epochs are kept; "
+                                  f"continue with: lenet sweep --resume {directory}")  # fmt: skip
+
+
+def run_sweep(
+    space_path: str | None = None,
+    options: Options = Options(),
+    resume: str | None = None,
+    on_line: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run (or, with `resume`, finish) a sweep; return its table. Everything is checked before Ray starts."""
+    if resume is not None:
+        plan = read_plan(resume)
+        data_dir = options.data_dir or plan.data_dir
+    else:
+        space = read_space(space_path, options)
+        if options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
+            raise LenetError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+        data_dir = options.data_dir
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    _quiet()
+    # The token is in place before Ray is imported: Ray reads its authentication settings then.
+    with contextlib.nullcontext() if address else private_token():
+        ray, tune = _import_ray()
+        data = _load_data(plan.space if resume is not None else asdict(space), data_dir)
+        if resume is not None:
+            ended = ended_units(plan)
+            on_line(f"resuming sweep {plan.name} from its own records (plan.json, trials.json, run directories; "
+                    f"no Tune state): {len(ended)} of {len(plan.units())} trials done")  # fmt: skip
+        start = time.monotonic()
+        interrupted, to_run = False, resume is None or len(ended) < len(plan.units())
+        started_ray = _connect(ray, address, options.local_cpus, on_line) if to_run else False
+        try:
+            if to_run:
+                _check_storage(ray, options.storage)
+            if resume is None:  # the sweep directory is made only once Ray is there and fit for it
+                plan, ended = make_plan(space, options, Path(space_path).read_text(encoding="utf-8")), set()
+                on_line(f"sweep {plan.name}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds, "
+                        f"{len(plan.units())} trials, judged on {plan.space['val_split']:,} validation images")  # fmt: skip
+            if to_run:
+                interrupted = _tune(tune, plan, data, ended, options.storage, on_line)
+        finally:
+            if started_ray or ray.is_initialized():
+                ray.shutdown()
+    plan = read_plan(plan.directory)  # with the configurations a search algorithm proposed
+    result = finish(plan, time.monotonic() - start, on_line, partial=interrupted)
+    if interrupted:
+        raise SweepInterrupted(plan.directory)
+    return result
+
+
+@contextlib.contextmanager
+def private_token() -> Iterator[Path]:
+    """A fresh token for the local Ray, in a file only this user can read, in a directory only this user
+    can enter; Ray's processes find it through RAY_AUTH_TOKEN_PATH. Removed at the end.
+
+    Ray's own default (~/.ray/auth_token) is written with mode 0644: on a host whose home directories
+    others can read, anyone could use it to run code through the sweep's Ray, which listens beyond loopback.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="lenet-ray-"))  # mode 0700
+    path = directory / "auth_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in AUTH_ENV}
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))  # never "disabled"
+    try:
+        yield path
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _quiet() -> None:
+    """Keep Ray's and Tune's own chatter off the driver's screen (a user's own settings win); it stays in
+    Ray's logs and the trial directories."""
+    # A retried trial's traceback; Progress prints one line instead ("trial N retried").
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Tune's own tables and warnings would drown lenet's progress lines.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _import_ray():
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise SweepUnavailable(INSTALL_HINT) from None
+    return ray, tune
+
+
+def _load_data(plan_space: dict[str, Any], data_dir: str | None):
+    """The sweep's data, loaded once here and sent once through Ray's object store to every trial."""
+    from lenet.data.load import load_dataset
+    from lenet.data.registry import DEFAULT
+
+    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir)
+    data = data.subset(plan_space["train_subset"], plan_space["test_subset"])
+    if not plan_space["val_split"] < len(data.train_labels):
+        raise LenetError(f"val_split {plan_space['val_split']:,} must be below the {len(data.train_labels):,} "
+                         "training images of the sweep's data")  # fmt: skip
+    return data
+
+
+def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
+    """Join the cluster at `address`, or start a local Ray sized to this machine; True if lenet started it."""
+    import logging
+
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    log: list[str] = []
+    try:
+        if address:
+            with _stderr_aside(log):
+                ray.init(address=address, **quiet)
+            on_line(f"on the Ray cluster at {address}: {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+                    f"{ray.cluster_resources().get('GPU', 0):g} GPUs")  # fmt: skip
+            return False
+        cpus = local_cpus or os.cpu_count()
+        # address="local": a Ray of lenet's own, never a cluster someone else started on this host.
+        with _stderr_aside(log):
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}"
+                         + (f" (Ray's own messages: {log[0]})" if log else "")) from None  # fmt: skip
+    on_line(f"on a local Ray: {cpus} CPUs")
+    exposed = _reachable_ports(ray)
+    if exposed:
+        on_line(exposed)
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_aside(log_path: list[str]) -> Iterator[None]:
+    """Ray's C++ core writes to file descriptor 2 while it starts, for one "Failed to determine local IP
+    via external connectivity to: 8.8.8.8:53" on every sweep where there is no route out: nothing a user
+    can act on. It goes to a file instead, kept (its path put in `log_path`) only when the start fails."""
+    import sys
+
+    sys.stderr.flush()
+    log = tempfile.NamedTemporaryFile("w+", prefix="lenet-ray-start-", suffix=".log", delete=False)
+    log_path.append(log.name)
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+        if not failed:
+            os.unlink(log.name)
+
+
+def _reachable_ports(ray) -> str | None:
+    """One line naming the local Ray's ports that other machines can reach, where this host has interfaces
+    other than loopback (None where it has not: inside a network namespace with only `lo`)."""
+    others = [name for _, name in socket.if_nameindex() if name != "lo"]
+    if not others:
+        return None
+    node = ray.nodes()[0]
+    gcs = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
+    ports = [gcs, str(node.get("NodeManagerPort", "?")), str(node.get("ObjectManagerPort", "?"))]
+    return (f"note: this Ray listens on every interface ({', '.join(others[:3])}), on ports {', '.join(ports)} and "
+            "one per worker, guarded by a token only you can read; to keep it in, run the sweep in a network "
+            "namespace of its own: unshare --net sh -c 'ip link set lo up && exec lenet sweep ...'")  # fmt: skip
+
+
+def _check_storage(ray, storage: str | None) -> None:
+    """A sweep on several machines needs Tune storage that every one of them reaches; --out is the driver's."""
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1 and storage is None:
+        raise LenetError(f"this Ray cluster has {nodes} nodes, and --out is this machine's: give --storage "
+                         "s3://BUCKET/PREFIX (S3-compatible storage), or --storage PATH on a disk every node "
+                         "mounts at the same path")  # fmt: skip
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line) -> bool:
+    """Run every trial that has not ended on Ray Tune; True if Ctrl-C stopped it first."""
+    from ray.tune.stopper import Stopper
+
+    from lenet.sweep.progress import Progress
+
+    pending = [u for u in range(len(plan.units())) if u not in ended]
+    interrupted = Flag()  # not a threading.Event: Tune pickles the stopper and callbacks into its state
+
+    class StopOnInterrupt(Stopper):  # Ctrl-C stops every trial at once, and none is recorded as ended
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return interrupted.raised
+
+    resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+    # The data once into the object store for every trial; a resumed trial's run directories likewise.
+    parameters = {"plan": plan, "data": data, "carried": carried(plan, pending)}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, **parameters), resources)
+    progress = Progress(plan, ended, interrupted, on_line)
+    if plan.space.get("search") == "optuna":
+        param_space, search = _optuna(plan, pending, ended, progress)
+    else:
+        param_space, search = {"unit": tune.grid_search(pending)}, None
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=_asha(plan), search_alg=search,
+                                    num_samples=len(pending) if search else 1,
+                                    max_concurrent_trials=plan.space.get("max_concurrent"),
+                                    trial_dirname_creator=lambda trial: f"unit-{trial.config['unit']:04d}"),
+        run_config=tune.RunConfig(
+            name=_experiment_name(plan, storage), storage_path=_storage_path(plan, storage), verbose=0,
+            callbacks=[progress],
+            stop=StopOnInterrupt(), failure_config=tune.FailureConfig(max_failures=plan.space["max_failures"]),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )  # fmt: skip
+    # Tune's own Ctrl-C handling stops every trial as "terminated", pending ones too: a sweep that looks finished.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(sig, frame) -> None:
+        interrupted.raised = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        tuner.fit()
+    except (tune.TuneError, RuntimeError) as e:  # Tune's own failure (storage, the cluster), not a trial's
+        raise LenetError(f"Ray Tune stopped: {_first_line(e)}; finished runs are kept; "
+                         f"continue with: lenet sweep --resume {plan.directory}") from None  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return interrupted.raised
+
+
+class Flag:
+    raised = False
+
+
+def _optuna(plan: Plan, pending: list[int], ended: set[int], progress) -> tuple[dict, Any]:
+    """Tune's search space and OptunaSearch (seeded by sample_seed) for the configurations still to run."""
+    from lenet.sweep.search import NumberedSearch, optuna_search, tune_space
+
+    unfinished = [u for u in pending if plan.configurations[u] is not None]
+    learnt = [(plan.configurations[u], v) for u in sorted(ended) if plan.configurations[u] is not None
+              and (v := run_metric(plan.run_dir(u, plan.seeds[-1]), plan.space["metric"])) is not None]  # fmt: skip
+    search = NumberedSearch(optuna_search(plan.space["sample_seed"]), plan, unfinished, learnt, progress.proposed)
+    return tune_space(plan), search
+
+
+def _asha(plan: Plan):
+    if plan.space["asha"] is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    steps = plan.space["seeds_per_trial"] * _most_epochs(plan)
+    return ASHAScheduler(time_attr="step", max_t=steps, grace_period=plan.space["asha"]["grace_period"],
+                         reduction_factor=plan.space["asha"]["reduction_factor"])  # fmt: skip
+
+
+def _most_epochs(plan: Plan) -> int:
+    """The most epochs any configuration trains: ASHA's last step counts from it."""
+    varied = [max(a["values"]) for a in plan.space["axes"] if a["field"] == "epochs"]
+    return max([plan.space["base"]["epochs"], *varied])
+
+
+def _storage_path(plan: Plan, storage: str | None) -> str:
+    """Where Tune keeps its experiments and checkpoints: the sweep directory, or a folder of --storage named
+    after the sweep."""
+    return plan.directory if storage is None else f"{storage.rstrip('/')}/{plan.name}"
+
+
+def _experiment_name(plan: Plan, storage: str | None) -> str:
+    """A new Tune experiment per session, counted in sessions.json: a resume never opens an earlier
+    session's Tune state."""
+    path = Path(plan.directory) / SESSIONS_FILE
+    sessions = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    # A sweep of before sessions.json has its first session's experiment in tune/ and no record of it.
+    earlier = len(sessions) or int((Path(plan.directory) / TUNE_DIR).exists())
+    name = f"{TUNE_DIR}-resume-{earlier}" if earlier else TUNE_DIR
+    write_json(path, [*sessions, {"experiment": name, "storage": _storage_path(plan, storage)}])
+    return name

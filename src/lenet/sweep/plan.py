@@ -1,0 +1,165 @@
+"""A sweep's own record, in JSON: plan.json (every configuration, resolved) and trials.json (which
+Tune trials ended, and how). `--resume` reads only these and the run directories, never Ray Tune's
+pickled state, so whoever can write the sweep directory cannot run code in the driver."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lenet.core.errors import LenetError
+from lenet.core.files import write_json, write_text
+from lenet.data.registry import DEFAULT
+from lenet.sweep.space import Options, Space, configurations
+from lenet.training import runs
+from lenet.training.recipes import Recipe
+
+PLAN_FILE, SPACE_FILE, TRIALS_FILE = "plan.json", "space.toml", "trials.json"
+FAILED_FILE = "failed.json"  # in a run directory whose training failed for its own reasons (NaN, bad values)
+ENDED = ("finished", "stopped early")  # how a trial ends for good; an errored one is tried again on --resume
+
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Tune trial: a configuration and the seeds it trains, one after another."""
+
+    configuration: int
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a sweep needs to run or resume; saved as plan.json in the sweep directory."""
+
+    directory: str
+    space: dict[str, Any]  # the Space, as JSON
+    configurations: list[dict[str, Any]]
+    cpus_per_trial: float
+    gpus_per_trial: float
+    data_dir: str | None
+
+    @property
+    def seeds(self) -> list[int]:
+        first = self.space["first_seed"]
+        return list(range(first, first + self.space["seeds"]))
+
+    def recipe(self, i: int) -> Recipe:
+        return replace(Recipe.from_dict(self.space["base"]), **self.configurations[i])
+
+    def units(self) -> list[Unit]:
+        per = self.space["seeds_per_trial"]
+        seeds = self.seeds
+        return [Unit(c, tuple(seeds[k : k + per])) for c in range(len(self.configurations))
+                for k in range(0, len(seeds), per)]  # fmt: skip
+
+    def run_dir(self, configuration: int, seed: int) -> Path:
+        trial = Path(self.directory) / f"trial-{configuration:04d}"
+        return trial if len(self.seeds) == 1 else trial / f"seed-{seed}"
+
+    @property
+    def dataset(self) -> str:
+        return self.space.get("dataset") or DEFAULT  # a plan of before `dataset` is Fashion-MNIST's
+
+    def data_note(self) -> str:
+        """The data a sweep trained on: "fashion-mnist", or "mnist (the first 2,000 training images)"."""
+        n_train, n_test = self.space.get("train_subset"), self.space.get("test_subset")
+        parts = [f"the first {n:,} {kind} images" for n, kind in ((n_train, "training"), (n_test, "test")) if n]
+        return self.dataset + (f" ({' and '.join(parts)})" if parts else "")
+
+    @property
+    def name(self) -> str:
+        return Path(self.directory).name
+
+    @property
+    def varied(self) -> list[str]:
+        return [a["field"] for a in self.space["axes"]]
+
+
+def make_plan(space: Space, options: Options, space_text: str) -> Plan:
+    """Create the sweep directory with its plan; an existing sweep is never overwritten."""
+    name = options.name or space.name
+    directory = (runs.create_run_dir(options.out, name) if name else
+                 runs.create_unique_run_dir(options.out, runs.default_run_name("sweep", f"{len(configurations(space))}trials")))  # fmt: skip
+    plan = Plan(
+        directory=str(directory.resolve()), space=_space_json(space), configurations=configurations(space),
+        cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, data_dir=options.data_dir,
+    )  # fmt: skip
+    write_text(directory / SPACE_FILE, space_text)
+    write_json(directory / PLAN_FILE, asdict(plan))
+    return plan
+
+
+def _space_json(space: Space) -> dict[str, Any]:
+    d = asdict(space)
+    d["base"] = space.base.to_dict()
+    return d
+
+
+def read_plan(directory: str | os.PathLike) -> Plan:
+    path = Path(directory) / PLAN_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        plan = Plan(**saved)
+        # The directory may have moved (or be mounted elsewhere on this machine): it is where plan.json is.
+        return replace(plan, directory=str(Path(directory).resolve()))
+    except FileNotFoundError:
+        raise LenetError(f"{directory}: not a sweep directory (no {PLAN_FILE})") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise LenetError(f"{path}: not a lenet sweep plan ({e})") from None
+
+
+
+
+def record_configuration(plan: Plan, number: int, values: dict[str, Any]) -> Plan:
+    """A configuration proposed as the sweep runs (search = "optuna"), into plan.json; the plan with it."""
+    configurations = list(plan.configurations)
+    configurations[number] = values
+    plan = replace(plan, configurations=configurations)
+    write_json(Path(plan.directory) / PLAN_FILE, asdict(plan))
+    return plan
+
+
+def trial_records(plan: Plan) -> dict[int, str]:
+    """How each Tune trial that ended did so (trial number to one of ENDED, or "error"), from trials.json."""
+    path = Path(plan.directory) / TRIALS_FILE
+    if not path.exists():
+        return {}  # a sweep of before trials.json: its run directories alone say what finished
+    try:
+        return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise LenetError(f"{path}: not a lenet sweep record ({e})") from None
+
+
+def record_trial(plan: Plan, unit: int, how: str) -> None:
+    records = trial_records(plan)
+    records[unit] = how
+    write_json(Path(plan.directory) / TRIALS_FILE, {str(k): v for k, v in sorted(records.items())})
+
+
+def ended_units(plan: Plan) -> set[int]:
+    """The Tune trials that need no more training: recorded as ended, or every run of theirs ended."""
+    records = trial_records(plan)
+    ended = {u for u, how in records.items() if how in ENDED}
+    return ended | {i for i, u in enumerate(plan.units()) if all(run_ended(plan.run_dir(u.configuration, s)) for s in u.seeds)}
+
+
+def run_ended(run_dir: Path) -> bool:
+    return (run_dir / runs.SUMMARY_FILE).exists() or (run_dir / FAILED_FILE).exists()
+
+
+def run_metric(run_dir: Path, metric: str) -> float | None:
+    """The deciding figure of a finished run: validation accuracy after the last epoch or at the best."""
+    if not (run_dir / runs.SUMMARY_FILE).exists():
+        return None
+    run = runs.read_run(run_dir)
+    if metric == "final":
+        return run.summary["val"]["accuracy"]
+    return max(row["val_accuracy"] for row in runs.judged(run.metrics, "val_accuracy"))
+
+
+def threads(plan: Plan) -> int:
+    return max(1, int(plan.cpus_per_trial))  # a trial's CPUs: more threads would fight the other trials
