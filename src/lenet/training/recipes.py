@@ -203,15 +203,15 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
         "(stuck at chance on 2 of seeds 0-9)",
     ),
     # lenet_32x48_pn, not lenet_32x48: the same layers with each max-pool before its batch norm, as
-    # accurate on the validation split (README, round 4) and about a sixth cheaper per step. bf16
-    # where the device has bf16 units: as accurate on the validation split (round 5), a third off a step.
+    # accurate on the validation split (docs/recipes.md, "Round 4") and about a sixth cheaper per step. bf16
+    # where the device has bf16 units: as accurate on the validation split ("Round 5"), a third off a step.
     "default": (
         Recipe(),
         "lenet_32x48_pn (99k parameters, batch norm after the pooling), AdamW one-cycle, label smoothing, "
         "1-pixel shifts and flips, ten views averaged at test time (1-pixel shifts and mirrors), 15 epochs, "
         "bf16 where the device has bf16 units",
     ),
-    # Time to 93%: chosen on the validation split (README, "The fast recipe"). lenet_wide's convolutions
+    # Time to 93%: chosen on the validation split (docs/recipes.md, "The fast recipe"). lenet_wide's convolutions
     # cost about half of lenet_32x48's per image; lenet_wide_pn (the same layers, each max-pool moved
     # before its batch norm) took a fifth off its step for the same validation accuracy; bf16 units cut
     # a step by a third more. Batch 256 and 13 epochs (round 3): as accurate on validation (seeds 0-7)
