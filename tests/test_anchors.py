@@ -53,7 +53,7 @@ def test_a_tiny_study_prints_and_writes_its_table(fmnist, tmp_path, capsys):
 
 def test_the_study_spaces_parse(tmp_path, monkeypatch):
     from conftest import REPO
-    from lenet.sweep.sweep import configurations, read_space
+    from lenet.sweep.space import configurations, read_space
 
     spaces = sorted((REPO / "benchmarks" / "spaces").glob("*.toml"))
     assert [p.stem for p in spaces] == ["distill", "ema-bn", "erase"]

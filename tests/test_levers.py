@@ -220,7 +220,7 @@ def test_cli_refuses_a_missing_teacher_before_anything(tmp_path):
 
 
 def test_a_sweep_space_varies_the_teacher_like_any_field(teacher_run, tmp_path, monkeypatch):
-    from lenet.sweep.sweep import configurations, parse_space
+    from lenet.sweep.space import configurations, parse_space
 
     monkeypatch.chdir(teacher_run.parent)
     space = parse_space({"vary": {"teacher": ["T", ""], "distill_weight": [0.3, 0.7]}}, "space")

@@ -212,10 +212,8 @@ def subcommand_options() -> dict[str, set[str]]:
 
 
 def space_parser():
-    try:  # the sweep package split into modules; before that, parse_space lived in sweep.py
-        from lenet.sweep.space import parse_space
-    except ImportError:
-        from lenet.sweep.sweep import parse_space
+    from lenet.sweep.space import parse_space
+
     return parse_space
 
 
