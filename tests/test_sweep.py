@@ -89,6 +89,7 @@ def environ(pid: int) -> list[str]:
         return []
 
 
+@pytest.mark.faults
 @pytest.mark.usefixtures("ray_namespace")
 @needs_ray
 def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished_sweep, tmp_path):
@@ -140,6 +141,7 @@ def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished
     assert read_table(killed)["rows"] == whole["rows"]
 
 
+@pytest.mark.faults
 @pytest.mark.usefixtures("ray_namespace")
 @needs_ray
 def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp_path):

@@ -13,6 +13,8 @@ import pytest
 from namespaces import session_pids, stop_session
 from sweeps import Sweep, finished_sweep_dir, needs_ray, read_table, runs_under_way, space_file
 
+pytestmark = pytest.mark.faults  # minutes of Ray: make fault-test, which CI runs beside make test
+
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
