@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.sections import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]
 SECTION = "## Sweep overhead (Ray)"
@@ -211,14 +213,6 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of `path` (or append it), keeping every other section."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
@@ -274,7 +268,7 @@ def main() -> int:
     )  # fmt: skip
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "sweep-overhead", text)  # between its markers, nothing else touched
     return 0 if same else 1
 
 
