@@ -201,7 +201,7 @@ def test_a_sweep_on_two_nodes_loses_nothing_when_a_node_dies(finished_sweep, tmp
         ("[vary]\nmodel = { uniform = [1, 2] }", "model must be text"),
         ("[vary]\nflip = { choice = [] }", "the list is empty"),
         ("metric = \"last\"", "metric must be one of 'final', 'best'"),
-        ("seeds = 0", "seeds must be at least 1, not 0"),
+        ("seeds = 0", "seeds must be >= 1, not 0"),
         ("budget = 3", "unknown setting 'budget'"),
         ("[vary]\nlr = { uniform = [0.001, 0.1] }", "needs trials = N"),
         ("", "nothing to sweep; add a [vary] table, or seeds = N (N > 1) for a many-seed study"),

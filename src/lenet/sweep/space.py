@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lenet.core.errors import LenetError, short_repr
+from lenet.core.values import bounds, check_value
 from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file
 from lenet.training.recipes import load_recipe_file, read_toml, recipe_from_table
 
@@ -157,18 +158,11 @@ def _builtin(name: str, where: str) -> Recipe:
 
 
 def _get(table: dict, key: str, kind: type, where: str, default, minimum: int | None = None):
+    """table[key], checked as a recipe field or a flag is (core.values), or `default` where it is absent."""
     if key not in table:
         return default
-    value = table[key]
-    if type(value) is not kind:
-        raise LenetError(f"{where}: {key} must be {_type_name(kind)}, not {short_repr(value)}")
-    if minimum is not None and value < minimum:
-        raise LenetError(f"{where}: {key} must be at least {minimum}, not {value}")
-    return value
-
-
-def _type_name(kind: type) -> str:
-    return {dict: "a table", str: "a string", int: "an integer"}.get(kind, kind.__name__)
+    check_value(f"{where}: {key}", table[key], kind, bounds(low=minimum))
+    return table[key]
 
 
 def _pick(flag, from_file):
