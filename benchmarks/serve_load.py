@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from lenet.inference.serve import DEFAULTS
+from lenet.inference.settings import DEFAULTS
 from benchmarks.sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,9 @@ from lenet.training.checkpoint import resolve_weights
 from lenet.data.registry import DATASETS
 from lenet.core.errors import ServeError
 from lenet.data.images import decode_image
-from lenet.inference.serve import (DEFAULTS, MicroBatcher, ServeSettings, bind, create_app, exposure_warning, require_serve_extra, run_info)  # fmt: skip
+from lenet.inference.batcher import MicroBatcher
+from lenet.inference.serve import bind, create_app, exposure_warning, require_serve_extra, run_info
+from lenet.inference.settings import DEFAULTS, ServeSettings
 
 CLASSES = DATASETS["fashion-mnist"].classes
 
@@ -123,7 +125,7 @@ def test_bad_json_stops_at_the_first_bad_item_not_after_every_pixel():
     """Bounded work, not only a bounded reply: validation itself gives up early."""
     from pydantic import ValidationError
 
-    from lenet.inference.serve import _json_body_model
+    from lenet.inference.schemas import _json_body_model
 
     with pytest.raises(ValidationError) as caught:
         _json_body_model().model_validate({"images": [[["7"] * 28] * 28] * 64})
@@ -361,10 +363,10 @@ def tight_client(small_run):
 
 
 def test_a_request_over_the_pixel_budget_is_413_with_one_line_and_nothing_decoded(tight_client, monkeypatch):
-    import lenet.inference.serve
+    import lenet.inference.decoding
 
     decoded = []
-    monkeypatch.setattr(lenet.inference.serve, "decode_image", lambda *a, **k: decoded.append(a) or decode_image(*a, **k))
+    monkeypatch.setattr(lenet.inference.decoding, "decode_image", lambda *a, **k: decoded.append(a) or decode_image(*a, **k))
     one = [("files", ("a.png", big_png(400), "image/png"))]  # 160,000 pixels: within
     assert tight_client.post("/predict", files=one).status_code == 200 and len(decoded) == 1
     two = one + [("files", ("b.png", big_png(300), "image/png"))]  # 250,000 pixels in all
@@ -380,12 +382,13 @@ def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):
     """Even a 28x28 PNG (it used to be decoded inline, under 64 KB) and JSON pixels go to a decode thread."""
     import threading
 
+    import lenet.inference.decoding
     import lenet.inference.serve
 
     threads = []
-    for name in ("decode_image", "from_pixels"):
-        real = getattr(lenet.inference.serve, name)
-        monkeypatch.setattr(lenet.inference.serve, name,
+    for module, name in ((lenet.inference.decoding, "decode_image"), (lenet.inference.serve, "from_pixels")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
                             lambda *a, real=real, **k: threads.append(threading.current_thread().name) or real(*a, **k))  # fmt: skip
     small = png(fmnist.test_images[0])
     assert client.post("/predict", files=[("files", ("t.png", small, "image/png"))]).status_code == 200
@@ -398,8 +401,8 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
     light requests (28x28 images) are decoded and answered."""
     import threading
 
-    import lenet.inference.serve
-    from lenet.inference.serve import Decoder
+    import lenet.inference.decoding
+    from lenet.inference.decoding import Decoder
 
     release, lock = threading.Event(), threading.Lock()
     busy, most = [0], [0]
@@ -417,7 +420,7 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
                 busy[0] -= 1
         return decode_image(data, name, max_pixels)
 
-    monkeypatch.setattr(lenet.inference.serve, "decode_image", slow_when_big)
+    monkeypatch.setattr(lenet.inference.decoding, "decode_image", slow_when_big)
     heavy, light = big_png(1500), png(torch.zeros(28, 28, dtype=torch.uint8))
 
     async def go():
@@ -484,7 +487,7 @@ def test_layers_takes_one_image_and_refuses_as_predict_does(client, fmnist):
 
 
 def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(client, fmnist):
-    from lenet.inference.serve import _response_models
+    from lenet.inference.schemas import _response_models
 
     spec = client.get("/openapi.json").json()
     for path in ("/predict", "/layers"):

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
 
-    from lenet.inference.serve import DEFAULTS as SERVE, RUNTIMES, VIEW_CHOICES
+    from lenet.inference.settings import DEFAULTS as SERVE, RUNTIMES, VIEW_CHOICES
 
     v = sub.add_parser("serve", help="HTTP API and web page for a run", description="Serve a model over HTTP.")
     v.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -545,7 +545,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from lenet.inference.serve import ServeSettings, serve
+    from lenet.inference.serve import serve
+    from lenet.inference.settings import ServeSettings
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, runtime=args.runtime,
                              runtime_threads=args.runtime_threads, max_request_pixels=args.max_request_pixels,

@@ -1,0 +1,43 @@
+"""The server's settings and their defaults, light enough for the command line to read without the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_IMAGES = 64  # per request
+RUNTIMES = ("auto", "onnxruntime", "torch")
+# --views: which test-time views the server averages. "recorded": the run's own (the default recipe's
+# ten); "mirror": the image and its mirror; "one": the image alone. Fewer views cost less CPU per image;
+# `python -m benchmarks.serve_load RUN --accuracy` gives each choice's accuracy beside its latency.
+VIEW_CHOICES = ("recorded", "mirror", "one")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server batches and what it accepts: the one place for these defaults (the command
+    line, `create_app`, `serve` and the load benchmark all read them from here)."""
+
+    max_batch: int = 64  # images in one forward pass; a bigger request is split across passes
+    max_wait_ms: float = 2.0  # how long a pass waits for more requests to join it
+    max_body_bytes: int = 8 * 2**20  # a body bigger than this gets 413 before it is read
+    runtime: str = "auto"  # auto: ONNX Runtime where installed and the model is on the CPU, else PyTorch
+    # ONNX Runtime's threads in one pass. Two, not one: the ten views take a core about 1 ms per image,
+    # and a second thread cuts the pass the next requests wait on by about 40% (BENCHMARKS.md, Serving).
+    runtime_threads: int = 2
+    verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
+    views: str = "recorded"  # one of VIEW_CHOICES
+    # Pixels all of one request's images may hold, from their headers: 24 megapixels is two 12 MP phone
+    # photos, or 30,000 28x28 images; a 35 KB PNG can claim 36 MP, which takes a core about 0.26 s.
+    max_request_pixels: int = 24_000_000
+    # A request whose images hold more pixels than this decodes in the heavy lane, which takes
+    # `heavy_decodes` requests at a time; the rest (a 28x28 image is 784 pixels, a drawing 78,400)
+    # decode `light_decodes` at a time, never queued behind a heavy one.
+    light_pixels: int = 1_000_000
+    light_decodes: int = 2
+    heavy_decodes: int = 1
+    # The heavy lane's threads run at this niceness (Linux: per thread), so that under load the event
+    # loop and the forward passes get the cores first and a heavy decode the time left over.
+    heavy_niceness: int = 10
+
+
+DEFAULTS = ServeSettings()
