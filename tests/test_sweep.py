@@ -427,3 +427,22 @@ def test_optuna_proposes_numbered_configurations_reproducibly_within_the_space(t
         assert type(config["shift"]) is int and type(config["batch_size"]) is int
     assert len({c["lr"] for c in first[:5]}) == 5
 
+
+
+def test_the_default_sweep_name_is_what_the_help_says(tmp_path, capsys):
+    """No --name: the SPACE file's `name` key, else sweep-Ntrials-YYYYMMDD-HHMMSS; --help says the same."""
+    import re
+
+    from lenet.cli import build_parser
+    from lenet.sweep.plan import make_plan
+    from lenet.sweep.space import Options, parse_space
+
+    options = Options(out=str(tmp_path))
+    unnamed = parse_space({"vary": {"lr": [0.01, 0.02]}}, "space")
+    assert re.fullmatch(r"sweep-2trials-\d{8}-\d{6}", Path(make_plan(unnamed, options, "").directory).name)
+    named = parse_space({"name": "lr-study", "vary": {"lr": [0.01, 0.02]}}, "space")
+    assert Path(make_plan(named, options, "").directory).name == "lr-study"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS" in help_text

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default: the sweep directory)")  # fmt: skip
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
-    w.add_argument("--name", help="sweep directory name (default: the file's name, else sweep-NtrialsTIMESTAMP)")
+    w.add_argument("--name", help="sweep directory name (default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS)")
     w.set_defaults(func=cmd_sweep)
     return parser
 
