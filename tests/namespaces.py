@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
@@ -109,7 +113,15 @@ class Machine:
 
     def __init__(self, name: str):
         self.name = name
-        holder = ("mount --make-rprivate / && mount -t tmpfs -o size=2g tmpfs /tmp && "
+        # What the machine must still see of this host where it lies under /tmp (a checkout cloned there,
+        # its venv): opened before the private /tmp hides it, then bound back from the open descriptor
+        # (--no-canonicalize: mount would otherwise resolve /proc/self/fd/N to the hidden path's name).
+        keep = _outermost(sorted({p for p in map(Path, (REPO, sys.prefix, *sys.path))
+                                  if p.is_dir() and p.parts[:2] == ("/", "tmp")}))  # fmt: skip
+        opened = "".join(f" && exec {3 + i}<{shlex.quote(str(p))}" for i, p in enumerate(keep))
+        binds = "".join(f" && mkdir -p {shlex.quote(str(p))} && mount --no-canonicalize --bind /proc/self/fd/{3 + i} "
+                        f"{shlex.quote(str(p))} && exec {3 + i}<&-" for i, p in enumerate(keep))  # fmt: skip
+        holder = ("mount --make-rprivate /" + opened + " && mount -t tmpfs -o size=2g tmpfs /tmp" + binds + " && "
                   "mount -t tmpfs -o size=1g tmpfs /dev/shm && ip link set lo up && echo ready && exec sleep 3600")
         self.holder = subprocess.Popen(["unshare", "--net", "--mount", "sh", "-c", holder], stdout=subprocess.PIPE,
                                        text=True, start_new_session=True)  # fmt: skip
@@ -143,6 +155,11 @@ class Machine:
                     pass
         self.holder.kill()
         self.holder.wait()
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """The paths not inside another of them (a bind of the outer one shows the inner ones too)."""
+    return [p for p in paths if not any(q != p and q in p.parents for q in paths)]
 
 
 def connect(a: Machine, b: Machine, subnet: str = "10.213.77") -> tuple[str, str]:
