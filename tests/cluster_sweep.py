@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from namespaces import session_pids, stop_session  # beside this script: sys.path[0]
+from namespaces import cmdline, session_pids, stop_session  # beside this script: sys.path[0]
+from sweeps import epochs_done
 
 RAY = str(Path(sys.executable).parent / "ray")  # the ray command of this Python
 PORT = 6379  # the namespace is new: nothing else listens in it
@@ -116,20 +117,6 @@ def trial_run_dir(pid: int, sweep_dir: Path) -> Path | None:
         return None
     units = [part for part in cwd.parts if re.fullmatch(r"unit-\d{4}", part)]
     return sweep_dir / units[-1].replace("unit-", "trial-") if units else None
-
-
-def epochs_done(run_dir: Path) -> int:
-    try:
-        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":

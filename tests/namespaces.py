@@ -102,6 +102,14 @@ def stop_namespace(namespace: str) -> None:
         time.sleep(2 if members and sig == signal.SIGTERM else 0)
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line, as one string ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 # --- two machines that share nothing but a network -----------------------------------------------
 
 

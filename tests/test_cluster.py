@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-from namespaces import Machine, connect, require_namespace, stop_session
-from sweeps import SPACE, finished_sweep_dir
+from namespaces import Machine, cmdline, connect, require_namespace, stop_session
+from sweeps import SPACE, epochs_done, finished_sweep_dir
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -32,20 +32,6 @@ RAY = str(Path(sys.executable).parent / "ray")
 NODE = ["--num-cpus", "1", "--disable-usage-stats", "--memory", str(1_500_000_000),
         "--object-store-memory", str(100_000_000)]  # fmt: skip
 S3_PORT, RAY_PORT, DEADLINE_S = 5555, 6379, 420
-
-
-def epochs_done(run_dir: Path) -> int:
-    try:
-        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def trial_on(machine: Machine) -> int | None:

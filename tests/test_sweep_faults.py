@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from namespaces import session_pids, stop_session
+from namespaces import cmdline, session_pids, stop_session
 from sweeps import Sweep, finished_sweep_dir, needs_ray, read_table, runs_under_way, space_file
 
 pytestmark = pytest.mark.faults  # minutes of Ray: make fault-test, which CI runs beside make test
@@ -111,13 +111,6 @@ except Exception as e:
 else:
     print("connected", ray.cluster_resources().get("CPU"), flush=True)
 """
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def probe(pid: int, address: str, env: dict[str, str], log: Path, timeout: float = 60) -> str:
