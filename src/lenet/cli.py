@@ -326,7 +326,8 @@ def cmd_train(args) -> int:
     _print_skipped(data)
     board = _tensorboard(args, out, name) if args.tensorboard else None
     print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
-          f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else ""),
+          f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else "")
+          + (f", distilled from {recipe.teacher}" if recipe.teacher else ""),
           flush=True)  # fmt: skip
 
     def on_epoch(row) -> None:
