@@ -55,6 +55,12 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     assert csv_lines[0].startswith("rank,trial,lr,weight_decay,") and len(csv_lines) == 5
     assert csv_lines[1].split(",")[1] == rows[0]["trial"]
     assert (finished_sweep / "sweep.html").read_text().count("<img") == 3  # lr, weight decay, the top curves
+    # Tune's own results carry every varied field (what ResultGrid.get_dataframe() reads), with the figure.
+    for row in rows:
+        unit = row["trial"].replace("trial-", "unit-")
+        last = json.loads((finished_sweep / "tune" / unit / "result.json").read_text().splitlines()[-1])
+        assert {k: last["config"][k] for k in ("lr", "weight_decay")} == row["params"]
+        assert last["val_accuracy"] == row["val"]["mean"]
 
 
 @pytest.mark.usefixtures("ray_namespace")
@@ -139,6 +145,30 @@ def test_a_killed_driver_resumes_from_its_own_records_to_the_same_table(finished
     out, _ = Sweep("--resume", str(killed)).wait()
     assert "4 of 4 trials done" in out.splitlines()[0] and "local Ray" not in out
     assert read_table(killed)["rows"] == whole["rows"]
+
+
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_a_sweep_directory_of_an_older_lenet_resumes_to_the_same_table(finished_sweep, tmp_path):
+    """A sweep written before `dataset`, `search` and `max_concurrent` were settings, and before trials.json
+    and sessions.json: --resume reads it as it was meant (Fashion-MNIST, lenet's own draws), trains only the
+    configuration it lacks, and writes the table the sweep wrote."""
+    old = tmp_path / "old"
+    shutil.copytree(finished_sweep, old)
+    plan = json.loads((old / "plan.json").read_text())
+    for key in ("dataset", "search", "max_concurrent"):
+        del plan["space"][key]
+    (old / "plan.json").write_text(json.dumps(plan))
+    for name in ("trials.json", "sessions.json", "sweep.json", "sweep.csv", "best_recipe.toml"):
+        (old / name).unlink()
+    lacking = read_table(finished_sweep)["rows"][-1]["trial"]
+    shutil.rmtree(old / lacking)
+    kept = {p: p.stat().st_mtime_ns for p in old.glob("trial-*/model.safetensors")}
+    out, _ = Sweep("--resume", str(old)).wait()
+    assert "3 of 4 trials done" in out.splitlines()[0]
+    assert (old / lacking / "summary.json").exists() and (old / "tune-resume-1").is_dir()
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # the finished ones were not trained again
+    assert read_table(old)["rows"] == read_table(finished_sweep)["rows"] and (old / "best_recipe.toml").exists()
 
 
 @pytest.mark.faults

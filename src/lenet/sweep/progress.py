@@ -17,21 +17,23 @@ PROGRESS_EVERY_S = 15.0  # a progress line at most this often, and at every fini
 
 
 class Progress(Callback):
-    """A Tune callback (in the driver): records each trial that ends in trials.json, and prints trials
-    done / running / pending, counted over the whole sweep (earlier sessions' too), the best so far and the ETA."""
+    """A Tune callback (in the driver): records each Tune trial that ends in trials.json, and prints trials
+    done / running / pending, counted over the whole sweep (earlier sessions' too), the best so far and the ETA.
+
+    A trial on these lines is a configuration with all its seeds, a row of the table: where seeds_per_trial
+    splits a configuration's seeds over several Tune trials, it is done when all of them have ended."""
 
     def __init__(self, plan: Plan, ended: set[int], interrupted, on_line) -> None:
         self.plan, self.on_line, self.interrupted = plan, on_line, interrupted
         self.start, self.last = time.monotonic(), 0.0
-        self.total = len(plan.units())
-        self.before = len(ended)  # ended in an earlier session
-        self.statuses: dict[int, str] = {}
+        self.total = len(plan.configurations)
+        self.statuses: dict[int, str] = {u: "TERMINATED" for u in ended}  # Tune trial -> status; earlier sessions' ended
         self.fresh = 0
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if self.interrupted.raised:
             return  # Tune is stopping every trial: no line counts them as done
-        self.statuses = {t.config["unit"]: t.status for t in trials}
+        self.statuses.update({t.config["unit"]: t.status for t in trials})
         if time.monotonic() - self.last >= PROGRESS_EVERY_S:
             self._line()
 
@@ -59,19 +61,34 @@ class Progress(Callback):
         self._ended(trial.config["unit"], "ERROR")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self.on_line(f"trial {trial.config['unit']} retried (its process or node was lost); details in {trial.path}")
+        self.on_line(f"trial {self._name(trial.config['unit'])} retried (its process or node was lost); details in {trial.path}")
+
+    def _name(self, unit: int) -> str:
+        """A Tune trial as the table names it: its configuration, and its seeds where it holds only some."""
+        u = self.plan.units()[unit]
+        return str(u.configuration) + ("" if len(u.seeds) == len(self.plan.seeds) else
+                                       f" (seed{'s' * (len(u.seeds) > 1)} {', '.join(map(str, u.seeds))})")  # fmt: skip
 
     def _ended(self, unit: int, status: str) -> None:
         self.statuses[unit] = status
         self.fresh += 1
         self._line()
 
+    def _configuration_statuses(self) -> list[str]:
+        """Each configuration's state: done when every Tune trial of it ended, running when one runs."""
+        states: list[list[str]] = [[] for _ in self.plan.configurations]
+        for unit, u in enumerate(self.plan.units()):
+            states[u.configuration].append(self.statuses.get(unit, "PENDING"))
+        return ["done" if all(s in ("TERMINATED", "ERROR") for s in ss) else
+                "running" if "RUNNING" in ss else "pending" for ss in states]  # fmt: skip
+
     def _line(self) -> None:
         self.last = time.monotonic()
         elapsed = self.last - self.start
-        done = self.before + sum(s in ("TERMINATED", "ERROR") for s in self.statuses.values())
-        running = sum(s == "RUNNING" for s in self.statuses.values())
-        eta = f", about {_duration(elapsed / self.fresh * (self.total - done))} left" if self.fresh and done < self.total else ""
+        states = self._configuration_statuses()
+        done, running = states.count("done"), states.count("running")
+        left = len(self.plan.units()) - sum(s in ("TERMINATED", "ERROR") for s in self.statuses.values())
+        eta = f", about {_duration(elapsed / self.fresh * left)} left" if self.fresh and left else ""  # by Tune trials
         self.on_line(f"trials {done}/{self.total} done, {running} running, {self.total - done - running} pending; "
                      f"{_best_so_far(self.plan)}; {_duration(elapsed)} elapsed{eta}")  # fmt: skip
 
