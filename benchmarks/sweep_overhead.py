@@ -1,6 +1,6 @@
 """What Ray costs `lenet sweep` on this machine: start-up, idle memory, a sweep against plain runs, seeds sharing a trial.
 
-    python benchmarks/sweep_overhead.py [--trials 12] [--subset 3000] [--epochs 1] [--write BENCHMARKS.md]
+    python -m benchmarks.sweep_overhead [--trials 12] [--subset 20000] [--epochs 3] [--write BENCHMARKS.md]
 
 1. Ray's start-up: `ray.init` of the local Ray lenet starts (2 CPUs, no dashboard), twice, each
    in a fresh process; then the idle instance's memory, the RSS and PSS of its whole process tree.
@@ -19,6 +19,7 @@ unless already in one.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -74,7 +75,7 @@ def ensure_loopback_namespace() -> None:
     if interfaces() == ["lo"]:
         return
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
-        command = [sys.executable, *sys.argv]
+        command = [sys.executable, *sys.orig_argv[1:]]  # as started: `-m benchmarks.X` stays a module run
         os.execvp("unshare", ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command])
     sys.exit("sweep_overhead: Ray would listen on this machine's network address too; run it in a network "
              "namespace with only lo (as root: unshare --net sh -c 'ip link set lo up && exec CMD')")  # fmt: skip
@@ -188,6 +189,21 @@ def timed_plain_runs(work: Path, sweep_dir: Path, subset: int) -> tuple[float, l
     return time.monotonic() - start, accuracies
 
 
+def trial_breakdown(sweep_dir: Path) -> dict[str, float]:
+    """Where a sweep's trial time goes, in seconds per trial: training and evaluation (the runs' own
+    metrics.csv), the rest of the trial function's time (Tune's time_total_s: start-up inside the
+    worker, reading the data, checkpoints) and, by difference from the sweep's wall time, what lies
+    outside every trial function (Ray's start, workers starting, scheduling, the driver)."""
+    trials = [d for d in (sweep_dir / "tune").iterdir() if d.is_dir() and (d / "result.json").exists()]
+    function = [json.loads((t / "result.json").read_text().splitlines()[-1])["time_total_s"] for t in trials]
+    training = []
+    for run in sweep_dir.glob("trial-*"):
+        metrics = run / "metrics.csv" if (run / "metrics.csv").exists() else next(run.glob("seed-*/metrics.csv"))
+        with open(metrics, newline="") as f:
+            training.append(sum(float(r["seconds"]) + float(r["eval_seconds"] or 0) for r in csv.DictReader(f)))
+    return {"trials": len(trials), "function_s": statistics.mean(function), "training_s": statistics.mean(training)}
+
+
 def sweep_accuracies(sweep_dir: Path) -> list[float]:
     rows = json.loads((sweep_dir / "sweep.json").read_text())["rows"]
     return [row["val"]["mean"] for row in sorted(rows, key=lambda r: r["trial"])]
@@ -216,8 +232,8 @@ def load_average() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--subset", type=int, default=3000, help="training images of every run (default: 3000)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--subset", type=int, default=20000, help="training images of every run (default: 20000)")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds the idle Ray settles before its memory is read")
     parser.add_argument("--write", type=Path, help="put the results in this Markdown file's section")
     args = parser.parse_args()
@@ -234,6 +250,11 @@ def main() -> int:
         work = Path(tmp)
         sweep_s, sweep_dir = timed_sweep(work, "many", space_text(args.trials, args.epochs, args.subset, vary=True))
         print(f"{args.trials}-trial sweep: {sweep_s:.1f} s", flush=True)
+        parts = trial_breakdown(sweep_dir)
+        outside = (sweep_s * CPUS - parts["function_s"] * parts["trials"]) / parts["trials"]
+        print(f"per trial: training and evaluation {parts['training_s']:.1f} s, the rest of the trial function "
+              f"{parts['function_s'] - parts['training_s']:.1f} s, outside any trial function {outside:.1f} s "
+              f"(of {CPUS} slots)", flush=True)  # fmt: skip
         plain_s, plain_accuracies = timed_plain_runs(work, sweep_dir, args.subset)
         print(f"the same {args.trials} runs one after another with lenet train: {plain_s:.1f} s", flush=True)
         same = plain_accuracies == sweep_accuracies(sweep_dir)
@@ -249,7 +270,7 @@ def main() -> int:
     run = f"lenet_bn, {args.epochs} epoch{'s' * (args.epochs > 1)} on {args.subset:,} training images (500 of them validation)"
     text = (
         f"{SECTION}\n\n"
-        f"`python benchmarks/sweep_overhead.py` (in a network namespace with only `lo`), in one run. "
+        f"`python -m benchmarks.sweep_overhead --trials {args.trials} --subset {args.subset} --epochs {args.epochs}` (in a network namespace with only `lo`), in one run. "
         f"Machine: {machine()}; load average {busy} before the run (other work shares the cores).\n\n"
         "| measurement | figure |\n| --- | --- |\n"
         + "".join(f"| Ray start-up, `ray.init` of lenet's local Ray ({CPUS} CPUs), run {i} | {s['init_s']:.1f} s "
@@ -259,7 +280,12 @@ def main() -> int:
         f"RSS {rss:.0f} MB, PSS {pss:.0f} MB |\n"
         f"| {args.trials}-trial sweep, `lenet sweep --local-cpus {CPUS}` (Ray start-up included) | {sweep_s:.1f} s |\n"
         f"| the same {args.trials} runs one after another, each a fresh `lenet train` process | {plain_s:.1f} s |\n"
-        f"| sweep / one after another | **{sweep_s / plain_s:.2f}** |\n"
+        f"| one after another / sweep (the sweep's speed-up) | **{plain_s / sweep_s:.2f}x** |\n"
+        f"| per trial: training and evaluation (the runs' metrics.csv) | {parts['training_s']:.1f} s |\n"
+        f"| per trial: the rest of the trial function (Tune's time_total_s: the final evaluation with every "
+        f"view, start-up in the worker, checkpoints) | {parts['function_s'] - parts['training_s']:.1f} s |\n"
+        f"| per trial: outside every trial function ({CPUS} slots x the sweep's wall time, less the trial "
+        f"functions: Ray's start, workers starting, scheduling, the driver) | {outside:.1f} s |\n"
         f"| 8 seeds of one recipe, one seed per trial (8 trials) | {seeds[1]:.1f} s |\n"
         f"| 8 seeds of one recipe, `seeds_per_trial = 4` (2 trials) | {seeds[4]:.1f} s |\n\n"
         f"Every run: {run}, one thread; the sweep runs {CPUS} trials at a time. The sweep and the plain "

@@ -6,11 +6,15 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from benchmarks.sections import read_section
+from namespaces import in_loopback_namespace
+
 from conftest import REPO, write_csv
 
-SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "gpu-train-speed", "gpu-time-to-accuracy", "serving"),
+SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "gpu-train-speed", "gpu-time-to-accuracy", "serving",
+                              "sweep-overhead", "thread-policy", "search-compare"),
             "RELIABILITY.md": ("fuzz-table",)}
 
 
@@ -210,3 +214,18 @@ def test_train_memory_gives_each_stage_of_a_run_its_own_peak(tmp_path):
     assert all(before <= peak <= whole for _, peak, before in rows.values()), proc.stdout
     # The report's evaluation and figures happen inside it: its peak is at least theirs.
     assert rows["the report"][1] >= max(rows["the report: its evaluation"][1], rows["the report: its figures"][1])
+
+
+@pytest.mark.usefixtures("ray_namespace")
+def test_search_compare_runs_both_searches_on_the_same_budget_and_writes_its_section(tmp_path):
+    doc = shutil.copy(REPO / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    command = [*in_loopback_namespace([sys.executable, "-m", "benchmarks.search_compare", "--trials", "2",
+               "--search-seeds", "1", "--subset", "800", "--epochs", "1", "--write", str(doc)])]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    section = read_section(doc, "search-compare")
+    rows = [line for line in section.splitlines() if line.startswith("| random") or line.startswith("| optuna")]
+    assert [r.split(" | ")[0] for r in rows] == ["| random", "| optuna"]
+    best = [float(r.split(" | ")[2].strip("*%")) for r in rows]
+    ratio = float(re.search(r"best accuracy \*\*([\d.]+)x", section)[1])
+    assert abs(ratio - best[1] / best[0]) < 2e-3, (ratio, best)

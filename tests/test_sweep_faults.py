@@ -154,6 +154,9 @@ def test_the_local_ray_takes_only_the_sweeps_own_token(tmp_path):
         assert environ["RAY_AUTH_MODE"] == "token" and token.name == "auth_token" and ".ray" not in token.parts
         assert token.stat().st_mode & 0o777 == 0o600 and token.parent.stat().st_mode & 0o777 == 0o700
         assert token.stat().st_uid == os.getuid() and len(token.read_text()) == 64
+        # The trial's worker runs at the usual priority, not Ray's niceness 15 (starved beside any other work).
+        workers = [p for p in session_pids(sweep.proc.pid) if cmdline(p).startswith("ray::ImplicitFunc")]
+        assert workers and all(int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 0 for p in workers)
         (tmp_path / "home").mkdir()
         plain = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path / "home")}
         with_it = probe(sweep.proc.pid, address, plain | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)},

@@ -33,6 +33,7 @@ INSTALL_HINT = "lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60
 TUNE_DIR = "tune"  # Tune's experiment of the first session; a resume's is tune-resume-N
 SESSIONS_FILE = "sessions.json"  # each session's Tune experiment and where Tune kept it
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+WORKER_NICENESS = "RAY_worker_niceness"  # Ray's setting, read by the raylet lenet starts
 
 
 class SweepUnavailable(LenetError):
@@ -70,8 +71,10 @@ def run_sweep(
         data = _load_data(plan.space if resume is not None else asdict(space), data_dir)
         if resume is not None:
             ended = ended_units(plan)
+            whole = {c for c in range(len(plan.configurations))
+                     if all(u in ended for u, unit in enumerate(plan.units()) if unit.configuration == c)}  # fmt: skip
             on_line(f"resuming sweep {plan.name} from its own records (plan.json, trials.json, run directories; "
-                    f"no Tune state): {len(ended)} of {len(plan.units())} trials done")  # fmt: skip
+                    f"no Tune state): {len(whole)} of {len(plan.configurations)} trials done")  # fmt: skip
         start = time.monotonic()
         interrupted, to_run = False, resume is None or len(ended) < len(plan.units())
         started_ray = _connect(ray, address, options.local_cpus, on_line) if to_run else False
@@ -167,6 +170,11 @@ def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
                     f"{ray.cluster_resources().get('GPU', 0):g} GPUs")  # fmt: skip
             return False
         cpus = local_cpus or os.cpu_count()
+        # Ray runs its workers at niceness 15, so that its own daemons stay responsive; beside any other work
+        # at the usual priority a trial then gets a few percent of a core (a 1-thread run beside a 2-thread
+        # one: 368 against 9,110 images/s, BENCHMARKS.md "Trial threads"). lenet's trials compete on equal
+        # terms instead; a user's own RAY_worker_niceness wins.
+        os.environ.setdefault(WORKER_NICENESS, "0")
         # address="local": a Ray of lenet's own, never a cluster someone else started on this host.
         with _stderr_aside(log):
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
@@ -255,13 +263,14 @@ def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line)
     if plan.space.get("search") == "optuna":
         param_space, search = _optuna(plan, pending, ended, progress)
     else:
-        param_space, search = {"unit": tune.grid_search(pending)}, None
+        param_space, search = _planned_space(tune, plan, pending), None
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=_asha(plan), search_alg=search,
                                     num_samples=len(pending) if search else 1,
                                     max_concurrent_trials=plan.space.get("max_concurrent"),
+                                    reuse_actors=True,  # a worker's start-up (Python, torch, lenet) paid once, not per trial
                                     trial_dirname_creator=lambda trial: f"unit-{trial.config['unit']:04d}"),
         run_config=tune.RunConfig(
             name=_experiment_name(plan, storage), storage_path=_storage_path(plan, storage), verbose=0,
@@ -302,6 +311,14 @@ def _optuna(plan: Plan, pending: list[int], ended: set[int], progress) -> tuple[
               and (v := run_metric(plan.run_dir(u, plan.seeds[-1]), plan.space["metric"])) is not None]  # fmt: skip
     search = NumberedSearch(optuna_search(plan.space["sample_seed"]), plan, unfinished, learnt, progress.proposed)
     return tune_space(plan), search
+
+
+def _planned_space(tune, plan: Plan, pending: list[int]) -> dict[str, Any]:
+    """The planned Tune trials as Tune's search space: a grid over their numbers, each varied field resolved
+    from its trial's number, so that Tune's own results (ResultGrid.get_dataframe()) carry every field."""
+    values = {u: plan.configurations[plan.units()[u].configuration] for u in pending}
+    fields = {f: tune.sample_from(lambda spec, f=f: values[spec.config.unit][f]) for f in plan.varied}
+    return {"unit": tune.grid_search(pending), **fields}
 
 
 def _asha(plan: Plan):
