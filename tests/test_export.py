@@ -1,6 +1,7 @@
 """`lenet export`: ONNX and TorchScript files that reproduce the model, or nothing at all."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -138,3 +139,81 @@ def test_an_output_named_for_the_other_format_is_refused_before_any_work(tmp_pat
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"ends in {suffix}" in proc.stderr and f"but --format is {fmt}" in proc.stderr  # before "no such run"
     assert not (tmp_path / output).exists()
+
+
+# --- int8 -------------------------------------------------------------------------------------
+
+
+def test_int8_export_is_calibrated_on_training_images_and_recorded_beside_fp32(small_run, fmnist, monkeypatch):
+    import onnx
+
+    import lenet.inference.export
+    from lenet.inference.quantize import AccuracyCheck
+
+    fp32 = export(small_run)  # model.onnx first: the int8 export must leave it as it is
+    fp32_bytes = fp32.path.read_bytes()
+    calibrated_on = []
+    quantize_int8 = lenet.inference.export.quantize_int8
+
+    def spy(model_bytes, calibration):
+        calibrated_on.append(calibration)
+        return quantize_int8(model_bytes, calibration)
+
+    monkeypatch.setattr("lenet.inference.export.quantize_int8", spy)
+    result = export(small_run, quantize="int8")
+    # Calibrated on the first 1,000 training images, never on test images.
+    (calibration,) = calibrated_on
+    assert torch.equal(calibration, fmnist.train_images[:1000])
+
+    v = result.verification
+    assert isinstance(v, AccuracyCheck) and result.path == small_run / "model.int8.onnx"
+    assert v.images == 10_000 and v.passed and v.drop <= 0.005 and v.reference.startswith("PyTorch")
+    with torch.no_grad():  # the fp32 accuracy is PyTorch's own on the whole test set
+        predicted = torch.cat([load(small_run)(fmnist.test_images[i : i + 1000].float() / 255).argmax(1) for i in range(0, 10_000, 1000)])
+    assert v.fp32_accuracy == pytest.approx(float((predicted == fmnist.test_labels).float().mean()), abs=1e-4)
+    assert fp32.path.read_bytes() == fp32_bytes
+
+    # An int8 graph: quantize/dequantize pairs and int8 weights, with the fp32 model's metadata.
+    proto = onnx.load(str(result.path))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in proto.graph.initializer)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["classes"]) == list(CLASSES) and json.loads(props["lenet"])["quantization"]["format"] == "QDQ"
+
+    record = json.loads((small_run / "export.json").read_text())
+    assert {"onnx", "onnx-int8"} <= set(record) and record["onnx"]["sha256"] == fp32.sha256
+    entry = record["onnx-int8"]
+    assert entry["path"] == str(result.path) and entry["quantization"]["calibration"]["images"] == 1000
+    assert entry["quantization"]["calibration"]["split"] == "train"
+    assert entry["verification"]["fp32_accuracy"] == v.fp32_accuracy and entry["verification"]["int8_accuracy"] == v.int8_accuracy
+    assert json.loads(result.sidecar.read_text())["verification"]["max_drop"] == 0.005
+
+
+def test_int8_export_that_loses_too_much_accuracy_writes_nothing(small_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("lenet.inference.export.INT8_MAX_DROP", -1.0)  # no int8 model can pass
+    target = tmp_path / "never.int8.onnx"
+    with pytest.raises(ExportError, match=r"int8 onnx model loses too much accuracy: int8 test accuracy .* against fp32 "
+                                          r".* on 10,000 test images.*; nothing written") as caught:  # fmt: skip
+        export(small_run, "onnx", target, quantize="int8")
+    assert "\n" not in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_cli_prints_the_int8_and_fp32_accuracies(small_run, tmp_path):
+    out = tmp_path / "m.int8.onnx"
+    proc = subprocess.run([*LENET, "export", str(small_run), "--quantize", "int8", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"int8 test accuracy \d+\.\d\d% against fp32 \d+\.\d\d% \(PyTorch .*\) on 10,000 test images, "
+                     r"a drop of -?\d+\.\d\d points \(allowed 0\.50\)", proc.stdout), proc.stdout  # fmt: skip
+    assert out.is_file() and "the run directory is left as it was" in proc.stdout
+
+
+def test_quantize_with_torchscript_is_a_one_line_usage_error(small_run, tmp_path):
+    proc = subprocess.run([*LENET, "export", str(small_run), "--format", "torchscript", "--quantize", "int8",
+                           "--output", str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--quantize int8 needs --format onnx" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ExportError, match="--quantize int8 is for --format onnx"):  # the library says so too
+        export(small_run, "torchscript", tmp_path / "m.pt", quantize="int8")

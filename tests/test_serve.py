@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -288,14 +289,14 @@ def test_onnx_runtime_serves_pytorchs_answers_and_says_so(small_run, fmnist):
 
     weights = resolve_weights(small_run)
     model = load(weights)
-    served, note = serving_model(model, DEFAULTS, fmnist.test_images)
+    served, note = serving_model(model, DEFAULTS, fmnist)
     assert isinstance(served, RuntimeClassifier) and note == "" and served.runtime.startswith("onnxruntime")
     images = fmnist.test_images[1000:1300]  # beyond the images it was checked on
     expected, got = predict(model, images, top_k=10), predict(served, images, top_k=10)
     assert [p.label for p in got] == [p.label for p in expected]
     for g, e in zip(got, expected):
         assert [q for _, q in g.top] == pytest.approx([q for _, q in e.top], abs=1e-5)
-    assert serving_model(model, replace(DEFAULTS, runtime="torch"), fmnist.test_images) == (model, "")
+    assert serving_model(model, replace(DEFAULTS, runtime="torch"), fmnist) == (model, "")
 
     app = create_app(served, run_info(weights, served), settings=DEFAULTS)
     with TestClient(app) as client:
@@ -308,7 +309,7 @@ def test_onnx_runtime_serves_on_its_threads_and_they_sleep_between_passes(small_
     from lenet.inference.serve import serving_model
 
     model = load(resolve_weights(small_run))
-    served, _ = serving_model(model, replace(DEFAULTS, runtime_threads=3, verify_images=200), fmnist.test_images)
+    served, _ = serving_model(model, replace(DEFAULTS, runtime_threads=3, verify_images=200), fmnist)
     options = served.run.session.get_session_options()
     assert options.intra_op_num_threads == 3 and "(3 threads)" in served.runtime
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -324,10 +325,10 @@ def test_without_onnx_runtime_auto_serves_with_pytorch_and_a_named_runtime_is_an
 
     monkeypatch.setattr(lenet.inference.export, "_require_onnx", missing)
     model = load(small_run)
-    served, note = serving_model(model, DEFAULTS, fmnist.test_images)
+    served, note = serving_model(model, DEFAULTS, fmnist)
     assert served is model and note.startswith("serving with PyTorch: ") and "onnxruntime is missing" in note
     with pytest.raises(ServeError, match="--runtime onnxruntime: .*onnxruntime is missing"):
-        serving_model(model, replace(DEFAULTS, runtime="onnxruntime"), fmnist.test_images)
+        serving_model(model, replace(DEFAULTS, runtime="onnxruntime"), fmnist)
 
 
 def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, monkeypatch):
@@ -339,6 +340,44 @@ def test_onnx_runtime_that_answers_differently_never_serves(small_run, fmnist, m
         model, lambda x: run(x).roll(1, dims=1), images, runtime))  # a runtime that shifts every answer
     with pytest.raises(ExportError, match="does not reproduce the model: argmax agrees on"):
         lenet.inference.export.onnx_runtime(load(small_run), fmnist.test_images[:200], threads=1)
+
+
+def test_int8_runtime_serves_once_its_accuracy_is_checked_and_names_int8(small_run, fmnist):
+    from fastapi.testclient import TestClient
+
+    from lenet.inference.export import RuntimeClassifier
+    from lenet.inference.serve import serving_model
+
+    weights = resolve_weights(small_run)
+    model = load(weights)
+    served, note = serving_model(model, replace(DEFAULTS, runtime="onnxruntime-int8"), fmnist)
+    assert isinstance(served, RuntimeClassifier) and note == ""
+    # The runtime names int8 and the two accuracies it was checked on, over the whole test set.
+    assert served.runtime.startswith("onnxruntime") and " int8 " in served.runtime
+    assert re.search(r"test accuracy \d+\.\d\d% against fp32 \d+\.\d\d% on 10,000 images", served.runtime), served.runtime
+    # An int8 model, not the fp32 one: its logits are near PyTorch's, but not within fp32's 1e-4.
+    x = fmnist.test_images[:64].float() / 255
+    with torch.no_grad():
+        difference = (served.eval()(x) - model.eval()(x)).abs().max().item()
+    assert 1e-3 < difference < 1.0, difference
+    images = fmnist.test_images[:300]
+    expected, got = predict(model, images, top_k=1), predict(served, images, top_k=1)
+    assert sum(g.label == e.label for g, e in zip(got, expected)) >= 294  # int8 mostly agrees; not to 1e-4
+
+    with TestClient(create_app(served, run_info(weights, served), settings=DEFAULTS)) as client:
+        assert "int8" in client.get("/model").json()["runtime"]
+        response = client.post("/predict", json={"images": [img[0].tolist() for img in images[:4]]})
+        assert response.status_code == 200 and [p["label"] for p in response.json()["predictions"]] == [g.label for g in got[:4]]
+
+
+def test_int8_runtime_that_loses_too_much_accuracy_never_serves(small_run, fmnist, monkeypatch):
+    from lenet.inference.serve import serving_model
+
+    monkeypatch.setattr("lenet.inference.export.INT8_MAX_DROP", -1.0)  # no int8 model can pass
+    settings = replace(DEFAULTS, runtime="onnxruntime-int8", int8_check_images=2000)
+    with pytest.raises(ServeError, match=r"--runtime onnxruntime-int8: the int8 model loses too much accuracy: "
+                                         r"int8 test accuracy .* on 2,000 test images"):  # fmt: skip
+        serving_model(load(small_run), settings, fmnist)
 
 
 # --- the decode budget --------------------------------------------------------------------------

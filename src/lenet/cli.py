@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a run as ONNX or TorchScript, verified on the test set")
     x.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default: onnx")
-    x.add_argument("--output", help="file to write (default: model.onnx or model.torchscript.pt in the run directory)")
+    x.add_argument("--output", help="file to write (default: model.onnx, model.int8.onnx or model.torchscript.pt in "
+                                    "the run directory)")  # fmt: skip
+    x.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: ONNX Runtime's static quantization, calibrated on training images, written to "
+                        "model.int8.onnx only if its test accuracy is close enough to fp32's (the drop and the "
+                        "drop allowed are printed; onnx only; default: none)")  # fmt: skip
     _add_own_data(x, "the test images it verifies on")
     _add_data_dir(x)
     x.set_defaults(func=cmd_export)
@@ -140,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a batch waits to fill (default: %(default)g)")  # fmt: skip
     v.add_argument("--runtime", choices=RUNTIMES, default=SERVE.runtime,
                    help="what runs the model: onnxruntime (checked against PyTorch on the test images first; "
-                        "several times faster for small batches on a CPU), torch, or auto: onnxruntime where "
-                        "installed and the model is on the CPU (default: %(default)s)")  # fmt: skip
+                        "several times faster for small batches on a CPU), onnxruntime-int8 (quantized at start-up "
+                        "as lenet export --quantize int8 does, served only if its test accuracy is close enough to "
+                        "fp32's), torch, or auto: onnxruntime where installed and the model is on the CPU "
+                        "(default: %(default)s)")  # fmt: skip
     v.add_argument("--runtime-threads", type=positive_int, default=SERVE.runtime_threads,
                    help="ONNX Runtime's threads per forward pass (default: %(default)s)")
     v.add_argument("--views", choices=VIEW_CHOICES, default=SERVE.views,
@@ -536,10 +543,14 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from lenet.inference.export import export
 
-    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True, dataset=args.dataset)
+    result = export(args.checkpoint, args.format, args.output, args.data_dir, progress=True, dataset=args.dataset,
+                    quantize=args.quantize)  # fmt: skip
     v = result.verification
-    print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
-          f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
+    if result.quantization != "none":
+        print(f"verified with {v.runtime}: {v.describe()}")
+    else:
+        print(f"verified with {v.runtime} on {v.images:,} test images: argmax identical on {v.argmax_agree:,}/{v.images:,}, "
+              f"max |logit difference| {v.max_abs_logit_diff:.2e} (allowed {v.tolerance:g})")  # fmt: skip
     where = f"record in {result.record}" if result.record != result.sidecar else "the run directory is left as it was"
     print(f"wrote {result.path} ({result.bytes:,} bytes), preprocessing and record in {result.sidecar}; {where}")
     return 0
@@ -623,10 +634,20 @@ def _one_line(message: str) -> str:
 _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 
 
+def _flag_conflict(args) -> str | None:
+    """Flags that parse one by one but not together."""
+    if args.command == "export" and args.quantize != "none" and args.format != "onnx":
+        return f"--quantize {args.quantize} needs --format onnx (ONNX Runtime quantizes); a {args.format} export is fp32"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from lenet.data.images import quiet_pillow_warnings
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := _flag_conflict(args):  # a usage error, like argparse's own: one line, exit 2
+        parser.exit(2, f"lenet {args.command}: error: {problem} (see lenet {args.command} --help)\n")
     quiet_pillow_warnings()  # here, once, on the main thread: never from the threads that decode
     if args.command in _RUN_THE_MODEL:
         from lenet.training.engine import keep_freed_memory

@@ -8,6 +8,8 @@ TorchScript extra files), in a JSON sidecar beside it, and in the run's export.j
 
 An export is written only after the bytes about to be written reproduce PyTorch's logits on
 all 10,000 test images (identical argmax, max |difference| <= TOLERANCE), and then atomically.
+An int8 export (ONNX only; quantize.py) cannot match fp32's logits that closely: it is written only
+when its test accuracy is at most INT8_MAX_DROP below PyTorch's on the same 10,000 images.
 """
 
 from __future__ import annotations
@@ -37,9 +39,13 @@ from lenet.training.metrics import predict_logits
 from lenet.models.lenet import count_parameters
 from lenet.core.progress import bar, on_terminal, stage
 from lenet.models.views import Classifier
+from lenet.inference.quantize import (QUANTIZATIONS, AccuracyCheck, calibration_images, check_accuracy,
+                                      quantization_record, quantize_int8)  # fmt: skip
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+INT8_FILE = "model.int8.onnx"  # beside model.onnx, never in its place
 TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and the exported model
+INT8_MAX_DROP = 0.005  # test accuracy an int8 model may lose against fp32: half a percentage point, 50 of 10,000 images
 OPSET = 17
 INPUT, OUTPUT = "image", "logits"
 EXPORT_RECORD = "export.json"  # in the run directory: one entry per format
@@ -67,7 +73,8 @@ class ExportResult:
     record: Path
     bytes: int
     sha256: str
-    verification: Verification
+    verification: Verification | AccuracyCheck  # an int8 export is judged by its accuracy
+    quantization: str = "none"
 
 
 def preprocessing(model: Classifier) -> dict[str, Any]:
@@ -94,19 +101,25 @@ def export(
     data_dir: str | os.PathLike | None = None,
     progress: bool = False,
     dataset: str | None = None,
+    quantize: str = "none",
 ) -> ExportResult:
     """Export, verify on the test set, then write the file and its sidecar (FILE.json); into the run's
     record (RUN/export.json) only when the file goes into the run directory: an export elsewhere
     (`output`) leaves the run as it was, and its sidecar is its record. With `progress`, a line per
-    stage on a terminal."""
+    stage on a terminal. `quantize="int8"` (ONNX only) writes model.int8.onnx, quantized with
+    calibration on training images and judged by its test accuracy against PyTorch's."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
+    if quantize != "none" and fmt != "onnx":
+        raise ExportError(f"--quantize {quantize} is for --format onnx (ONNX Runtime's quantization); a {fmt} export is fp32")
     if output is not None:
         check_output_name(Path(output), fmt)
     weights = resolve_weights(run_or_checkpoint)
     model = load(weights)
     run_dir = weights.parent
-    path = Path(output) if output is not None else run_dir / FORMATS[fmt]
+    path = Path(output) if output is not None else run_dir / (INT8_FILE if quantize == "int8" else FORMATS[fmt])
     info = {
         "lenet_version": __version__,
         "torch_version": torch.__version__,
@@ -117,32 +130,54 @@ def export(
         "preprocessing": preprocessing(model),
     }
     serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
+    with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
+        own = load_model_data(model.data, dataset, data_dir)
+    images = own.test_images
+    if quantize == "int8":
+        _require_onnx()
+        calibration = calibration_images(own.train_images)
+        info["quantization"] = quantization_record(calibration)
     with stage(f"exporting to {fmt}", progress):
         data = serialise(model, info)
-    with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
-        images = load_model_data(model.data, dataset, data_dir).test_images
+    if quantize == "int8":
+        with stage(f"quantizing to int8, calibrated on {len(calibration):,} training images", progress):
+            data = quantize_int8(data, calibration)
     verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images"
     if progress and not on_terminal():  # the longest step (tens of seconds): a log or a pipe gets its one line too
         print(f"{verifying} ...", file=sys.stderr, flush=True)
     with stage(verifying, progress):
-        verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
+        if quantize == "int8":
+            verification = verify_int8(model, runner(data), images, own.test_labels, _runtime_name(fmt), progress)
+        else:
+            verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
     if not verification.passed:
-        raise ExportError(
-            f"{fmt} export does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
-            f"{verification.images} test images, max |logit difference| {verification.max_abs_logit_diff:.3g} "
-            f"(allowed {verification.tolerance:g}); nothing written"
-        )
+        raise ExportError(_failure(fmt, verification) + "; nothing written")
     write_bytes(path, data)
     digest = hashlib.sha256(data).hexdigest()
     entry = {"format": fmt, "path": str(path), "bytes": len(data), "sha256": digest,
-             "verification": asdict(verification), **info}  # fmt: skip
+             "verification": _verification_record(verification), **info}  # fmt: skip
     sidecar = path.with_name(path.name + ".json")
     write_json(sidecar, entry)
     record = sidecar
     if output is None:
         record = run_dir / EXPORT_RECORD
-        write_json(record, {**read_optional_json(record), fmt: entry})  # none yet, or damaged: rewritten whole
-    return ExportResult(fmt, path, sidecar, record, len(data), digest, verification)
+        key = fmt if quantize == "none" else f"{fmt}-{quantize}"  # "onnx-int8" beside "onnx"
+        write_json(record, {**read_optional_json(record), key: entry})  # none yet, or damaged: rewritten whole
+    return ExportResult(fmt, path, sidecar, record, len(data), digest, verification, quantize)
+
+
+def _failure(fmt: str, verification: Verification | AccuracyCheck) -> str:
+    if isinstance(verification, AccuracyCheck):
+        return f"the int8 {fmt} model loses too much accuracy: {verification.describe()}"
+    return (f"{fmt} export does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
+            f"{verification.images} test images, max |logit difference| {verification.max_abs_logit_diff:.3g} "
+            f"(allowed {verification.tolerance:g})")  # fmt: skip
+
+
+def _verification_record(verification: Verification | AccuracyCheck) -> dict[str, Any]:
+    if isinstance(verification, AccuracyCheck):
+        return {**asdict(verification), "accuracy_drop": round(verification.drop, 6), "passed": verification.passed}
+    return asdict(verification)
 
 
 # What a file's extension says it holds: an --output named for the other format is refused.
@@ -162,12 +197,26 @@ def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], ima
            progress: bool = False) -> Verification:  # fmt: skip
     """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, 1, 28, 28])."""
     expected = predict_logits(model, images, BATCH, "PyTorch" if progress else None).float()
-    starts = range(0, len(images), BATCH)
-    got = torch.cat([runner(to_float(images[i : i + BATCH])) for i in bar(starts, len(starts), runtime, progress)]).float()
+    got = run_batches(runner, images, runtime, progress)
     if got.shape != expected.shape:
         raise ExportError(f"exported model gives logits of shape {list(got.shape)}, expected {list(expected.shape)}")
     agree = int((got.argmax(1) == expected.argmax(1)).sum())
     return Verification(len(images), agree, float((got - expected).abs().max()), TOLERANCE, runtime)
+
+
+def verify_int8(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                labels: torch.Tensor, runtime: str = "", progress: bool = False) -> AccuracyCheck:  # fmt: skip
+    """The int8 model's test accuracy beside PyTorch's (fp32) on every image given, and the drop allowed."""
+    expected = predict_logits(model, images, BATCH, "PyTorch" if progress else None).float()
+    got = run_batches(runner, images, runtime, progress)
+    return check_accuracy(expected, got, labels, INT8_MAX_DROP, runtime, f"PyTorch {torch.__version__}")
+
+
+def run_batches(runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, label: str = "",
+                progress: bool = False) -> torch.Tensor:  # fmt: skip
+    """A runner's float logits for uint8 images, BATCH at a time."""
+    starts = range(0, len(images), BATCH)
+    return torch.cat([runner(to_float(images[i : i + BATCH])) for i in bar(starts, len(starts), label, progress)]).float()
 
 
 def _example() -> torch.Tensor:
@@ -287,6 +336,26 @@ def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int) -> Runti
         raise ExportError(f"ONNX Runtime does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
                           f"{verification.images} test images, max |logit difference| {verification.max_abs_logit_diff:.3g}")  # fmt: skip
     return RuntimeClassifier(model, run, runtime)
+
+
+def onnx_int8_runtime(model: Classifier, verify_images: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
+                      train_images: torch.Tensor, threads: int) -> RuntimeClassifier:  # fmt: skip
+    """`model` quantized to int8 in memory (calibrated on the first training images, as `lenet export
+    --quantize int8` does) and run by ONNX Runtime, once its accuracy on `test_images` is at most
+    INT8_MAX_DROP below fp32's; else an ExportError. The fp32 answers come from ONNX Runtime's fp32
+    model, itself first checked against PyTorch on `verify_images` (onnx_runtime): PyTorch over the
+    whole test set would make start-up slower for no more certainty."""
+    fp32 = onnx_runtime(model, verify_images, threads)
+    _, ort = _require_onnx()
+    int8 = _onnx_runner(quantize_int8(onnx_graph(model.eval()), calibration_images(train_images)), threads, spin=False)
+    runtime = f"onnxruntime {ort.__version__} int8"
+    check = check_accuracy(run_batches(fp32.run, test_images), run_batches(int8, test_images), test_labels,
+                           INT8_MAX_DROP, runtime, "onnxruntime fp32")  # fmt: skip
+    if not check.passed:
+        raise ExportError(f"the int8 model loses too much accuracy: {check.describe()}")
+    detail = (f"static QDQ; test accuracy {check.int8_accuracy:.2%} against fp32 {check.fp32_accuracy:.2%} "
+              f"on {check.images:,} images")  # fmt: skip
+    return RuntimeClassifier(model, int8, f"{runtime} ({threads} thread{'s' * (threads > 1)}; {detail})")
 
 
 # --- TorchScript ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.training.checkpoint import load, resolve_weights
+from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
 from lenet.core.errors import LenetError, ServeError
 from lenet.insight.analysis import LayerActivations, channels_shown, layer_activations
@@ -59,19 +60,29 @@ from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICE
 # --- the app ----------------------------------------------------------------------------------
 
 
-def serving_model(model: Classifier, settings: ServeSettings, images: torch.Tensor) -> tuple[Classifier, str]:
+def serving_model(model: Classifier, settings: ServeSettings, data: Dataset) -> tuple[Classifier, str]:
     """The model that answers requests, and a note when `auto` could not take ONNX Runtime.
 
     ONNX Runtime serves only once it has answered the first `verify_images` test images as
     PyTorch does (same class for each, logits within export.TOLERANCE); asked for by name, its
     absence or a failed check is an error; under `auto`, PyTorch serves and the note says why.
+    `onnxruntime-int8` serves an int8 model, calibrated on `data`'s first training images, once its
+    accuracy on the first `int8_check_images` test images is within export.INT8_MAX_DROP of fp32's.
     """
-    from lenet.inference.export import onnx_runtime
+    from lenet.inference.export import onnx_int8_runtime, onnx_runtime
 
     if settings.runtime not in RUNTIMES:
         raise ServeError(f"unknown runtime {settings.runtime!r}; choose from {', '.join(RUNTIMES)}")
     if settings.runtime == "torch":
         return model, ""
+    images = data.test_images
+    if settings.runtime == "onnxruntime-int8":
+        n = settings.int8_check_images
+        try:
+            return onnx_int8_runtime(model, images[: settings.verify_images], images[:n], data.test_labels[:n],
+                                     data.train_images, settings.runtime_threads), ""  # fmt: skip
+        except LenetError as e:
+            raise ServeError(f"--runtime onnxruntime-int8: {e}") from None
     try:
         return onnx_runtime(model, images[: settings.verify_images], settings.runtime_threads), ""
     except LenetError as e:
@@ -416,9 +427,10 @@ def serve(
     quiet_pillow_warnings()  # once, here on the main thread: the decoding threads never touch the filters
     weights = resolve_weights(run_or_checkpoint)
     model = with_views(load(weights, resolve_device(device)), settings.views)
-    # The test images it checks ONNX Runtime on and shows at /samples: a user's own data only when named (--dataset).
+    # The test images it checks ONNX Runtime on and shows at /samples (and the training images an int8
+    # model is calibrated on): a user's own data only when named (--dataset).
     data = load_model_data(model.data, dataset, data_dir, own=True)
-    model, note = serving_model(model, settings, data.test_images)
+    model, note = serving_model(model, settings, data)
     if note:
         print(note, file=sys.stderr, flush=True)
     info = {**run_info(weights, model), "lenet_version": __version__}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_IMAGES = 64  # per request
-RUNTIMES = ("auto", "onnxruntime", "torch")
+# onnxruntime-int8: the model quantized to int8 at start-up (as `lenet export --quantize int8` does) and
+# served once its test accuracy is within export.INT8_MAX_DROP of fp32's.
+RUNTIMES = ("auto", "onnxruntime", "onnxruntime-int8", "torch")
 # --views: which test-time views the server averages. "recorded": the run's own (the default recipe's
 # ten); "mirror": the image and its mirror; "one": the image alone. Fewer views cost less CPU per image;
 # `python -m benchmarks.serve_load RUN --accuracy` gives each choice's accuracy beside its latency.
@@ -25,6 +27,9 @@ class ServeSettings:
     # and a second thread cuts the pass the next requests wait on by about 40% (BENCHMARKS.md, Serving).
     runtime_threads: int = 2
     verify_images: int = 1000  # test images ONNX Runtime must answer as PyTorch does before it serves
+    # Test images the int8 model's accuracy is compared with fp32's on before it serves: all of them
+    # (10,000 for Fashion-MNIST), as at export; on 1,000 the half-point drop allowed would be 5 images.
+    int8_check_images: int = 10_000
     views: str = "recorded"  # one of VIEW_CHOICES
     # Pixels all of one request's images may hold, from their headers: 24 megapixels is two 12 MP phone
     # photos, or 30,000 28x28 images; a 35 KB PNG can claim 36 MP, which takes a core about 0.26 s.
