@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.sections import write_section
-from benchmarks.sweep_overhead import CPUS, LENET, ensure_loopback_namespace, load_average, machine, stop_session
+from benchmarks.sweep_overhead import CPUS, ensure_loopback_namespace, load_average, machine, timed_sweep
 
 SECTION = "## Optuna against random search"
 SEARCHES = ("random", "optuna")
@@ -50,20 +48,9 @@ def space_text(search: str, sample_seed: int, trials: int, epochs: int, subset: 
 
 def run_sweep(work: Path, search: str, seed: int, args) -> tuple[float, float]:
     """One sweep as a `lenet sweep` process; its best configuration's validation accuracy, and its seconds."""
-    name = f"{search}-{seed}"
-    space = work / f"{name}.toml"
-    space.write_text(space_text(search, seed, args.trials, args.epochs, args.subset))
-    start = time.monotonic()
-    proc = subprocess.Popen([*LENET, "sweep", str(space), "--local-cpus", str(CPUS), "--out", str(work), "--name", name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        _, err = proc.communicate(timeout=1800)
-    finally:
-        stop_session(proc.pid)  # whatever of its local Ray outlived it
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"search_compare: lenet sweep failed: {err.strip()[-2000:]}")
-    rows = json.loads((work / name / "sweep.json").read_text())["rows"]
+    text = space_text(search, seed, args.trials, args.epochs, args.subset)
+    seconds, directory = timed_sweep(work, f"{search}-{seed}", text)
+    rows = json.loads((directory / "sweep.json").read_text())["rows"]
     return max(row["val"]["mean"] for row in rows if "val" in row), seconds
 
 

@@ -167,7 +167,7 @@ def timed_sweep(work: Path, name: str, text: str) -> tuple[float, Path]:
         stop_session(proc.pid)  # whatever of its local Ray outlived it
     seconds = time.monotonic() - start
     if proc.returncode != 0:
-        sys.exit(f"sweep_overhead: lenet sweep failed: {err.strip()[-2000:]}")
+        sys.exit(f"{Path(sys.argv[0]).stem}: lenet sweep failed: {err.strip()[-2000:]}")
     return seconds, work / name
 
 
@@ -264,7 +264,6 @@ def main() -> int:
                                                                            seeds=8, per_trial=per))  # fmt: skip
             print(f"8 seeds, {per} per trial: {seeds[per]:.1f} s", flush=True)
 
-    init = statistics.median(s["init_s"] for s in startups)
     rss = statistics.median(s["rss_mb"] for s in startups)
     pss = statistics.median(s["pss_mb"] for s in startups)
     run = f"lenet_bn, {args.epochs} epoch{'s' * (args.epochs > 1)} on {args.subset:,} training images (500 of them validation)"
