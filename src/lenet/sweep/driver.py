@@ -316,7 +316,8 @@ def _optuna(plan: Plan, pending: list[int], ended: set[int], progress) -> tuple[
 def _planned_space(tune, plan: Plan, pending: list[int]) -> dict[str, Any]:
     """The planned Tune trials as Tune's search space: a grid over their numbers, each varied field resolved
     from its trial's number, so that Tune's own results (ResultGrid.get_dataframe()) carry every field."""
-    values = {u: plan.configurations[plan.units()[u].configuration] for u in pending}
+    units = plan.units()
+    values = {u: plan.configurations[units[u].configuration] for u in pending}
     fields = {f: tune.sample_from(lambda spec, f=f: values[spec.config.unit][f]) for f in plan.varied}
     return {"unit": tune.grid_search(pending), **fields}
 
