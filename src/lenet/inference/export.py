@@ -29,6 +29,7 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.training.checkpoint import load, resolve_weights
+from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data
 from lenet.data.batches import to_float
 from lenet.data.registry import IMAGE_SIZE, shown_name
@@ -129,27 +130,14 @@ def export(
         "parameters": count_parameters(model),
         "preprocessing": preprocessing(model),
     }
-    serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
         own = load_model_data(model.data, dataset, data_dir)
-    images = own.test_images
+    calibration = None
     if quantize == "int8":
         _require_onnx()
         calibration = calibration_images(own.train_images)
         info["quantization"] = quantization_record(calibration)
-    with stage(f"exporting to {fmt}", progress):
-        data = serialise(model, info)
-    if quantize == "int8":
-        with stage(f"quantizing to int8, calibrated on {len(calibration):,} training images", progress):
-            data = quantize_int8(data, calibration)
-    verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images"
-    if progress and not on_terminal():  # the longest step (tens of seconds): a log or a pipe gets its one line too
-        print(f"{verifying} ...", file=sys.stderr, flush=True)
-    with stage(verifying, progress):
-        if quantize == "int8":
-            verification = verify_int8(model, runner(data), images, own.test_labels, _runtime_name(fmt), progress)
-        else:
-            verification = verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
+    data, verification = _exported(model, fmt, info, calibration, own, progress)
     if not verification.passed:
         raise ExportError(_failure(fmt, verification) + "; nothing written")
     write_bytes(path, data)
@@ -164,6 +152,26 @@ def export(
         key = fmt if quantize == "none" else f"{fmt}-{quantize}"  # "onnx-int8" beside "onnx"
         write_json(record, {**read_optional_json(record), key: entry})  # none yet, or damaged: rewritten whole
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification, quantize)
+
+
+def _exported(model: Classifier, fmt: str, info: dict[str, Any], calibration: torch.Tensor | None, own: Dataset,
+              progress: bool) -> tuple[bytes, Verification | AccuracyCheck]:  # fmt: skip
+    """The file's bytes, quantized to int8 when calibration images are given, and their check on all of
+    `own`'s test images: PyTorch's logits to TOLERANCE, or, for int8, PyTorch's accuracy to INT8_MAX_DROP."""
+    serialise, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
+    with stage(f"exporting to {fmt}", progress):
+        data = serialise(model, info)
+    if calibration is not None:
+        with stage(f"quantizing to int8, calibrated on {len(calibration):,} training images", progress):
+            data = quantize_int8(data, calibration)
+    images = own.test_images
+    verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images"
+    if progress and not on_terminal():  # the longest step (tens of seconds): a log or a pipe gets its one line too
+        print(f"{verifying} ...", file=sys.stderr, flush=True)
+    with stage(verifying, progress):
+        if calibration is not None:
+            return data, verify_int8(model, runner(data), images, own.test_labels, _runtime_name(fmt), progress)
+        return data, verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
 
 
 def _failure(fmt: str, verification: Verification | AccuracyCheck) -> str:
