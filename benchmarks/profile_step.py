@@ -1,7 +1,7 @@
 """Milliseconds per training step, and where they go: one recipe's step, timed and profiled.
 
     python -m benchmarks.profile_step [--recipe seed] [--threads 1] [--steps 100] [--profile]
-                                      [--no-pool-first] [--compile] [--precision bf16]
+                                      [--no-pool-first] [--compile] [--precision bf16] [--whiten]
 
 The step is train.py's (gather a batch from the resident uint8 tensor, augment as the recipe
 says, forward, loss, backward, optimizer and schedule), on the real training images. It prints
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pool-first", dest="pool_first", action="store_false")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--whiten", action="store_true", help="the first convolution frozen as a whitening (recipe field)")
     parser.add_argument("--profile", action="store_true", help="print the operators' share of the CPU time")
     parser.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)  # a quick check of this script
     args = parser.parse_args(argv)
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = get_recipe(args.recipe)
     recipe = replace(recipe, batch_size=args.batch_size) if args.batch_size else recipe
     recipe = replace(recipe, model=args.model) if args.model else recipe
+    recipe = replace(recipe, whiten=True) if args.whiten else recipe
     engine = Engine(pool_first=args.pool_first, keep_memory=args.keep_memory, compile=args.compile, threads=args.threads)
     precision = resolve_precision(args.precision or recipe.precision, torch.device("cpu"))
     data = load_fashion_mnist()
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subset:
         images, labels = images[: args.subset], labels[: args.subset]
     torch.manual_seed(0)
-    model = prepare(build_model(recipe), engine)
+    model = prepare(build_model(recipe, train_images=images), engine)
     optimizer = build_optimizer(model, recipe, engine)
     schedule = build_schedule(optimizer, recipe, 10 * (args.steps + 10))
     forward = forward_fn(model, engine, precision)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu}, {os.cpu_count()} logical cores, load average {load}; PyTorch {torch.__version__}, "
           f"Python {platform.python_version()}")  # fmt: skip
     print(f"recipe {args.recipe}, model {recipe.model}, batch {recipe.batch_size}, {args.threads} thread(s), pool first {args.pool_first}, "
-          f"keep memory {args.keep_memory}, "
+          f"keep memory {args.keep_memory}, whiten {recipe.whiten}, "
           f"{precision}{' (auto)' * ('auto' in (args.precision, recipe.precision))}, compile {args.compile}: "
           f"{statistics.median(times):.2f} ms per step "
           f"(median of {args.steps}; fastest {min(times):.2f})")  # fmt: skip

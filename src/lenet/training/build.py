@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lenet.data.batches import to_float
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet, LeNetConfig, model_config
 from lenet.models.views import Classifier, Views
+from lenet.models.whitening import WHITEN_IMAGES, freeze_whitened
 from lenet.core.errors import LenetError
 from lenet.training.engine import Engine, make_optimizer
 from lenet.training.recipes import Recipe
@@ -21,11 +23,16 @@ def recipe_views(recipe: Recipe) -> Views:
     return Views(flip=recipe.test_flip, shift=recipe.test_shift)
 
 
-def build_model(recipe: Recipe, data: DataSpec | None = None) -> Classifier:
+def build_model(recipe: Recipe, data: DataSpec | None = None, train_images: torch.Tensor | None = None) -> Classifier:
     """The recipe's network for a data set (its classes and, where it normalises, its statistics) and views,
-    its weights drawn by the recipe's initialisation from the global generator (seed it first)."""
+    its weights drawn by the recipe's initialisation from the global generator (seed it first); with
+    `whiten`, its first convolution then set from `train_images`' patches (uint8, the training split) and frozen."""
     net = LeNet(recipe_model_config(recipe, data))
     initialise(net, recipe.init)
+    if recipe.whiten:
+        if train_images is None:
+            raise LenetError("a recipe with whiten needs the training images to build its model")
+        freeze_whitened(net.conv[0], net.normalize, to_float(train_images[:WHITEN_IMAGES].cpu()))
     return Classifier(net, recipe_views(recipe), data)
 
 
@@ -54,10 +61,11 @@ def build_optimizer(net: nn.Module, recipe: Recipe, engine: Engine = Engine()) -
 
 def parameter_groups(net: nn.Module, recipe: Recipe) -> list[dict]:
     """One group decayed by the recipe's weight decay; biases and norm scales apart unless they decay too."""
+    trained = [p for p in net.parameters() if p.requires_grad]  # a frozen layer (whiten) is not the optimizer's
     if recipe.decay_norm_and_bias:
-        return [{"params": list(net.parameters()), "weight_decay": recipe.weight_decay}]
-    weights = [p for p in net.parameters() if p.dim() > 1]
-    flat = [p for p in net.parameters() if p.dim() <= 1]  # biases, batch-norm scales and shifts
+        return [{"params": trained, "weight_decay": recipe.weight_decay}]
+    weights = [p for p in trained if p.dim() > 1]
+    flat = [p for p in trained if p.dim() <= 1]  # biases, batch-norm scales and shifts
     return [{"params": weights, "weight_decay": recipe.weight_decay}, {"params": flat, "weight_decay": 0.0}]
 
 

@@ -102,7 +102,7 @@ def train(
             check_teacher_unchanged(resume, runs.read_config(Path(resume)).get("teacher"), recipe.teacher)
 
     torch.manual_seed(config.seed)
-    model = build_model(recipe, data.spec).to(device)
+    model = build_model(recipe, data.spec, splits.train[0]).to(device)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.

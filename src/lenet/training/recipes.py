@@ -105,6 +105,10 @@ class Recipe:
     # Batch norm's numbers and the weights' start: the defaults are PyTorch's, written out.
     bn_momentum: float = _field(0.1, "how far batch norm's running statistics move towards each batch's", low=0, high=1)  # fmt: skip
     bn_eps: float = _field(1e-5, "batch norm's epsilon", above=0, high=1)
+    # airbench's frozen patch-whitening first layer (models/whitening.py): no backward pass through the
+    # first convolution and its pooling, which are about 40% of a `fast` step at full resolution.
+    whiten: bool = _field(False, "freeze the first convolution as the whitening of the training images' patches "
+                                 "(its leading directions of variance, each with both signs) instead of training it")
     init: str = _field("pytorch", "weight initialisation: pytorch (each layer's own, as the tutorial), "
                                   "kaiming (normal) or xavier (uniform), these two with zero biases", choices=INITS)
     batch_size: int = _field(128, "training images per step", low=1)
