@@ -2,6 +2,7 @@
 
     python -m benchmarks.serve_load RUN [--requests 5000] [--concurrency 32 8] [--write BENCHMARKS.md]
                                         [--servers "--runtime onnxruntime" "--runtime torch"] [--rounds 1]
+                                        (int8 beside fp32: --servers "--runtime onnxruntime" "--runtime onnxruntime-int8")
                                         [--heavy-clients 1] [--heavy-side 4800]
 
 Starts `lenet serve RUN` on 127.0.0.1 and a free port, once per --servers entry (its options), sends
@@ -248,10 +249,12 @@ def main() -> int:
         for options, _, url in servers if args.accuracy else ():
             value, views = served_accuracy(url, args.run)
             accuracy.append(f"`{options}`: {value:.2%} ({views})")
-        batching = []
+        batching, runtimes = [], []
         for options, _, url in servers:
             with httpx.Client(base_url=url) as client:
                 health = client.get("/healthz").json()
+                # What ran the model: an int8 runtime names its own and fp32's test accuracy here.
+                runtimes.append(f"`{options}`: {client.get('/model').json()['runtime']}")
             batch = health["images"] / max(health["forward_passes"], 1)
             batching.append(f"`{options}`: {health['images']:,} images in {health['forward_passes']:,} forward passes "
                             f"({batch:.1f} images per pass on average, warm-up included)")  # fmt: skip
@@ -272,6 +275,7 @@ def main() -> int:
            f"{args.heavy_side}x{args.heavy_side} PNG ({len(heavy):,} bytes, {args.heavy_side ** 2:,} pixels) after "
            "another for as long as the row's well-behaved clients run" if args.heavy_clients else "")
         + ".\n\n"
+        f"Runtimes (`GET /model`): {'; '.join(runtimes)}.\n\n"
         f"Micro-batching: {'; '.join(batching)}.\n"
         + (f"\nTest accuracy as served (every test image sent as JSON pixels after the load, the answer's "
            f"first class against its label): {'; '.join(accuracy)}.\n" if accuracy else "")

@@ -71,6 +71,9 @@ def test_serve_load_loads_each_server_in_turn_and_writes_the_serving_section(tmp
     assert "2 round(s)" in section and "uvicorn" in section
     # --max-batch 1 gave one image per pass: 200 warm-up and 60 measured requests, one pass each.
     assert "`--runtime torch --max-batch 1`: 260 images in 260 forward passes" in section
+    # Each server's runtime as its GET /model names it (an int8 server adds its and fp32's test accuracy).
+    assert re.search(r"Runtimes \(`GET /model`\): `--runtime torch`: torch [\w.+]+; `--runtime torch --max-batch 1`: "
+                     r"torch [\w.+]+\.", section), section  # fmt: skip
     outside = lambda text: re.sub(r"<!-- begin serving:.*?<!-- end serving -->", "", text, flags=re.S)  # noqa: E731
     assert outside(doc.read_text()) == outside(before)
 
