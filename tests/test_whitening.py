@@ -9,8 +9,9 @@ from torch import nn
 
 from lenet import TrainConfig, get_recipe, train
 from lenet.core.errors import Interrupted, LenetError
-from lenet.models.whitening import WHITEN_EPS, patch_covariance, whitening_filters
+from lenet.models.whitening import patch_covariance, whitening_filters
 from lenet.training.engine import Engine
+from lenet.training.recipes import WHITEN_EPS
 
 
 def _config(tmp_path, **recipe):
@@ -25,7 +26,7 @@ def test_whitening_filters_decorrelate_the_patches_along_their_leading_direction
     covariance = patch_covariance(images, conv, nn.Identity())
     direct = torch.cov(nn.functional.unfold(images, 5, padding=2).transpose(1, 2).reshape(-1, 25).double().T, correction=0)
     assert torch.allclose(covariance, direct, rtol=1e-6, atol=1e-9)  # chunked, the same covariance
-    filters = whitening_filters(covariance, 16, (1, 5, 5))
+    filters = whitening_filters(covariance, 16, (1, 5, 5), WHITEN_EPS)
     assert filters.shape == (16, 1, 5, 5)
     flat = filters.reshape(16, 25).double()
     assert torch.allclose(flat[8:], -flat[:8])  # each direction with both signs
@@ -39,9 +40,9 @@ def test_whitening_filters_decorrelate_the_patches_along_their_leading_direction
 def test_whitening_refuses_an_odd_or_too_wide_first_convolution():
     covariance = torch.eye(25, dtype=torch.float64)
     with pytest.raises(LenetError, match="even number of channels"):
-        whitening_filters(covariance, 15, (1, 5, 5))
+        whitening_filters(covariance, 15, (1, 5, 5), WHITEN_EPS)
     with pytest.raises(LenetError, match="at most 50 channels"):
-        whitening_filters(covariance, 52, (1, 5, 5))
+        whitening_filters(covariance, 52, (1, 5, 5), WHITEN_EPS)
 
 
 def test_a_whitened_first_convolution_stays_frozen_in_training_and_the_rest_learns(fmnist, tmp_path):
@@ -53,7 +54,7 @@ def test_a_whitened_first_convolution_stays_frozen_in_training_and_the_rest_lear
     built = build_model(config.recipe, data.spec, data.train_images).net  # as train() builds it, before any step
     # The first convolution is the whitening of the training images' patches, normalised as the network does.
     covariance = patch_covariance(data.train_images.float() / 255, built.conv[0], built.normalize)
-    assert torch.allclose(built.conv[0].weight, whitening_filters(covariance, 16, (1, 5, 5)))
+    assert torch.allclose(built.conv[0].weight, whitening_filters(covariance, 16, (1, 5, 5), WHITEN_EPS))
     assert torch.equal(built.conv[0].bias, torch.zeros(16)) and not built.conv[0].weight.requires_grad
     trained = train(config, data=data).model.net
     before, after = built.state_dict(), trained.state_dict()

@@ -15,13 +15,7 @@ from torch import nn
 
 from lenet.core.errors import LenetError
 
-# Patches come from the first images of the training split: 5,000 images are about 3.9 million patches
-# for a 25-dimensional covariance, far more than it needs, in about a second on two cores.
-WHITEN_IMAGES = 5_000
-WHITEN_CHUNK = 500  # images unfolded at once: 500 x 784 patches x 25 floats = 39 MB
-# Added to each eigenvalue before its inverse square root, as airbench does: the directions of
-# least variance would otherwise be amplified without bound (their eigenvalues are near zero).
-WHITEN_EPS = 5e-4
+WHITEN_CHUNK = 500  # images unfolded at once (memory only): 500 x 784 patches x 25 floats = 39 MB
 
 
 def patch_covariance(images: torch.Tensor, conv: nn.Conv2d, normalize: nn.Module) -> torch.Tensor:
@@ -43,9 +37,9 @@ def patch_covariance(images: torch.Tensor, conv: nn.Conv2d, normalize: nn.Module
     return total / count - torch.outer(mean, mean)
 
 
-def whitening_filters(covariance: torch.Tensor, filters: int, shape: tuple[int, ...]) -> torch.Tensor:
+def whitening_filters(covariance: torch.Tensor, filters: int, shape: tuple[int, ...], eps: float) -> torch.Tensor:
     """`filters` filters of `shape` ([C, kh, kw]): the leading filters // 2 eigenvectors of `covariance`,
-    each over the square root of its eigenvalue, then the same with the opposite sign."""
+    each over the square root of its eigenvalue + `eps`, then the same with the opposite sign."""
     if filters % 2:
         raise LenetError(f"a whitened first convolution needs an even number of channels (each direction with "
                          f"both signs), not {filters}")  # fmt: skip
@@ -55,14 +49,14 @@ def whitening_filters(covariance: torch.Tensor, filters: int, shape: tuple[int, 
                          f"dimension of its {len(covariance)}-value patches), not {filters}")  # fmt: skip
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     eigenvalues, eigenvectors = eigenvalues.flip(0)[:directions], eigenvectors.flip(1)[:, :directions]
-    scaled = (eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + WHITEN_EPS)).T  # [directions, dims]
+    scaled = (eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)).T  # [directions, dims]
     return torch.cat([scaled, -scaled]).reshape(filters, *shape).float()
 
 
-def freeze_whitened(conv: nn.Conv2d, normalize: nn.Module, images: torch.Tensor) -> None:
+def freeze_whitened(conv: nn.Conv2d, normalize: nn.Module, images: torch.Tensor, eps: float) -> None:
     """Set `conv`'s filters to the whitening of `images`' patches, its bias to zero, and freeze both."""
-    covariance = patch_covariance(images[:WHITEN_IMAGES], conv, normalize)
-    filters = whitening_filters(covariance, conv.out_channels, tuple(conv.weight.shape[1:]))
+    covariance = patch_covariance(images, conv, normalize)
+    filters = whitening_filters(covariance, conv.out_channels, tuple(conv.weight.shape[1:]), eps)
     with torch.no_grad():
         conv.weight.copy_(filters.to(conv.weight.device))
         if conv.bias is not None:

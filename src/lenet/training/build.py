@@ -9,10 +9,10 @@ from lenet.data.batches import to_float
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet, LeNetConfig, model_config
 from lenet.models.views import Classifier, Views
-from lenet.models.whitening import WHITEN_IMAGES, freeze_whitened
+from lenet.models.whitening import freeze_whitened
 from lenet.core.errors import LenetError
 from lenet.training.engine import Engine, make_optimizer
-from lenet.training.recipes import Recipe
+from lenet.training.recipes import WHITEN_EPS, WHITEN_IMAGES, Recipe
 
 
 def recipe_model_config(recipe: Recipe, data: DataSpec | None = None) -> LeNetConfig:
@@ -32,7 +32,7 @@ def build_model(recipe: Recipe, data: DataSpec | None = None, train_images: torc
     if recipe.whiten:
         if train_images is None:
             raise LenetError("a recipe with whiten needs the training images to build its model")
-        freeze_whitened(net.conv[0], net.normalize, to_float(train_images[:WHITEN_IMAGES].cpu()))
+        freeze_whitened(net.conv[0], net.normalize, to_float(train_images[:WHITEN_IMAGES].cpu()), WHITEN_EPS)
     return Classifier(net, recipe_views(recipe), data)
 
 
