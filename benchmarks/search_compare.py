@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.sections import write_section
-from benchmarks.sweep_overhead import CPUS, ensure_loopback_namespace, load_average, machine, timed_sweep
+from benchmarks.sweep_overhead import CPUS, ensure_loopback_namespace, machine, timed_sweep
+from benchmarks.train_speed import load_average
 
 SECTION = "## Optuna against random search"
 SEARCHES = ("random", "optuna")

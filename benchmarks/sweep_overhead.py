@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from benchmarks.sections import write_section
+from benchmarks.train_speed import load_average
 
 REPO = Path(__file__).resolve().parents[1]
 LENET = [sys.executable, "-m", "lenet.cli"]
@@ -223,10 +224,6 @@ def machine() -> str:
     return (f"{model.group(1).strip() if model else platform.processor()}, {cores} logical cores, {memory:.0f} GiB; "
             f"Linux {platform.release()}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"Ray {ray.__version__}")  # fmt: skip
-
-
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def main() -> int:

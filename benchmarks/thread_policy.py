@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from benchmarks.sections import write_section
-from benchmarks.sweep_overhead import TRAIN_CHILD, load_average, machine
+from benchmarks.sweep_overhead import TRAIN_CHILD, machine
+from benchmarks.train_speed import load_average
 
 SECTION = "## Trial threads and the OpenMP wait policy"
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
