@@ -33,6 +33,7 @@ import httpx2 as httpx
 
 from lenet.inference.settings import DEFAULTS
 from benchmarks.sections import write_section
+from benchmarks.train_speed import load_average
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 200
@@ -151,11 +152,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def load_average() -> str:
-    path = Path("/proc/loadavg")
-    return path.read_text().split()[0] if path.exists() else "?"
 
 
 def sample_pngs(url: str) -> list[bytes]:
