@@ -14,7 +14,8 @@ from namespaces import in_loopback_namespace
 from conftest import REPO, write_csv
 
 SECTIONS = {"BENCHMARKS.md": ("train-speed", "time-to-accuracy", "gpu-train-speed", "gpu-time-to-accuracy", "serving",
-                              "sweep-overhead", "thread-policy", "search-compare"),
+                              "sweep-overhead", "thread-policy", "search-compare", "whole-process", "anchors-study",
+                              "anchors-study-2", "anchors-study-3", "fast-study"),
             "RELIABILITY.md": ("fuzz-table",)}
 
 
@@ -232,3 +233,16 @@ def test_search_compare_runs_both_searches_on_the_same_budget_and_writes_its_sec
     best = [float(r.split(" | ")[2].strip("*%")) for r in rows]
     ratio = float(re.search(r"best accuracy \*\*([\d.]+)x", section)[1])
     assert abs(ratio - best[1] / best[0]) < 2e-3, (ratio, best)
+
+
+def test_whole_process_needs_torchvision_and_reads_both_processes_accuracy():
+    """Without an interpreter that imports torchvision it stops at once with one line (exit 2), before any
+    run; the tutorial's JSON line and lenet's last lines give the table's accuracies."""
+    from benchmarks.whole_process import lenet_accuracy, tutorial_accuracy
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.whole_process", "--tutorial-python", sys.executable],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "cannot import torchvision" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert tutorial_accuracy('noise\n{"accuracy": 0.8586, "seconds": [1.0]}\n') == "85.86%"
+    assert lenet_accuracy("epoch 2/2 ...\ntest accuracy 85.86% (8586/10000), test loss 0.41\n") == "85.86%"
