@@ -236,3 +236,11 @@ def test_the_accurate_recipes_stay_within_100k_parameters_and_15_epochs(name):
     recipe = get_recipe(name)
     assert count_parameters(build_model(recipe)) <= 100_000 and recipe.epochs <= 15
 
+
+
+def test_the_accurate_recipe_is_the_default_trained_longer_under_100k_parameters():
+    from lenet.models.lenet import count_parameters
+
+    accurate, default = get_recipe("accurate"), get_recipe("default")
+    assert dataclasses.replace(accurate, epochs=default.epochs) == default and accurate.epochs == 30
+    assert count_parameters(build_model(accurate)) <= 100_000

@@ -232,6 +232,15 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
         "the default recipe with lenet_wide_pn (97k parameters, cheap convolutions, batch norm after "
         "the pooling), batch 256 and 13 epochs: time to 93%",
     ),
+    # Issue 30's accuracy goal (at most 100k parameters): chosen on the validation split (docs/recipes.md, "The
+    # accurate recipe"). Twice the default's epochs beat it on each of seeds 100-103, by 0.46 points on average
+    # on 10,000 held-out images; light erasing with 24 epochs gained about half as much, a lower peak lr nothing.
+    # A recipe of its own, not the default: it takes twice the default's time.
+    "accurate": (
+        Recipe(epochs=30),
+        "the default recipe trained for 30 epochs: about half a point more accurate on the validation split, "
+        "in twice the default's time",
+    ),
 }
 
 
