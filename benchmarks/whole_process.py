@@ -48,7 +48,7 @@ class Timings:
     accuracy: str = ""
 
     def row(self) -> str:
-        return (f"| {self.label} | {_spread(self.wall)} | {_spread(self.cpu)} | {self.accuracy} |")
+        return f"| {self.label} | {_spread(self.wall)} | {_spread(self.cpu)} | {self.accuracy} |"
 
 
 def _spread(values: list[float]) -> str:
@@ -70,9 +70,13 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return wall, usage.ru_utime + usage.ru_stime, text
 
 
+def tutorial_result(text: str) -> dict:
+    """The JSON line benchmarks/tutorial.py ends with: its accuracy, seconds and versions."""
+    return json.loads(text.strip().splitlines()[-1])
+
+
 def tutorial_accuracy(text: str) -> str:
-    result = json.loads(text.strip().splitlines()[-1])
-    return f"{100 * result['accuracy']:.2f}%"
+    return f"{100 * tutorial_result(text)['accuracy']:.2f}%"
 
 
 def lenet_accuracy(text: str) -> str:
@@ -109,11 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         lenet = Timings(f"`lenet train --recipe seed --epochs {args.epochs} --no-report`",
                         [sys.executable, "-m", "lenet.cli", "train", "--recipe", "seed", "--epochs", str(args.epochs),
                          "--seed", str(args.seed), "--no-report", "--no-progress", "--out", str(Path(scratch) / "runs")])  # fmt: skip
-        versions = subprocess.run([args.tutorial_python, "-c", "import torch, torchvision; print(f'torch "
-                                   "{torch.__version__}, torchvision {torchvision.__version__}')"],
-                                  capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        for one in (tutorial, lenet):  # warm-up: page cache, compiled bytecode
-            timed(one.command, env)
+        # Warm-up runs (page cache, compiled bytecode); the tutorial's also names its torch and torchvision.
+        versions = tutorial_result(timed(tutorial.command, env)[2])["versions"]
+        timed(lenet.command, env)
         ratios = []
         for run in range(args.runs):
             for one, accuracy in ((tutorial, tutorial_accuracy), (lenet, lenet_accuracy)):
