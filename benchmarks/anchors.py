@@ -93,7 +93,7 @@ def _value(text: str):
 def check_teacher_split(arm: Arm, recipe, val_split: int) -> None:
     """Refuse a teacher that trained on the study's validation images (its soft targets would carry their labels)."""
     from lenet.core.errors import LenetError
-    from lenet.training.runs import read_config
+    from lenet.runs.compat import read_config
 
     if not recipe.teacher:
         return
@@ -102,7 +102,7 @@ def check_teacher_split(arm: Arm, recipe, val_split: int) -> None:
         raise LenetError(f"arm {arm.name}: the teacher must be a run directory, whose config.json says what "
                          "it held out")  # fmt: skip
     saved = read_config(teacher)
-    held_out, seed = saved.get("val_split", 0), saved.get("recipe", {}).get("val_seed", 0)
+    held_out, seed = saved.val_split, saved.recipe.get("val_seed", 0)
     if (held_out, seed) != (val_split, recipe.val_seed):
         raise LenetError(f"arm {arm.name}: teacher {teacher} held out {held_out} images (val_seed {seed}), not this "
                          f"study's {val_split} (val_seed {recipe.val_seed}): it has seen the validation images; "

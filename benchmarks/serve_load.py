@@ -131,7 +131,7 @@ async def load(url: str, pngs: list[bytes], requests: int, concurrency: int, hea
 def served_accuracy(url: str, run: str) -> tuple[float, str]:
     """The server's test accuracy, every test image sent as JSON pixels (64 a request), and its views."""
     from lenet.data.load import load_dataset
-    from lenet.training.checkpoint import load as load_model
+    from lenet.runs.checkpoint import load as load_model
 
     model = load_model(run)
     data = load_dataset(model.data.name)

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
         ("lenet.data.load", "load_dataset", "loading the data"),
         ("lenet.training.loop", "train_epoch", "training, per epoch"),
         ("lenet.training.loop", "evaluate_epoch", "evaluating, per epoch"),
-        ("lenet.training.runs", "save_epoch", "saving, per epoch"),
+        ("lenet.runs.directory", "save_epoch", "saving, per epoch"),
         ("lenet.training.loop", "final_figures", "final figures (every view)"),
         ("lenet.insight.report", "write_report", "the report"),
         ("lenet.insight.report", "predict_logits", "the report: its evaluation"),

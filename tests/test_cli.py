@@ -235,7 +235,7 @@ def test_untrusted_text_in_an_error_stays_on_one_line(tmp_path):
     from safetensors.torch import save_file
 
     from lenet import create_model, save_model
-    from lenet.training.checkpoint import read_checkpoint
+    from lenet.runs.checkpoint import read_checkpoint
 
     path = save_model(create_model("lenet"), tmp_path / "m.safetensors")
     _, _, _, tensors, metadata = read_checkpoint(path)
@@ -306,7 +306,7 @@ def test_a_cuda_index_is_a_device_name_everywhere(trained_run, tmp_path):
 
     import torch
 
-    from lenet.training.records import resume_config
+    from lenet.training.resume import resume_config
 
     run = shutil.copytree(trained_run[0], tmp_path / "r")
     config = json.loads((run / "config.json").read_text())
@@ -343,7 +343,7 @@ def test_predict_a_folder_into_a_csv_skipping_what_cannot_be_read(trained_run, f
 
 def test_an_epoch_not_judged_says_so_in_its_line():
     from lenet.cli import _epoch_line
-    from lenet.training.runs import EpochMetrics
+    from lenet.runs.metrics import EpochMetrics
 
     row = EpochMetrics(epoch=1, train_loss=0.5, train_accuracy=0.8, eval_split="val", eval_loss=None,
                        eval_accuracy=None, seconds=2.0, images_per_s=100.0, eval_seconds=0.0, lr=0.01)  # fmt: skip

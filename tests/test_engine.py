@@ -56,7 +56,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units_and_the_run_re
     import json
     from lenet import TrainConfig, get_recipe, train
     from lenet.training.engine import resolve_precision
-    from lenet.training.records import resume_config
+    from lenet.training.resume import resume_config
 
     cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:

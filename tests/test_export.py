@@ -32,7 +32,7 @@ def test_onnx_export_is_verified_on_the_test_set_and_documented(small_run):
     assert "/ 255" in props["input"] and "0.286" in props["normalisation"]
     sidecar = json.loads(result.sidecar.read_text())
     assert sidecar["preprocessing"]["input"]["shape"] == ["batch", 1, 28, 28]
-    record = json.loads((small_run / "export.json").read_text())
+    record = json.loads((small_run / "export.json").read_text())["exports"]
     assert record["onnx"]["verification"]["max_abs_logit_diff"] == v.max_abs_logit_diff
 
     # The batch axis is dynamic: any batch size runs, and agrees with PyTorch.
@@ -58,7 +58,7 @@ def test_torchscript_export_to_a_chosen_path(small_run, tmp_path):
     assert result.record == result.sidecar and json.loads(result.sidecar.read_text())["format"] == "torchscript"
     # An export elsewhere is recorded beside it; the run's own record keeps only exports into the run.
     run_record = small_run / "export.json"
-    assert not run_record.exists() or "torchscript" not in json.loads(run_record.read_text())
+    assert not run_record.exists() or "torchscript" not in json.loads(run_record.read_text())["exports"]
 
 
 def test_failing_verification_keeps_no_file(small_run, tmp_path, monkeypatch):
@@ -181,7 +181,7 @@ def test_int8_export_is_calibrated_on_training_images_and_recorded_beside_fp32(s
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["classes"]) == list(CLASSES) and json.loads(props["lenet"])["quantization"]["format"] == "QDQ"
 
-    record = json.loads((small_run / "export.json").read_text())
+    record = json.loads((small_run / "export.json").read_text())["exports"]
     assert {"onnx", "onnx-int8"} <= set(record) and record["onnx"]["sha256"] == fp32.sha256
     entry = record["onnx-int8"]
     assert entry["path"] == str(result.path) and entry["quantization"]["calibration"]["images"] == 1000

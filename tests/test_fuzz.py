@@ -35,7 +35,7 @@ from PIL import Image
 
 from benchmarks.sections import read_section, write_section
 from conftest import REPO
-from lenet.training.checkpoint import FORMAT, load
+from lenet.runs.checkpoint import FORMAT, load
 from lenet.data.idx import parse_idx, read_idx
 from lenet.core.errors import CheckpointError, DataError, ImageError
 from lenet.data.images import load_image
@@ -434,7 +434,7 @@ def test_absurd_configs_are_refused_before_building(tmp_path, monkeypatch):
         built.append(next(model.parameters()).device.type)
         return model
 
-    monkeypatch.setattr("lenet.training.checkpoint.LeNet", spy)
+    monkeypatch.setattr("lenet.runs.checkpoint.LeNet", spy)
     path = tmp_path / "m.safetensors"
     base = MODELS["lenet"][0].to_dict()
     for change in ({"channels": [10**9, 1]}, {"hidden": [4096, 4096], "channels": [4096, 4096]},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lenet"
 # Lowest first: a module may import from its own folder or from a folder before it, never after.
-LAYERS = ("core", "data", "models", "training", "insight", "inference", "sweep", "")  # "": cli.py, __init__.py
+LAYERS = ("core", "data", "models", "runs", "training", "insight", "inference", "sweep", "")  # "": cli.py, __init__.py
 
 
 def module_name(path: Path) -> str:

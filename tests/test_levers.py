@@ -15,15 +15,16 @@ import torch
 from conftest import LENET, REPO
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.core.errors import Interrupted, LenetError
+from lenet.core.text import rounded
 from lenet.data.batches import erase
-from lenet.training.checkpoint import save_model
+from lenet.runs.checkpoint import save_model
 from lenet.training.ema import WeightAverage
 from lenet.training.engine import Engine
 from lenet.training.metrics import evaluate
 from lenet.training.objective import Objective, distillation_loss
 from lenet.training.recipes import RECIPES, Recipe
-from lenet.training.records import resume_config
-from lenet.training.runs import read_train_state
+from lenet.training.resume import resume_config
+from lenet.runs.state import read_train_state
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,9 @@ def _interrupted_and_resumed(config: TrainConfig, data):
     with pytest.raises(Interrupted):
         train(config, data=data, on_epoch=_stop_after_epoch_1)
     run = Path(config.out) / config.name
-    assert read_train_state(run)["epoch"] == 1  # the fault landed after epoch 1's records
-    return train(resume_config(run, progress=False), data=data, resume=run)
+    assert read_train_state(run).epoch == 1  # the fault landed after epoch 1's records
+    # A distilling run's teacher is named again by the caller, as `lenet train --resume RUN --teacher T` does.
+    return train(resume_config(run, config.recipe.teacher or None, progress=False), data=data, resume=run)
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +128,16 @@ def test_the_average_is_judged_saved_and_resumed(data, plain, tmp_path):
     run = whole.run_dir
     state = read_train_state(run)
     saved = load(run)  # model.safetensors: the average, not the last step's weights
-    assert _same({k: v for k, v in saved.net.state_dict().items()}, {k: v.cpu() for k, v in state["ema"]["net"].items()})
-    assert not _same(saved.net.state_dict(), state["model"])
+    assert _same({k: v for k, v in saved.net.state_dict().items()}, {k: v.cpu() for k, v in state.ema["net"].items()})
+    assert not _same(saved.net.state_dict(), state.model)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["test"]["accuracy"] == evaluate(saved, data.test_images, data.test_labels).accuracy
-    assert state["ema"]["updates"] == 2 * 6  # one update a step: 1536 images in batches of 256, two epochs
+    assert summary["test"]["accuracy"] == rounded(evaluate(saved, data.test_images, data.test_labels).accuracy)
+    assert state.ema["updates"] == 2 * 6  # one update a step: 1536 images in batches of 256, two epochs
     assert not _same(_weights(whole), _weights(plain))
     resumed = _interrupted_and_resumed(replace(config, name="cut"), data)
     assert _same(_weights(whole), _weights(resumed))
     cut_state = read_train_state(Path(config.out) / "cut")
-    assert _same(cut_state["model"], state["model"]) and _same(cut_state["ema"]["net"], state["ema"]["net"])
+    assert _same(cut_state.model, state.model) and _same(cut_state.ema["net"], state.ema["net"])
 
 
 # --- distillation ----------------------------------------------------------------------
@@ -197,17 +199,40 @@ def test_a_distilling_run_resumes_bit_identically_and_refuses_a_changed_teacher(
     save_model(teacher, teacher_dir / "model.safetensors")  # the teacher retrained, or replaced
     second = tmp_path / "second"
     with pytest.raises(LenetError, match="restore that teacher, or start a new run"):
-        resume_config(second)
+        resume_config(second, str(teacher_dir))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cli = subprocess.run([*LENET, "train", "--resume", str(second), "--no-progress"], capture_output=True,
-                         text=True, env=env, timeout=120)  # fmt: skip
+    cli = subprocess.run([*LENET, "train", "--resume", str(second), "--teacher", str(teacher_dir), "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert cli.returncode == 1 and cli.stdout == ""
     lines = cli.stderr.strip().splitlines()
     assert len(lines) == 1 and "learnt from teacher" in lines[0] and "Traceback" not in cli.stderr
-    assert read_train_state(second)["epoch"] == 1  # nothing trained, nothing lost
+    assert read_train_state(second).epoch == 1  # nothing trained, nothing lost
     # train() itself checks too, for a caller that skips resume_config.
     with pytest.raises(LenetError, match="learnt from teacher"):
         train(replace(config, name="second"), data=data, resume=second)
+
+
+def test_a_resume_never_reads_the_teacher_path_in_config_json(data, teacher_run, tmp_path):
+    """config.json's teacher is a path a run's file would choose: a resume takes the teacher from the caller
+    (--teacher), checked by its weights' digest, and refuses to go on without one."""
+    teacher_dir = tmp_path / "T"
+    shutil.copytree(teacher_run, teacher_dir)
+    config = _config(tmp_path, "cut", teacher=str(teacher_dir), distill_temperature=2.0)
+    with pytest.raises(Interrupted):
+        train(config, data=data, on_epoch=_stop_after_epoch_1)
+    run = tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cli = subprocess.run([*LENET, "train", "--resume", str(run), "--no-progress"], capture_output=True, text=True,
+                         env=env, timeout=120)  # fmt: skip
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1 and "name the teacher again with --teacher" in cli.stderr
+    assert read_train_state(run).epoch == 1  # nothing trained, nothing lost
+    moved = tmp_path / "moved"  # the teacher elsewhere now: config.json's path names nothing
+    teacher_dir.rename(moved)
+    resumed = train(resume_config(run, str(moved), progress=False), data=data, resume=run)
+    assert len(resumed.history) == config.recipe.epochs
+    with pytest.raises(LenetError, match="was not distilled from a teacher; drop --teacher"):
+        resume_config(train(_config(tmp_path, "plain"), data=data).run_dir, str(moved))
 
 
 def test_cli_refuses_a_missing_teacher_before_anything(tmp_path):

@@ -14,7 +14,7 @@ from lenet.cli import build_parser
 from lenet.core.errors import LenetError
 from lenet.models.lenet import create_model
 from lenet.training.recipes import RECIPES, Recipe, get_recipe, recipe_from_mapping
-from lenet.training.runs import check_run_name, create_run_dir, create_unique_run_dir
+from lenet.runs.directory import check_run_name, create_run_dir, create_unique_run_dir
 from lenet.training.build import build_model, build_optimizer, build_schedule, parameter_groups
 
 
@@ -140,7 +140,7 @@ def test_the_new_fields_reach_the_optimizer_the_schedule_and_the_layers():
 
 
 def test_batch_norms_eps_travels_with_the_weights(tmp_path):
-    from lenet.training.checkpoint import load, save_model
+    from lenet.runs.checkpoint import load, save_model
 
     model = build_model(dataclasses.replace(get_recipe("default"), bn_eps=0.25))
     loaded = load(save_model(model, tmp_path / "m.safetensors"))

@@ -21,7 +21,7 @@ from lenet.core.errors import LenetError
 from lenet.training.metrics import evaluate
 from lenet.models.lenet import ACTIVATIONS, create_model, list_models, model_config
 from lenet.insight.report import compare, write_report
-from lenet.training.runs import METRICS_FILE, PLOTS_DIR, read_run
+from lenet.runs.directory import METRICS_FILE, PLOTS_DIR, read_run
 
 CLASSES = DATASETS["fashion-mnist"].classes
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 from lenet import FashionMNIST, TrainConfig, get_recipe, load_fashion_mnist
 from lenet.training.loop import train
-from lenet.training.records import resume_config
+from lenet.training.resume import resume_config
 mode, out, name, epochs = sys.argv[1:5]
 torch.set_num_threads(1)  # a tiny net on a busy machine: one thread is many times faster
 d = load_fashion_mnist(download=False)
@@ -121,7 +121,7 @@ import os, signal, sys
 from lenet.cli import main
 import lenet.data.load
 from lenet.data.dataset import Dataset
-from lenet.training import runs
+from lenet.runs import directory as runs
 
 fault, point, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 full = lenet.data.load.load_dataset("fashion-mnist", download=False)
@@ -131,7 +131,7 @@ lenet.data.load.load_dataset = lambda *a, **k: small
 reached = []
 what, _, at = point.partition("@")
 epoch_of = {  # the epoch each writer writes, from its arguments
-    "state": lambda run, state: state["epoch"],
+    "state": lambda run, state: state.epoch,
     "metrics": lambda run, history: len(history),
     "weights": lambda model, path, extra: int(extra["epoch"]),
     "summary": lambda run, summary: summary["epochs"],

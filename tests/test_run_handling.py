@@ -64,8 +64,10 @@ def test_resume_refuses_another_device_kind(tmp_path):
 
 def test_the_report_choice_is_recorded_and_older_runs_wrote_their_report():
     """test_resume.py's fault test shows a resume keeping --no-report end to end."""
-    from lenet.training.compat import saved_report
+    from lenet.runs.config import ConfigRecord
 
+    saved_report = lambda extra: ConfigRecord.model_validate(  # noqa: E731
+        {"recipe_name": "default", "recipe": {}, "model_config": {}, "seed": 0, "device": "cpu", **extra}).report
     assert saved_report({"report": False}) is False and saved_report({}) is True
 
 
@@ -78,9 +80,9 @@ def test_plural_and_rounded():
 
 
 def test_seed_statistics_are_written_rounded(tmp_path):
-    from lenet.training.runs import write_seeds
+    from lenet.runs.directory import write_seeds
 
-    write_seeds(tmp_path, {}, {"runs": 2, "mean": 0.7 + 0.1, "accuracies": [0.7, 0.9]})
+    write_seeds(tmp_path, {}, {"runs": 2, "mean": 0.7 + 0.1, "std": 0.1, "min": 0.7, "max": 0.9, "accuracies": [0.7, 0.9]})
     assert "\"mean\": 0.8," in (tmp_path / "seeds.json").read_text()
 
 

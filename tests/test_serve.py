@@ -20,7 +20,7 @@ from torch import nn
 
 from conftest import LENET
 from lenet import load, load_image, predict
-from lenet.training.checkpoint import resolve_weights
+from lenet.runs.checkpoint import resolve_weights
 from lenet.data.registry import DATASETS
 from lenet.core.errors import ServeError
 from lenet.data.images import decode_image

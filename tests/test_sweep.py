@@ -37,7 +37,7 @@ def finished_sweep(tmp_path_factory) -> Path:
 @pytest.mark.usefixtures("ray_namespace")
 @needs_ray
 def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
-    from lenet.training.runs import read_run
+    from lenet.runs.directory import read_run
 
     table = read_table(finished_sweep)
     rows = table["rows"]
@@ -48,9 +48,9 @@ def test_a_sweep_writes_ranked_runs_a_table_and_a_recipe(finished_sweep):
     assert means == sorted(means, reverse=True)
     for row in rows:  # every trial is an ordinary run, judged on the validation split
         run = read_run(finished_sweep / row["seeds"][0]["run"])
-        assert run.config["val_split"] == 500 and run.config["recipe"]["lr"] == row["params"]["lr"]
-        assert row["val"]["mean"] == run.summary["val"]["accuracy"] and len(run.metrics) == 2
-        assert row["test"]["mean"] == run.summary["test"]["accuracy"]
+        assert run.config.val_split == 500 and run.config.recipe["lr"] == row["params"]["lr"]
+        assert row["val"]["mean"] == run.summary.val.accuracy and len(run.metrics) == 2
+        assert row["test"]["mean"] == run.summary.test.accuracy
     csv_lines = (finished_sweep / "sweep.csv").read_text().splitlines()
     assert csv_lines[0].startswith("rank,trial,lr,weight_decay,") and len(csv_lines) == 5
     assert csv_lines[1].split(",")[1] == rows[0]["trial"]

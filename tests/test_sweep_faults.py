@@ -83,17 +83,17 @@ def asha_goes_on(first_seed_figures: list[float], reduction_factor: int = 3) -> 
 def test_asha_under_ray_tune_trains_a_second_seed_only_past_its_rung(tmp_path):
     """Real Ray Tune and ASHA, one trial at a time (one CPU), so trials reach the rung in order: exactly the
     trials ASHA's rule lets on trained seed 1, and a stopped trial keeps its finished seed-0 run."""
-    from lenet.training.runs import read_run
+    from lenet.runs.directory import read_run
 
     out, _ = Sweep(str(space_file(tmp_path, ASHA_SPACE)), "--out", str(tmp_path), "--name", "asha", cpus=1).wait()
     sweep = tmp_path / "asha"
-    first = [read_run(sweep / f"trial-{c:04d}" / "seed-0").summary["val"]["accuracy"] for c in range(3)]
+    first = [read_run(sweep / f"trial-{c:04d}" / "seed-0").summary.val.accuracy for c in range(3)]
     goes_on = asha_goes_on(first)
     assert not all(goes_on), first  # lr 0.0001 learns little in one epoch: someone is stopped
     trained_second = [(sweep / f"trial-{c:04d}" / "seed-1" / "summary.json").exists() for c in range(3)]
     assert trained_second == goes_on, (first, trained_second)
     rows = {r["trial"]: r for r in read_table(sweep)["rows"]}
-    records = json.loads((sweep / "trials.json").read_text())
+    records = json.loads((sweep / "trials.json").read_text())["trials"]
     for c in range(3):
         statuses = [s["status"] for s in rows[f"trial-{c:04d}"]["seeds"]]
         assert statuses[0] in ("done", "stuck")  # stuck: finished, near chance (lr 0.0001)

@@ -24,7 +24,7 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
     run = result.run_dir
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "summary.json", "train_state.pt"]
     config = json.loads((run / "config.json").read_text())
-    assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == fmnist.sha256
+    assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == data.sha256 != fmnist.sha256
     assert config["environment"]["torch"] == torch.__version__
     lines = (run / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,train_loss,train_accuracy,eval_split,eval_loss,eval_accuracy") and len(lines) == 3
@@ -101,7 +101,7 @@ def test_chance_after_a_single_step_is_not_blamed_on_saturation(fmnist, tmp_path
 
 def test_eval_every_judges_only_the_epochs_asked_and_trains_the_same_weights(fmnist, tmp_path):
     from lenet.insight.report import write_report
-    from lenet.training.runs import read_metrics
+    from lenet.runs.metrics import read_metrics
 
     data = fmnist.subset(1500, 300)
     every_epoch = train(replace(_config(tmp_path / "a", epochs=3), engine=Engine(threads=1)), data=data)
@@ -150,7 +150,7 @@ def test_alternating_flips_mirror_a_fixed_half_then_the_other_half(tmp_path):
 
 def test_alternating_flips_train_other_weights_and_resume_bit_identically(fmnist, tmp_path):
     from lenet.core.errors import Interrupted
-    from lenet.training.records import resume_config
+    from lenet.training.resume import resume_config
 
     data = fmnist.subset(1536, 300)
     config = lambda name, **kw: replace(_config(tmp_path / name, batch_size=256, **kw), engine=Engine(threads=1))  # noqa: E731
@@ -175,10 +175,12 @@ def test_a_training_state_saved_before_the_cuda_generator_was_restores_and_a_cpu
     from lenet.training.state import start_state
 
     state = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
-    saved = state.to_dict()
+    from lenet.runs.state import TrainStateRecord
+
+    saved = state.to_record().model_dump(by_alias=True)
     assert saved["rng"]["cuda"] is None  # on the CPU there is no device generator to save
     del saved["rng"]["cuda"]  # a train_state.pt from before the CUDA generator was saved
     saved["epoch"] = 2
     fresh = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
-    fresh.restore(saved)
+    fresh.restore(TrainStateRecord.model_validate(saved))
     assert fresh.epoch == 2 and torch.equal(fresh.shuffle.get_state(), state.shuffle.get_state())

@@ -64,7 +64,7 @@ def test_a_whitened_first_convolution_stays_frozen_in_training_and_the_rest_lear
 
 
 def test_a_whitened_run_learns_records_the_field_and_resumes_bit_identically(fmnist, tmp_path):
-    from lenet.training.records import resume_config
+    from lenet.training.resume import resume_config
 
     data = fmnist.subset(3000, 1000)
     whole = train(_config(tmp_path / "whole"), data=data)

@@ -16,7 +16,7 @@ from lenet.core.version import __version__  # noqa: F401
 
 # Each public name and the module that defines it.
 _PUBLIC = {
-    "load": "lenet.training.checkpoint", "save_model": "lenet.training.checkpoint",
+    "load": "lenet.runs.checkpoint", "save_model": "lenet.runs.checkpoint",
     "Dataset": "lenet.data.dataset", "FashionMNIST": "lenet.data.dataset",
     "load_dataset": "lenet.data.load", "load_fashion_mnist": "lenet.data.load",
     "DataSpec": "lenet.data.registry", "list_datasets": "lenet.data.registry",
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the names, imported as 
     from lenet.inference.predict import Prediction, predict  # noqa: F401
     from lenet.models.lenet import LeNet, LeNetConfig, create_model, list_models, summarize  # noqa: F401
     from lenet.models.views import Classifier, Views  # noqa: F401
-    from lenet.training.checkpoint import load, save_model  # noqa: F401
+    from lenet.runs.checkpoint import load, save_model  # noqa: F401
     from lenet.training.loop import RunResult, TrainConfig, train  # noqa: F401
     from lenet.training.metrics import Evaluation, evaluate  # noqa: F401
     from lenet.training.recipes import RECIPES, Recipe, get_recipe, list_recipes  # noqa: F401

@@ -300,7 +300,7 @@ def cmd_train(args) -> int:
     from lenet.data.load import load_dataset
     from lenet.training.engine import Engine
     from lenet.training.recipes import Recipe, get_recipe, is_recipe_file, load_recipe_file
-    from lenet.training.runs import default_run_name
+    from lenet.runs.directory import default_run_name
     from lenet.training.loop import TrainConfig, check_before_training, train
     from lenet.training.seeds import train_seeds
 
@@ -376,41 +376,35 @@ def _print_warning(text: str) -> None:
 
 
 def _resume(args, changing: list[str]) -> int:
-    from lenet.data.load import load_model_data
     from lenet.training.loop import train
-    from lenet.training.records import is_finished, recorded_data, resume_config
+    from lenet.training.resume import prepare_resume
 
-    # --dataset names where a run's own data is (a run's files never choose a path to read); it must hold that data.
-    changing = [flag for flag in changing if flag != "dataset"]
+    # --dataset and --teacher name where a run's own data and teacher are (a run's files never choose a path).
+    changing = [flag for flag in changing if flag not in ("dataset", "teacher")]
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
-    config = resume_config(args.resume, data_dir=args.data_dir, progress=args.progress, **overrides)
+    resume = prepare_resume(args.resume, args.dataset, args.data_dir, args.teacher, progress=args.progress, **overrides)
+    config = resume.config
     report = config.report if args.report is None else args.report  # the run's own choice, unless told
-    if is_finished(args.resume):
-        return _finished(args.resume, config, rebuild_report=args.report is True)
-    data = load_model_data(recorded_data(args.resume), args.dataset, args.data_dir, own=True)  # training, then report
+    if resume.finished is not None:
+        return _finished(args.resume, resume.finished, config, rebuild_report=args.report is True)
     print(f"resuming {args.resume}", flush=True)
-    _print_skipped(data)
+    _print_skipped(resume.data)
     epochs = config.recipe.epochs
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
-    result = train(config, data=data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
+    result = train(config, data=resume.data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
     if report:
-        _report_after_training(result.run_dir, data, config, None, epochs)
+        _report_after_training(result.run_dir, resume.data, config, None, epochs)
     return 0
 
 
-def _finished(run, config, rebuild_report: bool) -> int:
+def _finished(run, summary, config, rebuild_report: bool) -> int:
     """A resume of a finished run: it says so and changes nothing, unless --report asks for the report again."""
-    from lenet.training.runs import read_run
-
-    summary = read_run(run).summary or {}
-    test = summary.get("test", {})
-    figures = f", test accuracy {test['accuracy']:.2%}" if isinstance(test.get("accuracy"), float) else ""
-    print(f"{run} is finished ({summary.get('epochs', config.recipe.epochs)} of {config.recipe.epochs} epochs"
-          f"{figures}); nothing to resume" + ("" if rebuild_report else f" (lenet report {run} rebuilds its report)"),
+    print(f"{run} is finished ({summary.epochs} of {config.recipe.epochs} epochs, test accuracy "
+          f"{summary.test.accuracy:.2%}); nothing to resume" + ("" if rebuild_report else f" (lenet report {run} rebuilds its report)"),
           flush=True)  # fmt: skip
     if rebuild_report:
         _report_after_training(run, None, config, None, config.recipe.epochs)
@@ -460,7 +454,7 @@ def _epoch_line(row, epochs: int) -> str:
 
 
 def cmd_eval(args) -> int:
-    from lenet.training.checkpoint import load
+    from lenet.runs.checkpoint import load
     from lenet.data.load import load_model_data
     from lenet.data.registry import shown_name
     from lenet.core.device import resolve_device
@@ -495,7 +489,7 @@ def cmd_eval(args) -> int:
 
 def cmd_report(args) -> int:
     from lenet.insight.report import write_report
-    from lenet.training.runs import PLOTS_DIR
+    from lenet.runs.directory import PLOTS_DIR
 
     report = write_report(args.run, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size, progress=True,
                           out=args.out, dataset=args.dataset)  # fmt: skip
@@ -516,7 +510,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from lenet.training.checkpoint import load
+    from lenet.runs.checkpoint import load
     from lenet.core.device import resolve_device
     from lenet.data.images import load_images
     from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
@@ -567,7 +561,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from lenet.training.checkpoint import load
+    from lenet.runs.checkpoint import load
     from lenet.models.lenet import count_parameters, create_model, summarize
 
     if args.run and args.model:
@@ -610,7 +604,9 @@ def cmd_sweep(args) -> int:
 
     if (args.space is None) == (args.resume is None):
         raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
-    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial", "dataset")
+    # On --resume, --dataset names where the sweep's own data is (a sweep's files never choose a path to read).
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial",
+               *(() if args.resume else ("dataset",)))  # fmt: skip
     changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
         raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import torch
 
 from lenet.core.errors import DataError
-from lenet.data.registry import DATASETS, DEFAULT, IMAGE_SIZE, DataSpec
+from lenet.data.registry import DATASETS, DEFAULT, IMAGE_SIZE, TENSOR_NAMES, DataSpec, data_digest
 
 
 
@@ -45,14 +46,27 @@ class Dataset:
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first `n_train` training and `n_test` test images (all of a split where None), for short
-        runs: tests, benchmarks and sweeps on part of a data set. The spec (mean, std) stays the whole set's."""
-        return replace(self, train_images=self.train_images[:n_train], train_labels=self.train_labels[:n_train],
-                       test_images=self.test_images[:n_test], test_labels=self.test_labels[:n_test])  # fmt: skip
+        runs: tests, benchmarks and sweeps on part of a data set. The mean and std stay the whole set's;
+        the digest is the subset's own (of the four tensors it holds), so a run on part of a data set
+        is never taken for one on all of it."""
+        if (n_train is None or n_train >= len(self.train_labels)) and (n_test is None or n_test >= len(self.test_labels)):
+            return self
+        tensors = (self.train_images[:n_train], self.train_labels[:n_train],
+                   self.test_images[:n_test], self.test_labels[:n_test])  # fmt: skip
+        hashes = tensor_hashes(*tensors)
+        return replace(self, train_images=tensors[0], train_labels=tensors[1], test_images=tensors[2],
+                       test_labels=tensors[3], sha256=hashes, spec=replace(self.spec, sha256=data_digest(hashes)))
 
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, train_images=move(self.train_images), train_labels=move(self.train_labels),
                        test_images=move(self.test_images), test_labels=move(self.test_labels))  # fmt: skip
+
+
+def tensor_hashes(*tensors: torch.Tensor) -> dict[str, str]:
+    """The SHA-256 of each of a data set's four tensors (train images, train labels, test images, test labels)."""
+    return {name: hashlib.sha256(t.cpu().contiguous().numpy().tobytes()).hexdigest()
+            for name, t in zip(TENSOR_NAMES, tensors)}  # fmt: skip
 
 
 FashionMNIST = Dataset  # its name while Fashion-MNIST was the only data set

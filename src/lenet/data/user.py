@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from lenet.core.errors import DataError, ImageError
-from lenet.data.dataset import Dataset
+from lenet.data.dataset import Dataset, tensor_hashes
 from lenet.data.images import load_image
 from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
 
@@ -55,7 +54,7 @@ def load_folder(path: str, skip_bad: bool = False) -> Dataset:
 def _user_dataset(train_x, train_y, test_x, test_y, source: str, name: str, classes: tuple[str, ...],
                   skipped: tuple[str, ...] = ()) -> Dataset:  # fmt: skip
     """The data set, its description carrying the one digest of its tensors (DataSpec.sha256)."""
-    hashes = _tensor_hashes(train_x, train_y, test_x, test_y)
+    hashes = tensor_hashes(train_x, train_y, test_x, test_y)
     data = Dataset.from_tensors(train_x, train_y, test_x, test_y, source, hashes, name=name, classes=classes)
     return replace(data, spec=replace(data.spec, sha256=data_digest(hashes)), skipped=skipped)
 
@@ -186,10 +185,6 @@ def _split(images: torch.Tensor, labels: torch.Tensor) -> tuple[tuple[torch.Tens
     n_test = max(1, round(HELD_OUT * len(labels)))
     test, train = order[:n_test].sort().values, order[n_test:].sort().values
     return (images[train], labels[train]), (images[test], labels[test])
-
-
-def _tensor_hashes(*tensors: torch.Tensor) -> dict[str, str]:
-    return {name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in zip(TENSOR_NAMES, tensors)}
 
 
 def load_csv(path: str) -> Dataset:

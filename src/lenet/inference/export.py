@@ -28,14 +28,14 @@ import torch
 from torch import nn
 
 from lenet.core.version import __version__
-from lenet.training.checkpoint import load, resolve_weights
+from lenet.runs.checkpoint import load, resolve_weights
+from lenet.runs.exports import add_export, export_entry, write_sidecar
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data
 from lenet.data.batches import to_float
 from lenet.data.registry import IMAGE_SIZE, shown_name
 from lenet.core.errors import ExportError
-from lenet.core.files import write_bytes, write_json
-from lenet.training.runs import read_optional_json
+from lenet.core.files import write_bytes
 from lenet.training.metrics import predict_logits
 from lenet.models.lenet import count_parameters
 from lenet.core.progress import bar, on_terminal, stage
@@ -49,7 +49,6 @@ TOLERANCE = 1e-4  # max |logit difference| allowed between PyTorch and the expor
 INT8_MAX_DROP = 0.005  # test accuracy an int8 model may lose against fp32: half a percentage point, 50 of 10,000 images
 OPSET = 17
 INPUT, OUTPUT = "image", "logits"
-EXPORT_RECORD = "export.json"  # in the run directory: one entry per format
 BATCH = 1000  # verification batch; the last one is smaller on purpose when N is not a multiple
 
 
@@ -142,15 +141,14 @@ def export(
         raise ExportError(_failure(fmt, verification) + "; nothing written")
     write_bytes(path, data)
     digest = hashlib.sha256(data).hexdigest()
-    entry = {"format": fmt, "path": str(path), "bytes": len(data), "sha256": digest,
-             "verification": _verification_record(verification), **info}  # fmt: skip
+    entry = export_entry({"format": fmt, "path": str(path), "bytes": len(data), "sha256": digest,
+                          "verification": _verification_record(verification), **info}, str(path))  # fmt: skip
     sidecar = path.with_name(path.name + ".json")
-    write_json(sidecar, entry)
+    write_sidecar(sidecar, entry)
     record = sidecar
     if output is None:
-        record = run_dir / EXPORT_RECORD
         key = fmt if quantize == "none" else f"{fmt}-{quantize}"  # "onnx-int8" beside "onnx"
-        write_json(record, {**read_optional_json(record), key: entry})  # none yet, or damaged: rewritten whole
+        record = add_export(run_dir, key, entry)
     return ExportResult(fmt, path, sidecar, record, len(data), digest, verification, quantize)
 
 

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from lenet.core.version import __version__
-from lenet.training.checkpoint import load, resolve_weights
+from lenet.runs.checkpoint import load, resolve_weights
+from lenet.runs.directory import run_records
 from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
 from lenet.core.errors import LenetError, ServeError
@@ -102,21 +103,19 @@ def with_views(model: Classifier, choice: str) -> Classifier:
 
 
 def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
-    """What GET /model answers: the model and, when it sits in a run directory, the run's figures."""
-    from lenet.training.runs import CONFIG_FILE, SUMMARY_FILE, read_optional_json
-
-    # A bare checkpoint file has no run files beside it: then both are empty.
-    config, summary = (read_optional_json(weights.parent / name) for name in (CONFIG_FILE, SUMMARY_FILE))
+    """What GET /model answers: the model and, when it sits in a run directory, the run's figures (a bare
+    checkpoint file has no run files beside it: then none; a damaged one is refused before the server starts)."""
+    config, summary = run_records(weights.parent)
     # Nothing that names a path on the server: the checkpoint by its file name, a folder data set by its kind and name.
     return {
-        "name": config.get("recipe", {}).get("model"),
+        "name": config.recipe.get("model") if config is not None else None,
         "checkpoint": weights.name,
         "config": model.net.config.to_dict(),
         "views": model.views.to_dict(),
         "parameters": count_parameters(model),
         "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
-        "test_accuracy": summary.get("test", {}).get("accuracy"),
+        "test_accuracy": summary.test.accuracy if summary is not None else None,
         "runtime": getattr(model, "runtime", f"torch {torch.__version__}"),
     }
 

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lenet.insight.analysis import FeatureMaps, Mistakes, channels_shown
-from lenet.training.runs import judged as runs_judged
+from lenet.runs.metrics import judged as runs_judged
 
 DPI = 100
 SIZES = {  # inches, width x height

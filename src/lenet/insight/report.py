@@ -17,10 +17,10 @@ import torch
 
 from lenet.insight import html_page as H
 from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
-from lenet.training.checkpoint import load
+from lenet.runs.checkpoint import load
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data
-from lenet.data.registry import DEFAULT, data_digest, is_user_data, shown_name
+from lenet.data.registry import is_user_data, shown_name
 from lenet.core.device import resolve_device
 from lenet.core.errors import LenetError
 from lenet.core.files import write_bytes, write_text
@@ -28,7 +28,9 @@ from lenet.training.metrics import EVAL_CHUNK, Evaluation, predict_logits, score
 from lenet.core.progress import stage
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier
-from lenet.training.runs import PLOTS_DIR, REPORT_FILE, Run, judged, read_run
+from lenet.runs.compat import saved_data_spec
+from lenet.runs.directory import PLOTS_DIR, REPORT_FILE, Run, read_run
+from lenet.runs.metrics import judged
 
 MISTAKES = 24  # the grid in plots.mistakes is 3 x 8
 EXAMPLES = 4  # test images, of different classes, shown through the feature maps
@@ -133,12 +135,12 @@ def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: di
         **{heading: [H.png_figure(figures[name], heading, caption)]
            for name, (heading, caption) in FIGURES.items() if name in figures},
         "Epochs": [_epochs_table(run)],
-        "Configuration": [H.key_value_table(H.flatten(run.config))],
+        "Configuration": [H.key_value_table(H.flatten(run.config.model_dump(mode="json", by_alias=True)))],
     }  # fmt: skip
     return H.page(
         f"lenet run {run.name}",
         [H.contents(list(sections)), *(H.section(heading, *parts) for heading, parts in sections.items())],
-        subtitle=f"{run.path} - {evaluation.total:,} test images, started {run.config.get('started', '?')}",
+        subtitle=f"{run.path} - {evaluation.total:,} test images, started {run.config.started or '?'}",
     )
 
 
@@ -187,8 +189,8 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
         "test loss": f"{evaluation.loss:.4f}",
         f"best epoch's {split} accuracy{_epoch_views(run)}": _best_epoch(run),
         "final train loss / accuracy": f"{last['train_loss']:.4f} / {last['train_accuracy']:.2%}",
-        "recipe": str(run.config.get("recipe_name", "?")),
-        "model": str(run.config.get("recipe", {}).get("model", "?")),
+        "recipe": run.config.recipe_name,
+        "model": str(run.config.recipe.get("model", "?")),
         "parameters": f"{parameters:,}",
         "epochs": f"{len(run.metrics)}" + ("" if run.summary else " (unfinished: no summary.json)"),
         "training time": f"{_train_seconds(run):.1f} s",
@@ -197,12 +199,15 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
 
 def _best_epoch(run: Run) -> str:
     split = _eval_split(run)
-    best = max(judged(run.metrics, f"{split}_accuracy"), key=lambda row: row[f"{split}_accuracy"])
+    rows = judged(run.metrics, f"{split}_accuracy")
+    if not rows:
+        return "none judged"
+    best = max(rows, key=lambda row: row[f"{split}_accuracy"])
     return f"{best[f'{split}_accuracy']:.2%} {split} (epoch {int(best['epoch'])})"
 
 
 def _epoch_views(run: Run) -> str:
-    # Per-epoch figures skip the shifted test-time views (see train.py), the final one does not.
+    # Per-epoch figures skip the shifted test-time views (see training/loop.py), the final one does not.
     return " (image and mirror only)" if run.views.shift else ""
 
 
@@ -270,17 +275,17 @@ def comparison_text(rows: list[tuple[str, ...]]) -> str:
 def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
     # The final test figures are the finished model's (every test-time view); a run without
     # summary.json has none yet, and its per-epoch figures would not be the same thing.
-    test = run.summary.get("test", {}) if run.summary else {}
+    test = run.summary.test if run.summary else None
     return (
         label,
         _data_set(run)[0],
-        str(run.config.get("recipe_name", "?")),
-        str(run.config.get("recipe", {}).get("model", "?")),
-        str(run.config.get("seed", "?")),
+        run.config.recipe_name,
+        str(run.config.recipe.get("model", "?")),
+        str(run.config.seed),
         str(len(run.metrics)),
         _parameters(run),
-        f"{test['accuracy']:.2%}" if "accuracy" in test else "unfinished",
-        f"{test['loss']:.4f}" if "loss" in test else "unfinished",
+        f"{test.accuracy:.2%}" if test else "unfinished",
+        f"{test.loss:.4f}" if test else "unfinished",
         _best_epoch(run),
         f"{_train_seconds(run):.1f} s",
     )
@@ -290,14 +295,15 @@ def _data_set(run: Run) -> tuple[str, str]:
     """The data set a run was tested on: as shown (a user's own by its digest's first digits too),
     and what tells one test set from another (a registry name; for a user's own data, its digest,
     which changes with any image and with the split)."""
-    record = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
-    name = record.get("name", DEFAULT) if isinstance(record.get("name", DEFAULT), str) else "?"
-    if not is_user_data(name):
+    name = run.config.data.name
+    try:
+        digest = saved_data_spec(run.config.data).sha256
+    except LenetError as e:
+        raise LenetError(f"{run.path}/config.json: field data: {e}") from None
+    if not digest:  # a registry data set, whole
         return name, name
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
-    hashes = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
-    digest = spec.get("sha256") or data_digest(hashes)
-    return f"{shown_name(name)} sha256 {str(digest)[:12]}", str(digest)
+    part = "" if is_user_data(name) else " (part of it)"
+    return f"{shown_name(name)}{part} sha256 {digest[:12]}", digest
 
 
 def _same_test_set(runs: list[Run], labels: list[str]) -> None:
@@ -321,8 +327,8 @@ def _labels(runs: list[Run]) -> list[str]:
 
 
 def _parameters(run: Run) -> str:
-    if run.summary and "parameters" in run.summary:
-        return f"{run.summary['parameters']:,}"
+    if run.summary and run.summary.parameters:
+        return f"{run.summary.parameters:,}"
     try:
         return f"{run.net_config.parameter_count:,}"
     except (KeyError, TypeError, LenetError):
@@ -337,6 +343,6 @@ def _eval_split(run: Run) -> str:
 
 
 def _train_seconds(run: Run) -> float:
-    if run.summary and "train_seconds" in run.summary:
-        return float(run.summary["train_seconds"])
+    if run.summary:
+        return run.summary.train_seconds
     return sum(row.get("seconds", 0.0) for row in run.metrics)

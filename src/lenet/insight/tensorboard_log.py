@@ -7,16 +7,17 @@ package fails before training starts, in one line. Logs go to RUN/tensorboard, s
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import io
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from lenet.core.errors import LenetError
-from lenet.training.runs import EpochMetrics, by_split
+from lenet.runs.metrics import EpochMetrics, by_split
 
 LOG_DIR = "tensorboard"
 _SPLITS = ("train", "val", "test")

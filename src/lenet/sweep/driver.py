@@ -8,7 +8,6 @@ experiment over the trials that have not ended; Tune's pickled state (tuner.pkl)
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet.core.errors import Interrupted, LenetError
-from lenet.core.files import write_json
+from lenet.runs.sweeps import SessionRecord, read_sessions, write_sessions
 from lenet.sweep.carry import carried
 from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan, run_metric
 from lenet.sweep.space import Options, read_space
@@ -31,7 +30,6 @@ from lenet.sweep.trainable import run_trial
 
 INSTALL_HINT = "lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60)"
 TUNE_DIR = "tune"  # Tune's experiment of the first session; a resume's is tune-resume-N
-SESSIONS_FILE = "sessions.json"  # each session's Tune experiment and where Tune kept it
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 WORKER_NICENESS = "RAY_worker_niceness"  # Ray's setting, read by the raylet lenet starts
 
@@ -57,7 +55,7 @@ def run_sweep(
     """Run (or, with `resume`, finish) a sweep; return its table. Everything is checked before Ray starts."""
     if resume is not None:
         plan = read_plan(resume)
-        data_dir = options.data_dir or plan.data_dir
+        data_dir = options.data_dir  # a run's files never choose a path to read: the data is named again
     else:
         space = read_space(space_path, options)
         if options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
@@ -68,7 +66,8 @@ def run_sweep(
     # The token is in place before Ray is imported: Ray reads its authentication settings then.
     with contextlib.nullcontext() if address else private_token():
         ray, tune = _import_ray()
-        data = _load_data(plan.space if resume is not None else asdict(space), data_dir)
+        data = (_resumed_data(plan, options.dataset, data_dir) if resume is not None
+                else _load_data(asdict(space), data_dir))  # fmt: skip
         if resume is not None:
             ended = ended_units(plan)
             whole = {c for c in range(len(plan.configurations))
@@ -82,7 +81,8 @@ def run_sweep(
             if to_run:
                 _check_storage(ray, options.storage)
             if resume is None:  # the sweep directory is made only once Ray is there and fit for it
-                plan, ended = make_plan(space, options, Path(space_path).read_text(encoding="utf-8")), set()
+                plan = make_plan(space, options, Path(space_path).read_text(encoding="utf-8"), data.spec.sha256)
+                ended = set()
                 on_line(f"sweep {plan.name}: {len(plan.configurations)} configurations x {len(plan.seeds)} seeds, "
                         f"{len(plan.units())} trials, judged on {plan.space['val_split']:,} validation images")  # fmt: skip
             if to_run:
@@ -141,6 +141,23 @@ def _import_ray():
     except ImportError:
         raise SweepUnavailable(INSTALL_HINT) from None
     return ray, tune
+
+
+def _resumed_data(plan: Plan, dataset: str | None, data_dir: str | None):
+    """A resumed sweep's data: its registry data set read again, or the user's own named again with
+    --dataset (never the path in plan.json), and in either case the data the sweep began on (its digest)."""
+    from lenet.data.registry import is_user_data, shown_name
+
+    if dataset is None and is_user_data(plan.dataset):
+        kind = plan.dataset.split(":", 1)[0]
+        raise LenetError(f"sweep {plan.name} trained on your own data ({shown_name(plan.dataset)}), which lenet reads "
+                         f"only when the command line names it: add --dataset {kind}:PATH")  # fmt: skip
+    data = _load_data({**plan.space, "dataset": dataset or plan.dataset}, data_dir)
+    if data.spec.sha256 != plan.data_sha256 and (plan.data_sha256 or is_user_data(plan.dataset)):
+        then = plan.data_sha256 or "not recorded (a sweep of an older lenet)"
+        raise LenetError(f"{dataset or plan.dataset} is not the data sweep {plan.name} trained on: sha256 {then} "
+                         f"then, {data.spec.sha256} now; resume it on the data it began with")  # fmt: skip
+    return data
 
 
 def _load_data(plan_space: dict[str, Any], data_dir: str | None):
@@ -347,10 +364,10 @@ def _storage_path(plan: Plan, storage: str | None) -> str:
 def _experiment_name(plan: Plan, storage: str | None) -> str:
     """A new Tune experiment per session, counted in sessions.json: a resume never opens an earlier
     session's Tune state."""
-    path = Path(plan.directory) / SESSIONS_FILE
-    sessions = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    directory = Path(plan.directory)
+    sessions = read_sessions(directory)
     # A sweep of before sessions.json has its first session's experiment in tune/ and no record of it.
-    earlier = len(sessions) or int((Path(plan.directory) / TUNE_DIR).exists())
+    earlier = len(sessions) or int((directory / TUNE_DIR).exists())
     name = f"{TUNE_DIR}-resume-{earlier}" if earlier else TUNE_DIR
-    write_json(path, [*sessions, {"experiment": name, "storage": _storage_path(plan, storage)}])
+    write_sessions(directory, [*sessions, SessionRecord(experiment=name, storage=_storage_path(plan, storage))])
     return name

@@ -7,7 +7,7 @@ from typing import Any
 
 from lenet.core.files import write_text
 from lenet.sweep.plan import Plan
-from lenet.training import runs
+from lenet.runs.metrics import read_metrics
 
 PAGE_FILE = "sweep.html"
 
@@ -31,7 +31,7 @@ def write_page(plan: Plan, rows: list[dict[str, Any]], metric: str, partial: str
     top = {}
     for r in ranked[:5]:
         run_dir = Path(plan.directory) / r["seeds"][0]["run"]
-        top[f"{r['trial']} seed {r['seeds'][0]['seed']}"] = runs.read_metrics(run_dir)
+        top[f"{r['trial']} seed {r['seeds'][0]['seed']}"] = read_metrics(run_dir)
     if top:
         figures.append(h.png_figure(plots.png_bytes(plots.compare_curves(top, "the top configurations")),
                                     "learning curves of the top configurations"))  # fmt: skip

@@ -4,21 +4,21 @@ pickled state, so whoever can write the sweep directory cannot run code in the d
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lenet.core.errors import LenetError
-from lenet.core.files import write_json, write_text
+from lenet.core.files import write_text
 from lenet.data.registry import DEFAULT
+from lenet.runs import directory as runs
+from lenet.runs.metrics import judged
+from lenet.runs.sweeps import (FAILED_FILE, PlanRecord, read_plan_record, read_trials, write_plan_record,
+                               write_trials)  # fmt: skip
 from lenet.sweep.space import Options, Space, configurations
-from lenet.training import runs
 from lenet.training.recipes import Recipe
 
-PLAN_FILE, SPACE_FILE, TRIALS_FILE = "plan.json", "space.toml", "trials.json"
-FAILED_FILE = "failed.json"  # in a run directory whose training failed for its own reasons (NaN, bad values)
+SPACE_FILE = "space.toml"
 ENDED = ("finished", "stopped early")  # how a trial ends for good; an errored one is tried again on --resume
 
 
@@ -40,7 +40,7 @@ class Plan:
     configurations: list[dict[str, Any]]
     cpus_per_trial: float
     gpus_per_trial: float
-    data_dir: str | None
+    data_sha256: str = ""  # the digest of the data the sweep trains on: a resume refuses other data
 
     @property
     def seeds(self) -> list[int]:
@@ -79,18 +79,22 @@ class Plan:
         return [a["field"] for a in self.space["axes"]]
 
 
-def make_plan(space: Space, options: Options, space_text: str) -> Plan:
+def make_plan(space: Space, options: Options, space_text: str, data_sha256: str = "") -> Plan:
     """Create the sweep directory with its plan; an existing sweep is never overwritten."""
     name = options.name or space.name
     directory = (runs.create_run_dir(options.out, name) if name else
                  runs.create_unique_run_dir(options.out, runs.default_run_name("sweep", f"{len(configurations(space))}trials")))  # fmt: skip
     plan = Plan(
         directory=str(directory.resolve()), space=_space_json(space), configurations=configurations(space),
-        cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, data_dir=options.data_dir,
+        cpus_per_trial=options.cpus_per_trial, gpus_per_trial=options.gpus_per_trial, data_sha256=data_sha256,
     )  # fmt: skip
     write_text(directory / SPACE_FILE, space_text)
-    write_json(directory / PLAN_FILE, asdict(plan))
+    write_plan(plan)
     return plan
+
+
+def write_plan(plan: Plan) -> None:
+    write_plan_record(Path(plan.directory), PlanRecord.model_validate(asdict(plan)))
 
 
 def _space_json(space: Space) -> dict[str, Any]:
@@ -100,18 +104,9 @@ def _space_json(space: Space) -> dict[str, Any]:
 
 
 def read_plan(directory: str | os.PathLike) -> Plan:
-    path = Path(directory) / PLAN_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        plan = Plan(**saved)
-        # The directory may have moved (or be mounted elsewhere on this machine): it is where plan.json is.
-        return replace(plan, directory=str(Path(directory).resolve()))
-    except FileNotFoundError:
-        raise LenetError(f"{directory}: not a sweep directory (no {PLAN_FILE})") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise LenetError(f"{path}: not a lenet sweep plan ({e})") from None
-
-
+    """plan.json, checked by its schema; the directory is where plan.json is (the sweep may have moved)."""
+    record = read_plan_record(Path(directory))
+    return Plan(**{**record.model_dump(exclude={"format_version"}), "directory": str(Path(directory).resolve())})
 
 
 def record_configuration(plan: Plan, number: int, values: dict[str, Any]) -> Plan:
@@ -119,25 +114,19 @@ def record_configuration(plan: Plan, number: int, values: dict[str, Any]) -> Pla
     configurations = list(plan.configurations)
     configurations[number] = values
     plan = replace(plan, configurations=configurations)
-    write_json(Path(plan.directory) / PLAN_FILE, asdict(plan))
+    write_plan(plan)
     return plan
 
 
 def trial_records(plan: Plan) -> dict[int, str]:
     """How each Tune trial that ended did so (trial number to one of ENDED, or "error"), from trials.json."""
-    path = Path(plan.directory) / TRIALS_FILE
-    if not path.exists():
-        return {}  # a sweep of before trials.json: its run directories alone say what finished
-    try:
-        return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise LenetError(f"{path}: not a lenet sweep record ({e})") from None
+    return read_trials(Path(plan.directory))
 
 
 def record_trial(plan: Plan, unit: int, how: str) -> None:
     records = trial_records(plan)
     records[unit] = how
-    write_json(Path(plan.directory) / TRIALS_FILE, {str(k): v for k, v in sorted(records.items())})
+    write_trials(Path(plan.directory), records)
 
 
 def ended_units(plan: Plan) -> set[int]:
@@ -148,17 +137,17 @@ def ended_units(plan: Plan) -> set[int]:
 
 
 def run_ended(run_dir: Path) -> bool:
-    return (run_dir / runs.SUMMARY_FILE).exists() or (run_dir / FAILED_FILE).exists()
+    return runs.is_finished(run_dir) or (run_dir / FAILED_FILE).exists()
 
 
 def run_metric(run_dir: Path, metric: str) -> float | None:
     """The deciding figure of a finished run: validation accuracy after the last epoch or at the best."""
-    if not (run_dir / runs.SUMMARY_FILE).exists():
+    if not runs.is_finished(run_dir):
         return None
     run = runs.read_run(run_dir)
     if metric == "final":
-        return run.summary["val"]["accuracy"]
-    return max(row["val_accuracy"] for row in runs.judged(run.metrics, "val_accuracy"))
+        return run.summary.val.accuracy if run.summary.val is not None else None
+    return max((row["val_accuracy"] for row in judged(run.metrics, "val_accuracy")), default=None)
 
 
 def threads(plan: Plan) -> int:

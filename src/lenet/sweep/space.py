@@ -15,7 +15,8 @@ from typing import Any
 from lenet.core.errors import LenetError, short_repr
 from lenet.core.values import bounds, check_value
 from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file
-from lenet.training.recipes import load_recipe_file, read_toml, recipe_from_table
+from lenet.runs.record import load_toml
+from lenet.training.recipes import load_recipe_file, recipe_from_table
 
 METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
@@ -87,7 +88,7 @@ class Options:
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
     """The SPACE file at `path`, checked in full, with `options` applied."""
-    return parse_space(read_toml(path, "space file"), f"space file {path}", options)
+    return parse_space(load_toml(path, "space file"), f"space file {path}", options)
 
 
 def parse_space(table: dict[str, Any], where: str, options: Options = Options()) -> Space:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,11 @@ from typing import Any
 
 from lenet.core.files import write_json, write_text
 from lenet.sweep.page import status, write_page
-from lenet.sweep.plan import FAILED_FILE, Plan, run_metric, threads, trial_records
+from lenet.runs import directory as runs
+from lenet.runs.metrics import METRICS_FILE
+from lenet.runs.sweeps import FAILED_FILE, read_failed
+from lenet.sweep.plan import Plan, run_metric, threads, trial_records
 from lenet.sweep.space import METRICS
-from lenet.training import runs
 from lenet.training.recipes import recipe_toml
 
 TABLE_CSV, TABLE_JSON, BEST_RECIPE = "sweep.csv", "sweep.json", "best_recipe.toml"
@@ -64,16 +65,16 @@ def table_rows(plan: Plan, partial: bool = False) -> list[dict[str, Any]]:
 def _seed_entry(plan: Plan, c: int, seed: int, was_stopped: bool) -> dict[str, Any]:
     run_dir = plan.run_dir(c, seed)
     entry: dict[str, Any] = {"seed": seed, "run": str(run_dir.relative_to(plan.directory))}
-    if (run_dir / runs.SUMMARY_FILE).exists():
-        summary = runs.read_run(run_dir).summary
-        entry.update(status="stuck" if summary.get("stuck") else "done", val=run_metric(run_dir, plan.space["metric"]),
-                     test=summary["test"]["accuracy"])  # fmt: skip
+    if runs.is_finished(run_dir):
+        summary = runs.read_summary(run_dir)
+        entry.update(status="stuck" if summary.stuck else "done", val=run_metric(run_dir, plan.space["metric"]),
+                     test=summary.test.accuracy)  # fmt: skip
     elif (run_dir / FAILED_FILE).exists():
-        entry.update(status="failed", message=json.loads((run_dir / FAILED_FILE).read_text())["error"])
+        entry.update(status="failed", message=read_failed(run_dir).error)
     elif was_stopped:
         entry.update(status="stopped early")
     else:
-        entry.update(status="unfinished" if (run_dir / runs.METRICS_FILE).exists() else "not run")
+        entry.update(status="unfinished" if (run_dir / METRICS_FILE).exists() else "not run")
     return entry
 
 

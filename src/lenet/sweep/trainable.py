@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from lenet.core.errors import Interrupted, LenetError
-from lenet.core.files import write_json
 from lenet.sweep.carry import pack, restore
-from lenet.sweep.plan import FAILED_FILE, Plan, threads
-from lenet.training import runs
+from lenet.runs import directory as runs
+from lenet.runs.config import CONFIG_FILE
+from lenet.runs.sweeps import FAILED_FILE, write_failed
+from lenet.sweep.plan import Plan, threads
 from lenet.training.recipes import Recipe
 
 
@@ -28,7 +29,7 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
     from lenet.training.engine import Engine
     from lenet.training.config import TrainConfig
     from lenet.training.loop import train
-    from lenet.training.records import resume_config
+    from lenet.training.resume import resume_config
 
     index = config["unit"]
     unit = plan.units()[index]
@@ -55,7 +56,7 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
 
         for position, seed in enumerate(unit.seeds):
             run_dir = scratch / plan.run_dir(unit.configuration, seed).relative_to(plan.directory)
-            if (run_dir / runs.SUMMARY_FILE).exists() or (run_dir / FAILED_FILE).exists():
+            if runs.is_finished(run_dir) or (run_dir / FAILED_FILE).exists():
                 continue  # finished before a retry or a resumed sweep: never trained again
 
             def on_epoch(row, position=position, seed=seed) -> None:
@@ -65,8 +66,9 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
                     report(position, seed, row.epoch, row.eval_accuracy, row.eval_loss)
 
             try:
-                if (run_dir / runs.CONFIG_FILE).exists():  # a retry: on from the last completed epoch
-                    config_ = resume_config(run_dir, progress=False, device=device, engine=engine)
+                if (run_dir / CONFIG_FILE).exists():  # a retry: on from the last completed epoch
+                    config_ = resume_config(run_dir, recipe.teacher or None, progress=False, device=device,
+                                            engine=engine)  # fmt: skip
                     result = train(config_, data=data, on_epoch=on_epoch, resume=run_dir)
                 else:
                     config_ = TrainConfig(
@@ -80,7 +82,7 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
                 raise
             except LenetError as e:  # the run's own failure (diverged, bad values): recorded, and the sweep goes on
                 run_dir.mkdir(parents=True, exist_ok=True)
-                write_json(run_dir / FAILED_FILE, {"error": str(e), "type": type(e).__name__})
+                write_failed(run_dir, e)
                 # Reported (no figure: ASHA passes over a NaN) so that the record reaches the driver.
                 report(position, seed, recipe.epochs, float("nan"), float("nan"))
                 continue

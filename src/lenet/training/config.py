@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lenet.data.registry import DEFAULT
 from lenet.models.views import Classifier
-from lenet.training import runs
+from lenet.runs.metrics import EpochMetrics
 from lenet.training.engine import Engine
 from lenet.training.metrics import Evaluation
 from lenet.training.recipes import Recipe, get_recipe
@@ -40,7 +40,7 @@ class TrainConfig:
 @dataclass
 class RunResult:
     model: Classifier  # the trained network with the recipe's test-time views, in eval mode
-    history: list[runs.EpochMetrics]
+    history: list[EpochMetrics]
     final: Evaluation  # on the test set, always, with every view
     val: Evaluation | None  # on the validation split (every view), if the run held one out
     run_dir: Path | None

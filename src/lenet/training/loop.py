@@ -3,7 +3,7 @@
 `train()` reads like pytorch/examples' main: set up, then for each epoch `train_epoch()` and
 `evaluate_epoch()` (an epoch's figures on the validation or test split, cheaper than the final
 figures), save, report. What a run carries from epoch to epoch is state.py's `TrainState`; what a
-recipe builds is build.py's; how a step runs is engine.py's; what goes on disk is runs.py's and
+recipe builds is build.py's; how a step runs is engine.py's; what goes on disk is lenet/runs/'s and
 records.py's.
 """
 
@@ -26,14 +26,18 @@ from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
 from lenet.data.registry import is_user_data
 from lenet.models.views import Classifier
-from lenet.training import runs
+from lenet.runs import directory as runs
+from lenet.runs.compat import read_config
+from lenet.runs.metrics import EpochMetrics
+from lenet.runs.state import STATE_FILE
 from lenet.training.build import build_model
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
-from lenet.training.records import is_finished, is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.records import is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.resume import resumed_data
 from lenet.training.state import TrainState, start_state
 from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
 
@@ -75,7 +79,7 @@ class Splits:
 def train(
     config: TrainConfig = TrainConfig(),
     data: Dataset | None = None,
-    on_epoch: Callable[[runs.EpochMetrics], None] | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     resume: str | Path | None = None,
 ) -> RunResult:
@@ -89,6 +93,8 @@ def train(
     config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
     recipe = config.recipe
     set_determinism(device, config.deterministic)
+    if resume is not None:  # the data the run began on, or none: checked here, so every caller gets the check
+        data = resumed_data(resume, data, config.data_dir)
     data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
@@ -99,7 +105,7 @@ def train(
     if recipe.teacher:
         teacher, identity = load_teacher(recipe.teacher, data.spec, device)
         if resume is not None:
-            check_teacher_unchanged(resume, runs.read_config(Path(resume)).get("teacher"), recipe.teacher)
+            check_teacher_unchanged(resume, read_config(Path(resume)).teacher, recipe.teacher)
 
     torch.manual_seed(config.seed)
     model = build_model(recipe, data.spec, splits.train[0]).to(device)
@@ -123,7 +129,7 @@ def train(
             if is_evaluated(epoch, recipe.epochs, config.eval_every):
                 figures, eval_seconds = evaluate_epoch(model, splits.evaluated, recipe,
                                                        _bar(config, f"epoch {epoch}/{recipe.epochs} evaluating"))
-            row = runs.EpochMetrics(
+            row = EpochMetrics(
                 epoch=epoch, train_loss=loss, train_accuracy=accuracy, eval_split=splits.eval_split,
                 eval_loss=figures.loss if figures else None, eval_accuracy=figures.accuracy if figures else None,
                 seconds=seconds,
@@ -137,7 +143,7 @@ def train(
                 advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
                 _warn(state, advice.format(accuracy=first, images=len(splits.train[1])), on_warning)
             if run_dir is not None:
-                runs.save_epoch(run_dir, state.to_dict(), state.history, model)
+                runs.save_epoch(run_dir, state.to_record(), state.history, model)
             if on_epoch is not None:
                 on_epoch(row)
         with stage(f"final figures: {model.views.describe()}", config.progress):
@@ -151,9 +157,9 @@ def train(
             raise TrainingDiverged(f"{e}; {run_dir} holds only its config.json: remove it") from None
         raise TrainingDiverged(f"{e}; the weights of epoch {state.epoch} are in {run_dir}") from None
     except KeyboardInterrupt:  # Ctrl-C anywhere: in a step, an evaluation or between the atomic writes
-        if run_dir is not None and is_finished(run_dir):  # the disk is the truth
+        if run_dir is not None and runs.is_finished(run_dir):  # the disk is the truth
             raise Interrupted(epoch, finished_run=run_dir) from None
-        resumable = run_dir is not None and (run_dir / runs.STATE_FILE).exists()
+        resumable = run_dir is not None and (run_dir / STATE_FILE).exists()
         # A run on the user's own data resumes only with it named again (a run's files never choose a path).
         again = f"{run_dir} --dataset {config.dataset}" if is_user_data(config.dataset) else run_dir
         raise Interrupted(epoch, again if resumable else None) from None

@@ -19,7 +19,8 @@ from typing import Any
 
 from lenet.core.errors import LenetError, short_repr
 from lenet.core.values import bounds, check_value
-from lenet.training.compat import saved_recipe_fields
+from lenet.runs.compat import saved_recipe_fields
+from lenet.runs.record import load_toml
 from lenet.models.lenet import MAX_SHIFT, MODELS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -266,22 +267,7 @@ def load_recipe_file(path: str | os.PathLike) -> Recipe:
     """A recipe from a TOML file whose top-level keys are Recipe fields (the ones left out keep
     the default recipe's values). Validated like the built-in recipes: an unknown key, a value
     of the wrong type or out of range is one LenetError."""
-    return recipe_from_mapping(read_toml(path, "recipe file"), f"recipe file {path}")
-
-
-def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    """A TOML file lenet reads (a recipe file, a sweep's space), or one LenetError saying why not."""
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise LenetError(f"{what} {path}: no such file") from None
-    except OSError as e:
-        raise LenetError(f"{what} {path}: unreadable ({e.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LenetError(f"{what} {path}: not valid TOML ({e})") from None
+    return recipe_from_mapping(load_toml(path, "recipe file"), f"recipe file {path}")
 
 
 def recipe_from_mapping(mapping: Any, where: str, base: Recipe | None = None) -> Recipe:

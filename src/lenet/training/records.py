@@ -1,29 +1,27 @@
-"""What a run writes about itself (config.json, summary.json) and how a resume reads it back.
+"""What a run writes about itself (config.json, summary.json, its state after each epoch).
 
-runs.py knows the files; this module knows what a TrainConfig and a finished run put in them.
+lenet/runs/ knows the files and their schemas; this module knows what a TrainConfig and a finished run
+put in them. What a resume takes back out is resume.py's.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from lenet.core.device import describe, resolve_device
-from lenet.core.errors import CheckpointError, LenetError
+from lenet.core.device import describe
 from lenet.data.dataset import Dataset
-from lenet.data.registry import DataSpec
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier
-from lenet.training import compat, runs
+from lenet.runs import directory as runs
+from lenet.runs.state import read_train_state
 from lenet.training.build import recipe_model_config, recipe_views
 from lenet.training.config import TrainConfig
-from lenet.training.engine import Engine
 from lenet.training.metrics import Evaluation
-from lenet.training.recipes import Recipe
 from lenet.training.state import TrainState
-from lenet.training.teacher import TeacherIdentity, check_teacher_unchanged
+from lenet.training.teacher import TeacherIdentity
 
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/classes after epoch 1 means a stuck run
 MAX_SKIPPED_RECORDED = 1000  # files left out by --skip-bad that config.json names; it counts them all
@@ -48,11 +46,11 @@ def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
 
 def resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
     """Restore `state` from the run's train_state.pt (if its first epoch ended) and make its records agree."""
-    saved = runs.read_train_state(run_dir)
+    saved = read_train_state(run_dir)
     if saved is not None:  # else the run ended before its first epoch did: start it over
         state.restore(saved)
         # A kill may have come between the state and the other writes of its epoch.
-        runs.save_epoch(run_dir, state.to_dict(), state.history, model)
+        runs.save_epoch(run_dir, state.to_record(), state.history, model)
     return run_dir
 
 
@@ -97,49 +95,3 @@ def summary_record(model: Classifier, test: Evaluation, val: Evaluation | None, 
         "stuck": is_stuck(test.accuracy, model.net.config.num_classes),
         "warnings": state.warnings,
     }
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """Whether a run wrote its summary, the last thing a run writes."""
-    return (Path(run_dir) / runs.SUMMARY_FILE).is_file()
-
-
-def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
-    """The TrainConfig a run was started with, read back from its config.json.
-
-    A `device` override may name another device of the same kind (cuda:1 for cuda:0), not another
-    kind: the kernels and the generators differ between kinds, so the run would not go on as it began.
-    """
-    saved = runs.read_config(Path(run_dir))
-    where = f"{run_dir}/{runs.CONFIG_FILE}"
-    try:
-        recipe, engine = compat.recipe_and_engine(saved)
-        config = TrainConfig(
-            recipe=Recipe.from_dict(recipe, where), recipe_name=saved["recipe_name"],
-            seed=saved["seed"], dataset=compat.saved_dataset(saved), val_split=saved["val_split"],
-            device=saved["device"], deterministic=saved["deterministic"], eval_every=compat.saved_eval_every(saved),
-            out=str(Path(run_dir).parent), name=Path(run_dir).name, engine=Engine(**engine),
-            report=compat.saved_report(saved), skip_bad=compat.saved_skip_bad(saved),
-        )  # fmt: skip
-    except (KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{run_dir}: config.json lacks what a resume needs ({e})") from None
-    if overrides.get("device") is not None:
-        check_same_device_kind(run_dir, saved["device"], overrides["device"])
-    if config.recipe.teacher:  # refused here, before a resume says anything (train() checks again)
-        check_teacher_unchanged(run_dir, saved.get("teacher"), config.recipe.teacher)
-    return replace(config, **overrides)
-
-
-def recorded_data(run_dir: str | Path) -> DataSpec:
-    """What a run's config.json says of its data: name, classes and digest."""
-    try:
-        return compat.saved_data_spec(runs.read_config(Path(run_dir)))
-    except (LenetError, AttributeError, TypeError) as e:
-        raise CheckpointError(f"{run_dir}: config.json's data record is damaged ({e})") from None
-
-
-def check_same_device_kind(run_dir: str | Path, saved: str, asked: str) -> None:
-    kind, asked_kind = torch.device(saved).type, resolve_device(asked).type
-    if kind != asked_kind:
-        raise LenetError(f"{run_dir} trained on {kind}; --resume --device {asked} would go on on {asked_kind}, with "
-                         f"other kernels and generators, so not as it began: resume on {kind}, or start a new run")

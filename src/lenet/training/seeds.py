@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
-from lenet.training import runs
+from lenet.runs import directory as runs
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.loop import train
 from lenet.training.metrics import seed_statistics

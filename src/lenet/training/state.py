@@ -7,16 +7,16 @@ generator and, on CUDA, the device's own generator. On the CPU that makes a resu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
 from lenet.core.errors import CheckpointError
 from lenet.data.batches import alternating_half
 from lenet.models.lenet import LeNet
-from lenet.training import runs
+from lenet.runs.metrics import EpochMetrics
+from lenet.runs.state import RngStates, TrainStateRecord
 from lenet.training.build import build_optimizer, build_schedule
-from lenet.training.compat import saved_cuda_rng
 from lenet.training.config import TrainConfig
 from lenet.training.ema import WeightAverage
 from lenet.training.recipes import AUGMENT_SEED_OFFSET, FLIP_SEED_OFFSET
@@ -36,7 +36,7 @@ class TrainState:
     flip_half: torch.Tensor | None = None
     ema: WeightAverage | None = None  # the weights' moving average (recipe's ema_decay), the model when on
     epoch: int = 0
-    history: list[runs.EpochMetrics] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     train_seconds: float = 0.0
 
@@ -44,40 +44,37 @@ class TrainState:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to_dict(self) -> dict:
+    def to_record(self) -> TrainStateRecord:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return {
-            "epoch": self.epoch,
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
-            "rng": {"shuffle": self.shuffle.get_state(), "augment": self.augment_rng.get_state(),
-                    "torch": torch.get_rng_state(), "cuda": cuda},  # fmt: skip
-            "history": [asdict(row) for row in self.history],
-            "warnings": self.warnings,
-            "train_seconds": self.train_seconds,
-            # Only when on, so that a state without the average reads as before.
-            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-        }
+        rng = RngStates(shuffle=self.shuffle.get_state(), augment=self.augment_rng.get_state(),
+                        torch=torch.get_rng_state(), cuda=cuda)  # fmt: skip
+        return TrainStateRecord(
+            epoch=self.epoch, model=self.net.state_dict(), optimizer=self.optimizer.state_dict(),
+            schedule=self.schedule.state_dict() if self.schedule is not None else None, rng=rng,
+            history=list(self.history), warnings=list(self.warnings), train_seconds=self.train_seconds,
+            ema=self.ema.state_dict() if self.ema is not None else None,
+        )  # fmt: skip
 
-    def restore(self, saved: dict) -> None:
+    def restore(self, saved: TrainStateRecord) -> None:
+        """Everything in `saved` (checked by its schema) back into this state; what does not fit this run's
+        config (other shapes, another optimizer) is one CheckpointError."""
         try:
-            self.net.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
+            self.net.load_state_dict(saved.model)
+            self.optimizer.load_state_dict(saved.optimizer)
             if self.schedule is not None:
-                self.schedule.load_state_dict(saved["schedule"])
-            self.shuffle.set_state(saved["rng"]["shuffle"])
-            self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.device))
-            torch.set_rng_state(saved["rng"]["torch"])
-            cuda = saved_cuda_rng(saved["rng"])
-            if cuda is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(cuda, self.device)
+                self.schedule.load_state_dict(saved.schedule)
+            self.shuffle.set_state(saved.rng.shuffle)
+            # Generator.set_state takes a CPU byte tensor whatever the generator's device (CUDA's refuses others).
+            self.augment_rng.set_state(saved.rng.augment.cpu())
+            torch.set_rng_state(saved.rng.torch_)
+            if saved.rng.cuda is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(saved.rng.cuda, self.device)
             if self.ema is not None:
-                self.ema.load_state_dict(saved["ema"])
-            self.history = [runs.EpochMetrics(**row) for row in saved["history"]]
-            self.epoch, self.warnings, self.train_seconds = saved["epoch"], saved["warnings"], saved["train_seconds"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                self.ema.load_state_dict(saved.ema)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"the saved training state does not fit this run's config ({e})") from None
+        self.history = list(saved.history)
+        self.epoch, self.warnings, self.train_seconds = saved.epoch, list(saved.warnings), saved.train_seconds
 
 
 def start_state(config: TrainConfig, net: LeNet, train_size: int, steps_per_epoch: int,

@@ -11,14 +11,14 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from lenet.core.errors import CheckpointError, LenetError
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet
-from lenet.training.checkpoint import load, resolve_weights
+from lenet.runs.checkpoint import load, resolve_weights
+from lenet.runs.config import TeacherRecord
 from lenet.training.engine import Engine, forward_fn, prepare
 
 DIGEST_CHUNK = 2**20  # bytes read at a time while hashing the weights
@@ -73,13 +73,13 @@ def teacher_forward(net: LeNet, engine: Engine, precision: str) -> Callable[[tor
     return forward_fn(net, replace(engine, compile=False), precision)
 
 
-def check_teacher_unchanged(run_dir: str | Path, recorded: Any, teacher: str) -> TeacherIdentity:
+def check_teacher_unchanged(run_dir: str | Path, recorded: TeacherRecord | None, teacher: str) -> TeacherIdentity:
     """The teacher's identity now, if it is the one config.json recorded when the run began; else one LenetError."""
     now = teacher_identity(teacher)
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+    if recorded is None:
         raise CheckpointError(f"{run_dir}: config.json names a teacher but not the SHA-256 of its weights, "
                               "so a resume cannot check it is the same one")  # fmt: skip
-    if recorded["sha256"] != now.sha256:
-        raise LenetError(f"{run_dir} learnt from teacher {teacher} with weights SHA-256 {recorded['sha256'][:12]}..., "
+    if recorded.sha256 != now.sha256:
+        raise LenetError(f"{run_dir} learnt from teacher {teacher} with weights SHA-256 {recorded.sha256[:12]}..., "
                          f"which are now {now.sha256[:12]}...: restore that teacher, or start a new run")  # fmt: skip
     return now

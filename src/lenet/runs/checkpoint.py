@@ -10,21 +10,43 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, Json
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from lenet.core.version import __version__
-from lenet.core.errors import CheckpointError, LenetError, short_repr
+from lenet.core.errors import CheckpointError, LenetError, RunError, short_repr
 from lenet.core.files import write_bytes
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import LeNet, LeNetConfig
 from lenet.models.views import Classifier, Views
-from lenet.training.compat import checkpoint_data, checkpoint_data_digest, model_and_views
+from lenet.runs.compat import checkpoint_data, checkpoint_data_digest, model_and_views
+from lenet.runs.record import Record, parse
 
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "lenet.model.v1"
+
+
+class CheckpointMetadata(Record):
+    """model.safetensors' metadata (safetensors keeps string values: the mappings are JSON text in them)."""
+
+    FILE = "model.safetensors (metadata)"
+    ZH = {"format": "固定为 lenet.model.v1", "lenet_version": "写入它的 lenet 版本",
+          "model_config": "网络的配置（LeNetConfig），JSON 文本", "views": "测试时的视图，JSON 文本",
+          "data": "模型所认识的数据集：名称、类别、均值、标准差、摘要，JSON 文本",
+          "epoch": "运行中保存时已完成的轮数"}
+
+    format: Literal["lenet.model.v1"] = Field(description="always lenet.model.v1")
+    lenet_version: str = Field("", description="the lenet that wrote it")
+    net: Json[dict[str, Any]] = Field(alias="model_config", description="the network's configuration (LeNetConfig), as "
+                                                                        "JSON text")
+    views: Json[dict[str, Any] | None] | None = Field(None, description="the test-time views, as JSON text")
+    data: Json[dict[str, Any]] | None = Field(None, description="the data set the model knows (name, classes, mean, "
+                                                               "std, digest), as JSON text; absent: Fashion-MNIST")
+    epoch: str | None = Field(None, pattern="^[0-9]{1,9}$", description="epochs done, in a run's checkpoint")
 
 
 def save_model(model: Classifier | LeNet, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
@@ -77,10 +99,12 @@ def _model_config(path: Path, metadata: dict[str, str]) -> tuple[LeNetConfig, Vi
     if metadata.get("format") != FORMAT or "model_config" not in metadata:
         raise CheckpointError(f"{path}: not a lenet checkpoint (no lenet model config in its metadata)")
     try:
-        config, views = model_and_views(json.loads(metadata["model_config"]), json.loads(metadata.get("views", "null")))
-        data = checkpoint_data(json.loads(metadata["data"]) if "data" in metadata else None)
-        return config, views, data
-    except (ValueError, RecursionError, LenetError) as e:  # ValueError: not JSON; RecursionError: nested too deep
+        record = parse(CheckpointMetadata, metadata, f"{path} (metadata)")
+        config, views = model_and_views(record.net, record.views)
+        return config, views, checkpoint_data(record.data)
+    except RunError as e:
+        raise CheckpointError(str(e)) from None
+    except LenetError as e:
         raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
 
 
