@@ -476,3 +476,35 @@ def test_the_default_sweep_name_is_what_the_help_says(tmp_path, capsys):
         build_parser().parse_args(["sweep", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS" in help_text
+
+
+# --- what a sweep's tables and the driver say and leave behind, without Ray ------------------------
+
+ASHA_TWO = '[recipe]\nmodel = "lenet_bn"\nepochs = 2\n[vary]\nlr = [0.005, 0.01]\n[asha]\ngrace_period = 1\n'
+
+
+def test_an_errored_trial_reads_error_in_every_table_and_resume_tries_it_again(tmp_path):
+    """An ASHA sweep that ran to its end called an errored trial "stopped early", though trials.json said
+    "error" and --resume would train it again."""
+    import csv
+
+    from lenet.sweep.plan import ended_units, record_trial
+    from lenet.sweep.table import finish
+
+    plan = plan_of(ASHA_TWO, tmp_path, "errored")
+    record_trial(plan, 0, "error")
+    record_trial(plan, 1, "stopped early")
+    lines = []
+    result = finish(plan, 1.0, lines.append)
+    expected = {"trial-0000": "1 error", "trial-0001": "1 stopped early"}
+    assert {r["trial"]: r["seeds"][0]["status"] for r in result.rows} == {"trial-0000": "error", "trial-0001": "stopped early"}
+    table = json.loads((tmp_path / "errored" / "sweep.json").read_text())
+    assert {r["trial"]: r["seeds"][0]["status"] for r in table["rows"]} == {"trial-0000": "error", "trial-0001": "stopped early"}
+    rows = list(csv.DictReader((tmp_path / "errored" / "sweep.csv").read_text().splitlines()))
+    assert {r["trial"]: r["status"] for r in rows} == expected
+    for trial, status in expected.items():
+        assert any(trial in line and line.endswith(f"  {status}") for line in lines), lines
+    if result.page is not None:
+        page = result.page.read_text()
+        assert "1 error" in page and "1 stopped early" in page
+    assert ended_units(plan) == {1}  # the errored trial is not ended: --resume trains it again
