@@ -508,3 +508,14 @@ def test_an_errored_trial_reads_error_in_every_table_and_resume_tries_it_again(t
         page = result.page.read_text()
         assert "1 error" in page and "1 stopped early" in page
     assert ended_units(plan) == {1}  # the errored trial is not ended: --resume trains it again
+def test_a_partial_session_removes_an_earlier_best_recipe(tmp_path):
+    """A resume cut short writes no best recipe: the earlier session's must not stay beside its partial table."""
+    from lenet.sweep.table import BEST_RECIPE, finish
+
+    plan = plan_of(ASHA_TWO, tmp_path, "cut")
+    stale = tmp_path / "cut" / BEST_RECIPE
+    stale.write_text("# the best configuration of an earlier session\n")
+    lines = []
+    result = finish(plan, 1.0, lines.append, partial=True)
+    assert result.best_recipe is None and not stale.exists()
+    assert "no best recipe: the sweep is unfinished" in lines

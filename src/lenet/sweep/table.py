@@ -2,7 +2,7 @@
 
 Ranked by the validation metric's mean over a configuration's finished seeds; the test figures are
 for the record only. The table of an interrupted sweep says it is partial, in every form, and no
-best recipe is written from it.
+best recipe is written from it (an earlier session's is removed).
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ def finish(plan: Plan, seconds: float, on_line=print, partial: bool = False) -> 
     if not partial and rows and rows[0]["finished"] == len(plan.seeds):
         best = directory / BEST_RECIPE
         write_text(best, _best_recipe(plan, rows[0], metric))
+    else:  # an earlier session's, beside a table it no longer ranks first (say a resume cut short)
+        (directory / BEST_RECIPE).unlink(missing_ok=True)
     for line in table_text(plan, rows, partial):
         on_line(line)
     page = write_page(plan, rows, metric, partial_note(plan) if partial else None)
