@@ -519,3 +519,55 @@ def test_a_partial_session_removes_an_earlier_best_recipe(tmp_path):
     result = finish(plan, 1.0, lines.append, partial=True)
     assert result.best_recipe is None and not stale.exists()
     assert "no best recipe: the sweep is unfinished" in lines
+class FakeRay:
+    """As much of Ray as the driver touches before Tune: an init that may fail, and a record of shutdowns."""
+
+    def __init__(self, init_fails: bool = False):
+        self.init_fails, self.initialized, self.shutdowns = init_fails, False, 0
+
+    def init(self, **settings):
+        if self.init_fails:
+            raise RuntimeError("the raylet did not start")
+        self.initialized = True
+
+    def is_initialized(self):
+        return self.initialized
+
+    def shutdown(self):
+        self.shutdowns += 1
+        self.initialized = False
+
+    def nodes(self):
+        return []
+
+
+def sweep_with_fake_ray(tmp_path, monkeypatch, ray: FakeRay, tune=None):
+    """run_sweep of a small space with `ray` for Ray, no data loaded, and `tune` (if given) for driver._tune."""
+    from lenet.sweep import driver
+    from lenet.sweep.space import Options
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(driver, "_import_ray", lambda: (ray, None))
+    monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: None)
+    if tune is not None:
+        monkeypatch.setattr(driver, "_tune", tune)
+    space = tmp_path / "space.toml"
+    space.write_text(ASHA_TWO)
+    return driver.run_sweep(str(space), Options(out=str(tmp_path), name="fake", local_cpus=1), on_line=lambda line: None)
+
+
+@pytest.mark.parametrize("fails", ["in ray.init", "after ray.init"])
+def test_ray_is_shut_down_when_connecting_fails(tmp_path, monkeypatch, fails):
+    from lenet.core.errors import LenetError
+    from lenet.sweep import driver
+
+    ray = FakeRay(init_fails=fails == "in ray.init")
+    if fails == "after ray.init":
+
+        def unreadable(ray):
+            raise RuntimeError("the local Ray's node table is unreadable")
+
+        monkeypatch.setattr(driver, "_reachable_ports", unreadable)
+    with pytest.raises(LenetError if fails == "in ray.init" else RuntimeError):
+        sweep_with_fake_ray(tmp_path, monkeypatch, ray)
+    assert ray.shutdowns == 1  # Ray's processes, started or half started, end with the sweep

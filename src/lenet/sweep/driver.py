@@ -77,9 +77,9 @@ def run_sweep(
                     f"no Tune state): {len(whole)} of {len(plan.configurations)} trials done")  # fmt: skip
         start = time.monotonic()
         interrupted, to_run = False, resume is None or len(ended) < len(plan.units())
-        started_ray = _connect(ray, address, options.local_cpus, on_line) if to_run else False
         try:
             if to_run:
+                _connect(ray, address, options.local_cpus, on_line)
                 _check_storage(ray, options.storage)
             if resume is None:  # the sweep directory is made only once Ray is there and fit for it
                 plan, ended = make_plan(space, options, Path(space_path).read_text(encoding="utf-8")), set()
@@ -88,7 +88,9 @@ def run_sweep(
             if to_run:
                 interrupted = _tune(tune, plan, data, ended, options.storage, on_line)
         finally:
-            if started_ray or ray.is_initialized():
+            # Also where connecting failed after ray.init, or half way through it: Ray's processes end
+            # here, not at the interpreter's exit (ray.shutdown may run twice, or with nothing started).
+            if to_run or ray.is_initialized():
                 ray.shutdown()
     plan = read_plan(plan.directory)  # with the configurations a search algorithm proposed
     result = finish(plan, time.monotonic() - start, on_line, partial=interrupted)
