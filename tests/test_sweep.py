@@ -571,3 +571,25 @@ def test_ray_is_shut_down_when_connecting_fails(tmp_path, monkeypatch, fails):
     with pytest.raises(LenetError if fails == "in ray.init" else RuntimeError):
         sweep_with_fake_ray(tmp_path, monkeypatch, ray)
     assert ray.shutdowns == 1  # Ray's processes, started or half started, end with the sweep
+def test_the_sweeps_ray_and_tune_settings_leave_the_process_environment_as_it_was(tmp_path, monkeypatch):
+    """A library caller's process keeps no TUNE_* or RAY_worker_niceness of the sweep's once run_sweep returns."""
+    from lenet.sweep import driver
+
+    quiet = ("TUNE_PRINT_ALL_TRIAL_ERRORS", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "RAY_AIR_NEW_OUTPUT")
+    names = (*quiet, "TUNE_DISABLE_SIGINT_HANDLER", "RAY_worker_niceness", *driver.AUTH_ENV)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    during = {}
+
+    def tune(*args):
+        during.update({name: os.environ.get(name) for name in names if name in os.environ})
+        return False
+
+    monkeypatch.setattr(driver, "_reachable_ports", lambda ray: None)
+    ray = FakeRay()
+    sweep_with_fake_ray(tmp_path, monkeypatch, ray, tune)
+    left = {name: os.environ[name] for name in names if name in os.environ}
+    assert left == {}, left
+    assert {name: during[name] for name in names[:5]} == {**dict.fromkeys(quiet, "0"), "TUNE_DISABLE_SIGINT_HANDLER": "1",
+                                                          "RAY_worker_niceness": "0"}  # set for the sweep itself
+    assert during["RAY_AUTH_MODE"] == "token" and ray.shutdowns == 1
