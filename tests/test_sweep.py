@@ -593,3 +593,21 @@ def test_the_sweeps_ray_and_tune_settings_leave_the_process_environment_as_it_wa
     assert {name: during[name] for name in names[:5]} == {**dict.fromkeys(quiet, "0"), "TUNE_DISABLE_SIGINT_HANDLER": "1",
                                                           "RAY_worker_niceness": "0"}  # set for the sweep itself
     assert during["RAY_AUTH_MODE"] == "token" and ray.shutdowns == 1
+def test_a_checkpoint_directory_holding_a_link_is_refused_not_followed(tmp_path):
+    """copytree follows links: a run directory in a checkpoint linking to a file of the driver's machine
+    would have copied that file into the sweep directory (the tar path's filter="data" refuses such links)."""
+    from lenet.core.errors import LenetError
+    from lenet.sweep.carry import unpack
+
+    plan = plan_of('[recipe]\nepochs = 1\n[vary]\nlr = [0.01]\n', tmp_path / "out", "links")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the driver's own file\n")
+    checkpoint = tmp_path / "checkpoint"
+    (checkpoint / "trial-0000").mkdir(parents=True)
+    (checkpoint / "trial-0000" / "metrics.csv").write_text("epoch\n1\n")
+    (checkpoint / "trial-0000" / "config.json").symlink_to(secret)
+    with pytest.raises(LenetError) as refused:
+        unpack(plan, 0, checkpoint, Path(plan.directory))
+    message = str(refused.value)
+    assert "\n" not in message and "config.json: a link" in message, message
+    assert not plan.run_dir(0, 0).exists() and not any(Path(plan.directory).glob(".trial-0000.*"))
