@@ -67,7 +67,9 @@ class TrainState:
             if self.schedule is not None:
                 self.schedule.load_state_dict(saved["schedule"])
             self.shuffle.set_state(saved["rng"]["shuffle"])
-            self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.device))
+            # Every generator's set_state, CUDA's too, takes the CPU ByteTensor get_state gave (a CUDA one
+            # is refused as "RNG state must be a torch.ByteTensor"); .cpu() in case a caller moved it.
+            self.augment_rng.set_state(saved["rng"]["augment"].cpu())
             torch.set_rng_state(saved["rng"]["torch"])
             cuda = saved_cuda_rng(saved["rng"])
             if cuda is not None and self.device.type == "cuda":
