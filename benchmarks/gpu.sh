@@ -5,7 +5,8 @@
 # and `lenet train` of `seed` and `default`, all written to one results file (the benchmark's
 # tables also to gpu-benchmarks.md beside it). Sized for 8 minutes from what an H200 took on
 # 2026-11-29: 64, 46, 52, 39 and about 190 s for the sections up to the eager `fast` runs; those,
-# with the CLI runs, should take about 80 s more (estimated, not run). It reuses the machine's own
+# with the CLI runs, should take about 80 s more (estimated, not run); the CUDA tests' kill-and-resume
+# test (issue 36) adds six short training processes, about a minute (estimated, not run). It reuses the machine's own
 # CUDA PyTorch (nothing is downloaded: lenet runs from src/ on PYTHONPATH), and reads Fashion-MNIST
 # from LENET_DATA_DIR (default: .gpu-data, which `benchmarks/gpu.sh --prepare` fills here, to be
 # carried along).
@@ -54,7 +55,7 @@ $PY -c "import torch, platform; print('python', platform.python_version(), 'torc
 [ "$DEVICE" = cuda ] || echo "no CUDA: torch.cuda.is_available() is False; everything below runs on the CPU" | tee -a "$LOG"
 
 section "tests that need CUDA (tests/test_cuda.py) and the quick core"
-run 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py tests/test_models.py tests/test_recipes.py
+run 210 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py tests/test_models.py tests/test_recipes.py
 
 section "fast, 10 seeds: time to 93% (the GPU goal: 10-seed mean >= 93.0% in <= 3 s of training)"
 run 100 $PY -m lenet.cli train --recipe fast --seeds 10 --seed 0 --device "$DEVICE" --eval-every 0 --no-report --no-progress --out "$RUNS"

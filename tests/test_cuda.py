@@ -3,12 +3,17 @@
 Skipped where this PyTorch sees no CUDA GPU, as on the project's CI machine.
 """
 
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
+from conftest import REPO
 from test_engine import graph_steps
+from test_resume import same_run
 from lenet import TrainConfig, evaluate, get_recipe, load, train
 from lenet.training.engine import Engine
 
@@ -71,3 +76,54 @@ def test_the_levers_train_as_a_cuda_graph_as_eagerly(fmnist, tmp_path):
     teacher = TrainConfig(recipe=replace(base, epochs=1), device="cuda", out=str(tmp_path), name="T", progress=False)
     recipe = replace(base, erase=0.5, ema_decay=0.99, bn_momentum=0.5, teacher=str(train(teacher, data=data).run_dir))
     assert_graph_trains_as_eagerly(recipe, data)
+
+
+# --- a killed CUDA run resumed --------------------------------------------------------------------
+
+# A run of the default recipe (its augmentation draws from a generator on the GPU) with deterministic
+# kernels, so that two uninterrupted runs agree bit for bit; it SIGKILLs itself right after the writes of
+# epoch KILL_AFTER (as a machine losing power: nothing after it runs), or, with 0, runs to its end.
+CUDA_WORKER = """
+import os, signal, sys
+from dataclasses import replace
+from lenet import TrainConfig, get_recipe, load_fashion_mnist
+from lenet.training.engine import Engine
+from lenet.training.loop import train
+from lenet.training.records import resume_config
+mode, out, name, step, kill_after = sys.argv[1:6]
+data = load_fashion_mnist(download=False).subset(6000, 1000)
+
+def say(row):
+    print(f"epoch {row.epoch}", flush=True)  # after the epoch's writes: it is on disk
+    if row.epoch == int(kill_after):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+recipe = replace(get_recipe("default"), model="lenet_bn", epochs=4, batch_size=256)
+config = TrainConfig(recipe=recipe, device="cuda", deterministic=True, out=out, name=name, progress=False, seed=7,
+                     engine=Engine(cuda_graph=step == "graph"))
+if mode == "start":
+    train(config, data, on_epoch=say)
+else:
+    run = f"{out}/{name}"
+    train(resume_config(run, progress=False), data, on_epoch=say, resume=run)
+print("done", flush=True)
+"""
+
+
+def cuda_worker(mode: str, out, name: str, step: str, kill_after: int = 0) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-c", CUDA_WORKER, mode, str(out), name, step, str(kill_after)]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("step", ["eager", "graph"])
+def test_a_killed_cuda_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, step):
+    """Every generator of a CUDA run (the augmentation's is on the GPU) comes back from train_state.pt: the
+    resumed run ends bit for bit as one never killed (the resume was refused outright before issue 36)."""
+    whole = cuda_worker("start", tmp_path, "whole", step)
+    assert whole.returncode == 0 and whole.stdout.split()[-1] == "done", whole.stderr
+    killed = cuda_worker("start", tmp_path, "cut", step, kill_after=2)
+    assert killed.returncode == -signal.SIGKILL and killed.stdout.split() == ["epoch", "1", "epoch", "2"], killed.stderr
+    resumed = cuda_worker("resume", tmp_path, "cut", step)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == ["epoch", "3", "epoch", "4", "done"], resumed.stdout
+    same_run(tmp_path / "whole", tmp_path / "cut")

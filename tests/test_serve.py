@@ -142,7 +142,7 @@ def test_error_messages_are_clipped_whatever_the_file_name(client):
 def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, fmnist):
     for files, status, fragment in [
         ([("files", ("x.png", b"not an image", "image/png"))], 400, "x.png: not a PNG"),
-        ([("files", ("bomb.png", bomb_png(), "image/png"))], 400, "over the limit"),
+        ([("files", ("bomb.png", bomb_png(), "image/png"))], 413, "over this server's limit"),
         ([("files", ("big.bin", b"\0" * (2**20 + 1), "application/octet-stream"))], 413, "over the limit"),
         ([("other", (None, "text"))], 400, "no image files"),
     ]:
@@ -415,6 +415,20 @@ def test_a_request_over_the_pixel_budget_is_413_with_one_line_and_nothing_decode
     assert "\n" not in detail and "250,000 pixels" in detail and "limit of 200,000 pixels per request" in detail, detail
     assert len(decoded) == 1  # refused on the headers: neither image was decoded
     assert tight_client.get("/healthz").json()["decodes"]["over_budget"] == 1
+
+
+def test_a_header_past_pillows_own_limit_is_413_naming_the_servers_budget(client):
+    """Pillow refuses to open a header of over 2 x MAX_IMAGE_PIXELS (about 179 MP) before its size can be
+    read; the server's budget, smaller, must still answer first, with its own figure."""
+    from PIL import Image
+
+    claimed = 20_000 * 20_000
+    assert claimed > 2 * Image.MAX_IMAGE_PIXELS and claimed > DEFAULTS.max_request_pixels  # the case at hand
+    response = client.post("/predict", files=[("files", ("huge.png", bomb_png(20_000, 20_000), "image/png"))])
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert f"{claimed:,} pixels" in detail and "20000x20000" in detail, detail
+    assert f"this server's limit of {DEFAULTS.max_request_pixels:,} pixels per request" in detail, detail
 
 
 def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):

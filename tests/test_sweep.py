@@ -11,6 +11,7 @@ those tests skip, and under CI they fail.
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -476,3 +477,141 @@ def test_the_default_sweep_name_is_what_the_help_says(tmp_path, capsys):
         build_parser().parse_args(["sweep", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS" in help_text
+
+
+# --- what a sweep's tables and the driver say and leave behind, without Ray ------------------------
+
+ASHA_TWO = '[recipe]\nmodel = "lenet_bn"\nepochs = 2\n[vary]\nlr = [0.005, 0.01]\n[asha]\ngrace_period = 1\n'
+
+
+def test_an_errored_trial_reads_error_in_every_table_and_resume_tries_it_again(tmp_path):
+    """An ASHA sweep that ran to its end called an errored trial "stopped early", though trials.json said
+    "error" and --resume would train it again."""
+    import csv
+
+    from lenet.sweep.plan import ended_units, record_trial
+    from lenet.sweep.table import finish
+
+    plan = plan_of(ASHA_TWO, tmp_path, "errored")
+    record_trial(plan, 0, "error")
+    record_trial(plan, 1, "stopped early")
+    lines = []
+    result = finish(plan, 1.0, lines.append)
+    expected = {"trial-0000": "1 error", "trial-0001": "1 stopped early"}
+    assert {r["trial"]: r["seeds"][0]["status"] for r in result.rows} == {"trial-0000": "error", "trial-0001": "stopped early"}
+    table = json.loads((tmp_path / "errored" / "sweep.json").read_text())
+    assert {r["trial"]: r["seeds"][0]["status"] for r in table["rows"]} == {"trial-0000": "error", "trial-0001": "stopped early"}
+    rows = list(csv.DictReader((tmp_path / "errored" / "sweep.csv").read_text().splitlines()))
+    assert {r["trial"]: r["status"] for r in rows} == expected
+    for trial, status in expected.items():
+        assert any(trial in line and line.endswith(f"  {status}") for line in lines), lines
+    if result.page is not None:
+        page = result.page.read_text()
+        assert "1 error" in page and "1 stopped early" in page
+    assert ended_units(plan) == {1}  # the errored trial is not ended: --resume trains it again
+def test_a_partial_session_removes_an_earlier_best_recipe(tmp_path):
+    """A resume cut short writes no best recipe: the earlier session's must not stay beside its partial table."""
+    from lenet.sweep.table import BEST_RECIPE, finish
+
+    plan = plan_of(ASHA_TWO, tmp_path, "cut")
+    stale = tmp_path / "cut" / BEST_RECIPE
+    stale.write_text("# the best configuration of an earlier session\n")
+    lines = []
+    result = finish(plan, 1.0, lines.append, partial=True)
+    assert result.best_recipe is None and not stale.exists()
+    assert "no best recipe: the sweep is unfinished" in lines
+class FakeRay:
+    """As much of Ray as the driver touches before Tune: an init that may fail, and a record of shutdowns."""
+
+    def __init__(self, init_fails: bool = False):
+        self.init_fails, self.initialized, self.shutdowns = init_fails, False, 0
+
+    def init(self, **settings):
+        if self.init_fails:
+            raise RuntimeError("the raylet did not start")
+        self.initialized = True
+
+    def is_initialized(self):
+        return self.initialized
+
+    def shutdown(self):
+        self.shutdowns += 1
+        self.initialized = False
+
+    def nodes(self):
+        return []
+
+
+def sweep_with_fake_ray(tmp_path, monkeypatch, ray: FakeRay, tune=None):
+    """run_sweep of a small space with `ray` for Ray, no data loaded, and `tune` (if given) for driver._tune."""
+    from lenet.sweep import driver
+    from lenet.sweep.space import Options
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(driver, "_import_ray", lambda: (ray, None))
+    monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: None)
+    if tune is not None:
+        monkeypatch.setattr(driver, "_tune", tune)
+    space = tmp_path / "space.toml"
+    space.write_text(ASHA_TWO)
+    return driver.run_sweep(str(space), Options(out=str(tmp_path), name="fake", local_cpus=1), on_line=lambda line: None)
+
+
+@pytest.mark.parametrize("fails", ["in ray.init", "after ray.init"])
+def test_ray_is_shut_down_when_connecting_fails(tmp_path, monkeypatch, fails):
+    from lenet.core.errors import LenetError
+    from lenet.sweep import driver
+
+    ray = FakeRay(init_fails=fails == "in ray.init")
+    if fails == "after ray.init":
+
+        def unreadable(ray):
+            raise RuntimeError("the local Ray's node table is unreadable")
+
+        monkeypatch.setattr(driver, "_reachable_ports", unreadable)
+    with pytest.raises(LenetError if fails == "in ray.init" else RuntimeError) as failed:
+        sweep_with_fake_ray(tmp_path, monkeypatch, ray)
+    assert ray.shutdowns == 1  # Ray's processes, started or half started, end with the sweep
+    kept = re.search(r"Ray's own messages: (\S+)\)", str(failed.value))  # the start-up log a failed start keeps
+    if kept:
+        Path(kept.group(1)).unlink()
+def test_the_sweeps_ray_and_tune_settings_leave_the_process_environment_as_it_was(tmp_path, monkeypatch):
+    """A library caller's process keeps no TUNE_* or RAY_worker_niceness of the sweep's once run_sweep returns."""
+    from lenet.sweep import driver
+
+    quiet = ("TUNE_PRINT_ALL_TRIAL_ERRORS", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "RAY_AIR_NEW_OUTPUT")
+    names = (*quiet, "TUNE_DISABLE_SIGINT_HANDLER", "RAY_worker_niceness", *driver.AUTH_ENV)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    during = {}
+
+    def tune(*args):
+        during.update({name: os.environ.get(name) for name in names if name in os.environ})
+        return False
+
+    monkeypatch.setattr(driver, "_reachable_ports", lambda ray: None)
+    ray = FakeRay()
+    sweep_with_fake_ray(tmp_path, monkeypatch, ray, tune)
+    left = {name: os.environ[name] for name in names if name in os.environ}
+    assert left == {}, left
+    assert {name: during[name] for name in names[:5]} == {**dict.fromkeys(quiet, "0"), "TUNE_DISABLE_SIGINT_HANDLER": "1",
+                                                          "RAY_worker_niceness": "0"}  # set for the sweep itself
+    assert during["RAY_AUTH_MODE"] == "token" and ray.shutdowns == 1
+def test_a_checkpoint_directory_holding_a_link_is_refused_not_followed(tmp_path):
+    """copytree follows links: a run directory in a checkpoint linking to a file of the driver's machine
+    would have copied that file into the sweep directory (the tar path's filter="data" refuses such links)."""
+    from lenet.core.errors import LenetError
+    from lenet.sweep.carry import unpack
+
+    plan = plan_of('[recipe]\nepochs = 1\n[vary]\nlr = [0.01]\n', tmp_path / "out", "links")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the driver's own file\n")
+    checkpoint = tmp_path / "checkpoint"
+    (checkpoint / "trial-0000").mkdir(parents=True)
+    (checkpoint / "trial-0000" / "metrics.csv").write_text("epoch\n1\n")
+    (checkpoint / "trial-0000" / "config.json").symlink_to(secret)
+    with pytest.raises(LenetError) as refused:
+        unpack(plan, 0, checkpoint, Path(plan.directory))
+    message = str(refused.value)
+    assert "\n" not in message and "config.json: a link" in message, message
+    assert not plan.run_dir(0, 0).exists() and not any(Path(plan.directory).glob(".trial-0000.*"))

@@ -184,3 +184,38 @@ def test_a_training_state_saved_before_the_cuda_generator_was_restores_and_a_cpu
     fresh = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
     fresh.restore(TrainStateRecord.model_validate(saved))
     assert fresh.epoch == 2 and torch.equal(fresh.shuffle.get_state(), state.shuffle.get_state())
+
+
+class CudaLikeGenerator:
+    """A stand-in for a CUDA torch.Generator on a machine without one: its device is cuda, and set_state
+    takes only a CPU uint8 tensor, as CUDA's does (PyTorch's check_rng_state: "RNG state must be a
+    torch.ByteTensor"); the states themselves are a CPU generator's."""
+
+    device = torch.device("cuda")
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        if state.device.type != "cpu" or state.dtype != torch.uint8:
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        self.generator.set_state(state)
+
+
+def test_the_augmentation_generator_of_a_cuda_run_restores_from_its_cpu_state(tmp_path):
+    """A CUDA run's augmentation generator takes its saved state as the CPU tensor it was saved as; moving it
+    to the generator's device first refused every --resume on a GPU."""
+    from lenet.models.lenet import create_model
+    from lenet.training.state import start_state
+
+    state = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    state.augment_rng = CudaLikeGenerator(1)
+    torch.rand(5, generator=state.augment_rng.generator)  # a state other than the fresh one's
+    saved = state.to_record()
+    fresh = start_state(_config(tmp_path), create_model("lenet_bn"), 1000, 8, torch.device("cpu"))
+    fresh.augment_rng = CudaLikeGenerator(2)
+    fresh.restore(saved)
+    assert torch.equal(fresh.augment_rng.get_state(), saved.rng.augment)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,11 +52,37 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
 
 
 def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
-    """(width, height) from an image's header, no pixel decoded: what decoding it will cost."""
+    """(width, height) from an image's header, no pixel decoded: what decoding it will cost.
+
+    Whatever size the header claims, however large: the caller's budget judges it (the server answers
+    413 with its own figure), not Pillow's decompression-bomb limit, which `Image.open` applies first.
+    """
     from PIL import Image
 
-    with _pillow_errors(name), Image.open(_nonempty(io.BytesIO(data), name), formats=IMAGE_FORMATS) as img:
-        return img.size
+    with _pillow_errors(name):
+        try:
+            with Image.open(_nonempty(io.BytesIO(data), name), formats=IMAGE_FORMATS) as img:
+                return img.size
+        except Image.DecompressionBombError:
+            return _claimed_size(data, name)
+
+
+def _claimed_size(data: bytes, name: str) -> tuple[int, int]:
+    """The size a header claims, read by the same Pillow plugin `Image.open` chose, but without the
+    decompression-bomb check it makes once the header is read (the one thing that failed)."""
+    from PIL import Image
+
+    Image.init()
+    for image_format in IMAGE_FORMATS:
+        factory, accept = Image.OPEN[image_format]
+        accepted = not accept or accept(data[:16])  # as Image.open asks: a str is a warning, not a yes
+        if accepted and not isinstance(accepted, str):
+            try:
+                with factory(io.BytesIO(data), "") as img:
+                    return img.size
+            except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open skips a format on
+                continue
+    raise ImageError(f"{name}: no image header Pillow can read")  # not reached: Image.open read one
 
 
 def quiet_pillow_warnings() -> None:

@@ -14,10 +14,13 @@ a checkpoint's own file names choose nothing.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 
+from lenet.core.errors import LenetError
 from lenet.sweep.plan import Plan
 
 
@@ -44,11 +47,31 @@ def unpack(plan: Plan, unit: int, source: Path, into: Path) -> None:
         incoming, old = target.with_name(f".{target.name}.incoming"), target.with_name(f".{target.name}.old")
         for leftover in (incoming, old):  # of a driver killed mid-copy
             shutil.rmtree(leftover, ignore_errors=True)
+        _refuse_links(source, relative)
         shutil.copytree(source / relative, incoming)
         if target.exists():
             target.rename(old)
         incoming.rename(target)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _refuse_links(source: Path, relative: Path) -> None:
+    """Nothing but directories and regular files at `source / relative`, on the way down to it too: copytree
+    would follow a link and copy whatever it points at (a file of the driver's, say), where the tar path's
+    filter="data" keeps links inside the scratch. A pipe or a device is refused with them."""
+    way_down = [source / part for part in reversed(relative.parents) if part != Path(".")]
+    for path in way_down + [source / relative]:
+        _plain(path, stat.S_ISDIR)
+    for root, directories, files in os.walk(source / relative):  # os.walk never goes down a link
+        for name in directories + files:
+            _plain(Path(root) / name, stat.S_ISDIR if name in directories else stat.S_ISREG)
+
+
+def _plain(path: Path, is_kind) -> None:
+    mode = path.lstat().st_mode
+    if not is_kind(mode):
+        what = "a link" if stat.S_ISLNK(mode) else "not a regular file or directory"
+        raise LenetError(f"{path}: {what} in a checkpoint's run directory (only files and directories are copied)")
 
 
 def carried(plan: Plan, units: list[int]) -> dict[int, bytes]:

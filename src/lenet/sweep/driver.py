@@ -32,6 +32,14 @@ INSTALL_HINT = "lenet sweep needs Ray: pip install 'lenet[sweep]' (Ray Tune 2.60
 TUNE_DIR = "tune"  # Tune's experiment of the first session; a resume's is tune-resume-N
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 WORKER_NICENESS = "RAY_worker_niceness"  # Ray's setting, read by the raylet lenet starts
+# What lenet sets in the environment for Ray and Tune (_quiet, _connect), restored when the sweep ends.
+SWEEP_ENV = (
+    "TUNE_PRINT_ALL_TRIAL_ERRORS",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+    "RAY_AIR_NEW_OUTPUT",
+    "TUNE_DISABLE_SIGINT_HANDLER",
+    WORKER_NICENESS,
+)
 
 
 class SweepUnavailable(LenetError):
@@ -62,9 +70,10 @@ def run_sweep(
             raise LenetError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
         data_dir = options.data_dir
     address = options.address or os.environ.get("RAY_ADDRESS")
-    _quiet()
-    # The token is in place before Ray is imported: Ray reads its authentication settings then.
-    with contextlib.nullcontext() if address else private_token():
+    # The token is in place before Ray is imported: Ray reads its authentication settings then. Both it and
+    # Ray's and Tune's settings are set for the sweep only: a library caller's process is left as it was.
+    with restored_environment(SWEEP_ENV), contextlib.nullcontext() if address else private_token():
+        _quiet()
         ray, tune = _import_ray()
         data = (_resumed_data(plan, options.dataset, data_dir) if resume is not None
                 else _load_data(asdict(space), data_dir))  # fmt: skip
@@ -76,9 +85,9 @@ def run_sweep(
                     f"no Tune state): {len(whole)} of {len(plan.configurations)} trials done")  # fmt: skip
         start = time.monotonic()
         interrupted, to_run = False, resume is None or len(ended) < len(plan.units())
-        started_ray = _connect(ray, address, options.local_cpus, on_line) if to_run else False
         try:
             if to_run:
+                _connect(ray, address, options.local_cpus, on_line)
                 _check_storage(ray, options.storage)
             if resume is None:  # the sweep directory is made only once Ray is there and fit for it
                 plan = make_plan(space, options, Path(space_path).read_text(encoding="utf-8"), data.spec.sha256)
@@ -88,7 +97,9 @@ def run_sweep(
             if to_run:
                 interrupted = _tune(tune, plan, data, ended, options.storage, on_line)
         finally:
-            if started_ray or ray.is_initialized():
+            # Also where connecting failed after ray.init, or half way through it: Ray's processes end
+            # here, not at the interpreter's exit (ray.shutdown may run twice, or with nothing started).
+            if to_run or ray.is_initialized():
                 ray.shutdown()
     plan = read_plan(plan.directory)  # with the configurations a search algorithm proposed
     result = finish(plan, time.monotonic() - start, on_line, partial=interrupted)
@@ -110,18 +121,27 @@ def private_token() -> Iterator[Path]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
-    saved = {k: os.environ.get(k) for k in AUTH_ENV}
-    os.environ.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))  # never "disabled"
     try:
-        yield path
+        with restored_environment(AUTH_ENV):
+            os.environ.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))  # never "disabled"
+            yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def restored_environment(names: tuple[str, ...]) -> Iterator[None]:
+    """The environment variables `names` as they were before, whatever was set or removed meanwhile."""
+    saved = {k: os.environ.get(k) for k in names}
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _quiet() -> None:
@@ -132,6 +152,9 @@ def _quiet() -> None:
     # Tune's own tables and warnings would drown lenet's progress lines.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own Ctrl-C handling stops every trial as "terminated", pending ones too: a sweep that looks
+    # finished. lenet's handler (_tune) stops them as interrupted instead.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def _import_ray():
@@ -296,8 +319,6 @@ def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )  # fmt: skip
-    # Tune's own Ctrl-C handling stops every trial as "terminated", pending ones too: a sweep that looks finished.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(sig, frame) -> None:

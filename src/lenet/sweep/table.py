@@ -2,7 +2,7 @@
 
 Ranked by the validation metric's mean over a configuration's finished seeds; the test figures are
 for the record only. The table of an interrupted sweep says it is partial, in every form, and no
-best recipe is written from it.
+best recipe is written from it (an earlier session's is removed).
 """
 
 from __future__ import annotations
@@ -44,13 +44,10 @@ def table_rows(plan: Plan, partial: bool = False) -> list[dict[str, Any]]:
     """One row per configuration, best first by the mean validation metric over its finished seeds."""
     from lenet.training.metrics import seed_statistics
 
-    stopped = {plan.units()[u].configuration for u, how in trial_records(plan).items() if how == "stopped early"}
+    ended = _how_seeds_ended(plan)
     rows = []
     for c, values in enumerate(plan.configurations):
-        # A seed never trained in a sweep that ran to its end was stopped by ASHA (trials.json says so
-        # since it exists; before it, only the end of the sweep did); in a partial table, it may yet run.
-        was_stopped = c in stopped or (bool(plan.space["asha"]) and not partial)
-        seeds = [_seed_entry(plan, c, seed, was_stopped) for seed in plan.seeds]
+        seeds = [_seed_entry(plan, c, seed, _unrun_status(plan, ended.get((c, seed)), partial)) for seed in plan.seeds]
         finished = [s for s in seeds if "val" in s]
         row = {"trial": f"trial-{c:04d}", "params": values or {}, "seeds": seeds, "finished": len(finished)}
         if finished:
@@ -62,7 +59,25 @@ def table_rows(plan: Plan, partial: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _seed_entry(plan: Plan, c: int, seed: int, was_stopped: bool) -> dict[str, Any]:
+def _how_seeds_ended(plan: Plan) -> dict[tuple[int, int], str]:
+    """(configuration, seed) to how its Tune trial ended, per trials.json: finished, stopped early, error."""
+    units = plan.units()
+    return {(units[u].configuration, seed): how for u, how in trial_records(plan).items() for seed in units[u].seeds}
+
+
+def _unrun_status(plan: Plan, how: str | None, partial: bool) -> str | None:
+    """The status of a seed with no summary and no failure: its trial's error (--resume tries it again), a
+    stop by ASHA, or None (unfinished, not run). A seed never trained in an ASHA sweep that ran to its end
+    was stopped by ASHA (trials.json says so since it exists; before it, only the end of the sweep did); in
+    a partial table, it may yet run."""
+    if how == "error":
+        return "error"
+    if how == "stopped early" or (bool(plan.space["asha"]) and not partial):
+        return "stopped early"
+    return None
+
+
+def _seed_entry(plan: Plan, c: int, seed: int, ended_as: str | None) -> dict[str, Any]:
     run_dir = plan.run_dir(c, seed)
     entry: dict[str, Any] = {"seed": seed, "run": str(run_dir.relative_to(plan.directory))}
     if runs.is_finished(run_dir):
@@ -71,8 +86,8 @@ def _seed_entry(plan: Plan, c: int, seed: int, was_stopped: bool) -> dict[str, A
                      test=summary.test.accuracy)  # fmt: skip
     elif (run_dir / FAILED_FILE).exists():
         entry.update(status="failed", message=read_failed(run_dir).error)
-    elif was_stopped:
-        entry.update(status="stopped early")
+    elif ended_as is not None:
+        entry.update(status=ended_as)
     else:
         entry.update(status="unfinished" if (run_dir / METRICS_FILE).exists() else "not run")
     return entry
@@ -92,6 +107,8 @@ def finish(plan: Plan, seconds: float, on_line=print, partial: bool = False) -> 
     if not partial and rows and rows[0]["finished"] == len(plan.seeds):
         best = directory / BEST_RECIPE
         write_text(best, _best_recipe(plan, rows[0], metric))
+    else:  # an earlier session's, beside a table it no longer ranks first (say a resume cut short)
+        (directory / BEST_RECIPE).unlink(missing_ok=True)
     for line in table_text(plan, rows, partial):
         on_line(line)
     page = write_page(plan, rows, metric, partial_note(plan) if partial else None)
