@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from lenet import get_recipe, load_fashion_mnist
-    from lenet.data.batches import augment, batch_indices, to_float
+    from lenet.data.batches import batch_indices, to_float
+    from lenet.training.augment import augment
     from lenet.training.engine import Engine, forward_fn, prepare, resolve_precision, training_order
     from lenet.training.build import build_model, build_optimizer, build_schedule
 

@@ -15,7 +15,7 @@ import torch
 from conftest import LENET, REPO
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.core.errors import Interrupted, LenetError
-from lenet.data.batches import erase
+from lenet.training.augment import erase
 from lenet.training.checkpoint import save_model
 from lenet.training.ema import WeightAverage
 from lenet.training.engine import Engine

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from lenet.core.errors import CheckpointError
-from lenet.data.batches import alternating_half
 from lenet.models.lenet import LeNet
 from lenet.training import runs
+from lenet.training.augment import alternating_half
 from lenet.training.build import build_optimizer, build_schedule
 from lenet.training.compat import saved_cuda_rng
 from lenet.training.config import TrainConfig
