@@ -71,6 +71,7 @@ def test_the_report_choice_is_recorded_and_older_runs_wrote_their_report():
 
 def test_plural_and_rounded():
     assert plural(1, "seed") == "1 seed" and plural(2, "seed") == "2 seeds" and plural(0, "epoch") == "0 epochs"
+    assert plural(2, "seed", count=False) == "seeds" and plural(1, "class", "classes", count=False) == "class"
     assert rounded(0.7 + 0.1) == 0.8 and 0.7 + 0.1 != 0.8
     assert rounded(torch.tensor(0.892).item()) == 0.892 and torch.tensor(0.892).item() != 0.892
     assert rounded({"a": [0.1 + 0.2, 3, "x", None, True]}) == {"a": [0.3, 3, "x", None, True]}

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lenet.core.errors import DataError, ImageError
+from lenet.core.text import plural
 from lenet.data.dataset import Dataset
 from lenet.data.images import load_image
 from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
@@ -99,7 +100,7 @@ class _Problems:
         if self.unreadable and (not skip_bad or self.empty):  # with an empty class, they may say why it is
             parts.append(_unreadable(self.unreadable))
         if self.empty:
-            parts.append(f"{len(self.empty)} class{'es' * (len(self.empty) > 1)} without a readable image "
+            parts.append(f"{plural(len(self.empty), 'class', 'classes')} without a readable image "
                          f"({_first(self.empty)})")  # fmt: skip
         if self.unbalanced and not self.empty:  # counts of a class that is missing its images mean little
             parts.append("; ".join(self.unbalanced) + "; balance the classes to within 10x")
@@ -127,7 +128,7 @@ def _unreadable(found: list[tuple[str, str]]) -> str:
     groups = [f"{len(paths)} {why} ({_first(paths)})" for why, paths in list(by_reason.items())[:MAX_REASONS]]
     unnamed = sum(len(paths) for paths in list(by_reason.values())[MAX_REASONS:])
     tail = f"; and {unnamed} more for other reasons" if unnamed else ""
-    return f"{len(found)} unreadable file{'s' * (len(found) > 1)}: " + "; ".join(groups) + tail
+    return f"{plural(len(found), 'unreadable file')}: " + "; ".join(groups) + tail
 
 
 def _class_files(directory: Path) -> list[Path]:
