@@ -15,6 +15,13 @@ def plural(n: int, word: str, words: str | None = None, count: bool = True) -> s
     return f"{n} {chosen}" if count else chosen
 
 
+def clip(text: str, limit: int = 300) -> str:
+    """`text` fit for a one-line message, whatever it holds (a file name, a value from a file, another
+    library's error): its first line, at most `limit` characters, ending "..." where cut."""
+    line = (text.splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def rounded(value: Any, digits: int = FLOAT_DIGITS) -> Any:
     """`value` with every float in it (in dicts, lists and tuples too) rounded to `digits` significant digits."""
     if isinstance(value, float):

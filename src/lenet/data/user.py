@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lenet.core.errors import DataError, ImageError
-from lenet.core.text import plural
+from lenet.core.text import clip, plural
 from lenet.data.dataset import Dataset
 from lenet.data.images import load_image
 from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
@@ -234,7 +234,8 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                 # Bounded here, before any tensor or class name is made of it: a label of 2**70
                 # overflowed int64, and one of 10**12 asked for that many class names.
                 if not 0 <= values[0] < MAX_CLASSES:
-                    raise DataError(f"{path}, line {line}: label {_clipped(row[0])} is outside 0-{MAX_CLASSES - 1} "
+                    label = clip(row[0].strip(), 27)  # a label of 5,000 digits is shown by its first 24
+                    raise DataError(f"{path}, line {line}: label {label} is outside 0-{MAX_CLASSES - 1} "
                                     f"(lenet takes at most {MAX_CLASSES} classes)")  # fmt: skip
                 if not all(0 <= v <= 255 for v in values[1:]):
                     raise DataError(f"{path}, line {line}: a pixel outside 0-255")
@@ -249,11 +250,6 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if len(table[:, 0].unique()) < 2:
         raise DataError(f"{path}: every row has label {int(table[0, 0])}; a classifier needs two classes or more")
     return table[:, 1:].to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, 0]
-
-
-def _clipped(text: str, limit: int = 24) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} digits)"
 
 
 def _csv_classes(path: Path, count: int) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from lenet.training.checkpoint import load, resolve_weights
 from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
 from lenet.core.errors import LenetError, ServeError
+from lenet.core.text import clip
 from lenet.insight.analysis import LayerActivations, channels_shown, layer_activations
 from lenet.inference.predict import DEFAULT_TOP_K, DIGITS, Prediction, prediction_record
 from lenet.data.images import from_pixels, quiet_pillow_warnings
@@ -185,11 +186,11 @@ def add_error_replies(app) -> None:
 
     @app.exception_handler(PixelBudgetError)
     async def over_budget(_request, e: PixelBudgetError):
-        return JSONResponse({"detail": clip(str(e))}, status_code=413)
+        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=413)
 
     @app.exception_handler(LenetError)
     async def bad_input(_request, e: LenetError):
-        return JSONResponse({"detail": clip(str(e))}, status_code=400)
+        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, e: RequestValidationError):
@@ -376,13 +377,9 @@ def _rounded(values: torch.Tensor) -> Any:
     return values.double().round(decimals=LAYER_DIGITS).tolist()
 
 
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The first few validation problems, each its place, message and kind: never the input echoed back."""
-    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", ""))), "type": e.get("type")}
+    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", "")), MAX_MESSAGE), "type": e.get("type")}
             for e in errors[:MAX_ERRORS]]  # fmt: skip
 
 
