@@ -61,7 +61,8 @@ def timed(name: str, mode: str, data, steps: int) -> float:
     import torch
 
     from lenet import get_recipe
-    from lenet.data.batches import augment, to_float
+    from lenet.data.batches import to_float
+    from lenet.training.augment import augment
     from lenet.training.engine import Engine, Step, prepare, resolve_precision, training_order
     from lenet.training.build import build_model, build_optimizer, build_schedule
 

@@ -3,12 +3,13 @@
     python -m benchmarks.profile_step [--recipe seed] [--threads 1] [--steps 100] [--profile]
                                       [--no-pool-first] [--compile] [--precision bf16] [--whiten]
 
-The step is train.py's (gather a batch from the resident uint8 tensor, augment as the recipe
-says, forward, loss, backward, optimizer and schedule), on the real training images. It prints
-the median milliseconds per step over --steps steps after 10 warm-up steps, the machine and
-versions; with --profile, torch.profiler's share of the step's CPU time for the heaviest
-operators. Run it twice with one option changed (--threads 1 and 2, --no-pool-first) to compare,
-interleaved and on a quiet machine: this shared machine's speed drifts from one minute to the next.
+The step is the one in training/loop.py's train_epoch (gather a batch from the resident uint8
+tensor, augment as the recipe says, forward, loss, backward, optimizer and schedule), on the real
+training images. It prints the median milliseconds per step over --steps steps after 10 warm-up
+steps, the machine and versions; with --profile, torch.profiler's share of the step's CPU time for
+the heaviest operators. Run it twice with one option changed (--threads 1 and 2, --no-pool-first) to
+compare, interleaved and on a quiet machine: this shared machine's speed drifts from one minute to
+the next.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from lenet import get_recipe, load_fashion_mnist
-    from lenet.data.batches import augment, batch_indices, to_float
+    from lenet.data.batches import batch_indices, to_float
+    from lenet.training.augment import augment
     from lenet.training.engine import Engine, forward_fn, prepare, resolve_precision, training_order
     from lenet.training.build import build_model, build_optimizer, build_schedule
 

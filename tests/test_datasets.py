@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import idx_bytes, make_folder, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, predict, train
 from lenet.cli import main
-from lenet.data.registry import DATASETS, IdxFile
+from lenet.data.registry import DATASETS, DEFAULT_SPEC, IdxFile
 from lenet.core.errors import DataError
 from test_download import Files, server  # noqa: F401  (the loopback HTTP mirror)
 
@@ -74,6 +74,11 @@ def test_a_gz_checksum_alone_is_enough_and_a_wrong_file_is_refused(tmp_path, mon
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(plain["test_labels"][:-1] + b"\x01"))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: SHA-256 .* not the known kmnist file"):
         load_dataset("kmnist", tmp_path, download=False)
+
+
+def test_the_default_spec_is_what_loading_fashion_mnist_measures(fmnist):
+    """create_model() without data normalises by the registry's Fashion-MNIST statistics: the measured ones."""
+    assert fmnist.spec == DEFAULT_SPEC
 
 
 def test_unknown_data_set_is_one_line():

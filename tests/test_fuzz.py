@@ -106,8 +106,9 @@ TABLE = "fuzz-table"  # RELIABILITY.md's section that fuzz_table() writes
 
 # Hypothesis also draws literals found in the source of the project's modules then imported ("local
 # constants"), so an edit anywhere in lenet, or a run beside other test files, changed the inputs and the
-# table (measured: 628 against 646 valid of 10,808 after one new literal in data.py). The fuzzers name their
-# edge values themselves; the inputs depend only on this file and the pinned Hypothesis (its private API).
+# table (measured: 628 against 646 valid of 10,808 after one new literal in the data module, then
+# data.py). The fuzzers name their edge values themselves; the inputs depend only on this file and the
+# pinned Hypothesis (its private API).
 providers._get_local_constants = lambda: providers.Constants()
 
 

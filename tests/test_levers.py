@@ -16,7 +16,7 @@ from conftest import LENET, REPO
 from lenet import TrainConfig, get_recipe, load, train
 from lenet.core.errors import Interrupted, LenetError
 from lenet.core.text import rounded
-from lenet.data.batches import erase
+from lenet.training.augment import erase
 from lenet.runs.checkpoint import save_model
 from lenet.training.ema import WeightAverage
 from lenet.training.engine import Engine

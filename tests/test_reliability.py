@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lenet import TrainConfig, get_recipe, load, train
-from lenet.data.batches import augment, holdout
+from lenet.data.batches import holdout
+from lenet.training.augment import augment
 from lenet.core.errors import DataError
 from lenet.core.text import rounded
 from lenet.training.metrics import evaluate

@@ -9,7 +9,7 @@ import torch
 
 from conftest import LENET, REPO
 from lenet.core.errors import DataError
-from lenet.core.text import plural, rounded
+from lenet.core.text import clip, plural, rounded
 from lenet.training.recipes import get_recipe
 
 
@@ -73,10 +73,16 @@ def test_the_report_choice_is_recorded_and_older_runs_wrote_their_report():
 
 def test_plural_and_rounded():
     assert plural(1, "seed") == "1 seed" and plural(2, "seed") == "2 seeds" and plural(0, "epoch") == "0 epochs"
+    assert plural(2, "seed", count=False) == "seeds" and plural(1, "class", "classes", count=False) == "class"
     assert rounded(0.7 + 0.1) == 0.8 and 0.7 + 0.1 != 0.8
     assert rounded(torch.tensor(0.892).item()) == 0.892 and torch.tensor(0.892).item() != 0.892
     assert rounded({"a": [0.1 + 0.2, 3, "x", None, True]}) == {"a": [0.3, 3, "x", None, True]}
     assert rounded(float("nan")) != rounded(float("nan")) and rounded(float("inf")) == float("inf")
+
+
+def test_clip_keeps_the_first_line_and_marks_a_cut():
+    assert clip("short", 10) == "short" and clip("x" * 11, 10) == "x" * 7 + "..." and len(clip("y" * 5000)) == 300
+    assert clip("first line\nsecond line") == "first line" and clip("") == ""
 
 
 def test_seed_statistics_are_written_rounded(tmp_path):

@@ -126,10 +126,10 @@ def test_bad_json_stops_at_the_first_bad_item_not_after_every_pixel():
     """Bounded work, not only a bounded reply: validation itself gives up early."""
     from pydantic import ValidationError
 
-    from lenet.inference.schemas import _json_body_model
+    from lenet.inference.schemas import json_body_model
 
     with pytest.raises(ValidationError) as caught:
-        _json_body_model().model_validate({"images": [[["7"] * 28] * 28] * 64})
+        json_body_model().model_validate({"images": [[["7"] * 28] * 28] * 64})
     assert caught.value.error_count() <= 2  # was 100,352: two per pixel (neither int nor float)
 
 
@@ -540,7 +540,7 @@ def test_layers_takes_one_image_and_refuses_as_predict_does(client, fmnist):
 
 
 def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(client, fmnist):
-    from lenet.inference.schemas import _response_models
+    from lenet.inference.schemas import response_models
 
     spec = client.get("/openapi.json").json()
     for path in ("/predict", "/layers"):
@@ -555,7 +555,7 @@ def test_the_openapi_schema_describes_every_answer_and_real_answers_fit_it(clien
     assert predict_schema["properties"]["predictions"]["items"]["$ref"].endswith("ImagePrediction")
     assert "class" in spec["components"]["schemas"]["ClassProbability"]["properties"]
 
-    schemas = _response_models()
+    schemas = response_models()
     files = [("files", ("t.png", png(fmnist.test_images[0]), "image/png"))]
     schemas.Predictions.model_validate(client.post("/predict?pixels=true", files=files).json(), strict=True)
     schemas.Layers.model_validate(client.post("/layers", files=files).json())

@@ -3,6 +3,8 @@
 The CLI turns it into a single line on stderr and a non-zero exit; library users catch it.
 """
 
+from lenet.core.text import clip
+
 
 class LenetError(Exception):
     """A problem the user can fix: bad input, a missing or corrupt file, a wrong flag."""
@@ -47,8 +49,8 @@ class ServeError(LenetError):
 
 
 def short_repr(value: object, limit: int = 40) -> str:
-    """A value from a file, fit for a one-line message: short, and never failing (a huge int has no repr)."""
+    """A value from a file, fit for a one-line message: its repr clipped (core.text.clip), and never
+    failing (a huge int has no repr)."""
     if isinstance(value, int) and value.bit_length() > 64:
         return "a huge number"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(repr(value), limit)

@@ -9,9 +9,17 @@ from typing import Any
 FLOAT_DIGITS = 7
 
 
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """'1 seed', '2 seeds' ('words' where the plural is not word + s)."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
+def plural(n: int, word: str, words: str | None = None, count: bool = True) -> str:
+    """'1 seed', '2 seeds' ('words' where the plural is not word + s); 'seed', 'seeds' without the `count`."""
+    chosen = word if n == 1 else (words or word + "s")
+    return f"{n} {chosen}" if count else chosen
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """`text` fit for a one-line message, whatever it holds (a file name, a value from a file, another
+    library's error): its first line, at most `limit` characters, ending "..." where cut."""
+    line = (text.splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def rounded(value: Any, digits: int = FLOAT_DIGITS) -> Any:

@@ -28,6 +28,7 @@ from typing import IO
 import torch
 
 from lenet.core.errors import ImageError
+from lenet.core.text import plural
 from lenet.data.registry import IMAGE_SIZE
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb, not a photo
@@ -282,19 +283,15 @@ class LoadedImages:
                                              (unreadable, "unreadable")) if n]  # fmt: skip
         named = ", ".join(f"{s.path} ({s.why})" for s in self.skipped[:NAMED])
         more = f", and {len(self.skipped) - NAMED} more" if len(self.skipped) > NAMED else ""
-        return f"skipped {_files(len(self.skipped))}: {', '.join(parts)}: {named}{more}"
+        return f"skipped {plural(len(self.skipped), 'file')}: {', '.join(parts)}: {named}{more}"
 
     def small_warning(self) -> str:
         """One line for all the images much smaller than 28x28 ("" when none): they were scaled up."""
         if not self.small:
             return ""
         named = ", ".join(self.small[:NAMED]) + (f", and {len(self.small) - NAMED} more" if len(self.small) > NAMED else "")
-        return (f"warning: {_files(len(self.small), 'image')} under {SMALL_SIDE}x{SMALL_SIDE} pixels scaled up to "
+        return (f"warning: {plural(len(self.small), 'image')} under {SMALL_SIDE}x{SMALL_SIDE} pixels scaled up to "
                 f"{IMAGE_SIZE}x{IMAGE_SIZE}, so blurred; expect less reliable answers: {named}")
-
-
-def _files(n: int, noun: str = "file") -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:

@@ -11,7 +11,7 @@ from lenet.data.dataset import Dataset
 from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
 from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, is_user_data
-from lenet.data.sources import _file_in, find_or_download, verified_digest
+from lenet.data.sources import file_in, find_or_download, verified_digest
 
 
 def load_dataset(
@@ -34,7 +34,7 @@ def load_dataset(
     directory = find_or_download(entry, data_dir, download)
     tensors, hashes = {}, {}
     for key, spec in entry.files.items():
-        path = _file_in(directory, spec.stem)
+        path = file_in(directory, spec.stem)
         assert path is not None
         raw = read_idx_bytes(path)
         hashes[spec.stem] = verified_digest(path, raw, spec, entry)

@@ -2,9 +2,12 @@
 
 An IDX data set is one table entry: its class names, its four files with their published
 SHA-256s, and its mirrors. Its pixel mean and std (for the models that normalise their input)
-are measured on its training images when it is loaded (data.py), so no statistic is copied by
-hand. Every other module asks a loaded data set, or a loaded model, for class names and
-statistics; none holds a data set's constants. The file formats themselves are data.py's.
+are measured on its training images when it is loaded (data/dataset.py's `measured_spec`). The
+one exception is the default data set's, which a model made without any data (`create_model()`)
+normalises by: they are in its entry (`stats`), DEFAULT_SPEC is made from it, and
+tests/test_datasets.py checks them against the measured ones. Every other module asks a loaded
+data set, or a loaded model, for class names and statistics; none holds a data set's constants.
+The file formats themselves are data/idx.py's.
 
 `folder:PATH` (one sub-directory per class) and `csv:PATH` (a label and 784 pixels per row)
 name a user's own images; their class names come from the files.
@@ -88,6 +91,9 @@ class IdxDataset:
     how_to_get: str  # one line for the error when the files cannot be had
     description: str
     system_dir: str | None = None  # where a distribution package installs the files
+    # (mean, std) of its training pixels in [0, 1], to 4 places as measured_spec gives them: only where
+    # a model is made without loading the data set (DEFAULT_SPEC); loading always measures them.
+    stats: tuple[float, float] | None = None
 
 
 def _files(*hashes: tuple[str, str]) -> dict[str, IdxFile]:
@@ -115,6 +121,7 @@ DATASETS: dict[str, IdxDataset] = {
                    "or on Debian/Ubuntu: apt-get install dataset-fashion-mnist",
         description="Zalando's clothing images, the tutorial's data set (the default)",
         system_dir="/usr/share/datasets/fashion-mnist",
+        stats=(0.2860, 0.3530),
     ),
     "mnist": IdxDataset(
         "mnist",
@@ -149,8 +156,8 @@ USER_DATA = {
     "folder:PATH": "your images, a sub-directory per class (PATH/CLASS/*, or PATH/train/CLASS/* and PATH/test/CLASS/*)",
     "csv:PATH": "a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)",
 }
-# Fashion-MNIST's measured statistics, for a model created outside any data set (create_model()).
-DEFAULT_SPEC = DataSpec("fashion-mnist", DATASETS["fashion-mnist"].classes, 0.2860, 0.3530)
+# The default data set's measured statistics, for a model created outside any data set (create_model()).
+DEFAULT_SPEC = DataSpec(DEFAULT, DATASETS[DEFAULT].classes, *DATASETS[DEFAULT].stats)
 
 
 def dataset_entry(name: str) -> IdxDataset:

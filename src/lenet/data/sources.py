@@ -63,7 +63,8 @@ def candidate_dirs(entry: IdxDataset, data_dir: str | os.PathLike | None = None)
     return places
 
 
-def _file_in(directory: Path, stem: str) -> Path | None:
+def file_in(directory: Path, stem: str) -> Path | None:
+    """The IDX file `stem` in `directory`, gzipped or not (the .gz first); None when neither is there."""
     for name in (f"{stem}.gz", stem):
         if (directory / name).is_file():
             return directory / name
@@ -73,7 +74,7 @@ def _file_in(directory: Path, stem: str) -> Path | None:
 def find_or_download(entry: IdxDataset, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     places = candidate_dirs(entry, data_dir)
     for _, directory in places:
-        if all(_file_in(directory, spec.stem) for spec in entry.files.values()):
+        if all(file_in(directory, spec.stem) for spec in entry.files.values()):
             return directory
     looked = "; ".join(f"{label}: {d}" for label, d in places)
     if not download:
@@ -81,7 +82,7 @@ def find_or_download(entry: IdxDataset, data_dir: str | os.PathLike | None = Non
     target = places[0][1] if places[0][0] != "user cache" else cache_dir(entry.name)
     try:
         for spec in entry.files.values():
-            if _file_in(target, spec.stem) is None:
+            if file_in(target, spec.stem) is None:
                 download_file(spec.stem + ".gz", target, spec.sha256, mirrors(entry), gz_sha256=spec.gz_sha256)
     except DataError as e:
         raise DataError(f"{entry.name} not found (looked in {looked}) and {e}; {entry.how_to_get}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from lenet.core.errors import DataError, ImageError
+from lenet.core.text import clip, plural
 from lenet.data.dataset import Dataset, tensor_hashes
 from lenet.data.images import load_image
 from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
@@ -98,7 +99,7 @@ class _Problems:
         if self.unreadable and (not skip_bad or self.empty):  # with an empty class, they may say why it is
             parts.append(_unreadable(self.unreadable))
         if self.empty:
-            parts.append(f"{len(self.empty)} class{'es' * (len(self.empty) > 1)} without a readable image "
+            parts.append(f"{plural(len(self.empty), 'class', 'classes')} without a readable image "
                          f"({_first(self.empty)})")  # fmt: skip
         if self.unbalanced and not self.empty:  # counts of a class that is missing its images mean little
             parts.append("; ".join(self.unbalanced) + "; balance the classes to within 10x")
@@ -126,7 +127,7 @@ def _unreadable(found: list[tuple[str, str]]) -> str:
     groups = [f"{len(paths)} {why} ({_first(paths)})" for why, paths in list(by_reason.items())[:MAX_REASONS]]
     unnamed = sum(len(paths) for paths in list(by_reason.values())[MAX_REASONS:])
     tail = f"; and {unnamed} more for other reasons" if unnamed else ""
-    return f"{len(found)} unreadable file{'s' * (len(found) > 1)}: " + "; ".join(groups) + tail
+    return f"{plural(len(found), 'unreadable file')}: " + "; ".join(groups) + tail
 
 
 def _class_files(directory: Path) -> list[Path]:
@@ -228,7 +229,8 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                 # Bounded here, before any tensor or class name is made of it: a label of 2**70
                 # overflowed int64, and one of 10**12 asked for that many class names.
                 if not 0 <= values[0] < MAX_CLASSES:
-                    raise DataError(f"{path}, line {line}: label {_clipped(row[0])} is outside 0-{MAX_CLASSES - 1} "
+                    label = clip(row[0].strip(), 27)  # a label of 5,000 digits is shown by its first 24
+                    raise DataError(f"{path}, line {line}: label {label} is outside 0-{MAX_CLASSES - 1} "
                                     f"(lenet takes at most {MAX_CLASSES} classes)")  # fmt: skip
                 if not all(0 <= v <= 255 for v in values[1:]):
                     raise DataError(f"{path}, line {line}: a pixel outside 0-255")
@@ -243,11 +245,6 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if len(table[:, 0].unique()) < 2:
         raise DataError(f"{path}: every row has label {int(table[0, 0])}; a classifier needs two classes or more")
     return table[:, 1:].to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, 0]
-
-
-def _clipped(text: str, limit: int = 24) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} digits)"
 
 
 def _csv_classes(path: Path, count: int) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lenet.core.errors import LenetError
+from lenet.core.text import plural
 from lenet.data.images import MAX_PIXELS, decode_image, image_size
 from lenet.inference.settings import DEFAULTS
 
@@ -88,7 +89,7 @@ class Decoder:
             largest = max(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
             (width, height), name = sizes[largest], blobs[largest][0]
             raise PixelBudgetError(
-                f"{len(blobs)} image{'s' * (len(blobs) > 1)} of {pixels:,} pixels in all (the largest {name}, "
+                f"{plural(len(blobs), 'image')} of {pixels:,} pixels in all (the largest {name}, "
                 f"{width}x{height}) is over this server's limit of {self.budget:,} pixels per request")
         return self._decode(blobs) if pixels <= self.light_pixels else None
 

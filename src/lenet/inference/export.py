@@ -39,6 +39,7 @@ from lenet.core.files import write_bytes
 from lenet.training.metrics import predict_logits
 from lenet.models.lenet import count_parameters
 from lenet.core.progress import bar, on_terminal, stage
+from lenet.core.text import plural
 from lenet.models.views import Classifier
 from lenet.inference.quantize import (QUANTIZATIONS, AccuracyCheck, calibration_images, check_accuracy,
                                       quantization_record, quantize_int8)  # fmt: skip
@@ -335,7 +336,7 @@ def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int) -> Runti
     if next(model.parameters()).device.type != "cpu":
         raise ExportError("ONNX Runtime serves from the CPU here; the model is on another device")
     _, ort = _require_onnx()
-    runtime = f"onnxruntime {ort.__version__} ({threads} thread{'s' * (threads > 1)})"
+    runtime = f"onnxruntime {ort.__version__} ({plural(threads, 'thread')})"
     run = _onnx_runner(onnx_graph(model.eval()), threads, spin=False)
     verification = verify(model, run, images, runtime=runtime)
     if not verification.passed:
@@ -361,7 +362,7 @@ def onnx_int8_runtime(model: Classifier, verify_images: torch.Tensor, test_image
         raise ExportError(f"the int8 model loses too much accuracy: {check.describe()}")
     detail = (f"static QDQ; test accuracy {check.int8_accuracy:.2%} against fp32 {check.fp32_accuracy:.2%} "
               f"on {check.images:,} images")  # fmt: skip
-    return RuntimeClassifier(model, int8, f"{runtime} ({threads} thread{'s' * (threads > 1)}; {detail})")
+    return RuntimeClassifier(model, int8, f"{runtime} ({plural(threads, 'thread')}; {detail})")
 
 
 # --- TorchScript ----------------------------------------------------------------------------

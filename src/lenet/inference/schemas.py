@@ -14,7 +14,9 @@ from lenet.inference.settings import DEFAULTS, MAX_IMAGES
 # --- request bodies ---------------------------------------------------------------------------
 
 
-def _json_body_model():
+def json_body_model():
+    """The JSON body of POST /predict and /layers, `{"images": [28x28 pixel arrays]}`, as a pydantic model."""
+
     from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
     # fail_fast: each list stops at its first bad item, so a body of 50,000 bad pixels costs one
@@ -32,7 +34,7 @@ def _json_body_model():
     return PixelImages
 
 
-def _response_models() -> SimpleNamespace:
+def response_models() -> SimpleNamespace:
     """The answers' shapes, for the OpenAPI schema (/docs); the tests validate real answers against them."""
     from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,7 +118,7 @@ def _response_models() -> SimpleNamespace:
     return SimpleNamespace(**{m.__name__: m for m in (Predictions, Layers, Error, ModelInfo, Health, Sample)})
 
 
-def _responses(schemas: SimpleNamespace, ok: type, what: str) -> dict[int | str, dict[str, Any]]:
+def image_responses(schemas: SimpleNamespace, ok: type, what: str) -> dict[int | str, dict[str, Any]]:
     """An image endpoint's answers: 200 and every refusal, each with its reason in `detail`."""
     error = schemas.Error
     return {
@@ -142,8 +144,11 @@ def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
     return (values * 255).round().to(torch.uint8) if floats else values.to(torch.uint8)
 
 
-def _body_openapi(PixelImages, one: bool = False) -> dict[str, Any]:
-    # One endpoint takes two body types, which FastAPI cannot declare from the signature.
+def body_openapi(PixelImages, one: bool = False) -> dict[str, Any]:
+    """An image endpoint's OpenAPI request body: multipart files or JSON pixels (`one`: a single image).
+
+    One endpoint takes two body types, which FastAPI cannot declare from the signature.
+    """
     json_schema = PixelImages.model_json_schema()
     if one:
         json_schema = {**json_schema, "properties": {**json_schema["properties"],

@@ -25,7 +25,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 from torch import nn
@@ -36,11 +37,22 @@ from lenet.runs.directory import run_records
 from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
 from lenet.core.errors import LenetError, ServeError
+from lenet.core.text import clip
 from lenet.insight.analysis import LayerActivations, channels_shown, layer_activations
 from lenet.inference.predict import DEFAULT_TOP_K, DIGITS, Prediction, prediction_record
 from lenet.data.images import from_pixels, quiet_pillow_warnings
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier, Views, classes_of
+from lenet.core.device import resolve_device
+from lenet.data.load import load_model_data
+from lenet.inference.batcher import MicroBatcher
+from lenet.inference.decoding import Decoder, PixelBudgetError
+from lenet.inference.export import onnx_int8_runtime, onnx_runtime
+from lenet.inference.schemas import body_openapi, image_responses, json_body_model, pixels_to_uint8, response_models
+from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICES, ServeSettings
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 STATIC = Path(__file__).parent / "static"
 SAMPLES_PER_CLASS = 2
@@ -50,12 +62,6 @@ SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-i
                     "style-src 'self' 'unsafe-inline'")
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
-
-
-from lenet.inference.batcher import MicroBatcher
-from lenet.inference.decoding import Decoder, PixelBudgetError
-from lenet.inference.schemas import _body_openapi, _json_body_model, _response_models, _responses, pixels_to_uint8
-from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICES, ServeSettings
 
 
 # --- the app ----------------------------------------------------------------------------------
@@ -70,8 +76,6 @@ def serving_model(model: Classifier, settings: ServeSettings, data: Dataset) -> 
     `onnxruntime-int8` serves an int8 model, calibrated on `data`'s first training images, once its
     accuracy on the first `int8_check_images` test images is within export.INT8_MAX_DROP of fp32's.
     """
-    from lenet.inference.export import onnx_int8_runtime, onnx_runtime
-
     if settings.runtime not in RUNTIMES:
         raise ServeError(f"unknown runtime {settings.runtime!r}; choose from {', '.join(RUNTIMES)}")
     if settings.runtime == "torch":
@@ -133,23 +137,23 @@ def create_app(
     test_labels: torch.Tensor | None = None,
     settings: ServeSettings = DEFAULTS,
 ):
-    from fastapi import HTTPException, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.docs import get_redoc_html
-    from fastapi.responses import FileResponse, JSONResponse, Response
+    """The server's FastAPI app: `model` behind the routes in this module's docstring.
+
+    Args:
+        model: what answers, usually a `Classifier` (its views and classes are named in the answers).
+        info: what GET /model answers (`run_info`'s dictionary).
+        test_images, test_labels: the images GET /samples offers; none without them.
+        settings: batching, decoding and size limits (settings.py's `ServeSettings`).
+
+    fastapi is imported in the functions that build the app, never at the top of this module:
+    serve.py imports without the serve extra, so `lenet serve` can say how to install it.
+    """
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
-    from pydantic import ValidationError
-    from starlette.datastructures import UploadFile
 
     batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
     decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_decodes, settings.heavy_decodes,
                       settings.heavy_niceness)  # fmt: skip
-    PixelImages = _json_body_model()
-    schemas = _response_models()
-    classes = classes_of(model)
-    views_served = model.views.describe() if isinstance(model, Classifier) else "the image alone"
-    samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -165,18 +169,37 @@ def create_app(
                          description=f"LeNet on {info.get('data_set', 'its data set')}: classify 28x28 grey images.")  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_error_replies(app)
+    add_page_routes(app)
+    schemas = response_models()  # one set for both calls: /docs lists each model once
+    add_info_routes(app, schemas, info, batcher, decoder, classes_of(model), test_images, test_labels)
+    add_image_routes(app, schemas, model, batcher, decoder)
+    return app
+
+
+def add_error_replies(app) -> None:
+    """Errors as JSON `detail`s: 413 for images over the pixel budget, 400 for any other lenet error,
+    422 for an invalid request (its first few problems)."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(PixelBudgetError)
     async def over_budget(_request, e: PixelBudgetError):
-        return JSONResponse({"detail": clip(str(e))}, status_code=413)
+        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=413)
 
     @app.exception_handler(LenetError)
     async def bad_input(_request, e: LenetError):
-        return JSONResponse({"detail": clip(str(e))}, status_code=400)
+        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, e: RequestValidationError):
         return JSONResponse({"detail": brief_errors(e.errors())}, status_code=422)
+
+
+def add_page_routes(app) -> None:
+    """GET / (the page) and GET /redoc (ReDoc, kept to this server)."""
+    from fastapi.openapi.docs import get_redoc_html
+    from fastapi.responses import FileResponse, Response
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -189,6 +212,16 @@ def create_app(
         page = get_redoc_html(openapi_url=app.openapi_url, title="lenet - ReDoc", with_google_fonts=False,
                               redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url="data:,")
         return Response(page.body, media_type="text/html", headers={"Content-Security-Policy": SAME_ORIGIN_ONLY})
+
+
+def add_info_routes(app, schemas: SimpleNamespace, info: dict[str, Any], batcher: MicroBatcher, decoder: Decoder,
+                    classes: Sequence[str], test_images: torch.Tensor | None,
+                    test_labels: torch.Tensor | None) -> None:  # fmt: skip
+    """GET /healthz, /model, /samples and /samples/{index}.png."""
+    from fastapi import HTTPException
+    from fastapi.responses import Response
+
+    samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
 
     # The response models document the answers in /docs; the endpoints build plain dicts (validating
     # every answer against its model would cost each request time, and the tests check them instead).
@@ -216,43 +249,18 @@ def create_app(
             raise HTTPException(404, f"no test image {index}")
         return Response(_png(test_images[index]), media_type="image/png")
 
-    async def images_from_form(request: Request) -> list[tuple[str, torch.Tensor]]:
-        form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
-        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
-        blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
-        return await decoder(blobs)
 
-    async def images_from_json(request: Request) -> list[tuple[str, torch.Tensor]]:
-        try:
-            body = PixelImages.model_validate_json(await request.body())
-        except ValidationError as e:
-            errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
-            raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: MicroBatcher, decoder: Decoder) -> None:
+    """POST /predict and POST /layers, which take images as multipart files or as JSON pixels."""
+    from fastapi import HTTPException, Query, Request
+    from fastapi.responses import JSONResponse, Response
 
-        def convert() -> list[tuple[str, torch.Tensor]]:
-            return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
+    PixelImages = json_body_model()
+    classes = classes_of(model)
+    views_served = model.views.describe() if isinstance(model, Classifier) else "the image alone"
 
-        try:
-            return await decoder.run(convert)
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from None
-
-    async def images_from_body(request: Request) -> list[tuple[str, torch.Tensor]]:
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            named = await images_from_form(request)
-        elif content_type.startswith("application/json"):
-            named = await images_from_json(request)
-        else:
-            raise HTTPException(415, "send multipart/form-data image files or an application/json body")
-        if len(named) > MAX_IMAGES:
-            raise HTTPException(400, f"{len(named)} images in one request; at most {MAX_IMAGES}")
-        return named
-
-    @app.post("/predict", openapi_extra=_body_openapi(PixelImages), response_model=None,
-              responses=_responses(schemas, schemas.Predictions, "each image's most probable classes, in the order sent"))  # fmt: skip
+    @app.post("/predict", openapi_extra=body_openapi(PixelImages), response_model=None,
+              responses=image_responses(schemas, schemas.Predictions, "each image's most probable classes, in the order sent"))  # fmt: skip
     async def predict_endpoint(
         request: Request,
         top_k: Annotated[int, Query(ge=1, le=len(classes), description="classes per image, as `lenet predict --top-k`")] = DEFAULT_TOP_K,
@@ -261,7 +269,7 @@ def create_app(
         """Classify images: multipart image files (any PNG/JPEG, prepared as `lenet predict` does) or
         JSON `{"images": [...]}` of 28x28 pixel arrays. Answers in the order sent, with the keys of
         `lenet predict --json`."""
-        named = await images_from_body(request)
+        named = await images_from_body(request, decoder, PixelImages)
         images = torch.stack([tensor for _, tensor in named])
         predictions = await batcher(images)
         results = []
@@ -272,14 +280,14 @@ def create_app(
             results.append(result)
         return {"predictions": results, "views": views_served}
 
-    @app.post("/layers", openapi_extra=_body_openapi(PixelImages, one=True), response_model=None,
-              responses=_responses(schemas, schemas.Layers, "what each layer of one pass of the network sees"))  # fmt: skip
+    @app.post("/layers", openapi_extra=body_openapi(PixelImages, one=True), response_model=None,
+              responses=image_responses(schemas, schemas.Layers, "what each layer of one pass of the network sees"))  # fmt: skip
     async def layers_endpoint(request: Request) -> Response:
         """What each layer sees, for one image (a multipart file or JSON `{"images": [one]}`), from one
         pass of the trained network over the image as shown (no test-time views): the first and the
         second convolution's feature maps after their activation (the channels the run's report draws),
         the fully connected layers' activations, the logits and the class probabilities, as arrays."""
-        named = await images_from_body(request)
+        named = await images_from_body(request, decoder, PixelImages)
         if len(named) != 1:
             raise HTTPException(400, f"/layers looks at one image at a time; got {len(named)}")
         (name, image), = named
@@ -287,7 +295,58 @@ def create_app(
         # Straight to JSON: FastAPI's encoder would walk the ~20,000 numbers once more first.
         return JSONResponse(layers_record(name, image, seen, classes))
 
-    return app
+
+# --- a request's images -----------------------------------------------------------------------
+
+
+async def images_from_body(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
+    """A request's images, each with its name, from a multipart form or a JSON body (`PixelImages`)."""
+    from fastapi import HTTPException
+
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        named = await images_from_form(request, decoder)
+    elif content_type.startswith("application/json"):
+        named = await images_from_json(request, decoder, PixelImages)
+    else:
+        raise HTTPException(415, "send multipart/form-data image files or an application/json body")
+    if len(named) > MAX_IMAGES:
+        raise HTTPException(400, f"{len(named)} images in one request; at most {MAX_IMAGES}")
+    return named
+
+
+async def images_from_form(request: "Request", decoder: Decoder) -> list[tuple[str, torch.Tensor]]:
+    """Multipart image files, named by their file names, decoded off the event loop."""
+    from fastapi import HTTPException
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
+    uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not uploads:
+        raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
+    blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
+    return await decoder(blobs)
+
+
+async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
+    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted off the event loop."""
+    from fastapi import HTTPException
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        body = PixelImages.model_validate_json(await request.body())
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+
+    def convert() -> list[tuple[str, torch.Tensor]]:
+        return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
+
+    try:
+        return await decoder.run(convert)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 def layers_record(name: str, image: torch.Tensor, seen: LayerActivations, classes: Sequence[str]) -> dict[str, Any]:
@@ -317,13 +376,9 @@ def _rounded(values: torch.Tensor) -> Any:
     return values.double().round(decimals=LAYER_DIGITS).tolist()
 
 
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The first few validation problems, each its place, message and kind: never the input echoed back."""
-    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", ""))), "type": e.get("type")}
+    return [{"loc": list(e.get("loc", ()))[:8], "msg": clip(str(e.get("msg", "")), MAX_MESSAGE), "type": e.get("type")}
             for e in errors[:MAX_ERRORS]]  # fmt: skip
 
 
@@ -416,10 +471,7 @@ def serve(
     dataset: str | None = None,
 ) -> int:
     require_serve_extra()
-    import uvicorn
-
-    from lenet.data.load import load_model_data
-    from lenet.core.device import resolve_device
+    import uvicorn  # the serve extra's, which require_serve_extra has just checked
 
     # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)

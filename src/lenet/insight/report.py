@@ -207,7 +207,8 @@ def _best_epoch(run: Run) -> str:
 
 
 def _epoch_views(run: Run) -> str:
-    # Per-epoch figures skip the shifted test-time views (see training/loop.py), the final one does not.
+    # Per-epoch figures skip the shifted test-time views (training/loop.py's evaluate_epoch), the final
+    # ones do not.
     return " (image and mirror only)" if run.views.shift else ""
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from lenet.data.registry import DataSpec, default_spec
 from lenet.core.errors import LenetError, short_repr
+from lenet.core.text import plural
 from lenet.models.lenet import MAX_SHIFT, LeNet
 
 
@@ -41,7 +42,7 @@ class Views:
 
     def which(self) -> str:
         """The views in words: "the image and its mirror"."""
-        views = "the image" + (f" and the image moved {self.shift} pixel{'s' * (self.shift > 1)} up, down, left and right"
+        views = "the image" + (f" and the image moved {plural(self.shift, 'pixel')} up, down, left and right"
                                if self.shift else "")  # fmt: skip
         mirrors = (", and their mirrors" if self.shift else " and its mirror") if self.flip else ""
         return f"{views}{mirrors}" if self.count > 1 else "the image alone"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet.core.errors import Interrupted, LenetError
+from lenet.core.text import clip
 from lenet.runs.sweeps import SessionRecord, read_sessions, write_sessions
 from lenet.sweep.carry import carried
 from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan, run_metric
@@ -219,7 +220,8 @@ def _connect(ray, address: str | None, local_cpus: int | None, on_line) -> bool:
         with _stderr_aside(log):
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {_first_line(e)}"
+        why = clip(str(e).strip()) or type(e).__name__
+        raise LenetError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {why}"
                          + (f" (Ray's own messages: {log[0]})" if log else "")) from None  # fmt: skip
     on_line(f"on a local Ray: {cpus} CPUs")
     exposed = _reachable_ports(ray)
@@ -275,10 +277,6 @@ def _check_storage(ray, storage: str | None) -> None:
                          "mounts at the same path")  # fmt: skip
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line) -> bool:
     """Run every trial that has not ended on Ray Tune; True if Ctrl-C stopped it first."""
     from ray.tune.stopper import Stopper
@@ -329,7 +327,7 @@ def _tune(tune, plan: Plan, data, ended: set[int], storage: str | None, on_line)
     try:
         tuner.fit()
     except (tune.TuneError, RuntimeError) as e:  # Tune's own failure (storage, the cluster), not a trial's
-        raise LenetError(f"Ray Tune stopped: {_first_line(e)}; finished runs are kept; "
+        raise LenetError(f"Ray Tune stopped: {clip(str(e).strip()) or type(e).__name__}; finished runs are kept; "
                          f"continue with: lenet sweep --resume {plan.directory}") from None  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from lenet.core.text import plural
 from lenet.sweep.carry import unpack
 from lenet.sweep.plan import Plan, record_configuration, record_trial, run_ended, run_metric
 
@@ -67,7 +68,7 @@ class Progress(Callback):
         """A Tune trial as the table names it: its configuration, and its seeds where it holds only some."""
         u = self.plan.units()[unit]
         return str(u.configuration) + ("" if len(u.seeds) == len(self.plan.seeds) else
-                                       f" (seed{'s' * (len(u.seeds) > 1)} {', '.join(map(str, u.seeds))})")  # fmt: skip
+                                       f" ({plural(len(u.seeds), 'seed', count=False)} {', '.join(map(str, u.seeds))})")  # fmt: skip
 
     def _ended(self, unit: int, status: str) -> None:
         self.statuses[unit] = status

@@ -21,7 +21,7 @@ import torch
 from lenet.core.device import resolve_device
 from lenet.core.errors import Interrupted, LenetError, RunError
 from lenet.core.progress import bar, stage
-from lenet.data.batches import augment, batch_indices, erase, holdout, to_float
+from lenet.data.batches import batch_indices, holdout, to_float
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_dataset
 from lenet.data.registry import is_user_data
@@ -30,6 +30,7 @@ from lenet.runs import directory as runs
 from lenet.runs.compat import read_config
 from lenet.runs.metrics import EpochMetrics
 from lenet.runs.state import STATE_FILE
+from lenet.training.augment import augment, erase
 from lenet.training.build import build_model
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order

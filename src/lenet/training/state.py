@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import torch
 
 from lenet.core.errors import CheckpointError
-from lenet.data.batches import alternating_half
 from lenet.models.lenet import LeNet
 from lenet.runs.metrics import EpochMetrics
 from lenet.runs.state import RngStates, TrainStateRecord
+from lenet.training.augment import alternating_half
 from lenet.training.build import build_optimizer, build_schedule
 from lenet.training.config import TrainConfig
 from lenet.training.ema import WeightAverage
