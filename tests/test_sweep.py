@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -549,7 +550,8 @@ def sweep_with_fake_ray(tmp_path, monkeypatch, ray: FakeRay, tune=None):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(driver, "_import_ray", lambda: (ray, None))
-    monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: None)
+    no_data = types.SimpleNamespace(spec=types.SimpleNamespace(sha256=""))  # what make_plan reads of the data
+    monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: no_data)
     if tune is not None:
         monkeypatch.setattr(driver, "_tune", tune)
     space = tmp_path / "space.toml"

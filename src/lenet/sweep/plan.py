@@ -13,6 +13,7 @@ from lenet.core.files import write_text
 from lenet.data.registry import DEFAULT
 from lenet.runs import directory as runs
 from lenet.runs.metrics import judged
+from lenet.runs.record import from_python
 from lenet.runs.sweeps import (FAILED_FILE, PlanRecord, read_plan_record, read_trials, write_plan_record,
                                write_trials)  # fmt: skip
 from lenet.sweep.space import Options, Space, configurations
@@ -94,7 +95,7 @@ def make_plan(space: Space, options: Options, space_text: str, data_sha256: str 
 
 
 def write_plan(plan: Plan) -> None:
-    write_plan_record(Path(plan.directory), PlanRecord.model_validate(asdict(plan)))
+    write_plan_record(Path(plan.directory), from_python(PlanRecord, asdict(plan)))
 
 
 def _space_json(space: Space) -> dict[str, Any]:
