@@ -14,6 +14,7 @@ after the run, and the last test checks that RELIABILITY.md's table is this run'
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -22,9 +23,11 @@ import struct
 import subprocess
 import sys
 import textwrap
+import types
 import zlib
 from collections import Counter
 from functools import cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,7 +40,7 @@ from benchmarks.sections import read_section, write_section
 from conftest import REPO
 from lenet.runs.checkpoint import FORMAT, load
 from lenet.data.idx import parse_idx, read_idx
-from lenet.core.errors import CheckpointError, DataError, ImageError
+from lenet.core.errors import CheckpointError, DataError, ImageError, LenetError, ServeError
 from lenet.data.images import load_image
 from lenet.data.load import load_dataset
 from lenet.data.registry import MAX_CLASSES
@@ -93,6 +96,38 @@ KINDS = {
         "(or one of them twice, or missing), with or without a header and `classes.txt`; labels 0-3, negative, 999, "
         "1000, 10^7, 10^12, 2^63, 2^70, 5,000 digits, `1.5`, empty or not a number; pixels out of 0-255, `nan`, "
         "empty; rows of 0 to 786 columns",
+    ),
+    "run_config": (
+        "run files: config.json mutated (eval, report, compare, predict, serve, train --resume)",
+        "a run's `config.json`, mutated from a valid one, through every command that reads it (`eval`, `report`, "
+        "`compare`, `predict`, `serve` start-up, `train --resume`): one edit of a node (wrong types, `NaN`, "
+        "infinities, 2^70, 10^30, a list for an object, an object for a list, a key deleted or added), or of the "
+        "whole file (invalid UTF-8, cut short, 5,000-deep nesting, empty, another JSON value)",
+    ),
+    "run_summary": (
+        "run files: summary.json mutated (report, compare, serve, train --resume)",
+        "`summary.json`, mutated as above, through `report`, `compare`, `serve` start-up and `train --resume` of the "
+        "finished run",
+    ),
+    "run_metrics": (
+        "run files: metrics.csv mutated (report, compare)",
+        "`metrics.csv` through `report` and `compare`: a cell made `x`, `nan`, `inf`, `1e400`, `-1`, empty or 2^70; "
+        "a column or the header dropped, a column added, a row cut short, invalid UTF-8",
+    ),
+    "run_state": (
+        "run files: train_state.pt mutated (train --resume)",
+        "`train_state.pt` through `train --resume`: a key of the saved dictionary (or of its `rng`) deleted, or "
+        "its value made a number, a string, `None`, a list, a tensor of another shape or dtype; or the file's "
+        "bytes cut short",
+    ),
+    "run_exports": (
+        "run files: export.json mutated (export)",
+        "`export.json` (mutated as JSON above) through `export`, which adds its entry beside those there",
+    ),
+    "sweep_records": (
+        "sweep files: plan.json, trials.json, sessions.json, failed.json mutated (sweep --resume)",
+        "a sweep's `plan.json`, `trials.json`, `sessions.json` and a run's `failed.json`, mutated as JSON above, "
+        "through `sweep --resume` (stopped before Ray starts where trials remain)",
     ),
     "memory": (
         "huge declared sizes, each in a process allowed only the memory it needs (RLIMIT_AS)",
@@ -823,6 +858,302 @@ def test_huge_declared_sizes_stay_within_a_memory_limit(tmp_path):
     names = ("idx-3-dims", "idx-bomb", "png-2g", "png-zero", "channels-1e9", "38M-parameters", "header-2-63", "png-40m")
     for name in names:
         record("memory", name == "png-40m")
+
+
+# --- run files: each file of a run or a sweep, mutated, through every command that reads it --------------
+
+BAD_VALUES = ["x", "", 3, -1, 0, 1.5, 2**70, 10**30, float("nan"), float("inf"), float("-inf"), None, True, False,
+              [], {}, [1, 2], {"a": 1}, ["x"], [[[]]]]  # fmt: skip
+DEEP_JSON = b"[" * 5000 + b"]" * 5000
+
+
+def json_nodes(value, path=()):
+    """Every node of a JSON value: (path, value), the whole document first."""
+    yield path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from json_nodes(item, (*path, key))
+
+
+def replaced(value, path, new):
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+def removed(value, path):
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    if len(path) == 1:
+        del copy[path[0]]
+    else:
+        copy[path[0]] = removed(value[path[0]], path[1:])
+    return copy
+
+
+@st.composite
+def mutated_json(draw, text: str) -> bytes:
+    """A valid JSON document with one edit of a node or of the whole file."""
+    document = json.loads(text)
+    nodes = list(json_nodes(document))
+    op = draw(st.sampled_from(["value", "value", "value", "delete", "extra", "wrap", "unwrap", "file"]))
+    path, node = nodes[draw(st.integers(0, len(nodes) - 1))]
+    if op == "delete" and path:
+        document = removed(document, path)
+    elif op == "extra" and isinstance(node, dict):
+        document = replaced(document, path, {**node, draw(st.sampled_from(["extra", "", "0"])): draw(st.sampled_from(BAD_VALUES))})
+    elif op == "wrap":
+        document = replaced(document, path, [node])  # a list for an object
+    elif op == "unwrap" and isinstance(node, list) and node:
+        document = replaced(document, path, node[0])
+    elif op == "file":
+        raw = json.dumps(document).encode()
+        return draw(st.sampled_from([b"", b"null", b"[]", b'"x"', b"NaN", DEEP_JSON, raw[: len(raw) // 2],
+                                     raw[:-1] + b"\xff\xfe}", b"\xef\xbb\xbf" + raw]))  # fmt: skip
+    else:
+        document = replaced(document, path, draw(st.sampled_from(BAD_VALUES)))
+    return json.dumps(document).encode()  # NaN and Infinity as Python writes them
+
+
+@st.composite
+def mutated_csv(draw, text: str) -> bytes:
+    lines = text.splitlines()
+    rows = [line.split(",") for line in lines]
+    op = draw(st.sampled_from(["cell", "cell", "cell", "drop column", "add column", "no header", "short row", "utf8"]))
+    r = draw(st.integers(0, len(rows) - 1))
+    c = draw(st.integers(0, len(rows[0]) - 1))
+    if op == "cell":
+        rows[r][c] = draw(st.sampled_from(["x", "nan", "inf", "-inf", "1e400", "-1", "", str(2**70), "1.5", "test"]))
+    elif op == "drop column":
+        rows = [row[:c] + row[c + 1 :] for row in rows]
+    elif op == "add column":
+        rows = [row + ["extra" if i == 0 else "1"] for i, row in enumerate(rows)]
+    elif op == "no header":
+        rows = rows[1:]
+    elif op == "short row":
+        rows[r] = rows[r][:c]
+    else:
+        return "\n".join(",".join(row) for row in rows).encode() + b"\xff\n"
+    return ("\n".join(",".join(row) for row in rows) + "\n").encode()
+
+
+STATE_BAD = [None, 3, "x", [], {}, 1.5, torch.zeros(3), torch.zeros(2, 2, dtype=torch.float64), torch.ones(0, dtype=torch.uint8)]
+
+
+@st.composite
+def mutated_state(draw, saved: dict) -> dict | bytes:
+    """train_state.pt's dictionary with one key of it (or of its rng) deleted or given another value."""
+    if draw(st.integers(0, 9)) == 0:
+        return b"PK\x03\x04" + draw(st.binary(max_size=64))  # a zip header and then nothing
+    saved = {**saved, "rng": dict(saved["rng"])}
+    where = saved["rng"] if draw(st.booleans()) else saved
+    key = draw(st.sampled_from(sorted(where)))
+    if draw(st.integers(0, 3)) == 0:
+        del where[key]
+    else:
+        where[key] = draw(st.sampled_from(STATE_BAD))
+    return saved
+
+
+class Stop(Exception):
+    pass
+
+
+def command_ends_well(argv: list[str]) -> bool:
+    """Run `lenet ARGV` in this process: True for exit 0 (or a server that got as far as its socket), False
+    for a refusal with one line; a traceback fails the test."""
+    from lenet.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(argv)
+    lines = err.getvalue().strip().splitlines()
+    if code == 0:
+        return True
+    assert code == 1 and lines and lines[-1].startswith(f"lenet {argv[0]}: error: "), (argv, code, err.getvalue())
+    assert "Traceback" not in err.getvalue()
+    return "stopped where the server would listen" in lines[-1] or "stopped where Ray would start" in lines[-1]
+
+
+@pytest.fixture(scope="module")
+def run_files(tmp_path_factory):
+    """A finished run and its unfinished copy on a small folder, an export, and a sweep of two trials (one
+    finished, one failed): the valid files that the run-file fuzzing mutates."""
+    import dataclasses
+
+    from conftest import make_folder
+    from lenet import TrainConfig, get_recipe, train
+    from lenet.data.load import load_dataset
+    from lenet.inference.export import export
+    from lenet.runs.sweeps import SessionRecord, write_failed, write_sessions, write_trials
+    from lenet.sweep.plan import Plan, write_plan
+
+    tmp = tmp_path_factory.mktemp("run-files")
+    root = make_folder(tmp / "shapes", {"bars": 10, "blocks": 10})
+    data = load_dataset(f"folder:{root}")
+    recipe = dataclasses.replace(get_recipe("seed"), model="lenet", epochs=1, batch_size=8)
+    config = TrainConfig(recipe=recipe, dataset=f"folder:{root}", device="cpu", out=str(tmp), name="run",
+                         val_split=4, progress=False)  # fmt: skip
+    run = train(config, data=data).run_dir
+    # What differs between two pytest invocations (the command line, the time) is fixed, so that every run
+    # mutates the same documents and counts the same (RELIABILITY.md's table).
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "environment": {"command": ["lenet"]}, "started": ""}))
+    export(run, "onnx", dataset=f"folder:{root}")
+    unfinished = shutil.copytree(run, tmp / "unfinished")
+    (unfinished / "summary.json").unlink()
+    sweep = tmp / "sweep"
+    space = {"base": recipe.to_dict(), "base_name": "seed", "axes": [{"field": "lr", "kind": "grid", "values": [0.01, 0.02]}],
+             "trials": None, "seeds": 1, "first_seed": 0, "seeds_per_trial": 1, "val_split": 4, "metric": "final",
+             "sample_seed": 0, "max_failures": 3, "asha": None, "train_subset": None, "test_subset": None,
+             "name": "sweep", "dataset": f"folder:{root}", "search": "random", "max_concurrent": None}  # fmt: skip
+    plan = Plan(str(sweep), space, [{"lr": 0.01}, {"lr": 0.02}], 1.0, 0.0, data.spec.sha256)
+    sweep.mkdir()
+    write_plan(plan)
+    shutil.copytree(run, sweep / "trial-0000")
+    (sweep / "trial-0001").mkdir()
+    write_failed(sweep / "trial-0001", LenetError("diverged"))
+    write_trials(sweep, {0: "finished", 1: "finished"})
+    write_sessions(sweep, [SessionRecord(experiment="tune", storage=str(sweep))])
+    return types.SimpleNamespace(root=root, run=run, unfinished=unfinished, sweep=sweep, tmp=tmp,
+                                 image=next((root / "bars").iterdir()))  # fmt: skip
+
+
+@pytest.fixture
+def stopped_before_listening(monkeypatch):
+    """`serve` and `sweep` stop where they would open a socket or start Ray: start-up is what is fuzzed. The
+    report draws only its learning curves, the one figure made from a run's files (the others are of the model
+    and the test images, the same for every input, and take most of a report's two seconds)."""
+    import lenet.inference.serve
+    import lenet.insight.report
+    import lenet.sweep.driver
+
+    def curves_only(plots, run, *rest):
+        return {"curves": plots.png_bytes(plots.curves(run.metrics, f"{run.name}: learning curves"))}
+
+    monkeypatch.setattr(lenet.insight.report, "draw_figures", curves_only)
+
+    def stop_serving(*args):
+        raise ServeError("stopped where the server would listen")
+
+    def stop_ray(*args):
+        raise LenetError("stopped where Ray would start")
+
+    monkeypatch.setattr(lenet.inference.serve, "bind", stop_serving)
+    monkeypatch.setattr(lenet.sweep.driver, "_connect", stop_ray)
+
+
+def fuzz_run_file(kind: str, examples: int, strategy, place, commands) -> None:
+    """Each drawn file put in place by `place(blob) -> paths`, then every command of `commands(paths)`."""
+
+    @fuzz(examples)
+    @given(strategy)
+    def check(blob):
+        paths = place(blob)
+        try:
+            record(kind, all([command_ends_well(argv) for argv in commands(paths)]))
+        finally:
+            shutil.rmtree(paths.base, ignore_errors=True)
+
+    run(kind, examples, check)
+
+
+def run_copy(files, tmp_path, source=None):
+    base = tmp_path / f"case-{COUNTS.total()}"
+    return types.SimpleNamespace(base=base, run=shutil.copytree(source or files.run, base / "run"),
+                                 other=shutil.copytree(files.run, base / "other"))  # fmt: skip
+
+
+def file_commands(files, run: Path, other: Path) -> dict[str, list[str]]:
+    dataset = ["--dataset", f"folder:{files.root}"]
+    return {
+        "eval": ["eval", str(run), *dataset],
+        "report": ["report", str(run), *dataset, "--out", str(run.parent / "report")],
+        "compare": ["compare", str(run), str(other), "--out", str(run.parent / "compare.html")],
+        "predict": ["predict", str(run), str(files.image), "--top-k", "1"],
+        "serve": ["serve", str(run), *dataset],
+        "resume": ["train", "--resume", str(run), *dataset, "--no-progress", "--no-report"],
+        "export": ["export", str(run), *dataset],
+    }
+
+
+@pytest.mark.tripwires  # serve's bind and the sweep's Ray are stops, reached only by inputs that get that far
+@pytest.mark.parametrize("name, kind, examples, readers", [
+    ("config.json", "run_config", 80, ("eval", "report", "compare", "predict", "serve", "resume")),
+    ("summary.json", "run_summary", 60, ("report", "compare", "serve", "resume")),
+    ("export.json", "run_exports", 30, ("export",)),
+])  # fmt: skip
+def test_run_json_files_end_in_one_line_or_a_result(run_files, tmp_path, stopped_before_listening, name, kind,
+                                                      examples, readers):  # fmt: skip
+    text = (run_files.run / name).read_text()
+
+    def place(blob):
+        case = run_copy(run_files, tmp_path)
+        put(case.run / name, blob)
+        return case
+
+    def commands(case):
+        every = file_commands(run_files, case.run, case.other)
+        if name == "config.json":  # an unfinished run: a resume reads config.json to train on
+            (case.run / "summary.json").unlink()
+        return [every[r] for r in readers]
+
+    fuzz_run_file(kind, examples, mutated_json(text), place, commands)
+
+
+@pytest.mark.tripwires
+def test_metrics_csv_ends_in_one_line_or_a_result(run_files, tmp_path, stopped_before_listening):
+    text = (run_files.run / "metrics.csv").read_text()
+
+    def place(blob):
+        case = run_copy(run_files, tmp_path)
+        put(case.run / "metrics.csv", blob)
+        return case
+
+    def commands(case):
+        every = file_commands(run_files, case.run, case.other)
+        return [every["report"], every["compare"]]
+
+    fuzz_run_file("run_metrics", 50, mutated_csv(text), place, commands)
+
+
+def test_train_state_ends_in_one_line_or_a_resumed_run(run_files, tmp_path):
+    saved = torch.load(run_files.unfinished / "train_state.pt", weights_only=True)
+
+    def place(state):
+        case = run_copy(run_files, tmp_path, run_files.unfinished)
+        target = case.run / "train_state.pt"
+        target.unlink()
+        if isinstance(state, bytes):
+            target.write_bytes(state)
+        else:
+            torch.save(state, target)
+        return case
+
+    def commands(case):
+        return [file_commands(run_files, case.run, case.other)["resume"]]
+
+    fuzz_run_file("run_state", 60, mutated_state(saved), place, commands)
+
+
+@pytest.mark.tripwires
+def test_sweep_records_end_in_one_line_or_a_table(run_files, tmp_path, stopped_before_listening):
+    pytest.importorskip("ray")
+    files = ["plan.json", "trials.json", "sessions.json", "trial-0001/failed.json"]
+    texts = {name: (run_files.sweep / name).read_text() for name in files}
+    strategy = st.sampled_from(files).flatmap(lambda name: st.tuples(st.just(name), mutated_json(texts[name])))
+
+    def place(drawn):
+        name, blob = drawn
+        base = tmp_path / f"case-{COUNTS.total()}"
+        sweep = shutil.copytree(run_files.sweep, base / "sweep")
+        put(sweep / name, blob)
+        return types.SimpleNamespace(base=base, sweep=sweep)
+
+    def commands(case):
+        return [["sweep", "--resume", str(case.sweep), "--dataset", f"folder:{run_files.root}"]]
+
+    fuzz_run_file("sweep_records", 60, strategy, place, commands)
 
 
 # --- RELIABILITY.md's table -----------------------------------------------------------

@@ -31,6 +31,8 @@ _PUBLIC = {
     "RECIPES": "lenet.training.recipes", "Recipe": "lenet.training.recipes", "get_recipe": "lenet.training.recipes",
     "list_recipes": "lenet.training.recipes",
     "RunResult": "lenet.training.loop", "TrainConfig": "lenet.training.loop", "train": "lenet.training.loop",
+    "prepare_resume": "lenet.training.resume", "resume_config": "lenet.training.resume",
+    "read_run": "lenet.runs.directory", "write_report": "lenet.insight.report",
 }  # fmt: skip
 
 __all__ = sorted(_PUBLIC)
@@ -57,7 +59,10 @@ if TYPE_CHECKING:  # what type checkers and editors see: the names, imported as 
     from lenet.inference.predict import Prediction, predict  # noqa: F401
     from lenet.models.lenet import LeNet, LeNetConfig, create_model, list_models, summarize  # noqa: F401
     from lenet.models.views import Classifier, Views  # noqa: F401
+    from lenet.insight.report import write_report  # noqa: F401
     from lenet.runs.checkpoint import load, save_model  # noqa: F401
+    from lenet.runs.directory import read_run  # noqa: F401
+    from lenet.training.resume import prepare_resume, resume_config  # noqa: F401
     from lenet.training.loop import RunResult, TrainConfig, train  # noqa: F401
     from lenet.training.metrics import Evaluation, evaluate  # noqa: F401
     from lenet.training.recipes import RECIPES, Recipe, get_recipe, list_recipes  # noqa: F401

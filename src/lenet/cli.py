@@ -385,18 +385,18 @@ def _resume(args, changing: list[str]) -> int:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
         raise LenetError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
-    resume = prepare_resume(args.resume, args.dataset, args.data_dir, args.teacher, progress=args.progress, **overrides)
+    resume = prepare_resume(args.resume, args.dataset, args.data_dir, args.teacher, args.report, progress=args.progress,
+                            **overrides)  # fmt: skip
     config = resume.config
-    report = config.report if args.report is None else args.report  # the run's own choice, unless told
     if resume.finished is not None:
-        return _finished(args.resume, resume.finished, config, rebuild_report=args.report is True)
+        return _finished(args.resume, resume.finished, config, rebuild_report=resume.report)
     print(f"resuming {args.resume}", flush=True)
     _print_skipped(resume.data)
     epochs = config.recipe.epochs
     on_epoch = lambda row: print(_epoch_line(row, epochs), flush=True)  # noqa: E731
     result = train(config, data=resume.data, resume=args.resume, on_epoch=on_epoch, on_warning=_print_warning)
     _print_result(result)
-    if report:
+    if resume.report:
         _report_after_training(result.run_dir, resume.data, config, None, epochs)
     return 0
 

@@ -34,20 +34,34 @@ class Resume:
     config: TrainConfig
     data: Dataset | None  # None for a finished run
     finished: SummaryRecord | None  # the summary of a run that has nothing left to train
+    report: bool  # whether the report is written after training: the run's own choice, unless the caller's
 
 
 def prepare_resume(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
-                   teacher: str | None = None, **overrides) -> Resume:  # fmt: skip
-    """Everything `lenet train --resume` checks before it trains: the config (with `overrides`: device,
-    progress), the teacher and the data named again (`dataset`: a registry name, folder:PATH or csv:PATH;
-    the run's own registry data set when None), each the one the run began with."""
+                   teacher: str | None = None, report: bool | None = None, **overrides) -> Resume:  # fmt: skip
+    """Everything `lenet train --resume` checks before it trains, for any caller.
+
+    Args:
+        run_dir: the run to go on with.
+        dataset: where its data is (a registry name, folder:PATH or csv:PATH); None: its own registry data set.
+        data_dir: where a registry data set's files are.
+        teacher: a distilling run's teacher, named again (its weights must be those the run began with).
+        report: write the report after training; None: as the run chose when it began.
+        overrides: TrainConfig fields that do not change what is trained (device of the same kind, progress).
+
+    Example:
+        >>> resume = prepare_resume("runs/x", dataset="folder:shapes")
+        >>> if resume.finished is None:
+        ...     train(resume.config, data=resume.data, resume=resume.run_dir)
+    """
     run_dir = Path(run_dir)
     if is_finished(run_dir):  # nothing to train: neither teacher nor data is needed
         config = replace(saved_config(run_dir, read_config(run_dir)), data_dir=data_dir, **overrides)
-        return Resume(run_dir, config, None, read_summary(run_dir))
+        return Resume(run_dir, config, None, read_summary(run_dir), bool(report))
     config = resume_config(run_dir, teacher, data_dir=data_dir, **overrides)
     data = load_model_data(recorded_data(run_dir), dataset, data_dir, own=True)
-    return Resume(run_dir, config, resumed_data(run_dir, data, data_dir), None)
+    chosen = config.report if report is None else report
+    return Resume(run_dir, config, resumed_data(run_dir, data, data_dir), None, chosen)
 
 
 def resume_config(run_dir: str | Path, teacher: str | None = None, **overrides) -> TrainConfig:
