@@ -1,7 +1,8 @@
 """Property-based fuzzing of everything that reads a file a user hands us.
 
-Three readers take untrusted bytes: the IDX reader (Fashion-MNIST files, raw or gzipped),
-the checkpoint loader (safetensors with lenet metadata) and the image decoder. Each test
+The readers of untrusted bytes: the IDX reader (Fashion-MNIST files, raw or gzipped), the
+checkpoint loader (safetensors with lenet metadata), the image decoder, the folder and CSV data
+sets, and every file of a run or a sweep, each through every command that reads it. Each test
 below generates thousands of malformed inputs (random bytes, mutated valid files, headers
 that declare huge sizes, bombs) and requires that every one ends in the reader's own error
 (a LenetError subclass) or a valid result: never another exception, a hang or a huge
