@@ -100,3 +100,12 @@ def test_the_check_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
         assert "lenet.core.a" in str(e) and "lenet.data.b" in str(e)
     else:
         raise AssertionError("the circle was not seen")
+
+
+def test_the_serving_side_reads_runs_through_their_format_not_the_trainer():
+    """inference/ and insight/ read runs through runs/ (issue 36); of training/ they use only the evaluation
+    (metrics.py: loss, accuracy, the confusion matrix), never the loop, its state, records or recipes."""
+    used = sorted({f"{m} -> {t}" for m, targets in graph().items() for t in targets
+                   if m.split(".")[1:2] in (["inference"], ["insight"]) and t.startswith("lenet.training")
+                   and t != "lenet.training.metrics"})  # fmt: skip
+    assert used == [], "\n".join(used)

@@ -190,3 +190,21 @@ def test_sweep_resume_takes_its_data_from_the_command_line_and_refuses_other_dat
     other = make_folder(tmp_path / "other", {"bars": 15, "blocks": 16})
     with pytest.raises(LenetError, match=f"sha256 {data.spec.sha256} then"):
         _resumed_data(plan, f"folder:{other}", None)
+
+
+def test_the_library_resumes_with_the_commands_checks(folder_runs, tmp_path):
+    """prepare_resume is what `lenet train --resume` does before it trains, for a notebook or a script too:
+    a finished run needs neither data nor teacher; an unfinished one on a folder needs the folder named."""
+    from lenet import prepare_resume
+
+    root, whole, _, _ = folder_runs
+    finished = prepare_resume(whole)
+    assert finished.finished is not None and finished.data is None and finished.report is False
+    assert finished.finished.test.total == json.loads((whole / "summary.json").read_text())["test"]["total"]
+    cut = shutil.copytree(whole, tmp_path / "cut")
+    (cut / "summary.json").unlink()
+    with pytest.raises(LenetError, match="name it with --dataset folder:PATH"):
+        prepare_resume(cut)
+    resume = prepare_resume(cut, dataset=f"folder:{root}", progress=False)
+    assert resume.finished is None and resume.report is True  # the run's own choice, recorded in config.json
+    assert train(resume.config, data=resume.data, resume=resume.run_dir).run_dir == cut
