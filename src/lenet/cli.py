@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {TrainConfig.eval_every}; the final figures are always computed)")  # fmt: skip
     t.add_argument("--deterministic", action="store_const", const=True, help="deterministic CUDA kernels (the CPU always is)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN after its last completed epoch (its own config)")
+    t.add_argument("--start-from", metavar="RUN", help="a new run starting from RUN's weights: fine-tuning on other "
+                                                       "data (a new last layer where the classes differ), or a finished "
+                                                       "run trained further; RUN's recipe unless --recipe says otherwise")  # fmt: skip
+    t.add_argument("--patience", type=nonnegative_int, metavar="K",
+                   help="early stopping: stop after K judged epochs without a better validation accuracy (needs "
+                        "--val-split; default: 0, never)")  # fmt: skip
     _add_device(t, default=None)
     _add_data_dir(t)
     t.add_argument("--out", help=f"directory that holds run directories (default: {TrainConfig.out})")
@@ -293,7 +299,7 @@ def _version() -> str:
 
 # Flags that say what a run is besides its recipe and engine fields: a resumed run keeps its own.
 _RUN_FLAGS = ("recipe", "seed", "dataset", "skip_bad", "seeds", "val_split", "eval_every", "deterministic", "out", "name",
-              "tensorboard")
+              "tensorboard", "start_from", "patience")
 
 
 def cmd_train(args) -> int:
@@ -303,6 +309,7 @@ def cmd_train(args) -> int:
     from lenet.runs.directory import default_run_name
     from lenet.training.loop import TrainConfig, check_before_training, train
     from lenet.training.seeds import train_seeds
+    from lenet.training.start import check_start, parent_recipe, read_parent
 
     recipe_fields = _given(args, Recipe)
     engine_fields = _given(args, Engine)
@@ -313,9 +320,13 @@ def cmd_train(args) -> int:
     seed, seeds = base.seed if args.seed is None else args.seed, args.seeds or 1
     if args.tensorboard and seeds > 1:
         raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
-    # A recipe file's path is its name in config.json; its stem names the run directory.
-    recipe = replace(load_recipe_file(recipe_name) if is_recipe_file(recipe_name) else get_recipe(recipe_name),
-                     **recipe_fields)  # fmt: skip
+    # A recipe file's path is its name in config.json; its stem names the run directory. A run started from
+    # another goes on with that run's recipe unless told otherwise.
+    if args.start_from and not args.recipe:
+        recipe, recipe_name = parent_recipe(args.start_from)
+    else:
+        recipe = load_recipe_file(recipe_name) if is_recipe_file(recipe_name) else get_recipe(recipe_name)
+    recipe = replace(recipe, **recipe_fields)
     out = args.out or base.out
     # Named here, not in train(), so that TensorBoard knows the run directory from the first epoch.
     name = args.name
@@ -326,16 +337,19 @@ def cmd_train(args) -> int:
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
         eval_every=base.eval_every if args.eval_every is None else args.eval_every, report=args.report is not False,
-        skip_bad=bool(args.skip_bad),
+        skip_bad=bool(args.skip_bad), start_from=args.start_from, patience=args.patience or 0,
     )  # fmt: skip
     data = load_dataset(config.dataset, args.data_dir, skip_bad=config.skip_bad)  # loaded once: training, then the report
     check_before_training(config, data)  # what train() would refuse, refused before the header line
+    start = check_start(read_parent(args.start_from), recipe, data.spec) if args.start_from else None
     _print_skipped(data)
     board = _tensorboard(args, out, name) if args.tensorboard else None
     print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
           f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else "")
           + (f", distilled from {recipe.teacher}" if recipe.teacher else ""),
           flush=True)  # fmt: skip
+    if start is not None:
+        print(start, flush=True)
 
     def on_epoch(row) -> None:
         print(_epoch_line(row, recipe.epochs), flush=True)

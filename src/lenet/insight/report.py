@@ -192,9 +192,18 @@ def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str
         "recipe": run.config.recipe_name,
         "model": str(run.config.recipe.get("model", "?")),
         "parameters": f"{parameters:,}",
-        "epochs": f"{len(run.metrics)}" + ("" if run.summary else " (unfinished: no summary.json)"),
+        "epochs": f"{len(run.metrics)}" + _epochs_note(run),
         "training time": f"{_train_seconds(run):.1f} s",
     }
+
+
+def _epochs_note(run: Run) -> str:
+    if run.summary is None:
+        return " (unfinished: no summary.json)"
+    if run.summary.stopped_early is not None:
+        return (f" of {run.config.recipe.get('epochs', '?')}: stopped early, no better validation accuracy in the "
+                f"{run.config.patience} judged epochs after epoch {run.summary.best_epoch}")  # fmt: skip
+    return ""
 
 
 def _best_epoch(run: Run) -> str:

@@ -35,6 +35,8 @@ class TrainConfig:
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
     report: bool = True  # the command line writes the report after training; recorded, so a resume keeps it
     skip_bad: bool = False  # folder:PATH: leave unreadable files out (listed in config.json) instead of refusing
+    start_from: str | None = None  # a run (or .safetensors) whose weights this run starts from (fine-tuning)
+    patience: int = 0  # stop after this many judged epochs without a better validation accuracy; 0: never
 
 
 @dataclass

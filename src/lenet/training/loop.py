@@ -37,7 +37,8 @@ from lenet.training.engine import Step, prepare, resolve_precision, training_ord
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
-from lenet.training.records import is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.records import epochs_without_progress, is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.start import check_start, read_parent, take_weights
 from lenet.training.resume import resumed_data
 from lenet.training.state import TrainState, start_state
 from lenet.training.teacher import check_teacher_unchanged, load_teacher, teacher_forward, teacher_identity
@@ -108,8 +109,14 @@ def train(
         if resume is not None:
             check_teacher_unchanged(resume, read_config(Path(resume)).teacher, recipe.teacher)
 
+    check_patience(config)
+    parent = read_parent(config.start_from) if config.start_from and resume is None else None
+    if parent is not None:
+        check_start(parent, recipe, data.spec)
     torch.manual_seed(config.seed)
     model = build_model(recipe, data.spec, splits.train[0]).to(device)
+    if parent is not None:  # a new last layer keeps its fresh draw where the classes differ
+        take_weights(model, parent)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
@@ -119,11 +126,14 @@ def train(
     # What is judged, evaluated and saved: the network, or its moving average when the recipe keeps one.
     model = model if state.ema is None else Classifier(state.ema.net, model.views, model.data)
     run_dir = (resume_run_dir(Path(resume), state, model) if resume is not None
-               else new_run_dir(config, data, device, identity))  # fmt: skip
+               else new_run_dir(config, data, device, identity, parent.record if parent else None))  # fmt: skip
 
-    epoch = state.epoch + 1
+    epoch, stopped_early = state.epoch + 1, None
     try:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            if config.patience and epochs_without_progress(state.history) >= config.patience:
+                stopped_early = state.epoch  # a resumed run that had stopped stops again, before training
+                break
             lr = state.optimizer.param_groups[0]["lr"]
             loss, accuracy, seconds = train_epoch(step, state, splits.train, config, epoch, steps_per_epoch)
             figures, eval_seconds = None, 0.0
@@ -147,10 +157,13 @@ def train(
                 runs.save_epoch(run_dir, state.to_record(), state.history, model)
             if on_epoch is not None:
                 on_epoch(row)
+            if config.patience and epoch < recipe.epochs and epochs_without_progress(state.history) >= config.patience:
+                stopped_early = epoch
+                break
         with stage(f"final figures: {model.views.describe()}", config.progress):
             test, val = final_figures(model, data, splits, recipe, _bar(config, "final figures"))
         if run_dir is not None:
-            runs.write_summary(run_dir, summary_record(model, test, val, state))
+            runs.write_summary(run_dir, summary_record(model, test, val, state, stopped_early))
     except TrainingDiverged as e:
         if run_dir is None:
             raise
@@ -172,6 +185,7 @@ def check_before_training(config: TrainConfig, data: Dataset) -> None:
     this machine lacks, a teacher that is not there, a validation split that leaves no training image,
     a run name already taken."""
     resolve_device(config.device)
+    check_patience(config)
     if config.recipe.teacher:
         teacher_identity(config.recipe.teacher)  # a missing or unreadable teacher
     if config.val_split:
@@ -181,6 +195,13 @@ def check_before_training(config: TrainConfig, data: Dataset) -> None:
         if (Path(config.out) / config.name).exists():
             raise RunError(f"run directory {Path(config.out) / config.name} already exists; "
                                 "choose another --name or remove it")
+
+
+def check_patience(config: TrainConfig) -> None:
+    """Early stopping judges on the validation split: on the test set, the test set would choose."""
+    if config.patience and not config.val_split:
+        raise LenetError(f"--patience {config.patience} stops on the validation split's accuracy; add --val-split N "
+                         "(the test set chooses nothing)")  # fmt: skip
 
 
 def is_evaluated(epoch: int, epochs: int, every: int) -> bool:

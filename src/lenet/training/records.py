@@ -16,6 +16,8 @@ from lenet.data.dataset import Dataset
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier
 from lenet.runs import directory as runs
+from lenet.runs.config import StartRecord
+from lenet.runs.metrics import EpochMetrics
 from lenet.runs.state import read_train_state
 from lenet.training.build import recipe_model_config, recipe_views
 from lenet.training.config import TrainConfig
@@ -32,7 +34,7 @@ def is_stuck(accuracy: float, num_classes: int) -> bool:
 
 
 def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
-                teacher: TeacherIdentity | None = None) -> Path | None:  # fmt: skip
+                teacher: TeacherIdentity | None = None, parent: StartRecord | None = None) -> Path | None:  # fmt: skip
     """The run's directory, claimed and holding its config.json (None when the run is not saved)."""
     if not config.save:
         return None
@@ -40,7 +42,7 @@ def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
         run_dir = runs.create_run_dir(config.out, config.name)
     else:
         run_dir = runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"seed{config.seed}"))
-    runs.write_config(run_dir, config_record(config, data, device, teacher))
+    runs.write_config(run_dir, config_record(config, data, device, teacher, parent))
     return run_dir
 
 
@@ -55,7 +57,7 @@ def resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
 
 
 def config_record(config: TrainConfig, data: Dataset, device: torch.device,
-                  teacher: TeacherIdentity | None = None) -> dict:  # fmt: skip
+                  teacher: TeacherIdentity | None = None, parent: StartRecord | None = None) -> dict:  # fmt: skip
     return {
         "recipe_name": config.recipe_name,
         "recipe": config.recipe.to_dict(),
@@ -76,10 +78,13 @@ def config_record(config: TrainConfig, data: Dataset, device: torch.device,
                  "skip_bad": config.skip_bad},
         # A distilling run's teacher, by its weights' digest: a resume refuses another teacher.
         **({"teacher": teacher.to_dict()} if teacher is not None else {}),
+        **({"start_from": parent.model_dump()} if parent is not None else {}),
+        "patience": config.patience,
     }
 
 
-def summary_record(model: Classifier, test: Evaluation, val: Evaluation | None, state: TrainState) -> dict:
+def summary_record(model: Classifier, test: Evaluation, val: Evaluation | None, state: TrainState,
+                   stopped_early: int | None = None) -> dict:  # fmt: skip
     history = state.history
     return {
         "model": model.net.config.to_dict(),
@@ -94,4 +99,18 @@ def summary_record(model: Classifier, test: Evaluation, val: Evaluation | None, 
         "test": test.to_dict(),
         "stuck": is_stuck(test.accuracy, model.net.config.num_classes),
         "warnings": state.warnings,
+        "stopped_early": stopped_early,
+        "best_epoch": best_epoch(history),
     }
+
+
+def best_epoch(history: list[EpochMetrics]) -> int | None:
+    """The judged epoch of the best validation accuracy (the first of equals); None without a validation split."""
+    judged = [row for row in history if row.eval_split == "val" and row.eval_accuracy is not None]
+    return max(judged, key=lambda row: (row.eval_accuracy, -row.epoch)).epoch if judged else None
+
+
+def epochs_without_progress(history: list[EpochMetrics]) -> int:
+    """Judged epochs since the best validation accuracy: early stopping's count."""
+    best = best_epoch(history)
+    return 0 if best is None else sum(1 for row in history if row.epoch > best and row.eval_accuracy is not None)

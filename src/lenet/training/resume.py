@@ -19,6 +19,7 @@ from lenet.data.registry import DataSpec, shown_name
 from lenet.runs.compat import read_config, saved_data_spec
 from lenet.runs.config import CONFIG_FILE, ConfigRecord
 from lenet.runs.directory import is_finished, read_summary
+from lenet.runs.state import STATE_FILE
 from lenet.runs.summary import SummaryRecord
 from lenet.training.config import TrainConfig
 from lenet.training.engine import Engine
@@ -74,6 +75,9 @@ def resume_config(run_dir: str | Path, teacher: str | None = None, **overrides) 
     """
     saved = read_config(Path(run_dir))
     config = saved_config(run_dir, saved)
+    if saved.start_from is not None and not (Path(run_dir) / STATE_FILE).is_file():
+        raise LenetError(f"{run_dir} started from {saved.start_from.path} and never finished its first epoch, so "
+                         "it holds none of those weights: start it again with --start-from")  # fmt: skip
     if overrides.get("device") is not None:
         check_same_device_kind(run_dir, saved.device, overrides["device"])
     if config.recipe.teacher or saved.teacher is not None:  # refused here, before a resume says anything
@@ -91,6 +95,7 @@ def saved_config(run_dir: str | Path, saved: ConfigRecord) -> TrainConfig:
         dataset=saved.data.name, val_split=saved.val_split, device=saved.device, deterministic=saved.deterministic,
         eval_every=saved.eval_every, out=str(Path(run_dir).parent), name=Path(run_dir).name,
         engine=engine_from_record(saved.engine, where), report=saved.report, skip_bad=saved.data.skip_bad,
+        patience=saved.patience,
     )  # fmt: skip
 
 
