@@ -17,7 +17,7 @@ import lenet.data.user
 from conftest import make_folder, write_csv
 from lenet import TrainConfig, get_recipe, load, load_dataset, save_model, train
 from lenet.cli import main
-from lenet.core.errors import DataError
+from lenet.core.errors import ServeError, DataError
 from lenet.data.registry import MAX_CLASSES, DataSpec
 from lenet.inference.serve import run_info
 from lenet.models.lenet import create_model
@@ -61,11 +61,19 @@ def reads(monkeypatch, kind):
 
 
 @pytest.mark.parametrize("kind", ["folder", "csv"])
-@pytest.mark.parametrize("command", [["eval"], ["report"], ["export", "--format", "torchscript"], ["serve", "--port", "0"]])
-def test_a_checkpoint_naming_a_path_makes_no_command_read_it(tmp_path, capsys, reads, kind, command):
+@pytest.mark.parametrize("command", [["eval"], ["report"], ["export", "--format", "torchscript"],
+                                     ["serve", "--port", "0", "--runtime", "torch"]])
+def test_a_checkpoint_naming_a_path_makes_no_command_read_it(tmp_path, capsys, reads, kind, command, monkeypatch):
     secret = make_folder(tmp_path / "secret", {"a": 5, "b": 5}) if kind == "folder" else write_csv(tmp_path / "s.csv", 9)
     run = crafted_run(tmp_path, f"{kind}:{secret}")
     target = run if command[0] == "report" else run / "model.safetensors"
+    if command[0] == "serve":  # a run is served by itself (issue 38): stopped where it would listen, having read nothing
+        from lenet.inference import serve as serving
+
+        def stop(*args):
+            raise ServeError(f"name it with --dataset {kind}:PATH, or not: stopped where the server would listen")
+
+        monkeypatch.setattr(serving, "bind", stop)
     assert main([command[0], str(target), *command[1:]]) == 1
     assert reads == []  # before the fix: [the secret path], read, and served at /samples/N.png
     assert f"name it with --dataset {kind}:PATH" in one_line_error(capsys, command[0])

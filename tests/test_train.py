@@ -22,7 +22,8 @@ def test_short_training_learns_and_saves_a_run(fmnist, tmp_path):
     assert result.final.accuracy > 0.75  # chance is 0.10
     assert result.history[-1].train_loss < result.history[0].train_loss
     run = result.run_dir
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "summary.json", "train_state.pt"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "model.safetensors", "samples.safetensors",
+                                                     "summary.json", "train_state.pt"]  # fmt: skip
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 0 and config["recipe"]["epochs"] == 2 and config["data"]["sha256"] == data.sha256 != fmnist.sha256
     assert config["environment"]["torch"] == torch.__version__

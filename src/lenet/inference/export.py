@@ -30,10 +30,11 @@ from torch import nn
 from lenet.core.version import __version__
 from lenet.runs.checkpoint import load, resolve_weights
 from lenet.runs.exports import add_export, export_entry, write_sidecar
+from lenet.runs.samples import SAMPLES_FILE, read_samples
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data
 from lenet.data.batches import to_float
-from lenet.data.registry import IMAGE_SIZE, shown_name
+from lenet.data.registry import IMAGE_SIZE, is_user_data, shown_name
 from lenet.core.errors import ExportError
 from lenet.core.files import write_bytes
 from lenet.training.metrics import predict_logits
@@ -131,10 +132,17 @@ def export(
         "preprocessing": preprocessing(model),
     }
     with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
-        own = load_model_data(model.data, dataset, data_dir)
+        own = checking_data(model, run_dir, dataset, data_dir)
+    if own is None:
+        kind = model.data.name.split(":", 1)[0]
+        raise ExportError(f"the model was trained on your own data ({kind}:...), which lenet reads only when named, "
+                          f"and keeps no test images to verify the export on: name it with --dataset {kind}:PATH")  # fmt: skip
     calibration = None
     if quantize == "int8":
         _require_onnx()
+        if not len(own.train_images):
+            raise ExportError("--quantize int8 is calibrated on training images, which a run does not keep: name its "
+                              "data with --dataset")  # fmt: skip
         calibration = calibration_images(own.train_images)
         info["quantization"] = quantization_record(calibration)
     data, verification = _exported(model, fmt, info, calibration, own, progress)
@@ -164,13 +172,30 @@ def _exported(model: Classifier, fmt: str, info: dict[str, Any], calibration: to
         with stage(f"quantizing to int8, calibrated on {len(calibration):,} training images", progress):
             data = quantize_int8(data, calibration)
     images = own.test_images
-    verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images"
+    kept = " kept with the run" if own.source.endswith(SAMPLES_FILE) else ""
+    verifying = f"verifying with {_runtime_name(fmt)} on {len(images):,} test images{kept}"
     if progress and not on_terminal():  # the longest step (tens of seconds): a log or a pipe gets its one line too
         print(f"{verifying} ...", file=sys.stderr, flush=True)
     with stage(verifying, progress):
         if calibration is not None:
             return data, verify_int8(model, runner(data), images, own.test_labels, _runtime_name(fmt), progress)
         return data, verify(model, runner(data), images, runtime=_runtime_name(fmt), progress=progress)
+
+
+def checking_data(model: Classifier, run_dir: Path, dataset: str | None, data_dir: str | None,
+                  own: bool = False) -> Dataset | None:  # fmt: skip
+    """The images a deployed model is checked on: the data set named (a user's own only when named,
+    --dataset), a registry data set by its name, or else the test images kept with the run (a run is
+    deployable without its data; None for a bare checkpoint, or a run of before they were kept). With `own`,
+    a registry data set other than the model's is refused (see load_model_data)."""
+    if dataset is not None or not is_user_data(model.data.name):
+        return load_model_data(model.data, dataset, data_dir, own=own)
+    samples = read_samples(run_dir, len(model.data.classes))
+    if samples is None:
+        return None
+    images, labels = samples
+    return Dataset(images[:0], labels[:0], images, labels, source=str(run_dir / SAMPLES_FILE), sha256={},
+                   spec=model.data)  # fmt: skip
 
 
 def _failure(fmt: str, verification: Verification | AccuracyCheck) -> str:

@@ -34,6 +34,7 @@ from torch import nn
 from lenet.core.version import __version__
 from lenet.runs.checkpoint import load, resolve_weights
 from lenet.runs.directory import run_records
+from lenet.runs.samples import first_per_class
 from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
 from lenet.core.errors import LenetError, ServeError
@@ -44,10 +45,9 @@ from lenet.data.images import from_pixels, quiet_pillow_warnings
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier, Views, classes_of
 from lenet.core.device import resolve_device
-from lenet.data.load import load_model_data
 from lenet.inference.batcher import MicroBatcher
 from lenet.inference.decoding import Decoder, PixelBudgetError
-from lenet.inference.export import onnx_int8_runtime, onnx_runtime
+from lenet.inference.export import checking_data, onnx_int8_runtime, onnx_runtime
 from lenet.inference.schemas import body_openapi, image_responses, json_body_model, pixels_to_uint8, response_models
 from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICES, ServeSettings
 
@@ -67,7 +67,7 @@ MAX_MESSAGE = 300  # characters of one error message (a file name in it may be a
 # --- the app ----------------------------------------------------------------------------------
 
 
-def serving_model(model: Classifier, settings: ServeSettings, data: Dataset) -> tuple[Classifier, str]:
+def serving_model(model: Classifier, settings: ServeSettings, data: Dataset | None) -> tuple[Classifier, str]:
     """The model that answers requests, and a note when `auto` could not take ONNX Runtime.
 
     ONNX Runtime serves only once it has answered the first `verify_images` test images as
@@ -80,8 +80,16 @@ def serving_model(model: Classifier, settings: ServeSettings, data: Dataset) -> 
         raise ServeError(f"unknown runtime {settings.runtime!r}; choose from {', '.join(RUNTIMES)}")
     if settings.runtime == "torch":
         return model, ""
+    if data is None or not len(data.test_images):
+        if settings.runtime == "auto":
+            return model, "serving with PyTorch: no test images to check ONNX Runtime on (name the data with --dataset)"
+        raise ServeError(f"--runtime {settings.runtime} serves only once checked on test images: name the model's "
+                         "data with --dataset")  # fmt: skip
     images = data.test_images
     if settings.runtime == "onnxruntime-int8":
+        if not len(data.train_images):
+            raise ServeError("--runtime onnxruntime-int8 is calibrated on training images, which a run does not keep: "
+                             "name its data with --dataset")  # fmt: skip
         n = settings.int8_check_images
         try:
             return onnx_int8_runtime(model, images[: settings.verify_images], images[:n], data.test_labels[:n],
@@ -126,8 +134,10 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
 
 def pick_samples(images: torch.Tensor, labels: torch.Tensor, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
     """The first `per_class` test images of each class, in class order: the same row every time."""
-    classes = int(labels.max()) + 1 if len(labels) else 0
-    return [i for c in range(classes) for i in (labels == c).nonzero().flatten()[:per_class].tolist()]
+    return first_per_class(labels, per_class)
+
+
+
 
 
 def create_app(
@@ -479,13 +489,13 @@ def serve(
     weights = resolve_weights(run_or_checkpoint)
     model = with_views(load(weights, resolve_device(device)), settings.views)
     # The test images it checks ONNX Runtime on and shows at /samples (and the training images an int8
-    # model is calibrated on): a user's own data only when named (--dataset).
-    data = load_model_data(model.data, dataset, data_dir, own=True)
+    # model is calibrated on): a user's own data only when named (--dataset), else those kept with the run.
+    data = checking_data(model, weights.parent, dataset, data_dir, own=True)  # None: upload and drawing only
     model, note = serving_model(model, settings, data)
     if note:
         print(note, file=sys.stderr, flush=True)
     info = {**run_info(weights, model), "lenet_version": __version__}
-    app = create_app(model, info, data.test_images, data.test_labels, settings)
+    app = create_app(model, info, *((data.test_images, data.test_labels) if data is not None else ()), settings=settings)
     sock = bind(host, port)
     if warning := exposure_warning(sock):
         print(warning, file=sys.stderr, flush=True)

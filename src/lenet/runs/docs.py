@@ -22,6 +22,7 @@ from lenet.runs.config import ConfigRecord, DataRecord, TeacherRecord
 from lenet.runs.exports import ExportEntry, ExportRecord
 from lenet.runs.metrics import EpochMetrics
 from lenet.runs.record import FORMAT_VERSION
+from lenet.runs.samples import SamplesMetadata
 from lenet.runs.state import RngStates, TrainStateRecord
 from lenet.runs.summary import EvaluationRecord, SeedsRecord, SplitRecord, SummaryRecord
 from lenet.runs.sweeps import (AshaRecord, AxisRecord, FailedRecord, PlanRecord, SessionRecord, SessionsRecord,
@@ -48,6 +49,12 @@ FILES: list[tuple[str, type, tuple[type, ...], dict[str, str]]] = [
         "en": "The weights ([safetensors](https://huggingface.co/docs/safetensors), never pickle); the table is "
               "its metadata, whose values are strings.",
         "zh": "权重（[safetensors](https://huggingface.co/docs/safetensors)，不用 pickle）；下表是它的元数据，值都是字符串。"}),
+    ("RUN/samples.safetensors", SamplesMetadata, (), {
+        "en": "A few test images of each class, kept when the run begins: the server's samples, and the images a "
+              "runtime or an export is checked on where the data set is not named. The table is its metadata; its "
+              "tensors are `images` (uint8 [N, 1, 28, 28]) and `labels` (int64 [N]).",
+        "zh": "运行开始时保存的每类几张测试图像：服务器页面上的示例；没有指明数据集时，也用它们检查运行时和导出。"
+              "下表是它的元数据；张量为 `images`（uint8 [N, 1, 28, 28]）和 `labels`（int64 [N]）。"}),
     ("RUN/train_state.pt", TrainStateRecord, (RngStates,), {
         "en": "What `--resume` needs, written after each epoch by `torch.save` and read with `weights_only=True`.",
         "zh": "`--resume` 所需的一切，每轮后以 `torch.save` 写入，以 `weights_only=True` 读取。"}),

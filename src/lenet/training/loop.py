@@ -37,7 +37,8 @@ from lenet.training.engine import Step, prepare, resolve_precision, training_ord
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
-from lenet.training.records import epochs_without_progress, is_stuck, new_run_dir, resume_run_dir, summary_record
+from lenet.training.records import (epochs_without_progress, is_stuck, keep_samples, new_run_dir, resume_run_dir,
+                                    summary_record)  # fmt: skip
 from lenet.training.start import check_start, read_parent, take_weights
 from lenet.training.resume import resumed_data
 from lenet.training.state import TrainState, start_state
@@ -155,6 +156,7 @@ def train(
                 _warn(state, advice.format(accuracy=first, images=len(splits.train[1])), on_warning)
             if run_dir is not None:
                 runs.save_epoch(run_dir, state.to_record(), state.history, model)
+                keep_samples(run_dir, data)
             if on_epoch is not None:
                 on_epoch(row)
             if config.patience and epoch < recipe.epochs and epochs_without_progress(state.history) >= config.patience:

@@ -18,6 +18,7 @@ from lenet.models.views import Classifier
 from lenet.runs import directory as runs
 from lenet.runs.config import StartRecord
 from lenet.runs.metrics import EpochMetrics
+from lenet.runs.samples import SAMPLES_FILE, write_samples
 from lenet.runs.state import read_train_state
 from lenet.training.build import recipe_model_config, recipe_views
 from lenet.training.config import TrainConfig
@@ -44,6 +45,13 @@ def new_run_dir(config: TrainConfig, data: Dataset, device: torch.device,
         run_dir = runs.create_unique_run_dir(config.out, runs.default_run_name(config.recipe_name, f"seed{config.seed}"))
     runs.write_config(run_dir, config_record(config, data, device, teacher, parent))
     return run_dir
+
+
+def keep_samples(run_dir: Path, data: Dataset) -> None:
+    """A few test images a class, with the run's first saved epoch (a run that never finished one holds only its
+    config.json): the run is then deployable without its data set."""
+    if not (run_dir / SAMPLES_FILE).is_file():
+        write_samples(run_dir, data.test_images, data.test_labels)
 
 
 def resume_run_dir(run_dir: Path, state: TrainState, model: Classifier) -> Path:
