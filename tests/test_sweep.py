@@ -289,7 +289,9 @@ def test_a_space_names_its_data_set_and_the_flag_overrides_it(tmp_path):
 def test_a_bad_data_set_is_one_line_before_ray_starts(tmp_path, capsys):
     from lenet.cli import main
 
-    assert main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")]) == 1
+    with pytest.raises(SystemExit) as usage:  # a usage error, as argparse's own: exit 2
+        main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")])
+    assert usage.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nonsense" in err and not (tmp_path / "runs").exists()
 
@@ -617,3 +619,4 @@ def test_a_checkpoint_directory_holding_a_link_is_refused_not_followed(tmp_path)
     message = str(refused.value)
     assert "\n" not in message and "config.json: a link" in message, message
     assert not plan.run_dir(0, 0).exists() and not any(Path(plan.directory).glob(".trial-0000.*"))
+

@@ -173,9 +173,9 @@ def _resumed_data(plan: Plan, dataset: str | None, data_dir: str | None):
     from lenet.data.registry import is_user_data, shown_name
 
     if dataset is None and is_user_data(plan.dataset):
-        kind = plan.dataset.split(":", 1)[0]
         raise LenetError(f"sweep {plan.name} trained on your own data ({shown_name(plan.dataset)}), which lenet reads "
-                         f"only when the command line names it: add --dataset {kind}:PATH")  # fmt: skip
+                         f"only when the command line names it: add --dataset {plan.dataset}, the path it began with, "
+                         "or where that data is now")  # fmt: skip
     data = _load_data({**plan.space, "dataset": dataset or plan.dataset}, data_dir)
     if data.spec.sha256 != plan.data_sha256 and (plan.data_sha256 or is_user_data(plan.dataset)):
         then = plan.data_sha256 or "not recorded (a sweep of an older lenet)"

@@ -12,8 +12,9 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lenet.core.errors import LenetError, short_repr
+from lenet.core.errors import LenetError, UnknownDataset, UsageError, short_repr
 from lenet.core.values import bounds, check_value
+from lenet.data.registry import dataset_name
 from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file
 from lenet.runs.record import load_toml
 from lenet.training.recipes import load_recipe_file, recipe_from_table
@@ -121,7 +122,7 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         train_subset=_get(data, "train_subset", int, f"{where}: [data]", None, minimum=2),
         test_subset=_get(data, "test_subset", int, f"{where}: [data]", None, minimum=1),
         name=_get(table, "name", str, where, None),
-        dataset=_pick(options.dataset, _get(table, "dataset", str, where, None)),
+        dataset=_dataset(_pick(options.dataset, _get(table, "dataset", str, where, None)), where),
         search=_get(table, "search", str, where, "random"),
         max_concurrent=_get(table, "max_concurrent", int, where, None, minimum=1),
     )  # fmt: skip
@@ -154,8 +155,16 @@ def _check_optuna(space: Space, where: str) -> None:
 
 def _builtin(name: str, where: str) -> Recipe:
     if name not in RECIPES:
-        raise LenetError(f"{where}: base {name!r} is neither a recipe ({', '.join(RECIPES)}) nor a .toml file")
+        raise UsageError(f"{where}: base {name!r} is neither a recipe ({', '.join(RECIPES)}) nor a .toml file")
     return get_recipe(name)
+
+
+def _dataset(name: str | None, where: str) -> str | None:
+    """The data set as the registry spells it (Fashion-MNIST is fashion-mnist), or the usage error naming it."""
+    try:
+        return None if name is None else dataset_name(name)
+    except UnknownDataset as e:
+        raise UnknownDataset(f"{where}: {e}") from None
 
 
 def _get(table: dict, key: str, kind: type, where: str, default, minimum: int | None = None):
