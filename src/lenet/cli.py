@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--storage", metavar="URI", help="Ray Tune's storage for checkpoints: s3://BUCKET/PREFIX, or a path "
                                                     "every node mounts; needed on a cluster of several machines "
                                                     "(default: the sweep directory)")  # fmt: skip
+    w.add_argument("--skip-bad", action="store_const", const=True,
+                   help="folder:PATH: every run trains on the readable images, leaving unreadable files out (listed, "
+                        "and kept in plan.json's space as skip_bad); the SPACE file's skip_bad = true says the same")  # fmt: skip
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
     w.add_argument("--name", help="sweep directory name (default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS)")
@@ -617,7 +620,7 @@ def cmd_sweep(args) -> int:
     if (args.space is None) == (args.resume is None):
         raise UsageError("give a SPACE file, or --resume SWEEP to finish a sweep")
     # On --resume, --dataset names where the sweep's own data is (a sweep's files never choose a path to read).
-    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial",
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial", "skip_bad",
                *(() if args.resume else ("dataset",)))  # fmt: skip
     changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
@@ -626,7 +629,7 @@ def cmd_sweep(args) -> int:
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
                       **resources, address=args.address,
                       local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir,
-                      storage=args.storage, dataset=args.dataset)  # fmt: skip
+                      storage=args.storage, dataset=args.dataset, skip_bad=args.skip_bad)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 

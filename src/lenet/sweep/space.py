@@ -23,7 +23,7 @@ METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
 SEARCHES = ("random", "optuna")  # random: lenet's own seeded draws; optuna: Tune's OptunaSearch (TPE)
 TOP_LEVEL = ("name", "base", "dataset", "search", "max_concurrent", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
-             "sample_seed", "max_failures", "recipe", "vary", "asha", "data")  # fmt: skip
+             "sample_seed", "max_failures", "recipe", "vary", "asha", "data", "skip_bad")  # fmt: skip
 DEFAULT_VAL_SPLIT = 5000  # held-out training images: the test set decides nothing in a sweep
 SIGNIFICANT = 4  # drawn values are rounded to this many digits: readable tables and recipe files
 
@@ -66,6 +66,7 @@ class Space:
     dataset: str | None = None  # a registry name, folder:PATH or csv:PATH; None: Fashion-MNIST
     search: str = "random"
     max_concurrent: int | None = None  # trials at a time at most (None: as many as the CPUs allow)
+    skip_bad: bool = False  # folder:PATH: train on the readable images, as lenet train --skip-bad
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Options:
     data_dir: str | None = None
     dataset: str | None = None  # --dataset: overrides the file's
     storage: str | None = None  # Tune's storage_path: s3://BUCKET/PREFIX or a path every node mounts
+    skip_bad: bool | None = None  # --skip-bad: overrides the file's
 
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
@@ -125,6 +127,7 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         dataset=_dataset(_pick(options.dataset, _get(table, "dataset", str, where, None)), where),
         search=_get(table, "search", str, where, "random"),
         max_concurrent=_get(table, "max_concurrent", int, where, None, minimum=1),
+        skip_bad=_pick(options.skip_bad, _get(table, "skip_bad", bool, where, False)),
     )  # fmt: skip
     if space.search not in SEARCHES:
         raise LenetError(f"{where}: search must be one of {', '.join(map(repr, SEARCHES))}, not {space.search!r}")
@@ -249,6 +252,25 @@ def configurations(space: Space) -> list[dict[str, Any]]:
         except LenetError as e:
             raise LenetError(f"trial-{i:04d} ({_describe(values)}): {e}") from None
     return chosen
+
+
+def check_trainable(space: Space, train_images: int) -> None:
+    """Refuse, before Ray starts, what `lenet train` refuses before it trains (training/build.check_schedule:
+    a one-step warm-up, say), for every planned configuration on the sweep's data: `train_images` after the
+    validation hold-out. One line naming the trial and its values. A search's configurations are proposed as
+    the sweep runs: the base recipe with each end of each range is checked instead."""
+    from lenet.training.build import check_schedule
+
+    if space.search == "optuna":
+        planned = [("the base recipe", {}), *((f"[vary] {a.field} = {v}", {a.field: v}) for a in space.axes
+                                             for v in a.values)]  # fmt: skip
+    else:
+        planned = [(f"trial-{i:04d} ({_describe(values)})", values) for i, values in enumerate(configurations(space))]
+    for name, values in planned:
+        try:
+            check_schedule(replace(space.base, **values), train_images)
+        except LenetError as e:
+            raise LenetError(f"{name}: {e}") from None
 
 
 def _draw(axis: Axis, rng: random.Random):
