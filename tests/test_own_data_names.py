@@ -4,6 +4,8 @@ model given where a run is wanted."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import make_folder, write_csv
@@ -113,3 +115,87 @@ def test_an_exported_model_given_for_a_run_says_to_give_the_run(tmp_path, capsys
     assert len(err) == 1 and f"{name} is an exported model" in err[0], err
     assert "give the run directory it was exported from (or its model.safetensors)" in err[0]
 
+
+# --- lenet runs [DIR] (issue 38, item 9) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """A directory of runs in every state: finished (on 30 images of a folder: a small test set), interrupted,
+    failed, empty, damaged, a --seeds group's run, and a folder that holds no run."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe, train
+    from lenet.core.errors import LenetError
+    from lenet.runs.sweeps import write_failed
+
+    base = tmp_path_factory.mktemp("listing")
+    shapes = make_folder(base / "shapes", {"bars": 15, "blocks": 15})
+    out = base / "runs"
+    recipe = replace(get_recipe("seed"), epochs=1, batch_size=8)
+    config = TrainConfig(recipe=recipe, recipe_name="seed", dataset=f"folder:{shapes}", device="cpu", out=str(out),
+                         name="done", progress=False, report=False)  # fmt: skip
+    train(config)
+
+    def copy(name: str, started: str, keep: tuple[str, ...]) -> Path:
+        run = out / name
+        run.mkdir(parents=True)
+        for file in keep:
+            shutil.copy(out / "done" / file, run / file)
+        record = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**record, "started": started}))
+        return run
+
+    done = json.loads((out / "done" / "config.json").read_text())
+    (out / "done" / "config.json").write_text(json.dumps({**done, "started": "2026-01-05T10:00:00+0000"}))
+    copy("cut", "2026-01-04T10:00:00+0000", ("config.json", "metrics.csv"))
+    write_failed(copy("broke", "2026-01-03T10:00:00+0000", ("config.json",)), LenetError("loss became nan in epoch 1"))
+    copy("fresh", "2026-01-06T10:00:00+0000", ("config.json",))
+    copy("group/seed-1", "2026-01-02T10:00:00+0000", ("config.json", "metrics.csv", "summary.json"))
+    (copy("torn", "2026-01-01T10:00:00+0000", ("config.json",)) / "summary.json").write_text("{")
+    (out / "plots").mkdir()
+    return out
+
+
+def test_runs_lists_every_run_newest_first_with_its_state(runs_dir):
+    from lenet.runs.listing import list_runs
+
+    listings = list_runs(runs_dir)
+    assert [(r.name, r.state) for r in listings] == [
+        ("fresh", "empty"), ("done", "finished"), ("cut", "interrupted"), ("broke", "failed"),
+        ("group/seed-1", "finished"), ("torn", "damaged")]  # fmt: skip
+    done = listings[1]
+    assert done.dataset == "folder:shapes" and done.recipe == "seed" and (done.epochs_done, done.epochs_planned) == (1, 1)
+    low, high = done.test_interval  # a test set of 6 images: the accuracy is a wide range
+    assert done.test_total == 6 and low < done.test_accuracy < high or done.test_accuracy in (0.0, 1.0)
+    assert listings[2].epochs_done == 1 and listings[3].reason == "loss became nan in epoch 1"
+    assert listings[5].reason.startswith("summary.json") and "\n" not in listings[5].reason
+
+
+def test_the_runs_command_prints_a_line_a_run_and_json(runs_dir, capsys):
+    import json
+
+    assert main(["runs", str(runs_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "data", "set", "recipe", "epochs", "test", "accuracy", "training", "state"]
+    done = next(line for line in lines if line.startswith("done "))
+    assert "folder:shapes" in done and " 1/1 " in done and "(95% " in done and "of 6)" in done
+    assert done.rstrip().endswith("finished") and " s " in done
+    assert next(line for line in lines if line.startswith("torn ")).split("  ")[-1].startswith("damaged: summary.json")
+    assert next(line for line in lines if line.startswith("broke ")).endswith("failed: loss became nan in epoch 1")
+    assert len(lines) == 7 and "Traceback" not in "".join(lines)
+    assert main(["runs", str(runs_dir), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in records] == ["empty", "finished", "interrupted", "failed", "finished", "damaged"]
+    assert len(records[1]["test_interval"]) == 2
+
+
+def test_runs_of_a_missing_directory_is_one_line(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("nowhere: no such directory")
+    (tmp_path / "empty").mkdir()
+    assert main(["runs", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs in {tmp_path / 'empty'}"

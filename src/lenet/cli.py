@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="compare.html", help="the HTML file; the curves go beside it as .png (default: compare.html)")
     c.set_defaults(func=cmd_compare)
 
+    n = sub.add_parser("runs", help="list the runs in a directory, newest first",
+                       description="The runs in DIR (and in its --seeds groups and sweeps), newest first: data set, "
+                                   "recipe, epochs, test accuracy, training time and state.")  # fmt: skip
+    n.add_argument("directory", metavar="DIR", nargs="?", default="runs", help="default: runs")
+    n.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    n.set_defaults(func=cmd_runs)
+
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
 
@@ -597,6 +604,39 @@ def cmd_summary(args) -> int:
             print(f"{'(flatten)':<10} {'':<12} {str(flat):<20} {0:>10}")
     print(f"total parameters: {count_parameters(model):,}")
     return 0
+
+
+def cmd_runs(args) -> int:
+    from lenet.runs.listing import list_runs
+
+    listings = list_runs(args.directory)
+    if args.json:
+        print(json.dumps(rounded([listing.to_dict() for listing in listings]), indent=2, ensure_ascii=False))
+        return 0
+    if not listings:
+        print(f"no runs in {args.directory}")
+        return 0
+    rows = [("run", "data set", "recipe", "epochs", "test accuracy", "training", "state")]
+    rows += [_run_row(listing) for listing in listings]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + _one_line(row[-1]))
+    return 0
+
+
+def _run_row(listing) -> tuple[str, ...]:
+    if listing.state == "damaged":
+        return (listing.name, "", "", "", "", "", f"damaged: {listing.reason}")
+    epochs = f"{listing.epochs_done}/{listing.epochs_planned if listing.epochs_planned is not None else '?'}"
+    accuracy = ""
+    if listing.test_accuracy is not None:
+        accuracy = f"{listing.test_accuracy:.2%}"
+        if listing.test_interval is not None:  # a small test set: its accuracy is a range
+            low, high = listing.test_interval
+            accuracy += f" (95% {low:.1%}-{high:.1%} of {listing.test_total:,})"
+    seconds = f"{listing.train_seconds:.1f} s" if listing.train_seconds is not None else ""
+    state = f"failed: {listing.reason}" if listing.state == "failed" else listing.state
+    return (listing.name, listing.dataset or "", listing.recipe or "", epochs, accuracy, seconds, state)
 
 
 def cmd_models(args) -> int:
