@@ -552,7 +552,8 @@ def sweep_with_fake_ray(tmp_path, monkeypatch, ray: FakeRay, tune=None):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(driver, "_import_ray", lambda: (ray, None))
-    no_data = types.SimpleNamespace(spec=types.SimpleNamespace(sha256=""))  # what make_plan reads of the data
+    # What make_plan reads of the data, and its size, which every configuration is checked against before Ray starts
+    no_data = types.SimpleNamespace(spec=types.SimpleNamespace(sha256=""), train_labels=range(60_000))
     monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: no_data)
     if tune is not None:
         monkeypatch.setattr(driver, "_tune", tune)
