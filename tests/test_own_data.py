@@ -76,7 +76,7 @@ def test_a_checkpoint_naming_a_path_makes_no_command_read_it(tmp_path, capsys, r
         monkeypatch.setattr(serving, "bind", stop)
     assert main([command[0], str(target), *command[1:]]) == 1
     assert reads == []  # before the fix: [the secret path], read, and served at /samples/N.png
-    assert f"name it with --dataset {kind}:PATH" in one_line_error(capsys, command[0])
+    assert f"pass --dataset {kind}:{secret}, the path it was trained from" in one_line_error(capsys, command[0])
     with pytest.raises(DataError):  # the spy sits where a read of that path goes, so its silence above means something
         lenet.data.load.load_dataset(f"{kind}:{secret}")
     assert len(reads) == 1
@@ -106,7 +106,7 @@ def folder_run(tmp_path_factory):
 def test_a_run_on_a_folder_is_judged_on_it_only_when_named(folder_run, capsys):
     run, root, final = folder_run
     assert main(["eval", str(run)]) == 1
-    assert "--dataset folder:PATH" in one_line_error(capsys, "eval")
+    assert f"pass --dataset folder:{root.resolve()}, the path it was trained from" in one_line_error(capsys, "eval")
     assert main(["eval", str(run), "--dataset", f"folder:{root}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"] == final.correct
     assert main(["report", str(run), "--dataset", f"folder:{root}"]) == 0

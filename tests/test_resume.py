@@ -265,7 +265,7 @@ def test_resume_refuses_every_flag_that_would_change_the_run(tmp_path, flags):
     proc = subprocess.run([sys.executable, "-m", "lenet.cli", "train", "--resume", str(tmp_path), *flags],
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
     named = [f.replace("--no-", "--") for f in flags if f.startswith("--")]
-    assert proc.returncode == 1 and "--resume continues a run as it was started; drop " in proc.stderr
+    assert proc.returncode == 2 and "--resume continues a run as it was started; drop " in proc.stderr  # a usage error
     assert all(flag in proc.stderr.split("drop ")[1] for flag in named), proc.stderr
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -173,8 +174,8 @@ def test_train_refuses_to_resume_on_other_data_in_the_library(folder_runs, tmp_p
     config = resume_config(cut, progress=False)
     with pytest.raises(LenetError, match=f"not on the data given \\(sha256 {other.spec.sha256}\\)"):
         train(config, data=other, resume=cut)
-    with pytest.raises(LenetError, match="name it with --dataset folder:PATH"):
-        train(config, resume=cut)  # a user's own data is never read from the path config.json names
+    with pytest.raises(LenetError, match=re.escape(f"pass --dataset folder:{root.resolve()}, the path it was trained")):
+        train(config, resume=cut)  # a user's own data is never read from the path config.json names (only shown)
 
 
 def test_sweep_resume_takes_its_data_from_the_command_line_and_refuses_other_data(folder_runs, tmp_path):
@@ -184,8 +185,8 @@ def test_sweep_resume_takes_its_data_from_the_command_line_and_refuses_other_dat
     root, _, _, data = folder_runs
     space = {"dataset": f"folder:{root}", "train_subset": None, "test_subset": None, "val_split": 4}
     plan = Plan(str(tmp_path), space, [{}], 1.0, 0.0, data_sha256=data.spec.sha256)
-    with pytest.raises(LenetError, match="add --dataset folder:PATH"):
-        _resumed_data(plan, None, None)  # plan.json's path is never read
+    with pytest.raises(LenetError, match=re.escape(f"add --dataset folder:{root}, the path it began with")):
+        _resumed_data(plan, None, None)  # plan.json's path is never read (only shown, as the flag to pass)
     assert _resumed_data(plan, f"folder:{root}", None).spec.sha256 == data.spec.sha256
     other = make_folder(tmp_path / "other", {"bars": 15, "blocks": 16})
     with pytest.raises(LenetError, match=f"sha256 {data.spec.sha256} then"):
@@ -203,7 +204,7 @@ def test_the_library_resumes_with_the_commands_checks(folder_runs, tmp_path):
     assert finished.finished.test.total == json.loads((whole / "summary.json").read_text())["test"]["total"]
     cut = shutil.copytree(whole, tmp_path / "cut")
     (cut / "summary.json").unlink()
-    with pytest.raises(LenetError, match="name it with --dataset folder:PATH"):
+    with pytest.raises(LenetError, match=re.escape(f"pass --dataset folder:{root.resolve()}, the path")):
         prepare_resume(cut)
     resume = prepare_resume(cut, dataset=f"folder:{root}", progress=False)
     assert resume.finished is None and resume.report is True  # the run's own choice, recorded in config.json

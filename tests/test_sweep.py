@@ -289,7 +289,9 @@ def test_a_space_names_its_data_set_and_the_flag_overrides_it(tmp_path):
 def test_a_bad_data_set_is_one_line_before_ray_starts(tmp_path, capsys):
     from lenet.cli import main
 
-    assert main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")]) == 1
+    with pytest.raises(SystemExit) as usage:  # a usage error, as argparse's own: exit 2
+        main(["sweep", str(space_file(tmp_path)), "--dataset", "nonsense", "--out", str(tmp_path / "runs")])
+    assert usage.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nonsense" in err and not (tmp_path / "runs").exists()
 
@@ -550,7 +552,8 @@ def sweep_with_fake_ray(tmp_path, monkeypatch, ray: FakeRay, tune=None):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(driver, "_import_ray", lambda: (ray, None))
-    no_data = types.SimpleNamespace(spec=types.SimpleNamespace(sha256=""))  # what make_plan reads of the data
+    # What make_plan reads of the data, and its size, which every configuration is checked against before Ray starts
+    no_data = types.SimpleNamespace(spec=types.SimpleNamespace(sha256=""), train_labels=range(60_000))
     monkeypatch.setattr(driver, "_load_data", lambda space, data_dir: no_data)
     if tune is not None:
         monkeypatch.setattr(driver, "_tune", tune)
@@ -617,3 +620,89 @@ def test_a_checkpoint_directory_holding_a_link_is_refused_not_followed(tmp_path)
     message = str(refused.value)
     assert "\n" not in message and "config.json: a link" in message, message
     assert not plan.run_dir(0, 0).exists() and not any(Path(plan.directory).glob(".trial-0000.*"))
+
+
+# --- issue 38, item 6: a sweep on your own data as on Fashion-MNIST ---------------------------------
+
+
+def test_a_sweep_whose_every_run_failed_writes_its_table_then_fails_and_resume_retries_them(tmp_path):
+    """Both trials "1 failed", then "no best recipe" and exit 0; --resume said "2 of 2 trials done" and
+    retried nothing."""
+    from lenet.core.errors import LenetError
+    from lenet.runs.sweeps import write_failed
+    from lenet.sweep.carry import carried
+    from lenet.sweep.plan import ended_units, record_trial
+    from lenet.sweep.table import TABLE_CSV, finish
+
+    plan = plan_of('[recipe]\nepochs = 1\n[vary]\nlr = [0.005, 0.01]\n', tmp_path, "failed")
+    for unit in range(2):
+        plan.run_dir(unit, 0).mkdir(parents=True)
+        write_failed(plan.run_dir(unit, 0), LenetError("onecycle's warm-up is 20% of 5 steps, exactly one step"))
+        record_trial(plan, unit, "finished")  # as Tune records a trial whose run failed: it returned
+    lines = []
+    with pytest.raises(LenetError, match=r"^every trial failed: trial-0000 seed 0: onecycle's warm-up is 20% of 5 "
+                                         r"steps, exactly one step \(and 1 more\); fix the cause, then lenet sweep "
+                                         r"--resume .*failed trains them again$"):  # fmt: skip
+        finish(plan, 1.0, lines.append)
+    assert (tmp_path / "failed" / TABLE_CSV).is_file() and any("no best recipe" in line for line in lines)  # table first
+    assert ended_units(plan) == set()  # --resume trains both again
+    assert carried(plan, [0, 1]) == {}  # from their start: a failed run directory is not handed to the trial
+
+
+def test_a_sweep_with_one_run_finished_is_no_failure(tmp_path):
+    from lenet.core.errors import LenetError
+    from lenet.runs.sweeps import write_failed
+    from lenet.sweep.plan import ended_units, record_trial
+    from lenet.sweep.table import check_not_all_failed, table_rows
+
+    plan = plan_of(ASHA_TWO, tmp_path, "one")
+    plan.run_dir(0, 0).mkdir(parents=True)
+    write_failed(plan.run_dir(0, 0), LenetError("loss became nan in epoch 1"))
+    record_trial(plan, 0, "finished")
+    record_trial(plan, 1, "stopped early")
+    check_not_all_failed(plan, table_rows(plan))  # one trial stopped early, not failed: the sweep did its job
+    assert ended_units(plan) == {1}
+
+
+@needs_ray
+def test_a_value_lenet_train_refuses_is_refused_for_its_trial_before_ray_starts(tmp_path, capsys, fmnist):
+    """docs/sweeps.md promised it; every trial failed in Ray instead, one step of warm-up each."""
+    from dataclasses import replace
+
+    from lenet import TrainConfig, get_recipe
+    from lenet.cli import main
+    from lenet.core.errors import LenetError
+    from lenet.training.loop import check_before_training
+
+    text = 'val_split = 100\n[data]\ntrain_subset = 300\n[recipe]\nepochs = 1\nwarmup = 0.5\n[vary]\nbatch_size = [64, 128]\n'
+    assert main(["sweep", str(space_file(tmp_path, text)), "--out", str(tmp_path / "runs")]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == ("lenet sweep: error: trial-0001 (batch_size=128): onecycle's warm-up is 50% of 2 steps, "
+                           "exactly one step, which PyTorch's OneCycleLR cannot do; train more steps or use --schedule "
+                           "constant")  # fmt: skip
+    assert "Ray" not in out and not (tmp_path / "runs").exists()  # Ray never started, nothing was made
+    recipe = replace(get_recipe("default"), epochs=1, warmup=0.5, batch_size=128)
+    with pytest.raises(LenetError, match="exactly one step"):  # lenet train's own check, the same one
+        check_before_training(TrainConfig(recipe=recipe, val_split=100, device="cpu", save=False), fmnist.subset(300, 10))
+
+
+def test_skip_bad_reaches_the_sweeps_data_and_its_plan(tmp_path):
+    from conftest import make_folder
+    from lenet.cli import build_parser
+    from lenet.core.errors import DataError
+    from lenet.sweep.driver import _load_data
+    from lenet.sweep.plan import read_plan
+    from lenet.sweep.space import Options, parse_space
+
+    root = make_folder(tmp_path / "shapes", {"a": 6, "b": 6})
+    (root / "a" / "broken.png").write_bytes(b"not an image")
+    space = {"dataset": f"folder:{root}", "train_subset": None, "test_subset": None, "val_split": 2}
+    with pytest.raises(DataError, match="broken.png"):
+        _load_data(space, None)
+    assert any("broken.png" in line for line in _load_data({**space, "skip_bad": True}, None).skipped)
+    assert parse_space({"seeds": 2, "skip_bad": True}, "s").skip_bad is True
+    assert parse_space({"seeds": 2}, "s", Options(skip_bad=True)).skip_bad is True
+    assert build_parser().parse_args(["sweep", "s.toml", "--skip-bad"]).skip_bad is True
+    plan = plan_of('skip_bad = true\nseeds = 2\n', tmp_path, "skipping")
+    assert read_plan(plan.directory).space["skip_bad"] is True
+    assert plan_of('seeds = 2\n', tmp_path, "plain").space["skip_bad"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import sys
@@ -12,7 +13,7 @@ import typing
 from dataclasses import replace
 from typing import NoReturn
 
-from lenet.core.errors import Interrupted, LenetError
+from lenet.core.errors import Interrupted, LenetError, UsageError
 from lenet.core.text import plural, rounded
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", type=_recipe_choice, help=f"named hyperparameter set ({', '.join(list_recipes())}; "
                    f"default: {TrainConfig.recipe_name}) or a recipe .toml file (see lenet sweep's best_recipe.toml)")
     t.add_argument("--seed", type=nonnegative_int, help=f"seeds weights, shuffling and augmentation (default: {TrainConfig.seed})")
-    t.add_argument("--dataset", help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
+    t.add_argument("--dataset", type=_dataset_choice, help=f"{', '.join(list_datasets())}, folder:PATH (a folder per class) or csv:PATH "
                                      f"(default: {TrainConfig.dataset}); with --resume, where a run on your own data "
                                      "finds it again (it must be the same data)")  # fmt: skip
     t.add_argument("--skip-bad", action="store_const", const=True,
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run or checkpoint on the test set")
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--batch-size", type=positive_int, default=Recipe().eval_batch_size, help="images per forward pass")
-    e.add_argument("--dataset", help="evaluate the model on another data set of its shape (default: its own, when a "
+    e.add_argument("--dataset", type=_dataset_choice, help="evaluate the model on another data set of its shape (default: its own, when a "
                                      "registry data set); folder:PATH or csv:PATH names your own, the one it trained "
                                      "on included: a checkpoint never chooses a path to read")  # fmt: skip
     _add_device(e)
@@ -191,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="compare.html", help="the HTML file; the curves go beside it as .png (default: compare.html)")
     c.set_defaults(func=cmd_compare)
 
+    n = sub.add_parser("runs", help="list the runs in a directory, newest first",
+                       description="The runs in DIR (and in its --seeds groups and sweeps), newest first: data set, "
+                                   "recipe, epochs, test accuracy, training time and state.")  # fmt: skip
+    n.add_argument("directory", metavar="DIR", nargs="?", default="runs", help="default: runs")
+    n.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    n.set_defaults(func=cmd_runs)
+
     m = sub.add_parser("models", help="list the models and recipes")
     m.set_defaults(func=cmd_models)
 
@@ -206,11 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-trial", type=nonnegative_float, help="fractions share a GPU (default: 0)")
     w.add_argument("--address", help="an existing Ray cluster, HOST:PORT (default: RAY_ADDRESS, else a local Ray)")
     w.add_argument("--local-cpus", type=positive_int, help="CPUs of the local Ray lenet starts (default: every core)")
-    w.add_argument("--dataset", help="the data set of every run, as lenet train takes it (overrides the file's "
+    w.add_argument("--dataset", type=_dataset_choice, help="the data set of every run, as lenet train takes it (overrides the file's "
                                      "dataset; default: fashion-mnist)")  # fmt: skip
     w.add_argument("--storage", metavar="URI", help="Ray Tune's storage for checkpoints: s3://BUCKET/PREFIX, or a path "
                                                     "every node mounts; needed on a cluster of several machines "
                                                     "(default: the sweep directory)")  # fmt: skip
+    w.add_argument("--skip-bad", action="store_const", const=True,
+                   help="folder:PATH: every run trains on the readable images, leaving unreadable files out (listed, "
+                        "and kept in plan.json's space as skip_bad); the SPACE file's skip_bad = true says the same")  # fmt: skip
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
     w.add_argument("--name", help="sweep directory name (default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS)")
@@ -224,6 +235,17 @@ def _recipe_choice(text: str) -> str:
     if text in list_recipes() or is_recipe_file(text):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is neither a recipe ({', '.join(list_recipes())}) nor a .toml file")
+
+
+def _dataset_choice(text: str) -> str:
+    """A data-set name as the registry spells it (Fashion-MNIST is fashion-mnist); a path without folder: or
+    csv: is refused with the name it probably meant."""
+    from lenet.data.registry import dataset_name
+
+    try:
+        return dataset_name(text)
+    except LenetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_device(p, default: str | None = "auto") -> None:
@@ -278,7 +300,7 @@ def _field_value(name: str, kind, meta):
 
 
 def _add_own_data(p, what: str) -> None:
-    p.add_argument("--dataset", metavar="folder:PATH|csv:PATH",
+    p.add_argument("--dataset", metavar="folder:PATH|csv:PATH", type=_dataset_choice,
                    help=f"for a model trained on your own data: where that data is ({what}); a checkpoint never "
                         "chooses a path to read, and the data must be what the model was trained on (its SHA-256)")  # fmt: skip
 
@@ -319,7 +341,7 @@ def cmd_train(args) -> int:
     recipe_name = args.recipe or base.recipe_name
     seed, seeds = base.seed if args.seed is None else args.seed, args.seeds or 1
     if args.tensorboard and seeds > 1:
-        raise LenetError("--tensorboard logs one run; it cannot go with --seeds")
+        raise UsageError("--tensorboard logs one run; it cannot go with --seeds")
     # A recipe file's path is its name in config.json; its stem names the run directory. A run started from
     # another goes on with that run's recipe unless told otherwise.
     if args.start_from and not args.recipe:
@@ -397,7 +419,7 @@ def _resume(args, changing: list[str]) -> int:
     changing = [flag for flag in changing if flag not in ("dataset", "teacher")]
     if changing or not args.save_run:
         flags = ", ".join("--" + f.replace("_", "-") for f in changing) or "--save-run"
-        raise LenetError(f"--resume continues a run as it was started; drop {flags}")
+        raise UsageError(f"--resume continues a run as it was started; drop {flags}")
     overrides = {"device": args.device} if args.device else {}  # else the device the run was started on
     resume = prepare_resume(args.resume, args.dataset, args.data_dir, args.teacher, args.report, progress=args.progress,
                             **overrides)  # fmt: skip
@@ -441,7 +463,7 @@ def _tensorboard(args, out: str, name: str):
     from lenet.insight.tensorboard_log import TensorBoardLog
 
     if not args.save_run:
-        raise LenetError("--tensorboard logs into the run directory; it cannot go with --no-save-run")
+        raise UsageError("--tensorboard logs into the run directory; it cannot go with --no-save-run")
     return TensorBoardLog(Path(out) / name)
 
 
@@ -579,7 +601,7 @@ def cmd_summary(args) -> int:
     from lenet.models.lenet import count_parameters, create_model, summarize
 
     if args.run and args.model:
-        raise LenetError("give a RUN or --model, not both")
+        raise UsageError("give a RUN or --model, not both")
     if args.run:
         trained = load(args.run)
         model, what = trained.net, f"{args.run} ({trained.data.name}; predicts with {trained.views.describe()})"
@@ -596,6 +618,39 @@ def cmd_summary(args) -> int:
             print(f"{'(flatten)':<10} {'':<12} {str(flat):<20} {0:>10}")
     print(f"total parameters: {count_parameters(model):,}")
     return 0
+
+
+def cmd_runs(args) -> int:
+    from lenet.runs.listing import list_runs
+
+    listings = list_runs(args.directory)
+    if args.json:
+        print(json.dumps(rounded([listing.to_dict() for listing in listings]), indent=2, ensure_ascii=False))
+        return 0
+    if not listings:
+        print(f"no runs in {args.directory}")
+        return 0
+    rows = [("run", "data set", "recipe", "epochs", "test accuracy", "training", "state")]
+    rows += [_run_row(listing) for listing in listings]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + _one_line(row[-1]))
+    return 0
+
+
+def _run_row(listing) -> tuple[str, ...]:
+    if listing.state == "damaged":
+        return (listing.name, "", "", "", "", "", f"damaged: {listing.reason}")
+    epochs = f"{listing.epochs_done}/{listing.epochs_planned if listing.epochs_planned is not None else '?'}"
+    accuracy = ""
+    if listing.test_accuracy is not None:
+        accuracy = f"{listing.test_accuracy:.2%}"
+        if listing.test_interval is not None:  # a small test set: its accuracy is a range
+            low, high = listing.test_interval
+            accuracy += f" (95% {low:.1%}-{high:.1%} of {listing.test_total:,})"
+    seconds = f"{listing.train_seconds:.1f} s" if listing.train_seconds is not None else ""
+    state = f"failed: {listing.reason}" if listing.state == "failed" else listing.state
+    return (listing.name, listing.dataset or "", listing.recipe or "", epochs, accuracy, seconds, state)
 
 
 def cmd_models(args) -> int:
@@ -617,18 +672,18 @@ def cmd_sweep(args) -> int:
     from lenet.sweep.space import Options
 
     if (args.space is None) == (args.resume is None):
-        raise LenetError("give a SPACE file, or --resume SWEEP to finish a sweep")
+        raise UsageError("give a SPACE file, or --resume SWEEP to finish a sweep")
     # On --resume, --dataset names where the sweep's own data is (a sweep's files never choose a path to read).
-    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial",
+    planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial", "skip_bad",
                *(() if args.resume else ("dataset",)))  # fmt: skip
     changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
-        raise LenetError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
+        raise UsageError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
     resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial") if (v := getattr(args, k)) is not None}
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
                       **resources, address=args.address,
                       local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir,
-                      storage=args.storage, dataset=args.dataset)  # fmt: skip
+                      storage=args.storage, dataset=args.dataset, skip_bad=args.skip_bad)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 
@@ -644,6 +699,25 @@ def _one_line(message: str) -> str:
 _RUN_THE_MODEL = ("eval", "report", "predict", "export", "serve")
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def _unrecognized(unknown: list[str], command: argparse.ArgumentParser) -> str:
+    """argparse's "unrecognized arguments", with the command's nearest flag for each unknown one
+    (--batchsize: did you mean --batch-size?)."""
+    flags = [f for f in command._option_string_actions if f.startswith("--")]
+    hints = {}
+    for given in (a.split("=", 1)[0] for a in unknown if a.startswith("-")):
+        near = difflib.get_close_matches(given if given.startswith("--") else "-" + given, flags, n=1)
+        if near:
+            hints[given] = f"did you mean {near[0]}?"
+    if len(hints) > 1:
+        hints = {given: f"{given}: {hint}" for given, hint in hints.items()}
+    return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints.values())})" if hints else "")
+
+
 def _flag_conflict(args) -> str | None:
     """Flags that parse one by one but not together."""
     if args.command == "export" and args.quantize != "none" and args.format != "onnx":
@@ -655,7 +729,10 @@ def main(argv: list[str] | None = None) -> int:
     from lenet.data.images import quiet_pillow_warnings
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own error, with the flag probably meant
+        command = _command_parser(parser, args.command)
+        command.error(_unrecognized(unknown, command))
     if problem := _flag_conflict(args):  # a usage error, like argparse's own: one line, exit 2
         parser.exit(2, f"lenet {args.command}: error: {problem} (see lenet {args.command} --help)\n")
     quiet_pillow_warnings()  # here, once, on the main thread: never from the threads that decode
@@ -670,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except LenetError as e:
         print(_one_line(f"lenet {args.command}: error: {e}"), file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1  # 2: a usage error, as argparse's own
     except KeyboardInterrupt:
         print(f"lenet {args.command}: interrupted", file=sys.stderr)
         return 130

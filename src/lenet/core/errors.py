@@ -10,8 +10,18 @@ class LenetError(Exception):
     """A problem the user can fix: bad input, a missing or corrupt file, a wrong flag."""
 
 
+class UsageError(LenetError):
+    """A bad choice made on the command line or in a file that stands for it (a SPACE, a recipe file): an
+    unknown data set, recipe or model, flags that do not go together. The CLI exits 2 for it, as argparse does
+    for its own usage errors; 1 is for everything else."""
+
+
 class DataError(LenetError):
     """Fashion-MNIST files missing, unreadable, truncated or not the known files."""
+
+
+class UnknownDataset(UsageError, DataError):
+    """A data-set name that is neither a registry entry nor folder:PATH or csv:PATH (perhaps a path without them)."""
 
 
 class CheckpointError(LenetError):

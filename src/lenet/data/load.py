@@ -10,7 +10,7 @@ import torch
 from lenet.data.dataset import Dataset
 from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
-from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, is_user_data
+from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, dataset_name, is_user_data, shown_name
 from lenet.data.sources import file_in, find_or_download, verified_digest
 
 
@@ -24,6 +24,7 @@ def load_dataset(
     """Find (or download), verify and decode a data set onto `device`: a registry name
     (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
     files are left out and listed in the data set's `skipped`, instead of refused)."""
+    name = dataset_name(name)  # Fashion-MNIST is fashion-mnist; a bare path is refused with its folder: or csv:
     if name.startswith(("folder:", "csv:")):
         # Imported here: a registry data set (what lenet train reads by default) needs no image decoding.
         from lenet.data.user import load_csv, load_folder
@@ -62,10 +63,11 @@ def load_model_data(
     """
     if given is None:
         if is_user_data(model.name):
-            kind = model.name.split(":", 1)[0]
-            raise DataError(f"the model was trained on your own data ({kind}:...), which lenet reads only when the "
-                            f"command line names it (never from a checkpoint): name it with --dataset {kind}:PATH")  # fmt: skip
+            raise DataError(f"the model was trained on your own data ({shown_name(model.name)}), which lenet reads only "
+                            f"when the command line names it (never from a checkpoint): pass --dataset {model.name}, "
+                            "the path it was trained from, or where that data is now")  # fmt: skip
         given = model.name
+    given = dataset_name(given)  # Fashion-MNIST is fashion-mnist
     same = _user_data_name(given) == model.name
     if own and not same and not (is_user_data(given) and is_user_data(model.name)):
         raise DataError(f"{given} is not the data set the model was trained on ({model.name}); "

@@ -15,12 +15,14 @@ name a user's own images; their class names come from the files.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from lenet.core.errors import DataError, LenetError, short_repr
+from lenet.core.errors import DataError, LenetError, UnknownDataset, short_repr
 
 IMAGE_SIZE = 28  # every data set here is 28x28 grey: LeNet's input
 MAX_CLASSES = 1000  # the most classes a data set (and so a model's output) may have
@@ -161,9 +163,34 @@ DEFAULT_SPEC = DataSpec(DEFAULT, DATASETS[DEFAULT].classes, *DATASETS[DEFAULT].s
 
 
 def dataset_entry(name: str) -> IdxDataset:
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, {' or '.join(USER_DATA)}")
-    return DATASETS[name]
+    return DATASETS[dataset_name(name)]
+
+
+def _folded(name: str) -> str:
+    """A registry name as people type it: Fashion-MNIST, fashion_mnist and FashionMNIST are fashion-mnist."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def dataset_name(name: str) -> str:
+    """The data set a user means by `name`: a registry name in its own spelling (any case, with '-', '_', ' '
+    or nothing between its words), or folder:PATH or csv:PATH as given. Anything else is an
+    UnknownDataset (a usage error) that says what was probably meant: a directory or a .csv file that
+    exists but lacks folder: or csv:, or the nearest registry name."""
+    if is_user_data(name):
+        return name
+    for registered in DATASETS:
+        if _folded(name) == _folded(registered):
+            return registered
+    path = Path(name)
+    if name and path.is_dir():
+        raise UnknownDataset(f"{name!r} is a directory, not a data-set name: did you mean folder:{name}?")
+    if name and path.is_file() and path.suffix.lower() == ".csv":
+        raise UnknownDataset(f"{name!r} is a CSV file, not a data-set name: did you mean csv:{name}?")
+    folded = {_folded(registered): registered for registered in DATASETS}
+    near = difflib.get_close_matches(_folded(name), folded, n=1)
+    hint = f"did you mean {folded[near[0]]}? " if near else ""
+    raise UnknownDataset(f"unknown data set {short_repr(name)}; {hint}choose from {', '.join(DATASETS)}, "
+                         f"{' or '.join(USER_DATA)}")  # fmt: skip
 
 
 def default_spec() -> DataSpec:

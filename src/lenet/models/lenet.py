@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lenet.data.registry import MAX_CLASSES, DataSpec, default_spec
-from lenet.core.errors import LenetError, short_repr
+from lenet.core.errors import LenetError, UsageError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -223,7 +223,7 @@ def model_config(name: str, data: DataSpec | None = None, **overrides: Any) -> L
     """A registry config for a data set (default: Fashion-MNIST): its class count and, for the
     models that normalise their input, its pixel mean and std."""
     if name not in MODELS:
-        raise LenetError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        raise UsageError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     data = data or default_spec()
     fitted = {"num_classes": len(data.classes)}
     if name in NORMALISED:

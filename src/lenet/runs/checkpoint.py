@@ -71,7 +71,26 @@ def resolve_weights(run_or_checkpoint: str | os.PathLike) -> Path:
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_or_checkpoint}: no such run directory or checkpoint file")
+    if path.suffix.lower() in EXPORTED and not _looks_like_safetensors(path):
+        raise CheckpointError(exported_model(path))
     return path
+
+
+def exported_model(path: Path) -> str:
+    """What to do instead, when a command that wants a run is given an exported model file."""
+    return (f"{path.name} is an exported model ({EXPORTED[path.suffix.lower()]}), which lenet does not load; "
+            "give the run directory it was exported from (or its model.safetensors)")
+
+
+# What `lenet export` and PyTorch write, that a command wanting a run may be given instead.
+EXPORTED = {".onnx": "ONNX", ".pt": "TorchScript or a pickle", ".pth": "a pickle", ".torchscript": "TorchScript"}
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors begins with its header's length (8 bytes, little-endian) and the header's '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _why_no_weights(run_dir: Path) -> str:

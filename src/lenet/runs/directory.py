@@ -30,7 +30,7 @@ from lenet.core.text import rounded
 from lenet.core.version import __version__
 from lenet.models.lenet import LeNetConfig
 from lenet.models.views import Classifier, Views
-from lenet.runs.checkpoint import WEIGHTS_FILE, save_model
+from lenet.runs.checkpoint import EXPORTED, WEIGHTS_FILE, exported_model, save_model
 from lenet.runs.compat import model_and_views, read_config
 from lenet.runs.config import CONFIG_FILE, ConfigRecord
 from lenet.runs.metrics import METRICS_FILE, EpochMetrics, read_metrics, write_metrics
@@ -160,6 +160,8 @@ def read_summary(run_dir: Path) -> SummaryRecord:
 
 def read_run(path: str | Path) -> Run:
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in EXPORTED:
+        raise RunError(exported_model(path))
     if not path.is_dir():
         raise RunError(f"{path}: no such run directory")
     if not (path / METRICS_FILE).is_file():

@@ -49,7 +49,8 @@ class SpaceRecord(Record):
           "metric": "排名所用的指标：final 或 best", "sample_seed": "抽样的种子", "max_failures": "试验进程丢失时的重试次数",
           "asha": "ASHA 提前停止的设置（无则为 null）", "train_subset": "只用前多少张训练图像（null：全部）",
           "test_subset": "只用前多少张测试图像（null：全部）", "name": "扫描的名字", "dataset": "数据集（null：Fashion-MNIST）",
-          "search": "random 或 optuna", "max_concurrent": "同时运行的试验数上限"}
+          "search": "random 或 optuna", "max_concurrent": "同时运行的试验数上限",
+          "skip_bad": "folder: 数据集中无法读取的文件是否被略去（而不是拒绝整个数据集）"}
 
     base: dict[str, Any] = Field(description="the base recipe's every field")
     base_name: str = Field("default", description="the base recipe's name or file")
@@ -69,6 +70,7 @@ class SpaceRecord(Record):
     dataset: str | None = Field(None, min_length=1, description="the data set (null: Fashion-MNIST)")
     search: Literal["random", "optuna"] = Field("random", description="random or optuna")
     max_concurrent: int | None = Field(None, ge=1, le=BIG, description="trials at a time at most")
+    skip_bad: bool = Field(False, description="a folder's unreadable files left out (not the whole data set refused)")
 
 
 class PlanRecord(Versioned):

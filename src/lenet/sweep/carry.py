@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 
 from lenet.core.errors import LenetError
-from lenet.sweep.plan import Plan
+from lenet.sweep.plan import Plan, run_failed
 
 
 def unit_runs(plan: Plan, unit: int) -> list[Path]:
@@ -75,10 +75,13 @@ def _plain(path: Path, is_kind) -> None:
 
 
 def carried(plan: Plan, units: list[int]) -> dict[int, bytes]:
-    """For a resumed sweep: each unfinished trial's run directories in --out, as a tar (through the object store)."""
+    """For a resumed sweep: each unfinished trial's run directories in --out, as a tar (through the object store).
+    A failed run (failed.json) is left behind, so that it trains again from its start; the new run directory
+    replaces it in --out as its first checkpoint arrives."""
     found = {}
     for unit in units:
-        present = [r for r in unit_runs(plan, unit) if (Path(plan.directory) / r).is_dir()]
+        present = [r for r in unit_runs(plan, unit)
+                   if (Path(plan.directory) / r).is_dir() and not run_failed(Path(plan.directory) / r)]  # fmt: skip
         if not present:
             continue
         buffer = io.BytesIO()

@@ -25,7 +25,7 @@ from lenet.core.text import clip
 from lenet.runs.sweeps import SessionRecord, read_sessions, write_sessions
 from lenet.sweep.carry import carried
 from lenet.sweep.plan import Plan, ended_units, make_plan, read_plan, run_metric
-from lenet.sweep.space import Options, read_space
+from lenet.sweep.space import Options, check_trainable, read_space
 from lenet.sweep.table import SweepResult, finish
 from lenet.sweep.trainable import run_trial
 
@@ -78,6 +78,8 @@ def run_sweep(
         ray, tune = _import_ray()
         data = (_resumed_data(plan, options.dataset, data_dir) if resume is not None
                 else _load_data(asdict(space), data_dir))  # fmt: skip
+        if resume is None:  # what lenet train refuses up front, refused for every trial before Ray starts
+            check_trainable(space, len(data.train_labels) - space.val_split)
         if resume is not None:
             ended = ended_units(plan)
             whole = {c for c in range(len(plan.configurations))
@@ -173,9 +175,9 @@ def _resumed_data(plan: Plan, dataset: str | None, data_dir: str | None):
     from lenet.data.registry import is_user_data, shown_name
 
     if dataset is None and is_user_data(plan.dataset):
-        kind = plan.dataset.split(":", 1)[0]
         raise LenetError(f"sweep {plan.name} trained on your own data ({shown_name(plan.dataset)}), which lenet reads "
-                         f"only when the command line names it: add --dataset {kind}:PATH")  # fmt: skip
+                         f"only when the command line names it: add --dataset {plan.dataset}, the path it began with, "
+                         "or where that data is now")  # fmt: skip
     data = _load_data({**plan.space, "dataset": dataset or plan.dataset}, data_dir)
     if data.spec.sha256 != plan.data_sha256 and (plan.data_sha256 or is_user_data(plan.dataset)):
         then = plan.data_sha256 or "not recorded (a sweep of an older lenet)"
@@ -189,7 +191,7 @@ def _load_data(plan_space: dict[str, Any], data_dir: str | None):
     from lenet.data.load import load_dataset
     from lenet.data.registry import DEFAULT
 
-    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir)
+    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir, skip_bad=bool(plan_space.get("skip_bad")))
     data = data.subset(plan_space["train_subset"], plan_space["test_subset"])
     if not plan_space["val_split"] < len(data.train_labels):
         raise LenetError(f"val_split {plan_space['val_split']:,} must be below the {len(data.train_labels):,} "

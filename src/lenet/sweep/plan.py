@@ -131,14 +131,26 @@ def record_trial(plan: Plan, unit: int, how: str) -> None:
 
 
 def ended_units(plan: Plan) -> set[int]:
-    """The Tune trials that need no more training: recorded as ended, or every run of theirs ended."""
+    """The Tune trials that need no more training: recorded as ended, or every run of theirs finished. A trial
+    with a failed run (failed.json) has not ended, however it was recorded: --resume trains that run again."""
     records = trial_records(plan)
-    ended = {u for u, how in records.items() if how in ENDED}
-    return ended | {i for i, u in enumerate(plan.units()) if all(run_ended(plan.run_dir(u.configuration, s)) for s in u.seeds)}
+    ended = set()
+    for i, u in enumerate(plan.units()):
+        run_dirs = [plan.run_dir(u.configuration, s) for s in u.seeds]
+        if any(run_failed(d) for d in run_dirs):
+            continue
+        if records.get(i) in ENDED or all(runs.is_finished(d) for d in run_dirs):
+            ended.add(i)
+    return ended
 
 
 def run_ended(run_dir: Path) -> bool:
-    return runs.is_finished(run_dir) or (run_dir / FAILED_FILE).exists()
+    """Whether a run trains no more in this session: finished, or failed (a --resume tries a failed run again)."""
+    return runs.is_finished(run_dir) or run_failed(run_dir)
+
+
+def run_failed(run_dir: Path) -> bool:
+    return (run_dir / FAILED_FILE).exists() and not runs.is_finished(run_dir)
 
 
 def run_metric(run_dir: Path, metric: str) -> float | None:

@@ -12,8 +12,9 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lenet.core.errors import LenetError, short_repr
+from lenet.core.errors import LenetError, UnknownDataset, UsageError, short_repr
 from lenet.core.values import bounds, check_value
+from lenet.data.registry import dataset_name
 from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file
 from lenet.runs.record import load_toml
 from lenet.training.recipes import load_recipe_file, recipe_from_table
@@ -22,7 +23,7 @@ METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
 SEARCHES = ("random", "optuna")  # random: lenet's own seeded draws; optuna: Tune's OptunaSearch (TPE)
 TOP_LEVEL = ("name", "base", "dataset", "search", "max_concurrent", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
-             "sample_seed", "max_failures", "recipe", "vary", "asha", "data")  # fmt: skip
+             "sample_seed", "max_failures", "recipe", "vary", "asha", "data", "skip_bad")  # fmt: skip
 DEFAULT_VAL_SPLIT = 5000  # held-out training images: the test set decides nothing in a sweep
 SIGNIFICANT = 4  # drawn values are rounded to this many digits: readable tables and recipe files
 
@@ -65,6 +66,7 @@ class Space:
     dataset: str | None = None  # a registry name, folder:PATH or csv:PATH; None: Fashion-MNIST
     search: str = "random"
     max_concurrent: int | None = None  # trials at a time at most (None: as many as the CPUs allow)
+    skip_bad: bool = False  # folder:PATH: train on the readable images, as lenet train --skip-bad
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Options:
     data_dir: str | None = None
     dataset: str | None = None  # --dataset: overrides the file's
     storage: str | None = None  # Tune's storage_path: s3://BUCKET/PREFIX or a path every node mounts
+    skip_bad: bool | None = None  # --skip-bad: overrides the file's
 
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
@@ -121,9 +124,10 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         train_subset=_get(data, "train_subset", int, f"{where}: [data]", None, minimum=2),
         test_subset=_get(data, "test_subset", int, f"{where}: [data]", None, minimum=1),
         name=_get(table, "name", str, where, None),
-        dataset=_pick(options.dataset, _get(table, "dataset", str, where, None)),
+        dataset=_dataset(_pick(options.dataset, _get(table, "dataset", str, where, None)), where),
         search=_get(table, "search", str, where, "random"),
         max_concurrent=_get(table, "max_concurrent", int, where, None, minimum=1),
+        skip_bad=_pick(options.skip_bad, _get(table, "skip_bad", bool, where, False)),
     )  # fmt: skip
     if space.search not in SEARCHES:
         raise LenetError(f"{where}: search must be one of {', '.join(map(repr, SEARCHES))}, not {space.search!r}")
@@ -154,8 +158,16 @@ def _check_optuna(space: Space, where: str) -> None:
 
 def _builtin(name: str, where: str) -> Recipe:
     if name not in RECIPES:
-        raise LenetError(f"{where}: base {name!r} is neither a recipe ({', '.join(RECIPES)}) nor a .toml file")
+        raise UsageError(f"{where}: base {name!r} is neither a recipe ({', '.join(RECIPES)}) nor a .toml file")
     return get_recipe(name)
+
+
+def _dataset(name: str | None, where: str) -> str | None:
+    """The data set as the registry spells it (Fashion-MNIST is fashion-mnist), or the usage error naming it."""
+    try:
+        return None if name is None else dataset_name(name)
+    except UnknownDataset as e:
+        raise UnknownDataset(f"{where}: {e}") from None
 
 
 def _get(table: dict, key: str, kind: type, where: str, default, minimum: int | None = None):
@@ -240,6 +252,25 @@ def configurations(space: Space) -> list[dict[str, Any]]:
         except LenetError as e:
             raise LenetError(f"trial-{i:04d} ({_describe(values)}): {e}") from None
     return chosen
+
+
+def check_trainable(space: Space, train_images: int) -> None:
+    """Refuse, before Ray starts, what `lenet train` refuses before it trains (training/build.check_schedule:
+    a one-step warm-up, say), for every planned configuration on the sweep's data: `train_images` after the
+    validation hold-out. One line naming the trial and its values. A search's configurations are proposed as
+    the sweep runs: the base recipe with each end of each range is checked instead."""
+    from lenet.training.build import check_schedule
+
+    if space.search == "optuna":
+        planned = [("the base recipe", {}), *((f"[vary] {a.field} = {v}", {a.field: v}) for a in space.axes
+                                             for v in a.values)]  # fmt: skip
+    else:
+        planned = [(f"trial-{i:04d} ({_describe(values)})", values) for i, values in enumerate(configurations(space))]
+    for name, values in planned:
+        try:
+            check_schedule(replace(space.base, **values), train_images)
+        except LenetError as e:
+            raise LenetError(f"{name}: {e}") from None
 
 
 def _draw(axis: Axis, rng: random.Random):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenet.core.errors import LenetError
 from lenet.core.files import write_json, write_text
 from lenet.sweep.page import status, write_page
 from lenet.runs import directory as runs
@@ -119,7 +120,23 @@ def finish(plan: Plan, seconds: float, on_line=print, partial: bool = False) -> 
         on_line(f"no best recipe: {'the sweep is unfinished' if partial else 'no configuration finished all its seeds'}")
     if page is not None:
         on_line(f"page written to {page}")
+    if not partial:
+        check_not_all_failed(plan, rows)
     return SweepResult(directory, rows, best, page, seconds, partial)
+
+
+def check_not_all_failed(plan: Plan, rows: list[dict[str, Any]]) -> None:
+    """A sweep every run of which failed (or whose Tune trial errored) is a failed command (exit 1), its table
+    written first: the first failure's message, and how to try again (--resume trains failed runs anew)."""
+    seeds = [seed for row in rows for seed in row["seeds"]]
+    failed = [(row["trial"], seed) for row in rows for seed in row["seeds"] if seed["status"] in ("failed", "error")]
+    if not failed or len(failed) < len(seeds):
+        return
+    trial, first = failed[0]
+    why = first.get("message") or "its Tune trial errored (see the sweep's tune/ directory)"
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    raise LenetError(f"every trial failed: {trial} seed {first['seed']}: {why}{more}; fix the cause, then "
+                     f"lenet sweep --resume {plan.directory} trains them again")  # fmt: skip
 
 
 def _best_recipe(plan: Plan, top: dict[str, Any], metric: str) -> str:

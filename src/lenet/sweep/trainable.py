@@ -75,7 +75,7 @@ def run_trial(config: dict[str, Any], plan: Plan, data, carried: dict[int, bytes
                         recipe=recipe, recipe_name=f"{plan.name}/trial-{unit.configuration:04d}", seed=seed,
                         dataset=plan.dataset,
                         val_split=plan.space["val_split"], device=device, out=str(run_dir.parent), name=run_dir.name,
-                        progress=False, engine=engine,
+                        progress=False, engine=engine, skip_bad=bool(plan.space.get("skip_bad")),
                     )  # fmt: skip
                     result = train(config_, data=data, on_epoch=on_epoch)
             except Interrupted:

@@ -69,11 +69,25 @@ def parameter_groups(net: nn.Module, recipe: Recipe) -> list[dict]:
     return [{"params": weights, "weight_decay": recipe.weight_decay}, {"params": flat, "weight_decay": 0.0}]
 
 
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    return -(-train_images // batch_size)  # the last batch may be smaller
+
+
+def check_schedule(recipe: Recipe, train_images: int) -> None:
+    """Refuse what build_schedule would, knowing only the recipe and how many images it trains on (after any
+    validation hold-out): `lenet train` and every planned configuration of a sweep ask before training."""
+    _check_steps(recipe, recipe.epochs * steps_per_epoch(train_images, recipe.batch_size))
+
+
+def _check_steps(recipe: Recipe, total_steps: int) -> None:
+    if recipe.schedule == "onecycle" and recipe.warmup * total_steps == 1:  # OneCycleLR divides by (warm-up steps - 1)
+        raise LenetError(f"onecycle's warm-up is {recipe.warmup:.0%} of {total_steps} steps, exactly one step, "
+                         "which PyTorch's OneCycleLR cannot do; train more steps or use --schedule constant")  # fmt: skip
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
+    _check_steps(recipe, total_steps)
     if recipe.schedule == "onecycle":
-        if recipe.warmup * total_steps == 1:  # OneCycleLR divides by (warm-up steps - 1)
-            raise LenetError(f"onecycle's warm-up is {recipe.warmup:.0%} of {total_steps} steps, exactly one step, "
-                             "which PyTorch's OneCycleLR cannot do; train more steps or use --schedule constant")  # fmt: skip
         low, high = recipe.momentum_range
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=recipe.warmup,

@@ -31,7 +31,7 @@ from lenet.runs.compat import read_config
 from lenet.runs.metrics import EpochMetrics
 from lenet.runs.state import STATE_FILE
 from lenet.training.augment import augment, erase
-from lenet.training.build import build_model
+from lenet.training.build import build_model, check_schedule, steps_per_epoch as epoch_steps
 from lenet.training.config import RunResult, TrainConfig
 from lenet.training.engine import Step, prepare, resolve_precision, training_order
 from lenet.training.metrics import Evaluation, evaluate
@@ -100,7 +100,7 @@ def train(
         data = resumed_data(resume, data, config.data_dir)
     data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
-    steps_per_epoch = -(-len(splits.train[1]) // recipe.batch_size)
+    steps_per_epoch = epoch_steps(len(splits.train[1]), recipe.batch_size)
 
     teacher, identity = None, None
     # The teacher is loaded (and, on a resume, checked) before the seed is set: building its network draws
@@ -185,13 +185,14 @@ def train(
 def check_before_training(config: TrainConfig, data: Dataset) -> None:
     """Refuse now, before anything is printed or trained, what train() would refuse later: a device
     this machine lacks, a teacher that is not there, a validation split that leaves no training image,
-    a run name already taken."""
+    a schedule the number of steps cannot make (training/build.check_schedule), a run name already taken."""
     resolve_device(config.device)
     check_patience(config)
     if config.recipe.teacher:
         teacher_identity(config.recipe.teacher)  # a missing or unreadable teacher
     if config.val_split:
         holdout(data.train_labels, data.train_labels, config.val_split)  # refuses a size that leaves nothing
+    check_schedule(config.recipe, len(data.train_labels) - config.val_split)  # e.g. a one-step warm-up
     if config.save and config.name is not None:
         runs.check_run_name(config.name)
         if (Path(config.out) / config.name).exists():

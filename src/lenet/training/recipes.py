@@ -17,7 +17,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from lenet.core.errors import LenetError, short_repr
+from lenet.core.errors import LenetError, UsageError, short_repr
 from lenet.core.values import bounds, check_value
 from lenet.runs.compat import saved_recipe_fields
 from lenet.runs.record import load_toml
@@ -247,7 +247,7 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise LenetError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     return RECIPES[name][0]
 
 
