@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "line, else the test index), truth, prediction, confidence")  # fmt: skip
     e.set_defaults(func=cmd_eval)
 
+    v = sub.add_parser("preview", help="a PNG of the 28x28 inputs a data set gives the model, a few per class")
+    v.add_argument("dataset", metavar="DATASET", help="fashion-mnist, mnist, kmnist, folder:PATH or csv:PATH")
+    v.add_argument("--out", default="preview.png", help="the PNG file (default: preview.png)")
+    v.add_argument("--per-class", type=positive_int, default=8, metavar="N", help="images a class (default: 8, at most 32)")
+    v.add_argument("--skip-bad", action="store_true", help="leave a folder's unreadable images out instead of refusing it")
+    _add_data_dir(v)
+    v.set_defaults(func=cmd_preview)
+
     p = sub.add_parser("predict", help="classify your own images")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", metavar="IMAGE", nargs="+",
@@ -533,6 +541,17 @@ def cmd_compare(args) -> int:
     if result.warning:
         _print_warning(result.warning)
     print(f"\ncomparison written to {result.html} (curves: {result.png})")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from lenet.insight.preview import write_preview
+
+    preview = write_preview(args.dataset, args.out, args.per_class, args.data_dir, args.skip_bad)
+    print(f"{plural(preview.images, 'image')} of {plural(preview.classes, 'class', 'classes')} written to {preview.path}")
+    if preview.short:
+        _print_warning(f"fewer than {args.per_class} images in {', '.join(preview.short[:10])}"
+                       + (f" and {len(preview.short) - 10} more" if len(preview.short) > 10 else ""))  # fmt: skip
     return 0
 
 
