@@ -200,3 +200,12 @@ def test_compare_of_runs_on_a_small_test_set_gives_the_interval_and_a_warning(no
     assert captured.out.count(f"(95% interval {low:.1%}-{high:.1%})") == 2
     assert captured.err.startswith("warning: only 6 test images")
     assert "only 6 test images" in (tmp_path / "c.html").read_text()
+
+
+def test_the_reports_list_of_misclassified_files_counts_them_and_says_when_there_are_none():
+    from lenet.insight.analysis import Mistake
+    from lenet.insight.report import _mistakes_table
+
+    assert "every test image right" in _mistakes_table([])
+    one = _mistakes_table([Mistake(0, "a/1.png", "a", "b", 0.75)])
+    assert "1 test image the model got wrong" in one and "<td>a/1.png</td>" in one and "75.0%" in one

@@ -33,6 +33,7 @@ from lenet.core.device import resolve_device
 from lenet.core.errors import LenetError
 from lenet.core.files import write_bytes, write_text
 from lenet.core.stats import interval_text, is_small, small_test_warning
+from lenet.core.text import plural
 from lenet.training.metrics import EVAL_CHUNK, Evaluation, predict_logits, score
 from lenet.core.progress import stage
 from lenet.models.lenet import count_parameters
@@ -244,7 +245,9 @@ def _per_class_table(evaluation: Evaluation) -> str:
 
 
 def _mistakes_table(mistakes: list[Mistake]) -> str:
-    note = H.paragraph(f"{len(mistakes)} test images the model got wrong, in test-set order, by their file "
+    if not mistakes:
+        return H.paragraph("The model got every test image right.")
+    note = H.paragraph(f"{plural(len(mistakes), 'test image')} the model got wrong, in test-set order, by file "
                        "(relative to the folder) or CSV line; lenet eval --mistakes FILE.csv writes this list.")  # fmt: skip
     rows = [(m.path, m.truth, m.prediction, H.Number(f"{m.confidence:.1%}")) for m in mistakes]
     return note + "\n" + H.table(MISTAKES_COLUMNS, rows)
