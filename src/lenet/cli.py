@@ -114,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("preview", help="a PNG of the 28x28 inputs a data set gives the model, a few per class")
     v.add_argument("dataset", metavar="DATASET", help="fashion-mnist, mnist, kmnist, folder:PATH or csv:PATH")
     v.add_argument("--out", default="preview.png", help="the PNG file (default: preview.png)")
-    v.add_argument("--per-class", type=positive_int, default=8, metavar="N", help="images a class (default: 8, at most 32)")
-    v.add_argument("--skip-bad", action="store_true", help="leave a folder's unreadable images out instead of refusing it")
+    v.add_argument("--per-class", type=positive_int, default=8, metavar="N",
+                   help="images a class (default: 8, at most 32)")  # fmt: skip
+    v.add_argument("--skip-bad", action="store_true",
+                   help="leave a folder's unreadable images out instead of refusing it")  # fmt: skip
     _add_data_dir(v)
     v.set_defaults(func=cmd_preview)
 
@@ -548,7 +550,8 @@ def cmd_preview(args) -> int:
     from lenet.insight.preview import write_preview
 
     preview = write_preview(args.dataset, args.out, args.per_class, args.data_dir, args.skip_bad)
-    print(f"{plural(preview.images, 'image')} of {plural(preview.classes, 'class', 'classes')} written to {preview.path}")
+    classes = plural(preview.classes, "class", "classes")
+    print(f"{plural(preview.images, 'image')} of {classes} written to {preview.path}")
     if preview.short:
         _print_warning(f"fewer than {args.per_class} images in {', '.join(preview.short[:10])}"
                        + (f" and {len(preview.short) - 10} more" if len(preview.short) > 10 else ""))  # fmt: skip

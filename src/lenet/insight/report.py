@@ -248,7 +248,8 @@ def _mistakes_table(mistakes: list[Mistake]) -> str:
     if not mistakes:
         return H.paragraph("The model got every test image right.")
     note = H.paragraph(f"{plural(len(mistakes), 'test image')} the model got wrong, in test-set order, by file "
-                       "(relative to the folder) or CSV line; lenet eval --mistakes FILE.csv writes this list.")  # fmt: skip
+                       "(relative to the folder) or CSV line; lenet eval --mistakes FILE.csv "
+                       "writes this list.")  # fmt: skip
     rows = [(m.path, m.truth, m.prediction, H.Number(f"{m.confidence:.1%}")) for m in mistakes]
     return note + "\n" + H.table(MISTAKES_COLUMNS, rows)
 
@@ -289,7 +290,8 @@ def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare
     page = H.page(
         f"lenet: {len(runs)} runs compared",
         [
-            H.section("Results", H.table(COMPARE_COLUMNS, rows), *([H.paragraph(f"Warning: {warning}")] if warning else [])),
+            H.section("Results", H.table(COMPARE_COLUMNS, rows),
+                      *([H.paragraph(f"Warning: {warning}")] if warning else [])),  # fmt: skip
             H.section("Learning curves", H.png_figure(png, "learning curves", "Solid: test. Dashed: train.")),
         ],
     )
