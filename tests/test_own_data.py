@@ -121,6 +121,7 @@ def test_a_folder_with_an_image_added_is_refused_naming_both_digests(tmp_path, c
     run = train(TrainConfig(recipe=recipe, dataset=f"folder:{root}", device="cpu", out=str(tmp_path / "runs"),
                             name="own", progress=False)).run_dir  # fmt: skip
     assert main(["eval", str(run), "--dataset", f"folder:{root}"]) == 0
+    assert capsys.readouterr().err.startswith("warning: only 6 test images")  # 30 images, 20% held out
     shutil.copy(root / "bars" / "0.png", root / "bars" / "extra.png")
     then, now = load(run).data.sha256, load_dataset(f"folder:{root}").spec.sha256
     assert then != now

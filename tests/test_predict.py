@@ -45,6 +45,66 @@ def test_a_photo_on_white_becomes_light_on_dark_and_28x28(tmp_path):
     assert (x[0, :, 14] > 100).sum() == 28  # the object's longer side fills the frame
 
 
+def _object_on(ground, shape: str, noise: int = 0) -> Image.Image:
+    """A dark object drawn on a 300x240 ground: a bag (a body and a handle) or a disc; `noise` adds a texture."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (300, 240), ground)
+    draw = ImageDraw.Draw(img)
+    if shape == "bag":
+        draw.rectangle((70, 80, 230, 210), fill=(70, 50, 40))
+        draw.arc((110, 30, 190, 130), 180, 360, fill=(70, 50, 40), width=12)
+    else:
+        draw.ellipse((100, 70, 200, 170), fill=(60, 60, 90))
+    if not noise:
+        return img
+    texture = np.random.default_rng(0).integers(-noise, noise + 1, (240, 300, 1))
+    return Image.fromarray(np.clip(np.asarray(img).astype(int) + texture, 0, 255).astype(np.uint8))
+
+
+PAPER = (215, 210, 200)
+
+
+@pytest.mark.parametrize("shape", ["bag", "disc"])
+@pytest.mark.parametrize("noise", [0, 12], ids=["flat", "textured"])
+def test_an_object_on_paper_decodes_as_it_does_on_white(shape, noise):
+    """Issue 38, item 3: trimming kept pixels above 10% of the brightest, so a paper ground survived the
+    inversion as a grey frame (45) and the object shrank: the same bag read "Bag 92.2%" on white and
+    "Bag 75.6%" on paper. The ground is now measured on the border and removed first."""
+    on_white = to_fashion_mnist(_object_on((255, 255, 255), shape))[0].float()
+    on_paper = to_fashion_mnist(_object_on(PAPER, shape, noise))[0].float()
+    assert (on_white - on_paper).abs().mean() < 12  # before: 86 (bag) and 110 (disc), of 255
+    area_white, area_paper = (on_white > 50).sum().item(), (on_paper > 50).sum().item()
+    assert abs(area_white - area_paper) <= 0.05 * area_white  # before: the bag filled 229 pixels, not 563
+    top_corners = torch.stack([on_paper[:3, :3], on_paper[:3, -3:]])  # beside the handle, or the disc
+    assert top_corners.max() < 20  # the ground beside the object is black, as on white: no grey frame (before: 45)
+
+
+def _trimmed_as_before(grey: Image.Image) -> torch.Tensor:
+    """The decoder's rule for a dark ground, written out: trim to the pixels above 10% of the brightest,
+    scale the longer side to 28 (Lanczos), centre on black."""
+    brightest = grey.getextrema()[1]
+    grey = grey.crop(grey.point(lambda v: 255 if v > brightest * 0.1 else 0).getbbox())
+    scale = 28 / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(grey.resize(size, Image.Resampling.LANCZOS), ((28 - size[0]) // 2, (28 - size[1]) // 2))
+    return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(1, 28, 28)
+
+
+@pytest.mark.parametrize("side", [56, 100])
+def test_fashion_mnist_images_at_another_size_decode_as_before(fmnist, side):
+    """A Fashion-MNIST image is already on a dark ground: removing the ground leaves it as it was, the
+    images whose object covers most of the border (a grey border median, bags mostly) included."""
+    x = fmnist.test_images[:, 0]
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)
+    covered = (border.median(dim=1).values > 0).nonzero().flatten()
+    assert len(covered) >= 10
+    for image in torch.cat([fmnist.test_images[:200], fmnist.test_images[covered]]):
+        grey = Image.fromarray(image[0].numpy()).resize((side, side), Image.Resampling.BILINEAR)
+        assert torch.equal(to_fashion_mnist(grey), _trimmed_as_before(grey))
+
+
 def test_transparent_png_is_composited(tmp_path):
     img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     img.paste((0, 0, 0, 255), (16, 8, 48, 56))

@@ -113,7 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(e)
     _add_data_dir(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    e.add_argument("--mistakes", metavar="FILE.csv",
+                   help="also write the misclassified test images to FILE.csv: path (a folder's file, a CSV's "
+                        "line, else the test index), truth, prediction, confidence")  # fmt: skip
     e.set_defaults(func=cmd_eval)
+
+    v = sub.add_parser("preview", help="a PNG of the 28x28 inputs a data set gives the model, a few per class")
+    v.add_argument("dataset", metavar="DATASET", help="fashion-mnist, mnist, kmnist, folder:PATH or csv:PATH")
+    v.add_argument("--out", default="preview.png", help="the PNG file (default: preview.png)")
+    v.add_argument("--per-class", type=positive_int, default=8, metavar="N",
+                   help="images a class (default: 8, at most 32)")  # fmt: skip
+    v.add_argument("--skip-bad", action="store_true",
+                   help="leave a folder's unreadable images out instead of refusing it")  # fmt: skip
+    _add_data_dir(v)
+    v.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("predict", help="classify your own images")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -494,9 +507,14 @@ def cmd_eval(args) -> int:
     from lenet.data.load import load_model_data
     from lenet.data.registry import shown_name
     from lenet.core.device import resolve_device
-    from lenet.training.metrics import evaluate
+    from lenet.core.stats import interval_text, is_small, small_test_warning
+    from lenet.insight.analysis import check_mistakes_path, misclassified, write_mistakes_csv
+    from lenet.models.views import classes_of
+    from lenet.training.metrics import predict_logits, score
     from lenet.core.progress import stage
 
+    if args.mistakes:
+        check_mistakes_path(args.mistakes)  # before the model and the data: a wrong name fails at once
     device = resolve_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model = load(args.checkpoint, device)
@@ -504,13 +522,25 @@ def cmd_eval(args) -> int:
     with stage(f"loading {args.dataset or shown_name(model.data.name)}"):
         data = load_model_data(model.data, args.dataset, args.data_dir, device)
     with stage(f"evaluating {len(data.test_labels):,} test images ({model.views.describe()})"):
-        result = evaluate(model, data.test_images, data.test_labels, args.batch_size, progress="evaluating")
+        logits = predict_logits(model, data.test_images, args.batch_size, progress="evaluating")
+    result = score(logits, data.test_labels, classes_of(model))
+    if warning := small_test_warning(result.correct, result.total):
+        _print_warning(warning)
+    mistakes = None
+    if args.mistakes:
+        mistakes = misclassified(logits, data.test_labels, data.test_sources, result.classes)
+        write_mistakes_csv(args.mistakes, mistakes)
     if args.json:
-        print(json.dumps(rounded({"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict()}), indent=2))
+        record = {"checkpoint": str(args.checkpoint), "data_set": name, **result.to_dict(), **result.honest_figures()}
+        if mistakes is not None:
+            record["mistakes_csv"] = str(args.mistakes)
+        print(json.dumps(rounded(record), indent=2))
         return 0
     if data.spec.name != model.data.name:  # another data set than the model's: say so, next to the figure
         name = f"{name} (not {model.data.name}, which the model was trained on)"
-    print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}\n")
+    interval = f", {interval_text(result.correct, result.total)}" if is_small(result.total) else ""
+    print(f"{name}: test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}{interval}), "
+          f"test loss {result.loss:.4f}\n")
     labels = [f"{i} {c}" for i, c in enumerate(result.classes)]  # the column headers are these numbers
     width = max(map(len, labels))
     print(f"{'class':<{width}}  accuracy (recall)  precision")
@@ -520,10 +550,13 @@ def cmd_eval(args) -> int:
     print(" " * width + "  " + " ".join(f"{i:>5}" for i in range(len(labels))))
     for label, row in zip(labels, result.confusion.tolist()):
         print(f"{label:<{width}}  " + " ".join(f"{v:>5}" for v in row))
+    if mistakes is not None:
+        print(f"\n{plural(len(mistakes), 'misclassified test image')} written to {args.mistakes}")
     return 0
 
 
 def cmd_report(args) -> int:
+    from lenet.core.stats import small_test_warning
     from lenet.insight.report import write_report
     from lenet.runs.directory import PLOTS_DIR
 
@@ -531,6 +564,8 @@ def cmd_report(args) -> int:
                           out=args.out, dataset=args.dataset)  # fmt: skip
     result = report.evaluation
     print(f"test accuracy {result.accuracy:.2%} ({result.correct}/{result.total}), test loss {result.loss:.4f}")
+    if warning := small_test_warning(result.correct, result.total):
+        _print_warning(warning)
     print(f"plots saved to {report.path.parent / PLOTS_DIR}")
     print(f"report written to {report.path}")
     return 0
@@ -541,7 +576,21 @@ def cmd_compare(args) -> int:
 
     result = compare(args.runs, args.out)
     print(comparison_text(result.rows))
+    if result.warning:
+        _print_warning(result.warning)
     print(f"\ncomparison written to {result.html} (curves: {result.png})")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from lenet.insight.preview import write_preview
+
+    preview = write_preview(args.dataset, args.out, args.per_class, args.data_dir, args.skip_bad)
+    classes = plural(preview.classes, "class", "classes")
+    print(f"{plural(preview.images, 'image')} of {classes} written to {preview.path}")
+    if preview.short:
+        _print_warning(f"fewer than {args.per_class} images in {', '.join(preview.short[:10])}"
+                       + (f" and {len(preview.short) - 10} more" if len(preview.short) > 10 else ""))  # fmt: skip
     return 0
 
 

@@ -24,6 +24,9 @@ class Dataset:
     sha256: dict[str, str]
     spec: DataSpec = None  # type: ignore[assignment]  # name, classes, mean, std; measured when None
     skipped: tuple[str, ...] = ()  # files of a folder data set left out (--skip-bad): "CLASS/FILE: why"
+    # Where each test image came from, in order: "CLASS/FILE" in a folder, "NAME.csv, line N" in a CSV
+    # data set; () for a registry data set, whose images are known by their index.
+    test_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.spec is None:
@@ -55,7 +58,12 @@ class Dataset:
                    self.test_images[:n_test], self.test_labels[:n_test])  # fmt: skip
         hashes = tensor_hashes(*tensors)
         return replace(self, train_images=tensors[0], train_labels=tensors[1], test_images=tensors[2],
-                       test_labels=tensors[3], sha256=hashes, spec=replace(self.spec, sha256=data_digest(hashes)))
+                       test_labels=tensors[3], sha256=hashes, spec=replace(self.spec, sha256=data_digest(hashes)),
+                       test_sources=self.test_sources[:n_test])  # fmt: skip
+
+    def test_source(self, index: int) -> str:
+        """Where test image `index` came from: its file (or CSV line), else "test image INDEX"."""
+        return self.test_sources[index] if self.test_sources else f"test image {index}"
 
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731

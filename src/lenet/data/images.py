@@ -8,9 +8,13 @@ JPEG look like that:
   2. Inverted when the ground is light (mean of the border pixels above 50%), so that
      an ordinary product photo on white becomes light-on-dark.
   3. A 28x28 image is then taken as it is (it is already in Fashion-MNIST's form).
-     A larger or smaller one is trimmed to the object's bounding box (pixels above 10%
-     of the brightest), scaled so its longer side is 28 pixels (Lanczos), and centred
-     on a black 28x28 square.
+     A larger or smaller one has its ground removed: the ground's level is the median of
+     the border pixels, and pixels within the border's own spread of it become black, the
+     rest stretched to 0-255 above it, so an off-white, grey or textured ground (paper at
+     (215, 210, 200) is 45 after inversion) is trimmed as a white one is. A dark ground
+     (Fashion-MNIST's own) has level 0 and is left as it is. The image is then trimmed to
+     the object's bounding box (pixels above 10% of the brightest), scaled so its longer
+     side is 28 pixels (Lanczos), and centred on a black 28x28 square.
 """
 
 from __future__ import annotations
@@ -227,9 +231,42 @@ def _border_mean(grey) -> float:
     return sum(pixels) / len(pixels)
 
 
+# The ground's spread: this many times the median distance of the border pixels from their median (the
+# MAD). A textured ground (paper, cloth, a JPEG's noise) lies within it, and an object that covers up
+# to half the border (a photo cut by its frame) does not move it, as it would a quantile or a maximum.
+GROUND_SPREAD_MADS = 3
+# A border is taken as a ground only if it is flat: its spread under this many times its level. Paper and
+# cloth, textured by up to +-25 levels, measured 0.5-1.5; the 30 of Fashion-MNIST's 10,000 test images
+# (scaled to 56x56) whose object covers most of the border measured 2.25 and over: they are left as they are.
+FLAT_GROUND = 2
+
+
+def _ground(grey) -> tuple[int, int]:
+    """The ground's level (the median of the border pixels) and its spread, both 0-255."""
+    w, h = grey.size
+    edges = [grey.crop(box).tobytes() for box in ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))]
+    pixels = sorted(b"".join(edges))
+    level = pixels[len(pixels) // 2]
+    distances = sorted(abs(v - level) for v in pixels)
+    return level, GROUND_SPREAD_MADS * distances[len(distances) // 2]
+
+
+def _remove_ground(grey):
+    """The ground made black: pixels within its spread of its level to 0, the rest stretched from the level
+    to 0-255. Unchanged where the ground is black already, or where nothing would be left above it."""
+    level, spread = _ground(grey)
+    if level == 0 or spread >= FLAT_GROUND * level:
+        return grey  # Fashion-MNIST's form already (a black ground), or a border that is no flat ground
+    above = level + spread
+    table = [0 if v <= above else min(255, round((v - level) * 255 / (255 - level))) for v in range(256)]
+    cleared = grey.point(table)
+    return cleared if cleared.getextrema()[1] else grey  # an object no brighter than its ground: kept as it was
+
+
 def _fit_object(grey):
     from PIL import Image
 
+    grey = _remove_ground(grey)
     brightest = grey.getextrema()[1]
     box = grey.point(lambda v: 255 if v > brightest * 0.1 else 0).getbbox() if brightest else None
     if box:

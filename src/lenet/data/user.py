@@ -40,24 +40,26 @@ def load_folder(path: str, skip_bad: bool = False) -> Dataset:
                             f"(train: {', '.join(classes)}; test: {', '.join(_class_names(root / 'test'))})")  # fmt: skip
         train, test = _read_classes(root / "train", classes, problems), _read_classes(root / "test", classes, problems)
         problems.raise_any(f"folder:{path}", skip_bad)
-        (train_x, train_y), (test_x, test_y) = train, test
+        (train_x, train_y, _), (test_x, test_y, test_sources) = train, test
         source = f"{root} (train/ and test/)"
     else:
         classes = _class_names(root)
         everything = _read_classes(root, classes, problems)
         problems.raise_any(f"folder:{path}", skip_bad)
-        (train_x, train_y), (test_x, test_y) = _split(*everything)
+        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*everything)
         source = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})"
     return _user_dataset(train_x, train_y, test_x, test_y, source, f"folder:{root.resolve()}", classes,
-                         tuple(f"{path}: {why}" for path, why in problems.unreadable))  # fmt: skip
+                         tuple(f"{path}: {why}" for path, why in problems.unreadable), test_sources)  # fmt: skip
 
 
 def _user_dataset(train_x, train_y, test_x, test_y, source: str, name: str, classes: tuple[str, ...],
-                  skipped: tuple[str, ...] = ()) -> Dataset:  # fmt: skip
-    """The data set, its description carrying the one digest of its tensors (DataSpec.sha256)."""
+                  skipped: tuple[str, ...] = (), test_sources: tuple[str, ...] = ()) -> Dataset:  # fmt: skip
+    """The data set, its description carrying the one digest of its tensors (DataSpec.sha256), and where
+    each test image came from (`test_sources`: a file relative to the folder, or a CSV file and line)."""
     hashes = tensor_hashes(train_x, train_y, test_x, test_y)
     data = Dataset.from_tensors(train_x, train_y, test_x, test_y, source, hashes, name=name, classes=classes)
-    return replace(data, spec=replace(data.spec, sha256=data_digest(hashes)), skipped=skipped)
+    return replace(data, spec=replace(data.spec, sha256=data_digest(hashes)), skipped=skipped,
+                   test_sources=tuple(test_sources))  # fmt: skip
 
 
 def _class_names(directory: Path) -> tuple[str, ...]:
@@ -134,8 +136,10 @@ def _class_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if not p.name.startswith(".") and (p.is_file() or p.is_symlink()))
 
 
-def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
+def _read_classes(directory: Path, classes: tuple[str, ...],
+                  problems: _Problems) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # fmt: skip
+    """The images, their labels and their files (relative to the data set's folder), class by class."""
+    images, labels, files = [], [], []
     for label, name in enumerate(classes):
         folder, before = directory / name, len(images)
         if not folder.resolve().is_relative_to(problems.root):
@@ -147,6 +151,7 @@ def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems
                 if (image := _read_one(f, problems)) is not None:
                     images.append(image)
                     labels.append(label)
+                    files.append(problems.shown(f))
         if len(images) == before:
             problems.empty.append(problems.shown(folder))
     counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=len(classes))
@@ -156,7 +161,7 @@ def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems
         problems.unbalanced.append(f"class {worst!r}{where} has {int(counts.min())} images "
                                    f"against {int(counts.max())} for the largest")  # fmt: skip
     return (torch.stack(images) if images else torch.empty(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
-            torch.tensor(labels, dtype=torch.long))  # fmt: skip
+            torch.tensor(labels, dtype=torch.long), files)  # fmt: skip
 
 
 def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
@@ -181,11 +186,13 @@ def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
         return None
 
 
-def _split(images: torch.Tensor, labels: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def _split(images: torch.Tensor, labels: torch.Tensor,
+           sources: list[str]) -> tuple[tuple[torch.Tensor, torch.Tensor, list[str]], ...]:  # fmt: skip
+    """(train, test), each (images, labels, sources): HELD_OUT of the images, drawn with SPLIT_SEED, as test."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_test = max(1, round(HELD_OUT * len(labels)))
     test, train = order[:n_test].sort().values, order[n_test:].sort().values
-    return (images[train], labels[train]), (images[test], labels[test])
+    return tuple((images[part], labels[part], [sources[i] for i in part.tolist()]) for part in (train, test))
 
 
 def load_csv(path: str) -> Dataset:
@@ -200,21 +207,24 @@ def load_csv(path: str) -> Dataset:
         train_files, test_files = sorted(root.glob("*train*.csv")), sorted(root.glob("*test*.csv"))
         if len(train_files) != 1 or len(test_files) != 1:
             raise DataError(f"csv:{path}: a directory needs exactly one *train*.csv and one *test*.csv")
-        (train_x, train_y), (test_x, test_y) = _read_csv(train_files[0]), _read_csv(test_files[0])
+        (train_x, train_y, _), (test_x, test_y, test_sources) = _read_csv(train_files[0]), _read_csv(test_files[0])
         source, folder = f"{train_files[0]} and {test_files[0]}", root
     elif root.is_file():
-        (train_x, train_y), (test_x, test_y) = _split(*_read_csv(root))
+        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*_read_csv(root))
         source, folder = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})", root.parent
     else:
         raise DataError(f"csv:{path}: no such file or directory")
     count = int(max(train_y.max(), test_y.max())) + 1
     classes = _csv_classes(folder / "classes.txt", count)
-    return _user_dataset(train_x, train_y, test_x, test_y, source, f"csv:{root.resolve()}", classes)
+    return _user_dataset(train_x, train_y, test_x, test_y, source, f"csv:{root.resolve()}", classes,
+                         test_sources=test_sources)  # fmt: skip
 
 
-def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The images, their labels and where each came from ("NAME.csv, line N")."""
     pixels = IMAGE_SIZE * IMAGE_SIZE
     rows: list[list[int]] = []
+    lines: list[str] = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for line, row in enumerate(csv.reader(f), start=1):
@@ -235,6 +245,7 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                 if not all(0 <= v <= 255 for v in values[1:]):
                     raise DataError(f"{path}, line {line}: a pixel outside 0-255")
                 rows.append(values)
+                lines.append(f"{path.name}, line {line}")
                 if len(rows) > MAX_USER_IMAGES:
                     raise DataError(f"{path}: over {MAX_USER_IMAGES:,} rows; lenet holds a data set in memory")
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -244,7 +255,7 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     table = torch.tensor(rows, dtype=torch.int64)
     if len(table[:, 0].unique()) < 2:
         raise DataError(f"{path}: every row has label {int(table[0, 0])}; a classifier needs two classes or more")
-    return table[:, 1:].to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, 0]
+    return table[:, 1:].to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, 0], lines
 
 
 def _csv_classes(path: Path, count: int) -> tuple[str, ...]:

@@ -6,13 +6,18 @@ batch norm shifts the indices (`conv.1` is BatchNorm2d in lenet_bn, Sigmoid in l
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from lenet.data.batches import to_float
 from lenet.core.errors import LenetError
+from lenet.core.files import write_text
 from lenet.models.lenet import ACTIVATIONS, LeNet, eval_mode
 
 _ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
@@ -145,3 +150,58 @@ def confident_mistakes(logits: torch.Tensor, labels: torch.Tensor, count: int) -
     order = confidence[wrong].argsort(descending=True, stable=True)[:count]
     picked = wrong[order]
     return Mistakes(picked, labels[picked], predicted[picked], confidence[picked])
+
+
+# --- the misclassified images by name -----------------------------------------------------------
+
+MISTAKES_COLUMNS = ("path", "truth", "prediction", "confidence")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One misclassified test image: where it came from, its class, the model's answer and probability."""
+
+    index: int  # into the test set
+    path: str  # a folder's file relative to the folder, "NAME.csv, line N", or "test image INDEX"
+    truth: str
+    prediction: str
+    confidence: float  # the model's probability for its (wrong) prediction
+
+
+def misclassified(logits: torch.Tensor, labels: torch.Tensor, sources: tuple[str, ...],
+                  classes: tuple[str, ...]) -> list[Mistake]:  # fmt: skip
+    """Every misclassified test image, in test-set order, named by `sources` (one per test image, as
+    `Dataset.test_sources`) or, where there are none, by its index."""
+    probs = logits.float().softmax(dim=1).cpu()
+    confidence, predicted = probs.max(dim=1)
+    wrong = (predicted != labels.cpu()).nonzero().flatten().tolist()
+    name = lambda i: sources[i] if sources else f"test image {i}"  # noqa: E731
+    label = lambda c: classes[c] if c < len(classes) else str(c)  # noqa: E731
+    return [Mistake(i, name(i), label(int(labels[i])), label(int(predicted[i])), float(confidence[i])) for i in wrong]
+
+
+def check_mistakes_path(path: str | os.PathLike) -> Path:
+    """The file `--mistakes` names, checked before any work: a .csv file in a directory that can exist."""
+    target = Path(path)
+    if target.suffix.lower() != ".csv":
+        raise LenetError(f"--mistakes {path}: the mistakes are a CSV file; give a name ending in .csv")
+    if target.is_dir():
+        raise LenetError(f"--mistakes {path}: a directory; give a file name ending in .csv")
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LenetError(f"--mistakes {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise LenetError(f"--mistakes {path}: cannot write in {parent} (permission denied)")
+            break
+    return target
+
+
+def write_mistakes_csv(path: str | os.PathLike, mistakes: list[Mistake]) -> None:
+    """One row per misclassified image (MISTAKES_COLUMNS), written atomically: the old file or the new, whole."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(MISTAKES_COLUMNS)
+    for m in mistakes:
+        writer.writerow([m.path, m.truth, m.prediction, f"{m.confidence:.6f}"])
+    write_text(path, out.getvalue())

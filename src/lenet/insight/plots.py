@@ -212,3 +212,28 @@ def metric_against(name: str, points: Sequence[tuple[object, float]], metric: st
     ax.set_ylabel(f"{metric} (%)")
     ax.grid(alpha=0.3)
     return fig
+
+
+# --- a data set's inputs ----------------------------------------------------------------
+
+
+def preview(rows: Sequence[torch.Tensor], classes: Sequence[str], per_class: int, title: str) -> Figure:
+    """One row a class: its uint8 images [n, 1, 28, 28] (n <= per_class), the class named at the left.
+
+    Sized by the grid (not SIZES): 0.9 inch an image, so a thumbnail is 90x90 pixels whatever the count.
+    """
+    label_width = 0.12 * max(len(name) for name in classes) + 0.4
+    fig = Figure(figsize=(0.9 * per_class + label_width, 0.9 * len(rows) + 0.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), per_class, squeeze=False)
+    for name, images, line in zip(classes, rows, axes):
+        for i, ax in enumerate(line):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(i < len(images))
+            if i < len(images):
+                ax.imshow(images[i][0].numpy(), cmap="gray", vmin=0, vmax=255)
+        line[0].set_ylabel(name if len(images) else f"{name}\n(none)", rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig

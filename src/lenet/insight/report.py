@@ -16,7 +16,15 @@ from types import ModuleType
 import torch
 
 from lenet.insight import html_page as H
-from lenet.insight.analysis import confident_mistakes, feature_maps, first_layer_filters, one_per_class
+from lenet.insight.analysis import (
+    MISTAKES_COLUMNS,
+    Mistake,
+    confident_mistakes,
+    feature_maps,
+    first_layer_filters,
+    misclassified,
+    one_per_class,
+)
 from lenet.runs.checkpoint import load
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data
@@ -24,6 +32,8 @@ from lenet.data.registry import is_user_data, shown_name
 from lenet.core.device import resolve_device
 from lenet.core.errors import LenetError
 from lenet.core.files import write_bytes, write_text
+from lenet.core.stats import interval_text, is_small, small_test_warning
+from lenet.core.text import plural
 from lenet.training.metrics import EVAL_CHUNK, Evaluation, predict_logits, score
 from lenet.core.progress import stage
 from lenet.models.lenet import count_parameters
@@ -68,6 +78,7 @@ class Report:
     path: Path  # RUN/report.html
     figures: dict[str, bytes]  # name -> PNG, as saved in RUN/plots/NAME.png
     evaluation: Evaluation
+    mistakes: list[Mistake] | None = None  # the misclassified files, for a folder or CSV data set
 
 
 def write_report(
@@ -101,8 +112,11 @@ def write_report(
     for name, png in figures.items():
         write_bytes(target / PLOTS_DIR / f"{name}.png", png)
     path = target / REPORT_FILE
-    write_text(path, render_report(run, evaluation, count_parameters(model), figures))
-    return Report(path, figures, evaluation)
+    # Named mistakes only where the test images have names (a folder's files, a CSV's lines): a
+    # registry set's 10,000 test images have indices, and its mistakes run to hundreds.
+    named = misclassified(logits, labels, data.test_sources, model.data.classes) if data.test_sources else None
+    write_text(path, render_report(run, evaluation, count_parameters(model), figures, named))
+    return Report(path, figures, evaluation, named)
 
 
 def draw_figures(
@@ -127,13 +141,15 @@ def draw_figures(
     return {name: plots.png_bytes(fig) for name, fig in figures.items()}
 
 
-def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: dict[str, bytes]) -> str:
+def render_report(run: Run, evaluation: Evaluation, parameters: int, figures: dict[str, bytes],
+                  mistakes: list[Mistake] | None = None) -> str:  # fmt: skip
     sections = {
         "Results": [H.key_value_table(_results(run, evaluation, parameters), ("result", "value")),
                     H.paragraph(_two_accuracies(run, evaluation))],
         "Per-class precision and recall": [_per_class_table(evaluation)],
         **{heading: [H.png_figure(figures[name], heading, caption)]
            for name, (heading, caption) in FIGURES.items() if name in figures},
+        **({"Misclassified files": [_mistakes_table(mistakes)]} if mistakes is not None else {}),
         "Epochs": [_epochs_table(run)],
         "Configuration": [H.key_value_table(H.flatten(run.config.model_dump(mode="json", by_alias=True)))],
     }  # fmt: skip
@@ -184,8 +200,11 @@ def _epochs_table(run: Run) -> str:
 def _results(run: Run, evaluation: Evaluation, parameters: int) -> dict[str, str]:
     last = run.metrics[-1]
     split = _eval_split(run)
+    small = is_small(evaluation.total)
+    interval = f", {interval_text(evaluation.correct, evaluation.total)}" if small else ""
     return {
-        "test accuracy": f"{evaluation.accuracy:.2%} ({evaluation.correct:,} / {evaluation.total:,})",
+        "test accuracy": f"{evaluation.accuracy:.2%} ({evaluation.correct:,} / {evaluation.total:,}{interval})",
+        **({"warning": small_test_warning(evaluation.correct, evaluation.total)} if small else {}),
         "test loss": f"{evaluation.loss:.4f}",
         f"best epoch's {split} accuracy{_epoch_views(run)}": _best_epoch(run),
         "final train loss / accuracy": f"{last['train_loss']:.4f} / {last['train_accuracy']:.2%}",
@@ -234,6 +253,16 @@ def _per_class_table(evaluation: Evaluation) -> str:
     return note + "\n" + H.table(("class", "recall", "precision", "right", "images", "predicted as the class"), rows)
 
 
+def _mistakes_table(mistakes: list[Mistake]) -> str:
+    if not mistakes:
+        return H.paragraph("The model got every test image right.")
+    note = H.paragraph(f"{plural(len(mistakes), 'test image')} the model got wrong, in test-set order, by file "
+                       "(relative to the folder) or CSV line; lenet eval --mistakes FILE.csv "
+                       "writes this list.")  # fmt: skip
+    rows = [(m.path, m.truth, m.prediction, H.Number(f"{m.confidence:.1%}")) for m in mistakes]
+    return note + "\n" + H.table(MISTAKES_COLUMNS, rows)
+
+
 # --- several runs -----------------------------------------------------------------------
 
 COMPARE_COLUMNS = (
@@ -247,6 +276,7 @@ class Comparison:
     html: Path
     png: Path
     rows: list[tuple[str, ...]]  # one per run, COMPARE_COLUMNS
+    warning: str = ""  # for a small test set (core/stats.py), else ""
 
 
 def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare.html") -> Comparison:
@@ -261,18 +291,21 @@ def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare
     labels = _labels(runs)
     _same_test_set(runs, labels)
     rows = [_comparison_row(label, run) for label, run in zip(labels, runs)]
+    tested = next((run.summary.test for run in runs if run.summary), None)  # one test set: _same_test_set
+    warning = small_test_warning(tested.correct, tested.total) if tested else ""
     curves = {label: run.metrics for label, run in zip(labels, runs)}
     png = plots.png_bytes(plots.compare_curves(curves, f"{len(runs)} runs: solid test, dashed train"))
     write_bytes(png_path, png)
     page = H.page(
         f"lenet: {len(runs)} runs compared",
         [
-            H.section("Results", H.table(COMPARE_COLUMNS, rows)),
+            H.section("Results", H.table(COMPARE_COLUMNS, rows),
+                      *([H.paragraph(f"Warning: {warning}")] if warning else [])),  # fmt: skip
             H.section("Learning curves", H.png_figure(png, "learning curves", "Solid: test. Dashed: train.")),
         ],
     )
     write_text(html, page)
-    return Comparison(html, png_path, rows)
+    return Comparison(html, png_path, rows, warning)
 
 
 def comparison_text(rows: list[tuple[str, ...]]) -> str:
@@ -294,7 +327,8 @@ def _comparison_row(label: str, run: Run) -> tuple[str, ...]:
         str(run.config.seed),
         str(len(run.metrics)),
         _parameters(run),
-        f"{test.accuracy:.2%}" if test else "unfinished",
+        (f"{test.accuracy:.2%}" + (f" ({interval_text(test.correct, test.total)})" if is_small(test.total) else "")
+         if test else "unfinished"),  # fmt: skip
         f"{test.loss:.4f}" if test else "unfinished",
         _best_epoch(run),
         f"{_train_seconds(run):.1f} s",

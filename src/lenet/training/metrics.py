@@ -17,6 +17,7 @@ from torch import nn
 from lenet.data.batches import to_float
 from lenet.models.lenet import eval_mode
 from lenet.core.progress import bar
+from lenet.core.stats import is_small, small_test_warning, wilson_interval
 from lenet.models.views import classes_of
 from lenet.training.recipes import EVAL_CHUNK
 
@@ -32,6 +33,16 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        """The 95% Wilson score interval of the accuracy (core/stats.py): where it lies, given so few images."""
+        return wilson_interval(self.correct, self.total)
+
+    def honest_figures(self) -> dict[str, Any]:
+        """The interval, and the warning for a small test set (None for a large one), for `lenet eval --json`."""
+        return {"accuracy_interval_95": list(self.accuracy_interval), "small_test_set": is_small(self.total),
+                "warning": small_test_warning(self.correct, self.total) or None}  # fmt: skip
 
     @property
     def per_class_accuracy(self) -> list[float]:
