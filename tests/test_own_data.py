@@ -71,7 +71,8 @@ def test_a_checkpoint_naming_a_path_makes_no_command_read_it(tmp_path, capsys, r
         from lenet.inference import serve as serving
 
         def stop(*args):
-            raise ServeError(f"name it with --dataset {kind}:PATH, or not: stopped where the server would listen")
+            raise ServeError(f"stopped where the server would listen: pass --dataset {kind}:{secret}, the path it was "
+                             "trained from, is not needed")  # fmt: skip
 
         monkeypatch.setattr(serving, "bind", stop)
     assert main([command[0], str(target), *command[1:]]) == 1

@@ -63,9 +63,7 @@ def load_model_data(
     """
     if given is None:
         if is_user_data(model.name):
-            raise DataError(f"the model was trained on your own data ({shown_name(model.name)}), which lenet reads only "
-                            f"when the command line names it (never from a checkpoint): pass --dataset {model.name}, "
-                            "the path it was trained from, or where that data is now")  # fmt: skip
+            raise unnamed_data(model)
         given = model.name
     given = dataset_name(given)  # Fashion-MNIST is fashion-mnist
     same = _user_data_name(given) == model.name
@@ -84,6 +82,14 @@ def load_model_data(
     if len(data.spec.classes) != len(model.classes):
         raise DataError(f"{given} has {len(data.spec.classes)} classes; the model knows {len(model.classes)}")
     return data
+
+
+def unnamed_data(model: DataSpec, why: str = "") -> DataError:
+    """The error of a command that needs a model's own data, which lenet reads only when named: the exact flag
+    to pass, with the path the model was trained from (printed for the user, never read)."""
+    return DataError(f"the model was trained on your own data ({shown_name(model.name)}), which lenet reads only when "
+                     f"the command line names it (never from a checkpoint){why}: pass --dataset {model.name}, the "
+                     "path it was trained from, or where that data is now")  # fmt: skip
 
 
 def _user_data_name(name: str) -> str:

@@ -32,7 +32,7 @@ from lenet.runs.checkpoint import load, resolve_weights
 from lenet.runs.exports import add_export, export_entry, write_sidecar
 from lenet.runs.samples import SAMPLES_FILE, read_samples
 from lenet.data.dataset import Dataset
-from lenet.data.load import load_model_data
+from lenet.data.load import load_model_data, unnamed_data
 from lenet.data.batches import to_float
 from lenet.data.registry import IMAGE_SIZE, is_user_data, shown_name
 from lenet.core.errors import ExportError
@@ -134,9 +134,7 @@ def export(
     with stage(f"loading {dataset or shown_name(model.data.name)}", progress):  # a user's own data only when named (--dataset)
         own = checking_data(model, run_dir, dataset, data_dir)
     if own is None:
-        kind = model.data.name.split(":", 1)[0]
-        raise ExportError(f"the model was trained on your own data ({kind}:...), which lenet reads only when named, "
-                          f"and keeps no test images to verify the export on: name it with --dataset {kind}:PATH")  # fmt: skip
+        raise unnamed_data(model.data, ", and its run keeps no test images to verify the export on")
     calibration = None
     if quantize == "int8":
         _require_onnx()

@@ -19,7 +19,7 @@ from lenet.core.text import plural
 from lenet.data.registry import DataSpec, shown_name
 from lenet.models.lenet import LeNetConfig
 from lenet.models.views import Classifier
-from lenet.runs.checkpoint import load, resolve_weights
+from lenet.runs.checkpoint import load, read_checkpoint, resolve_weights
 from lenet.runs.compat import read_config
 from lenet.runs.config import CONFIG_FILE, StartRecord
 from lenet.training.build import recipe_model_config
@@ -38,17 +38,11 @@ def read_parent(source: str) -> Parent:
     """The parent's model and identity; a missing or damaged one is one LenetError."""
     weights = resolve_weights(source)
     model = load(weights)
-    epochs = int(model_epochs(weights))
+    epochs = int(read_checkpoint(weights)[4].get("epoch", "0"))  # a run's checkpoint says how far it trained
     record = StartRecord(path=str(Path(source).resolve()), weights=str(weights.resolve()),
                          sha256=hashlib.sha256(weights.read_bytes()).hexdigest(), data=model.data.name,
                          classes=list(model.data.classes), epochs=epochs)  # fmt: skip
     return Parent(model, record)
-
-
-def model_epochs(weights: Path) -> str:
-    from lenet.runs.checkpoint import read_checkpoint
-
-    return read_checkpoint(weights)[4].get("epoch", "0")
 
 
 def parent_recipe(source: str) -> tuple[Recipe, str]:
