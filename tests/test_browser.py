@@ -42,9 +42,9 @@ CHINESE = {"T-shirt/top": "T恤/上衣", "Trouser": "裤子", "Pullover": "套�
 DESKTOP, PHONE = {"width": 1100, "height": 800}, {"width": 390, "height": 844}
 
 
-def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US"):
+def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US", **options):
     """A browser context in which any request to a host other than the server's is refused and noted."""
-    context = browser.new_context(viewport=viewport, locale=locale)
+    context = browser.new_context(viewport=viewport, locale=locale, **options)
     elsewhere: list[str] = []
     server = urlsplit(live_server).netloc
 
@@ -58,9 +58,9 @@ def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US"):
     return context, elsewhere
 
 
-def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
-    """The page in a fresh offline context (see offline_context)."""
-    context, elsewhere = offline_context(browser, live_server, viewport, locale)
+def open_page(browser, live_server, viewport=DESKTOP, locale="en-US", **options):
+    """The page in a fresh offline context (see offline_context; options are Playwright's new_context's)."""
+    context, elsewhere = offline_context(browser, live_server, viewport, locale, **options)
     page = context.new_page()
     page.errors = []
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
@@ -159,14 +159,18 @@ def test_an_error_clears_the_previous_answer(page, tmp_path):
     page.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
 
 
-def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server):
-    page = open_page(browser, live_server, PHONE)
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"], ids=["en", "zh"])
+def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server, locale, tmp_path):
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, live_server, PHONE, locale)
     try:
         page.goto(live_server)
         page.wait_for_selector("#samples img")
         page.locator("#samples button").nth(3).click()
         answered(page)
         in_view(page, "#answer", PHONE)  # brought into view: it sits far below the samples
+        page.screenshot(path=str(shots / f"fashion-mnist-390-{locale[:2]}.png"))  # what the phone shows
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         for part in ("#drop", "#draw", "#classify", "#samples", "#seen", "#bars"):
             box = page.locator(part).bounding_box()
@@ -176,11 +180,29 @@ def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server):
 
 
 def in_view(page, selector, viewport):
-    """Waits (a smooth scroll takes a moment) until the element's box lies within the viewport."""
+    """Waits (a smooth scroll takes a moment) until the element's box lies within the viewport and the page
+    has stopped scrolling."""
     page.wait_for_function("""([selector, height]) => {
         const box = document.querySelector(selector).getBoundingClientRect();
-        return box.height > 0 && box.top >= 0 && box.bottom <= height;
-    }""", arg=[selector, viewport["height"]], timeout=5_000)
+        const still = window.lastScrollY === window.scrollY;
+        window.lastScrollY = window.scrollY;
+        return still && box.height > 0 && box.top >= 0 && box.bottom <= height;
+    }""", arg=[selector, viewport["height"]], timeout=5_000, polling=100)
+
+
+def test_with_reduced_motion_the_answer_jumps_into_view(browser, live_server):
+    page = open_page(browser, live_server, PHONE, reduced_motion="reduce")
+    try:
+        page.goto(live_server)
+        page.wait_for_selector("#samples img")
+        assert page.evaluate("window.scrollY") == 0
+        page.locator("#samples button").nth(3).click()
+        answered(page)
+        box = page.locator("#answer").bounding_box()  # at once, no animation to wait for
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], box
+        assert page.evaluate("window.scrollY") > 0
+    finally:
+        close_page(page)
 
 
 def test_keyboard_only(page):
