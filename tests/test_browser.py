@@ -486,3 +486,25 @@ def test_no_samples_section_for_a_run_that_keeps_no_test_images(browser, folder_
             assert page.is_visible("#drop")
         finally:
             close_page(page)
+
+
+@pytest.mark.parametrize("data_set, classes, hint, draw", [
+    ("mnist", [str(d) for d in range(10)], "ten handwritten digits, 0 to 9", "Draw one digit"),
+    ("kmnist", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"], "お (o), き (ki)", "Draw one of these hiragana"),
+])  # fmt: skip
+def test_digit_and_kana_models_get_their_own_hints_and_the_canvas(browser, live_server, data_set, classes, hint, draw):
+    """GET /model answered as for an MNIST or a KMNIST run (the page reads nothing else of the data set)."""
+    import json
+
+    page = open_page(browser, live_server)
+    try:
+        info = page.request.get(f"{live_server}/model").json()
+        body = json.dumps({**info, "data_set": data_set, "classes": classes})
+        page.route("**/model", lambda route: route.fulfill(status=200, content_type="application/json", body=body))
+        page.goto(live_server)
+        page.wait_for_function("document.getElementById('give-hint').textContent !== ''")
+        assert hint in page.text_content("#give-hint") and page.text_content("#draw-hint").startswith(draw)
+        assert page.is_visible("#draw") and page.is_hidden("#draw-open")
+        assert not [word for word in CLOTHING if word in page.locator(".inputs").inner_text()]
+    finally:
+        close_page(page)
