@@ -459,6 +459,7 @@ def test_a_folder_models_page_names_its_classes_offers_upload_and_brings_the_ans
         status = page.text_content("#status")
         assert refusal in status and "Pillow" not in status, status
         in_view(page, "#status", viewport)
+        page.screenshot(path=str(shots / f"folder-{viewport['width']}-{lang}-refused.png"))
         page.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
 
         page.click("#draw-open")  # asked for: the drawing, with its hint naming the classes
