@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import gzip
 import sys
@@ -124,12 +125,19 @@ def small_run(fmnist, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def live_server(small_run):
     """`lenet serve` as a user runs it, on 127.0.0.1 and a free port; yields its base URL."""
+    with serving(small_run) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(run: Path):
+    """`lenet serve RUN --port 0` in a process of its own while the block runs; its base URL."""
     import re
     import selectors
     import subprocess
     import time
 
-    proc = subprocess.Popen([*LENET, "serve", str(small_run), "--port", "0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*LENET, "serve", str(run), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         selector = selectors.DefaultSelector()

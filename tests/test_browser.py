@@ -42,9 +42,9 @@ CHINESE = {"T-shirt/top": "T恤/上衣", "Trouser": "裤子", "Pullover": "套�
 DESKTOP, PHONE = {"width": 1100, "height": 800}, {"width": 390, "height": 844}
 
 
-def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US"):
+def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US", **options):
     """A browser context in which any request to a host other than the server's is refused and noted."""
-    context = browser.new_context(viewport=viewport, locale=locale)
+    context = browser.new_context(viewport=viewport, locale=locale, **options)
     elsewhere: list[str] = []
     server = urlsplit(live_server).netloc
 
@@ -58,9 +58,9 @@ def offline_context(browser, live_server, viewport=DESKTOP, locale="en-US"):
     return context, elsewhere
 
 
-def open_page(browser, live_server, viewport=DESKTOP, locale="en-US"):
-    """The page in a fresh offline context (see offline_context)."""
-    context, elsewhere = offline_context(browser, live_server, viewport, locale)
+def open_page(browser, live_server, viewport=DESKTOP, locale="en-US", **options):
+    """The page in a fresh offline context (see offline_context; options are Playwright's new_context's)."""
+    context, elsewhere = offline_context(browser, live_server, viewport, locale, **options)
     page = context.new_page()
     page.errors = []
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
@@ -114,7 +114,8 @@ def stroke(page, box, x, y, steps=12, dx=8, dy=9):
 
 def test_draw_says_what_to_draw_and_classifies_when_the_pen_rests(page):
     hint = page.locator("#" + page.get_attribute("#draw", "aria-describedby"))
-    assert "filled silhouette" in hint.text_content()
+    assert "filled silhouette" in hint.text_content() and page.is_visible("#draw") and page.is_hidden("#draw-open")
+    assert "ten kinds of clothing" in page.text_content("#give-hint")
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if "/predict" in r.url else None)
     box = page.locator("#draw").bounding_box()
@@ -158,17 +159,48 @@ def test_an_error_clears_the_previous_answer(page, tmp_path):
     page.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
 
 
-def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server):
-    page = open_page(browser, live_server, PHONE)
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"], ids=["en", "zh"])
+def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server, locale, tmp_path):
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, live_server, PHONE, locale)
     try:
         page.goto(live_server)
         page.wait_for_selector("#samples img")
         page.locator("#samples button").nth(3).click()
         answered(page)
+        in_view(page, "#answer", PHONE)  # brought into view: it sits far below the samples
+        page.screenshot(path=str(shots / f"fashion-mnist-390-{locale[:2]}.png"))  # what the phone shows
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         for part in ("#drop", "#draw", "#classify", "#samples", "#seen", "#bars"):
             box = page.locator(part).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (part, box)
+    finally:
+        close_page(page)
+
+
+def in_view(page, selector, viewport):
+    """Waits (a smooth scroll takes a moment) until the element's box lies within the viewport and the page
+    has stopped scrolling."""
+    page.wait_for_function("""([selector, height]) => {
+        const box = document.querySelector(selector).getBoundingClientRect();
+        const still = window.lastScrollY === window.scrollY;
+        window.lastScrollY = window.scrollY;
+        return still && box.height > 0 && box.top >= 0 && box.bottom <= height;
+    }""", arg=[selector, viewport["height"]], timeout=5_000, polling=100)
+
+
+def test_with_reduced_motion_the_answer_jumps_into_view(browser, live_server):
+    page = open_page(browser, live_server, PHONE, reduced_motion="reduce")
+    try:
+        page.goto(live_server)
+        page.wait_for_selector("#samples img")
+        assert page.evaluate("window.scrollY") == 0
+        page.locator("#samples button").nth(3).click()
+        answered(page)
+        box = page.locator("#answer").bounding_box()  # at once, no animation to wait for
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], box
+        assert page.evaluate("window.scrollY") > 0
     finally:
         close_page(page)
 
@@ -222,7 +254,8 @@ def test_chinese_from_the_browser_and_english_at_the_switch(browser, live_server
         page.goto(live_server)
         page.wait_for_selector("#samples img")
         assert page.evaluate("document.documentElement.lang") == "zh-CN"
-        assert page.text_content("#give") == "给它一张图片" and "剪影" in page.text_content("#draw-hint")
+        assert page.text_content("#give") == "给模型一张图片" and "剪影" in page.text_content("#draw-hint")
+        assert "十类衣物" in page.text_content("#give-hint") and "短靴" in page.text_content("#give-hint")
         sample = page.locator("#samples button").nth(2)
         truth = sample.get_attribute("data-label")
         sample.click()
@@ -338,12 +371,141 @@ def test_the_layer_view_draws_each_layers_arrays_in_both_languages(browser, live
 
         page.click("button[data-lang=zh]")
         page.wait_for_function("document.documentElement.lang === 'zh-CN'")
-        assert page.text_content("#layers-title") == "每一层看到的"
+        assert page.text_content("#layers-title") == "每一层看到了什么"
         captions = page.locator("#layers figcaption").all_text_contents()
         assert captions[0].startswith("第 1 个卷积层") and captions[2].startswith("第 1 个全连接层"), captions
         assert page.text_content("#layers-output").startswith(f"这次前向传播的输出：{CHINESE[layers['label']]}")
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         page.screenshot(path=str(shots / f"{name}-zh.png"), full_page=True)
         assert serious_violations(page) == []
+    finally:
+        close_page(page)
+
+
+# --- a model of a user's own folder: the page knows what it was trained on -----------------------
+
+FOLDER_CLASSES = ("bars", "blocks", "stripes")
+CLOTHING = ("clothing", "silhouette", "shoe", "shirt", "Fashion-MNIST", "衣物", "剪影", "鞋", "衬衫")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A run of one short epoch on a folder of three classes (conftest's make_folder): (its run directory, the folder)."""
+    import dataclasses
+
+    from conftest import make_folder
+    from lenet import TrainConfig, get_recipe, train
+
+    tmp = tmp_path_factory.mktemp("own")
+    root = make_folder(tmp / "shapes", dict.fromkeys(FOLDER_CLASSES, 12))
+    recipe = dataclasses.replace(get_recipe("seed"), model="lenet_bn", epochs=1, batch_size=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = train(TrainConfig(recipe=recipe, dataset=f"folder:{root}", device="cpu", out=str(tmp / "runs"),
+                                name="shapes", progress=False)).run_dir  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return run, root
+
+
+@pytest.fixture(scope="module")
+def folder_server(folder_run):
+    """`lenet serve` of the folder run, without its data: the page's samples are the few the run keeps."""
+    from conftest import serving
+
+    with serving(folder_run[0]) as url:
+        yield url
+
+
+LANGUAGES = {"en-US": ("Upload an image of one of: bars, blocks, stripes", "is not an image this page can read"),
+             "zh-CN": ("请上传一张属于以下某一类的图片：bars、blocks、stripes", "不是本页能读取的图片")}  # fmt: skip
+
+
+@pytest.mark.parametrize("locale", list(LANGUAGES), ids=["en", "zh"])
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280px", "390px"])
+def test_a_folder_models_page_names_its_classes_offers_upload_and_brings_the_answer_into_view(
+        browser, folder_server, folder_run, viewport, locale, tmp_path):  # fmt: skip
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    hint_text, refusal = LANGUAGES[locale]
+    page = open_page(browser, folder_server, viewport, locale)
+    try:
+        page.goto(folder_server)
+        page.wait_for_selector("#samples img")
+        hint = page.text_content("#give-hint")
+        assert hint_text in hint and "folder:shapes" in hint, hint
+        shown = page.locator("main").inner_text()
+        assert not [word for word in CLOTHING if word in shown], shown
+        # Upload only: the drawing waits behind an explicit choice.
+        assert page.is_hidden("#draw") and page.is_hidden("#draw-hint") and page.is_visible("#draw-open")
+        assert page.is_visible("#samples-part")  # the test images the run keeps
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+
+        page.set_input_files("#file", str(folder_run[1] / "blocks" / "0.png"))
+        assert answered(page) in FOLDER_CLASSES
+        in_view(page, "#answer", viewport)
+        assert page.locator("#bars [role=listitem] span:first-child").all_text_contents() == list(FOLDER_CLASSES)
+        page.wait_for_selector("#layers-output")
+        lang = locale[:2]
+        page.screenshot(path=str(shots / f"folder-{viewport['width']}-{lang}.png"))
+        assert serious_violations(page) == []
+
+        page.evaluate("window.scrollTo(0, 0)")
+        bad = tmp_path / "notimage.png"
+        bad.write_text("not an image")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_function("document.getElementById('status').textContent.includes('notimage.png')")
+        status = page.text_content("#status")
+        assert refusal in status and "Pillow" not in status, status
+        in_view(page, "#status", viewport)
+        page.screenshot(path=str(shots / f"folder-{viewport['width']}-{lang}-refused.png"))
+        page.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
+
+        page.click("#draw-open")  # asked for: the drawing, with its hint naming the classes
+        assert page.is_visible("#draw") and page.get_attribute("#draw-open", "aria-expanded") == "true"
+        assert all(name in page.text_content("#draw-hint") for name in FOLDER_CLASSES)
+    finally:
+        close_page(page)
+
+
+def test_no_samples_section_for_a_run_that_keeps_no_test_images(browser, folder_run, tmp_path):
+    import shutil
+
+    from conftest import serving
+
+    old = tmp_path / "old"
+    shutil.copytree(folder_run[0], old)
+    (old / "samples.safetensors").unlink()  # as a run of an older lenet
+    with serving(old) as url:
+        page = open_page(browser, url, PHONE)
+        try:
+            page.goto(url)
+            page.wait_for_function("document.getElementById('give-hint').textContent.includes('bars')")
+            page.wait_for_load_state("networkidle")
+            assert page.is_hidden("#samples-part") and page.locator("#samples li").count() == 0
+            assert page.is_visible("#drop")
+        finally:
+            close_page(page)
+
+
+@pytest.mark.parametrize("data_set, classes, hint, draw", [
+    ("mnist", [str(d) for d in range(10)], "ten handwritten digits, 0 to 9", "Draw one digit"),
+    ("kmnist", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"], "お (o), き (ki)", "Draw one of these hiragana"),
+])  # fmt: skip
+def test_digit_and_kana_models_get_their_own_hints_and_the_canvas(browser, live_server, data_set, classes, hint, draw):
+    """GET /model answered as for an MNIST or a KMNIST run (the page reads nothing else of the data set)."""
+    import json
+
+    page = open_page(browser, live_server)
+    try:
+        info = page.request.get(f"{live_server}/model").json()
+        body = json.dumps({**info, "data_set": data_set, "classes": classes})
+        page.route("**/model", lambda route: route.fulfill(status=200, content_type="application/json", body=body))
+        page.goto(live_server)
+        page.wait_for_function("document.getElementById('give-hint').textContent !== ''")
+        assert hint in page.text_content("#give-hint") and page.text_content("#draw-hint").startswith(draw)
+        assert page.is_visible("#draw") and page.is_hidden("#draw-open")
+        assert not [word for word in CLOTHING if word in page.locator(".inputs").inner_text()]
     finally:
         close_page(page)

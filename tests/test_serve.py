@@ -590,3 +590,33 @@ def test_serve_time_views_are_chosen_and_named_in_every_answer(fmnist, tmp_path)
         assert [p["label"] for p in answer["predictions"]] == [p.label for p in expected]
     with pytest.raises(ServeError, match="unknown views 'all'"):
         with_views(recorded, "all")
+
+
+def test_every_refusal_carries_a_code_beside_its_english_detail(client, fmnist):
+    """The page words each refusal in its own language from `code`; `detail` stays the English sentence."""
+    image = png(fmnist.test_images[0])
+    cases = [
+        (client.post("/predict", files=[("files", ("notimage.png", b"not an image", "image/png"))]), 400, "not_an_image"),
+        (client.post("/predict", files=[("files", ("empty.png", b"", "image/png"))]), 400, "empty_file"),
+        (client.post("/predict", files=[("files", (f"{i}.png", image, "image/png")) for i in range(65)]), 400, "too_many_images"),
+        (client.post("/predict", files={"x": (None, "1")}), 400, "no_image_files"),
+        (client.post("/layers", files=[("files", ("a.png", image, "image/png")), ("files", ("b.png", image, "image/png"))]), 400, "one_image_only"),
+        (client.post("/predict", content=b"x", headers={"content-type": "text/plain"}), 415, "unsupported_content_type"),
+        (client.post("/predict", json={"images": []}), 422, "invalid_request"),
+        (client.post("/predict", json={"images": [[[300] * 28] * 28]}), 422, "bad_pixels"),
+        (client.get("/samples/99999999.png"), 404, "no_such_sample"),
+        (client.get("/nowhere"), 404, "not_found"),
+    ]  # fmt: skip
+    for answer, status, code in cases:
+        assert (answer.status_code, answer.json().get("code")) == (status, code), answer.json()
+        assert answer.json()["detail"]
+    assert client.post("/predict", files=[("files", ("notimage.png", b"x", "image/png"))]).json()["detail"].startswith("notimage.png: not a ")
+
+
+def test_a_request_over_the_pixel_budget_says_too_many_pixels(tight_client, fmnist):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (500, 500)).save(buffer, format="PNG")
+    answer = tight_client.post("/predict", files=[("files", ("big.png", buffer.getvalue(), "image/png"))])
+    assert (answer.status_code, answer.json()["code"]) == (413, "too_many_pixels")

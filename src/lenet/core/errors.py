@@ -33,7 +33,13 @@ class RunError(LenetError):
 
 
 class ImageError(LenetError):
-    """An image file that cannot be read or decoded."""
+    """An image file that cannot be read or decoded. `code` says why in a word a program can match on
+    (the server's error replies carry it beside the English message): not_an_image, damaged_image,
+    empty_file, empty_image, image_too_large, no_such_file, not_a_file, no_image."""
+
+    def __init__(self, message: str, code: str = "not_an_image"):
+        super().__init__(message)
+        self.code = code
 
 
 class Interrupted(LenetError):

@@ -87,7 +87,7 @@ def _claimed_size(data: bytes, name: str) -> tuple[int, int]:
                     return img.size
             except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open skips a format on
                 continue
-    raise ImageError(f"{name}: no image header Pillow can read")  # not reached: Image.open read one
+    raise ImageError(f"{name}: no image header Pillow can read", "not_an_image")  # not reached: Image.open read one
 
 
 def quiet_pillow_warnings() -> None:
@@ -110,9 +110,9 @@ def _decode(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = 
     with _pillow_errors(name, max_pixels), Image.open(_nonempty(source, name), formats=IMAGE_FORMATS) as img:
         # The explicit bound, checked on the header before any pixel is decoded.
         if img.width * img.height > max_pixels:
-            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}")
+            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}", "image_too_large")
         if img.width * img.height == 0:
-            raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty")
+            raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty", "empty_image")
         img.load()
         grey = _to_grey(ImageOps.exif_transpose(img, in_place=True) or img)
     return _to_28x28(grey), grey.size
@@ -128,7 +128,7 @@ def _nonempty(source: str | os.PathLike | IO[bytes], name: str) -> str | os.Path
         except OSError:
             return source  # Pillow's open says what is wrong (no such file, a directory, ...)
     if empty:
-        raise ImageError(f"{name}: empty file, 0 bytes")
+        raise ImageError(f"{name}: empty file, 0 bytes", "empty_file")
     return source
 
 
@@ -142,16 +142,16 @@ def _pillow_errors(name: str, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
+        raise ImageError(f"{name}: no such file", "no_such_file") from None
     except IsADirectoryError:
-        raise ImageError(f"{name}: a directory, not an image file") from None
+        raise ImageError(f"{name}: a directory, not an image file", "not_a_file") from None
     except Image.DecompressionBombError:  # Pillow's own limit, when it is lower than ours
-        raise ImageError(f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)") from None
+        raise ImageError(f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)", "image_too_large") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a {', '.join(IMAGE_FORMATS)} image Pillow can read") from None
+        raise ImageError(f"{name}: not a {', '.join(IMAGE_FORMATS)} image Pillow can read", "not_an_image") from None
     except Exception as e:  # Pillow's decoders raise many types for a damaged file (OSError, SyntaxError,
         # struct.error, IndexError, MemoryError, ...): all of them mean the file cannot be decoded
-        raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})", "damaged_image") from None
 
 
 def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -369,6 +369,6 @@ def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> L
     if not images:
         given = ", ".join(map(str, paths)) if isinstance(paths, Sequence) else "the paths given"
         summary = LoadedImages([], torch.empty(0), skipped).skipped_summary()
-        raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""))
+        raise ImageError(f"no image to predict in {given}" + (f"; {summary}" if summary else ""), "no_image")
     return LoadedImages(read, torch.stack(images), skipped, small)
 

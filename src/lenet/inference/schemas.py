@@ -85,6 +85,8 @@ def response_models() -> SimpleNamespace:
 
     class Error(BaseModel):
         detail: str | list[Problem] = Field(description="one line, or (422) the first few problems found")
+        code: str = Field(description="why, as a word a program can match on (not_an_image, too_many_pixels, "
+                                      "too_many_images, ...: docs/serving.md lists them); `detail` says it in English")
 
     class ModelInfo(BaseModel):
         model_config = ConfigDict(extra="allow")

@@ -62,6 +62,18 @@ SAME_ORIGIN_ONLY = ("default-src 'self' data: blob:; script-src 'self' 'unsafe-i
                     "style-src 'self' 'unsafe-inline'")
 MAX_ERRORS = 5  # problems listed in one error reply: the first ones found
 MAX_MESSAGE = 300  # characters of one error message (a file name in it may be any length)
+# Each error reply's `code`, a word a program (the page, in its own language) can match on beside the English
+# `detail`: docs/serving.md lists them. An ImageError brings its own (not_an_image, damaged_image, ...).
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_content_type",
+              422: "invalid_request"}  # fmt: skip
+
+
+class Refused(Exception):
+    """A request this server refuses: its status, its `code` and its one-line English `detail`."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
 
 
 # --- the app ----------------------------------------------------------------------------------
@@ -188,22 +200,35 @@ def create_app(
 
 
 def add_error_replies(app) -> None:
-    """Errors as JSON `detail`s: 413 for images over the pixel budget, 400 for any other lenet error,
-    422 for an invalid request (its first few problems)."""
+    """Errors as JSON `{"detail", "code"}`: 413 for images over the pixel budget, 400 for any other lenet
+    error, 422 for an invalid request (its first few problems), and each refusal (`Refused`) its own."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def reply(status: int, code: str, detail: Any, headers: dict[str, str] | None = None):
+        detail = clip(detail, MAX_MESSAGE) if isinstance(detail, str) else detail
+        return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+    @app.exception_handler(Refused)
+    async def refused(_request, e: Refused):
+        return reply(e.status, e.code, e.detail)
 
     @app.exception_handler(PixelBudgetError)
     async def over_budget(_request, e: PixelBudgetError):
-        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=413)
+        return reply(413, "too_many_pixels", str(e))
 
     @app.exception_handler(LenetError)
     async def bad_input(_request, e: LenetError):
-        return JSONResponse({"detail": clip(str(e), MAX_MESSAGE)}, status_code=400)
+        return reply(400, getattr(e, "code", "bad_input"), str(e))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, e: RequestValidationError):
-        return JSONResponse({"detail": brief_errors(e.errors())}, status_code=422)
+        return reply(422, "invalid_request", brief_errors(e.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, e: HTTPException):  # Starlette's own: an unknown path, a wrong method
+        return reply(e.status_code, HTTP_CODES.get(e.status_code, "http_error"), e.detail, e.headers)
 
 
 def add_page_routes(app) -> None:
@@ -228,7 +253,6 @@ def add_info_routes(app, schemas: SimpleNamespace, info: dict[str, Any], batcher
                     classes: Sequence[str], test_images: torch.Tensor | None,
                     test_labels: torch.Tensor | None) -> None:  # fmt: skip
     """GET /healthz, /model, /samples and /samples/{index}.png."""
-    from fastapi import HTTPException
     from fastapi.responses import Response
 
     samples = pick_samples(test_images, test_labels) if test_images is not None and test_labels is not None else []
@@ -256,13 +280,13 @@ def add_info_routes(app, schemas: SimpleNamespace, info: dict[str, Any], batcher
                         404: {"model": schemas.Error, "description": "no test image of that index"}})  # fmt: skip
     async def sample_png(index: int) -> Response:
         if test_images is None or not 0 <= index < len(test_images):
-            raise HTTPException(404, f"no test image {index}")
+            raise Refused(404, "no_such_sample", f"no test image {index}")
         return Response(_png(test_images[index]), media_type="image/png")
 
 
 def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: MicroBatcher, decoder: Decoder) -> None:
     """POST /predict and POST /layers, which take images as multipart files or as JSON pixels."""
-    from fastapi import HTTPException, Query, Request
+    from fastapi import Query, Request
     from fastapi.responses import JSONResponse, Response
 
     PixelImages = json_body_model()
@@ -299,7 +323,7 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
         the fully connected layers' activations, the logits and the class probabilities, as arrays."""
         named = await images_from_body(request, decoder, PixelImages)
         if len(named) != 1:
-            raise HTTPException(400, f"/layers looks at one image at a time; got {len(named)}")
+            raise Refused(400, "one_image_only", f"/layers looks at one image at a time; got {len(named)}")
         (name, image), = named
         seen = await batcher.on_forward_thread(layer_activations, getattr(model, "net", model), image.unsqueeze(0))
         # Straight to JSON: FastAPI's encoder would walk the ~20,000 numbers once more first.
@@ -311,7 +335,6 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
 
 async def images_from_body(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
     """A request's images, each with its name, from a multipart form or a JSON body (`PixelImages`)."""
-    from fastapi import HTTPException
 
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -319,28 +342,33 @@ async def images_from_body(request: "Request", decoder: Decoder, PixelImages) ->
     elif content_type.startswith("application/json"):
         named = await images_from_json(request, decoder, PixelImages)
     else:
-        raise HTTPException(415, "send multipart/form-data image files or an application/json body")
+        raise Refused(415, "unsupported_content_type", "send multipart/form-data image files or an application/json body")
     if len(named) > MAX_IMAGES:
-        raise HTTPException(400, f"{len(named)} images in one request; at most {MAX_IMAGES}")
+        raise Refused(400, "too_many_images", f"{len(named)} images in one request; at most {MAX_IMAGES}")
     return named
 
 
 async def images_from_form(request: "Request", decoder: Decoder) -> list[tuple[str, torch.Tensor]]:
     """Multipart image files, named by their file names, decoded off the event loop."""
-    from fastapi import HTTPException
     from starlette.datastructures import UploadFile
 
-    form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
+    from starlette.exceptions import HTTPException
+
+    try:
+        form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
+    except HTTPException as e:  # Starlette's parser: too many files or fields, or a malformed form
+        if "Too many" in str(e.detail):
+            raise Refused(400, "too_many_images", f"over {MAX_IMAGES} files or fields in one request; at most {MAX_IMAGES}") from None
+        raise Refused(e.status_code, "bad_form", f"a multipart form that cannot be read: {e.detail}") from None
     uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     if not uploads:
-        raise HTTPException(400, "no image files in the form: send them as multipart fields named 'files'")
+        raise Refused(400, "no_image_files", "no image files in the form: send them as multipart fields named 'files'")
     blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
     return await decoder(blobs)
 
 
 async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
     """JSON `{"images": [...]}` of pixel arrays, named images[i], converted off the event loop."""
-    from fastapi import HTTPException
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 
@@ -356,7 +384,7 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
     try:
         return await decoder.run(convert)
     except ValueError as e:
-        raise HTTPException(422, str(e)) from None
+        raise Refused(422, "bad_pixels", str(e)) from None
 
 
 def layers_record(name: str, image: torch.Tensor, seen: LayerActivations, classes: Sequence[str]) -> dict[str, Any]:
@@ -414,7 +442,7 @@ class BodyLimit:
             from starlette.responses import JSONResponse
 
             detail = f"request body of {int(length):,} bytes is over the limit of {self.max_bytes:,}"
-            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return await JSONResponse({"detail": detail, "code": "body_too_large"}, status_code=413)(scope, receive, send)
         received = 0
 
         async def counted_receive():
@@ -422,10 +450,8 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                from fastapi import HTTPException
-
-                # Raised inside the endpoint's read, so FastAPI answers it like any HTTPException.
-                raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes")
+                # Raised inside the endpoint's read, so the app's handler answers it like any refusal.
+                raise Refused(413, "body_too_large", f"request body is over the limit of {self.max_bytes:,} bytes")
             return message
 
         await self.app(scope, counted_receive, send)

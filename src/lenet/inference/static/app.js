@@ -11,10 +11,22 @@ const TEXT = {
   en: {
     title: "lenet: try the model",
     give: "Give it an image",
+    // What the model knows, from GET /model's data set (see dataKind): the first line under "Give it an image".
+    giveFashion: "It tells apart ten kinds of clothing: {classes}.",
+    giveDigits: "It tells apart the ten handwritten digits, 0 to 9.",
+    giveKana: "It tells apart ten cursive hiragana (Kuzushiji-MNIST): {classes}.",
+    giveOwn: "It was trained on your own images ({data}). Upload an image of one of: {classes}.",
     drop: "Drop an image here, or choose an image file",
     draw: "Or draw one",
-    drawHint: "Draw one piece of clothing as a filled silhouette, as the Fashion-MNIST images are: " +
+    drawFashion: "Draw one piece of clothing as a filled silhouette, as the Fashion-MNIST images are: " +
       "a shoe, a bag, a shirt, its shape filled in rather than outlined. It is classified when you pause.",
+    drawDigits: "Draw one digit, 0 to 9, large and in a thick stroke, as the MNIST digits are. " +
+      "It is classified when you pause.",
+    drawKana: "Draw one of these hiragana, large and in thick strokes: {classes}. It is classified when you pause.",
+    drawOwn: "Draw one of: {classes}. The model learned from your images only, so it reads a drawing well only " +
+      "as far as the drawing looks like them. It is classified when you pause.",
+    drawOpen: "Draw one instead",
+    drawClose: "Hide the drawing",
     classify: "Classify drawing",
     clear: "Clear",
     samples: "Or pick a test image",
@@ -27,8 +39,17 @@ const TEXT = {
     right: "(right)",
     wrong: "(wrong)",
     probabilities: "Probability of each class",
-    failed: "Could not classify {name}: {error}",
-    unreachable: "Could not reach the server: {error}",
+    // The server's refusals, by their `code` (docs/serving.md); any other code: `failed`, with the server's English.
+    not_an_image: "{name} is not an image this page can read: send a PNG, JPEG, GIF, BMP or WebP file.",
+    damaged_image: "{name} could not be decoded: the image file may be damaged or cut short.",
+    empty_file: "{name} is an empty file (0 bytes).",
+    empty_image: "{name} is an image with no pixels.",
+    image_too_large: "{name} has more pixels than this server reads in one image. Send a smaller one.",
+    too_many_pixels: "{name} has more pixels than this server reads in one request. Send a smaller one.",
+    body_too_large: "{name} is a larger file than this server takes. Send a smaller one.",
+    too_many_images: "Too many images at once: send at most 64.",
+    failed: "Could not classify {name}. The server said: {error}",
+    unreachable: "Could not reach the server ({error}).",
     model: "{name} on {data}: {parameters} parameters",
     accuracy: ", {accuracy}% test accuracy",
     drawing: "your drawing",
@@ -44,36 +65,53 @@ const TEXT = {
   },
   zh: {
     title: "lenet：试一试模型",
-    give: "给它一张图片",
-    drop: "把图片拖到这里，或选择一个图片文件",
-    draw: "或者画一个",
-    drawHint: "像 Fashion-MNIST 的图片那样，画一件衣物的实心剪影：一只鞋、一个包、一件衬衫，" +
-      "把整个形状涂满，而不是只画轮廓。停笔片刻后自动识别。",
-    classify: "识别画作",
-    clear: "清除",
+    give: "给模型一张图片",
+    giveFashion: "它能分辨十类衣物：{classes}。",
+    giveDigits: "它能分辨 0 到 9 这十个手写数字。",
+    giveKana: "它能分辨十个草书平假名（Kuzushiji-MNIST）：{classes}。",
+    giveOwn: "它是用你自己的图片（{data}）训练的。请上传一张属于以下某一类的图片：{classes}。",
+    drop: "把图片拖到这里，或者选择一个图片文件",
+    draw: "或者画一张",
+    drawFashion: "照 Fashion-MNIST 图片的样子，画一件衣物的实心剪影，比如一只鞋、一个包、一件衬衫：" +
+      "把整个形状涂满，不要只勾轮廓。停笔片刻后会自动识别。",
+    drawDigits: "照 MNIST 的样子写一个数字（0 到 9），写大一些，笔画粗一些。停笔片刻后会自动识别。",
+    drawKana: "写下其中一个平假名，写大一些，笔画粗一些：{classes}。停笔片刻后会自动识别。",
+    drawOwn: "画出其中一类：{classes}。模型只从你的图片里学过，画得越像那些图片，它认得越准。停笔片刻后会自动识别。",
+    drawOpen: "改为手绘一张",
+    drawClose: "收起画板",
+    classify: "识别这幅画",
+    clear: "清空",
     samples: "或者选一张测试图片",
     sample: "测试图片 {index}：{label}",
     sees: "模型看到的图像",
     seenLabel: "模型看到的 28×28 图像",
-    prediction: "预测：",
+    prediction: "预测结果：",
     none: "暂无",
     truth: "真实类别：",
-    right: "（正确）",
-    wrong: "（错误）",
+    right: "（预测正确）",
+    wrong: "（预测错误）",
     probabilities: "各类别的概率",
-    failed: "无法识别 {name}：{error}",
-    unreachable: "无法连接服务器：{error}",
-    model: "{name}，在 {data} 上训练：{parameters} 个参数",
+    not_an_image: "{name} 不是本页能读取的图片，请上传 PNG、JPEG、GIF、BMP 或 WebP 文件。",
+    damaged_image: "无法解码 {name}：图片文件可能已损坏或不完整。",
+    empty_file: "{name} 是空文件（0 字节）。",
+    empty_image: "{name} 这张图片没有任何像素。",
+    image_too_large: "{name} 的像素太多，超过了服务器对单张图片的上限，请换一张小一些的图片。",
+    too_many_pixels: "{name} 的像素太多，超过了服务器对单次请求的上限，请换一张小一些的图片。",
+    body_too_large: "{name} 文件太大，超过了服务器能接收的大小，请换一个小一些的文件。",
+    too_many_images: "一次发送的图片太多，最多 64 张。",
+    failed: "无法识别 {name}。服务器的答复（英文）：{error}",
+    unreachable: "无法连接服务器（浏览器报告：{error}）。",
+    model: "{name}，在 {data} 上训练，共 {parameters} 个参数",
     accuracy: "，测试准确率 {accuracy}%",
-    drawing: "你的画作",
-    layersTitle: "每一层看到的",
-    layersNone: "给模型一张图片，这里会显示网络的每一层如何处理它。",
-    layersHint: "网络对上面这张 28×28 图像的一次前向传播。越亮表示响应越强；每张特征图各用自己的刻度。",
+    drawing: "你画的图",
+    layersTitle: "每一层看到了什么",
+    layersNone: "给模型一张图片，这里就会显示网络的每一层如何处理它。",
+    layersHint: "这是网络对上面这张 28×28 图像做的一次前向传播。颜色越亮，响应越强；每张特征图的颜色刻度各自独立。",
     conv: "第 {block} 个卷积层（{kind}）：{shown} 张 {height}×{width} 的特征图",
     convSome: "第 {block} 个卷积层（{kind}）：{total} 张特征图中的前 {shown} 张，{height}×{width}",
     hidden: "第 {index} 个全连接层（{kind}）：{units} 个单元",
     output: "这次前向传播的输出：{label}，{probability}%",
-    outputViews: "这次前向传播的输出：{label}，{probability}%。上面的预测是图像 {views} 个视图的平均。",
+    outputViews: "这次前向传播的输出：{label}，{probability}%。上面的预测结果是这张图像 {views} 个视图的平均。",
   },
 };
 // Chinese names for the classes this page knows; a model of another data set keeps its own names.
@@ -83,6 +121,17 @@ const CLASS_NAMES = {
     Sandal: "凉鞋", Shirt: "衬衫", Sneaker: "运动鞋", Bag: "包", "Ankle boot": "短靴",
   },
 };
+// Kuzushiji-MNIST's classes are romanised; the hints show each kana beside its name.
+const KANA = { o: "お", ki: "き", su: "す", tsu: "つ", na: "な", ha: "は", ma: "ま", ya: "や", re: "れ", wo: "を" };
+
+// What the model was trained on, from GET /model, decides the hints and whether the drawing is offered:
+// the grey registry data sets are drawn in (a pen stroke looks like their images); a user's own folder or CSV
+// may be photos of anything, so its page offers upload, and drawing only when asked for (docs/serving.md).
+function dataKind(model) {
+  if (!model) return null;
+  return { "fashion-mnist": "fashion", mnist: "digits", kmnist: "kana" }[model.data_set] ?? "own";
+}
+const KIND_KEYS = { fashion: "Fashion", digits: "Digits", kana: "Kana", own: "Own" };
 
 let language = pickLanguage();
 function pickLanguage() {
@@ -109,9 +158,18 @@ function t(key, values = {}) {
 function className(name) {
   return CLASS_NAMES[language]?.[name] ?? name;
 }
+// The model's classes as a list in a sentence: "a, b, c" or "a、b、c".
+function classList() {
+  const kind = dataKind(state.model);
+  const names = (state.model?.classes ?? []).map((name) => (kind === "kana" && KANA[name] ? `${KANA[name]} (${name})` : className(name)));
+  return names.join(language === "zh" ? "、" : ", ");
+}
+// The refusals the page words itself, by the server's `code`; the others are shown with the server's English.
+const REFUSALS = ["not_an_image", "damaged_image", "empty_file", "empty_image", "image_too_large", "too_many_pixels",
+  "body_too_large", "too_many_images"];
 
 // --- what is on screen, kept so that a change of language can draw it again ---
-const state = { model: null, samples: [], prediction: null, layers: null, truth: null, error: null };
+const state = { model: null, samples: [], prediction: null, layers: null, truth: null, error: null, drawAsked: false };
 let latest = 0; // only the answer to the newest request is shown
 
 // `describe` names the image in the current language (for an error message); `truth` is its class, when known.
@@ -126,11 +184,14 @@ async function classify(blob, describe, truth = null) {
   } catch (error) {
     if (request !== latest) return;
     // Nothing of the image before stays on screen beside the error.
-    Object.assign(state, { prediction: null, layers: null, truth: null, error: { key: "failed", describe, message: error.message } });
+    Object.assign(state, { prediction: null, layers: null, truth: null,
+      error: { key: "failed", describe, message: error.message, code: error.code } });
     render();
+    reveal($("status"));
     return;
   }
   render();
+  reveal($("answer"));
   // What each layer saw, once the answer is on screen: the same image, one pass of the network.
   try {
     const layers = await post("/layers", blob, name);
@@ -143,6 +204,15 @@ async function classify(blob, describe, truth = null) {
   renderLayers();
 }
 
+// On a narrow screen the answer sits far below the inputs: brought into view when it comes, unless it is
+// in view already (side by side on a wide screen), and without smooth scrolling for those who ask for less motion.
+function reveal(node) {
+  const box = node.getBoundingClientRect();
+  if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  document.querySelector(".result").scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+}
+
 // An image file to one of the image endpoints; its JSON answer, or an Error with the server's reason.
 async function post(path, blob, name) {
   const form = new FormData();
@@ -151,7 +221,9 @@ async function post(path, blob, name) {
   const body = await response.json();
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : body.detail.map((d) => d.msg).join("; ");
-    throw new Error(detail.startsWith(`${name}: `) ? detail.slice(name.length + 2) : detail); // said once, not twice
+    const error = new Error(detail.startsWith(`${name}: `) ? detail.slice(name.length + 2) : detail); // said once, not twice
+    error.code = body.code; // the page's own words for it, in its language (REFUSALS)
+    throw error;
   }
   return body;
 }
@@ -162,6 +234,7 @@ function render() {
   for (const node of document.querySelectorAll("[data-t-label]")) node.setAttribute("aria-label", t(node.dataset.tLabel));
   for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", button.dataset.lang === language);
   renderModel();
+  renderInputs();
   renderSamples();
   renderAnswer();
   renderLayers();
@@ -173,6 +246,21 @@ function renderModel() {
   const parameters = model.parameters.toLocaleString(language === "zh" ? "zh-CN" : "en");
   const accuracy = model.test_accuracy == null ? "" : t("accuracy", { accuracy: (100 * model.test_accuracy).toFixed(2) });
   $("model").textContent = t("model", { name: model.name ?? "LeNet", data: model.data_set ?? "Fashion-MNIST", parameters }) + accuracy;
+}
+
+// The hints and the drawing follow what the model knows (dataKind); nothing of them before GET /model answers.
+function renderInputs() {
+  const kind = dataKind(state.model);
+  const values = { classes: classList(), data: state.model?.data_set ?? "" };
+  $("give-hint").hidden = !kind;
+  $("give-hint").textContent = kind ? t(`give${KIND_KEYS[kind]}`, values) : "";
+  $("draw-hint").textContent = kind ? t(`draw${KIND_KEYS[kind]}`, values) : "";
+  const asked = kind === "own";
+  $("draw-open").hidden = !asked;
+  $("draw-open").textContent = t(state.drawAsked ? "drawClose" : "drawOpen");
+  $("draw-open").setAttribute("aria-expanded", state.drawAsked);
+  $("draw-part").hidden = !kind || (asked && !state.drawAsked);
+  $("samples-part").hidden = state.samples.length === 0;
 }
 
 function renderSamples() {
@@ -196,7 +284,8 @@ function renderAnswer() {
   }
   drawPixels(prediction?.pixels);
   drawBars(prediction);
-  $("status").textContent = error ? t(error.key, { name: error.describe?.(), error: error.message }) : "";
+  const key = error && REFUSALS.includes(error.code) ? error.code : error?.key;
+  $("status").textContent = error ? t(key, { name: error.describe?.(), error: error.message }) : "";
 }
 
 function drawBars(prediction) {
@@ -387,6 +476,10 @@ function classifyDrawing() {
   canvas.toBlob((blob) => classify(blob, () => t("drawing")), "image/png");
 }
 $("classify").addEventListener("click", classifyDrawing);
+$("draw-open").addEventListener("click", () => {
+  state.drawAsked = !state.drawAsked;
+  renderInputs();
+});
 $("clear").addEventListener("click", clearCanvas);
 
 // --- the model and the sample row ---
