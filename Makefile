@@ -9,10 +9,19 @@ TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train test fault-test cluster-test install data browser tutorial-venv bench bench-serve fuzz-table clean
+.PHONY: train notebook test fault-test cluster-test install data browser tutorial-venv bench bench-serve fuzz-table clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
+
+# The tutorial notebook in JupyterLab: the [notebook] extra goes into .venv on first use (make train leaves
+# it out: JupyterLab is large). ARGS go to jupyter lab, e.g. ARGS="--no-browser --port 8888".
+notebook: install data $(VENV)/.notebook
+	$(BIN)/jupyter lab notebooks/lenet_tutorial.ipynb $(ARGS)
+
+$(VENV)/.notebook: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[notebook]"
+	touch $@
 
 # One pytest worker per core, a test file to a worker (so the fuzzing file counts RELIABILITY.md's table
 # in one process), each test on one thread: on 2 cores the suite took 325 s so, against 598 s on one

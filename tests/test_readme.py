@@ -152,10 +152,11 @@ def links(markdown: str) -> list[str]:
     return LINK.findall(prose(markdown))
 
 
-def broken_links(page: Path) -> list[str]:
-    """Each relative link of `page` whose file, or whose anchor in a Markdown file, does not exist."""
+def broken_links(page: Path, markdown: str | None = None) -> list[str]:
+    """Each relative link of `page` (or of `markdown`, written in page's folder: a notebook's Markdown cells)
+    whose file, or whose anchor in a Markdown file, does not exist."""
     problems = []
-    for target in links(page.read_text(encoding="utf-8")):
+    for target in links(page.read_text(encoding="utf-8") if markdown is None else markdown):
         if re.match(r"[a-z][a-z+.-]*:", target):  # https:, mailto:: not this test's business
             continue
         path_part, _, anchor = unquote(target).partition("#")
@@ -357,3 +358,72 @@ def test_every_sweep_space_in_a_toml_block_is_one_lenet_sweep_takes(page):
     blocks = re.findall(r"^```toml\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
     for block in blocks:
         parse_space(tomllib.loads(block), f"{page.name}: a TOML block")
+
+
+# The tutorial notebook: what its cells name and link stays true, and its Chinese text points to the Chinese docs.
+
+NOTEBOOK = REPO / "notebooks" / "lenet_tutorial.ipynb"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+DOCS_PAGE = re.compile(r"docs/([\w-]+\.md)")  # docs/zh-CN/x.md is not one: [\w-]+ stops at the slash
+
+
+def notebook_markdown(path: Path = NOTEBOOK) -> tuple[str, str]:
+    """The notebook's Markdown cells, and the whole notebook as Markdown (each code cell a fenced block)."""
+    import nbformat
+
+    cells = nbformat.read(path, as_version=4).cells
+    markdown = "\n\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+    whole = "\n\n".join(cell.source if cell.cell_type == "markdown" else f"```python\n{cell.source}\n```"
+                         for cell in cells)  # fmt: skip
+    return markdown, whole
+
+
+def english_docs_named_in_chinese(markdown: str) -> list[str]:
+    """docs/X.md named (linked or written) in a paragraph of Chinese text where docs/zh-CN/X.md exists; and
+    docs/zh-CN/ pages named in an English paragraph."""
+    wrong = []
+    for paragraph in re.split(r"\n[ \t]*\n", markdown):
+        text = re.sub(r"^#+ .*$", "", paragraph, flags=re.M)  # a heading is both languages
+        if len(CJK.findall(text)) * 5 >= len(re.findall(r"[A-Za-z]", text)) > 0:  # Chinese, not English quoting a title
+            wrong += [f"docs/{name}" for name in DOCS_PAGE.findall(paragraph)
+                      if (REPO / "docs" / "zh-CN" / name).exists()]  # fmt: skip
+        else:
+            wrong += re.findall(r"docs/zh-CN/[\w-]+\.md", paragraph)
+    return wrong
+
+
+def test_the_language_checker_reads_paragraphs():
+    sample = ("See [docs/results.md](../docs/results.md) and docs/architecture.md, as \"从头学pytorch\" does.\n\n"
+              "测量结果见 [docs/results.md](../docs/results.md)、docs/zh-CN/recipes.md 和 docs/architecture.md（后者没有中文版，只有英文的）。\n\n"
+              "## 1. Data / 数据\n\nEnglish, but docs/zh-CN/data.md.")  # fmt: skip
+    assert english_docs_named_in_chinese(sample) == ["docs/results.md", "docs/results.md", "docs/zh-CN/data.md"]
+
+
+def test_every_module_path_and_name_in_the_notebook_exists():
+    _, whole = notebook_markdown()
+    names = module_paths(whole)
+    assert "src/lenet/training/recipes.py" in names and "lenet.training.engine.Step" in names  # the checker reads it
+    missing = sorted(name for name in names if not resolves(name))
+    assert not missing, f"the notebook names what the package does not have: {missing}"
+
+
+def test_every_relative_link_of_the_notebook_resolves():
+    markdown, _ = notebook_markdown()
+    assert links(markdown) and broken_links(NOTEBOOK, markdown) == []
+
+
+def test_the_notebooks_chinese_text_points_to_the_chinese_docs():
+    markdown, _ = notebook_markdown()
+    assert "../docs/zh-CN/results.md" in links(markdown)
+    assert english_docs_named_in_chinese(markdown) == []
+
+
+def test_make_notebook_installs_jupyterlab_and_opens_the_notebook_and_make_train_does_not():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    rules = dict(re.findall(r"^([\w$()./-]+):(?!=)([^\n]*\n(?:\t[^\n]*\n)*)", makefile, re.M))
+    assert "notebook" in make_targets(read("en")) and "notebook" in make_targets(read("zh-CN"))
+    assert "$(BIN)/jupyter lab notebooks/lenet_tutorial.ipynb" in rules["notebook"]
+    assert ".[notebook]" in rules["$(VENV)/.notebook"] and "$(VENV)/.notebook" in rules["notebook"]
+    for target in ("train", "install", "$(VENV)/.installed"):
+        assert "notebook" not in rules[target] and "jupyter" not in rules[target]
+    assert "jupyterlab" in "".join(re.findall(r'^notebook = \[.*\]$', (REPO / "pyproject.toml").read_text(), re.M))

@@ -252,6 +252,31 @@ def test_compare_writes_curves_and_a_table(run, tmp_path, capsys):
         assert png.size == expected_size("curves")
 
 
+def test_compare_refuses_to_overwrite_an_earlier_comparison_unless_forced(run, tmp_path, capsys):
+    other = shutil.copytree(run, tmp_path / "other")
+    out = tmp_path / "compare.html"
+    out.write_text("an earlier comparison")
+    assert main(["compare", str(run), str(other), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lenet compare: error:") and f"{out} already exists" in err[0]
+    assert "--force" in err[0] and out.read_text() == "an earlier comparison"
+    assert not out.with_suffix(".png").exists()
+    # the curves' file alone is an earlier comparison's too
+    out.unlink()
+    out.with_suffix(".png").write_bytes(b"earlier curves")
+    assert main(["compare", str(run), str(other), "--out", str(out)]) == 1
+    assert "compare.png already exists" in capsys.readouterr().err
+    assert not out.exists() and out.with_suffix(".png").read_bytes() == b"earlier curves"
+    # --force overwrites, and says what it replaced and where it wrote
+    assert main(["compare", str(run), str(other), "--out", str(out), "--force"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"comparison written to {out} (curves: {out.with_suffix('.png')}), replacing the earlier compare.png"
+    assert out.read_text().count("<tr>") == 3
+    # the library refuses too: compare() is what the notebook calls
+    with pytest.raises(LenetError, match="already exist .*--force"):
+        compare([run, other], out)
+
+
 @pytest.mark.parametrize(
     "make, fragment",
     [

@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="overlaid learning curves and a side-by-side table of runs")
     c.add_argument("runs", metavar="RUN", nargs="+", help="two or more run directories")
     c.add_argument("--out", default="compare.html", help="the HTML file; the curves go beside it as .png (default: compare.html)")
+    c.add_argument("--force", action="store_true", help="overwrite OUT and its .png if they exist (default: refuse)")
     c.set_defaults(func=cmd_compare)
 
     n = sub.add_parser("runs", help="list the runs in a directory, newest first",
@@ -574,11 +575,12 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from lenet.insight.report import compare, comparison_text
 
-    result = compare(args.runs, args.out)
+    result = compare(args.runs, args.out, force=args.force)
     print(comparison_text(result.rows))
     if result.warning:
         _print_warning(result.warning)
-    print(f"\ncomparison written to {result.html} (curves: {result.png})")
+    replaced = f", replacing the earlier {' and '.join(p.name for p in result.replaced)}" if result.replaced else ""
+    print(f"\ncomparison written to {result.html} (curves: {result.png}){replaced}")
     return 0
 
 

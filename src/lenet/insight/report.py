@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -277,15 +277,24 @@ class Comparison:
     png: Path
     rows: list[tuple[str, ...]]  # one per run, COMPARE_COLUMNS
     warning: str = ""  # for a small test set (core/stats.py), else ""
+    replaced: list[Path] = field(default_factory=list)  # files of an earlier comparison overwritten (force=True)
 
 
-def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare.html") -> Comparison:
-    """Overlaid learning curves (OUT with .png) and a side-by-side table (OUT, HTML)."""
+def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare.html",
+            force: bool = False) -> Comparison:  # fmt: skip
+    """Overlaid learning curves (OUT with .png) and a side-by-side table (OUT, HTML). An existing OUT or its
+    .png is refused, before any run is read, unless `force`: a second comparison must not silently replace
+    the first (the default name, compare.html, is the same every time)."""
     if len(run_dirs) < 2:
         raise LenetError("compare needs at least two runs")
     html, png_path = Path(out), Path(out).with_suffix(".png")
     if html.suffix.lower() not in (".html", ".htm"):
         raise LenetError(f"{html}: the comparison is an HTML file; give a name ending in .html")
+    existing = [path for path in (html, png_path) if path.exists()]
+    if existing and not force:
+        raise LenetError(f"{' and '.join(map(str, existing))} already "
+                         f"{'exist' if len(existing) > 1 else 'exists'} (an earlier comparison?); "
+                         "give another --out, or --force to overwrite")  # fmt: skip
     plots = load_plots()
     runs = [read_run(path) for path in run_dirs]
     labels = _labels(runs)
@@ -305,7 +314,7 @@ def compare(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "compare
         ],
     )
     write_text(html, page)
-    return Comparison(html, png_path, rows, warning)
+    return Comparison(html, png_path, rows, warning, existing)
 
 
 def comparison_text(rows: list[tuple[str, ...]]) -> str:
