@@ -82,3 +82,38 @@ def test_predict_and_export_need_nothing_but_the_run_and_eval_still_asks_for_the
     assert (copy / "model.onnx").is_file()
     assert main(["eval", str(copy)]) == 1  # the figures of a test set need the test set
     assert "--dataset folder:" in capsys.readouterr().err
+
+
+def test_an_exported_onnx_file_is_served_by_itself_with_its_sidecar(orphan, tmp_path):
+    """`lenet serve model.onnx`: ONNX Runtime answers as the run does, without PyTorch's checkpoint; no layer view;
+    a file that is not the one its sidecar describes is refused."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from lenet.core.errors import ServeError
+    from lenet.inference.export import export
+    from lenet.inference.serve import DEFAULTS, exported_app
+    from lenet.inference.predict import predict
+    from lenet.runs.checkpoint import load
+
+    run, image = orphan
+    copy = shutil.copytree(run, tmp_path / "run")
+    onnx = export(copy, "onnx").path
+    deployed = shutil.copytree(copy, tmp_path / "deployed", ignore=lambda d, names: [n for n in names if not n.startswith("model.onnx")])
+    assert sorted(p.name for p in deployed.iterdir()) == ["model.onnx", "model.onnx.json"]
+    with TestClient(exported_app(deployed / onnx.name, DEFAULTS)) as client:
+        answer = client.post("/predict", files=[("files", ("bar.png", png_bytes(image), "image/png"))])
+        assert answer.status_code == 200, answer.text
+        picture = tmp_path / "bar.png"
+        image.save(picture)
+        from lenet.data.images import load_image
+
+        expected = predict(load(copy), load_image(picture).unsqueeze(0), top_k=1)[0]
+        assert answer.json()["predictions"][0]["label"] == expected.label
+        info = client.get("/model").json()
+        assert "exported file model.onnx" in info["runtime"] and info["classes"] == ["bars", "blocks", "stripes"]
+        assert client.post("/layers", files=[("files", ("bar.png", png_bytes(image), "image/png"))]).status_code in (404, 405)
+    (deployed / "model.onnx").write_bytes((deployed / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(ServeError, match="is not the file model.onnx.json describes"):
+        exported_app(deployed / "model.onnx", DEFAULTS)

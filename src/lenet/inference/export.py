@@ -29,16 +29,17 @@ from torch import nn
 
 from lenet.core.version import __version__
 from lenet.runs.checkpoint import load, resolve_weights
-from lenet.runs.exports import add_export, export_entry, write_sidecar
+from lenet.runs.compat import model_and_views
+from lenet.runs.exports import ExportEntry, add_export, export_entry, read_sidecar, write_sidecar
 from lenet.runs.samples import SAMPLES_FILE, read_samples
 from lenet.data.dataset import Dataset
 from lenet.data.load import load_model_data, unnamed_data
 from lenet.data.batches import to_float
-from lenet.data.registry import IMAGE_SIZE, is_user_data, shown_name
-from lenet.core.errors import ExportError
+from lenet.data.registry import IMAGE_SIZE, DataSpec, is_user_data, shown_name
+from lenet.core.errors import ExportError, LenetError
 from lenet.core.files import write_bytes
 from lenet.training.metrics import predict_logits
-from lenet.models.lenet import count_parameters
+from lenet.models.lenet import LeNet, count_parameters
 from lenet.core.progress import bar, on_terminal, stage
 from lenet.core.text import plural
 from lenet.models.views import Classifier
@@ -366,6 +367,41 @@ def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int) -> Runti
         raise ExportError(f"ONNX Runtime does not reproduce the model: argmax agrees on {verification.argmax_agree}/"
                           f"{verification.images} test images, max |logit difference| {verification.max_abs_logit_diff:.3g}")  # fmt: skip
     return RuntimeClassifier(model, run, runtime)
+
+
+def exported_runtime(path: Path, threads: int) -> tuple[RuntimeClassifier, ExportEntry]:
+    """An ONNX file `lenet export` wrote, run by ONNX Runtime without PyTorch's checkpoint: its sidecar (FILE.json)
+    says what it holds (network, views, classes), and the file must be the one the sidecar describes (its
+    SHA-256), which export verified before writing it. Its network here only names shapes: every answer is
+    ONNX Runtime's, and there is no layer view."""
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        raise ExportError(f"{path.name} is an exported model, served with the sidecar lenet export wrote beside it "
+                          f"({sidecar.name}), which is not there: export it again, or give the run directory it was "
+                          "exported from (or its model.safetensors)")  # fmt: skip
+    entry = read_sidecar(sidecar)
+    if entry.format != "onnx":
+        raise ExportError(f"{sidecar}: describes a {entry.format} file; lenet serves exported ONNX files")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ExportError(f"{path}: unreadable ({e.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ExportError(f"{path} is not the file {sidecar.name} describes (another SHA-256): export it again")
+    classes = entry.preprocessing.get("classes")
+    try:
+        config, views = model_and_views(entry.net, entry.views)
+        spec = DataSpec(str(entry.preprocessing.get("data_set", "exported")), classes,
+                        config.input_mean if config.input_mean is not None else 0.5,
+                        config.input_std if config.input_std is not None else 0.5)  # fmt: skip
+    except LenetError as e:
+        raise ExportError(f"{sidecar}: {e}") from None
+    if len(spec.classes) != config.num_classes:
+        raise ExportError(f"{sidecar}: names {len(spec.classes)} classes for a network of {config.num_classes}")
+    _, ort = _require_onnx()
+    runtime = f"onnxruntime {ort.__version__} ({plural(threads, 'thread')}), exported file {path.name}"
+    shell = Classifier(LeNet(config), views, spec).eval()
+    return RuntimeClassifier(shell, _onnx_runner(data, threads, spin=False), runtime), entry
 
 
 def onnx_int8_runtime(model: Classifier, verify_images: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,

@@ -47,7 +47,7 @@ from lenet.models.views import Classifier, Views, classes_of
 from lenet.core.device import resolve_device
 from lenet.inference.batcher import MicroBatcher
 from lenet.inference.decoding import Decoder, PixelBudgetError
-from lenet.inference.export import checking_data, onnx_int8_runtime, onnx_runtime
+from lenet.inference.export import checking_data, exported_runtime, onnx_int8_runtime, onnx_runtime
 from lenet.inference.schemas import body_openapi, image_responses, json_body_model, pixels_to_uint8, response_models
 from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICES, ServeSettings
 
@@ -116,6 +116,22 @@ def serving_model(model: Classifier, settings: ServeSettings, data: Dataset | No
         return model, f"serving with PyTorch: {e}"
 
 
+def exported_app(path: Path, settings: ServeSettings):
+    """The app of an exported ONNX file served by itself (with its sidecar): ONNX Runtime answers, the views are
+    the ones inside the file, and there is no layer view (no network to look into) and no samples."""
+    if settings.runtime == "torch" or settings.views != "recorded":
+        raise ServeError(f"{path.name} is an exported file: ONNX Runtime serves it with the views inside it "
+                         "(--runtime and --views apply to a run's checkpoint)")  # fmt: skip
+    try:
+        model, entry = exported_runtime(path, settings.runtime_threads)
+    except LenetError as e:
+        raise ServeError(str(e)) from None
+    info = {"name": None, "checkpoint": path.name, "config": model.net.config.to_dict(), "views": model.views.to_dict(),
+            "parameters": entry.parameters, "data_set": shown_name(model.data.name), "classes": list(model.data.classes),
+            "test_accuracy": None, "runtime": model.runtime, "lenet_version": __version__}  # fmt: skip
+    return create_app(model, info, settings=settings, layers=False)
+
+
 def with_views(model: Classifier, choice: str) -> Classifier:
     """The model averaging the test-time views `choice` names (VIEW_CHOICES), over the same network."""
     if choice not in VIEW_CHOICES:
@@ -158,6 +174,7 @@ def create_app(
     test_images: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
     settings: ServeSettings = DEFAULTS,
+    layers: bool = True,
 ):
     """The server's FastAPI app: `model` behind the routes in this module's docstring.
 
@@ -166,6 +183,7 @@ def create_app(
         info: what GET /model answers (`run_info`'s dictionary).
         test_images, test_labels: the images GET /samples offers; none without them.
         settings: batching, decoding and size limits (settings.py's `ServeSettings`).
+        layers: offer POST /layers (an exported file served alone has no network to look into).
 
     fastapi is imported in the functions that build the app, never at the top of this module:
     serve.py imports without the serve extra, so `lenet serve` can say how to install it.
@@ -195,7 +213,7 @@ def create_app(
     add_page_routes(app)
     schemas = response_models()  # one set for both calls: /docs lists each model once
     add_info_routes(app, schemas, info, batcher, decoder, classes_of(model), test_images, test_labels)
-    add_image_routes(app, schemas, model, batcher, decoder)
+    add_image_routes(app, schemas, model, batcher, decoder, layers)
     return app
 
 
@@ -284,7 +302,8 @@ def add_info_routes(app, schemas: SimpleNamespace, info: dict[str, Any], batcher
         return Response(_png(test_images[index]), media_type="image/png")
 
 
-def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: MicroBatcher, decoder: Decoder) -> None:
+def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: MicroBatcher, decoder: Decoder,
+                     layers: bool = True) -> None:  # fmt: skip
     """POST /predict and POST /layers, which take images as multipart files or as JSON pixels."""
     from fastapi import Query, Request
     from fastapi.responses import JSONResponse, Response
@@ -313,6 +332,9 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
                 result["pixels"] = tensor[0].tolist()
             results.append(result)
         return {"predictions": results, "views": views_served}
+
+    if not layers:
+        return
 
     @app.post("/layers", openapi_extra=body_openapi(PixelImages, one=True), response_model=None,
               responses=image_responses(schemas, schemas.Layers, "what each layer of one pass of the network sees"))  # fmt: skip
@@ -512,16 +534,21 @@ def serve(
     # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)
     quiet_pillow_warnings()  # once, here on the main thread: the decoding threads never touch the filters
-    weights = resolve_weights(run_or_checkpoint)
-    model = with_views(load(weights, resolve_device(device)), settings.views)
-    # The test images it checks ONNX Runtime on and shows at /samples (and the training images an int8
-    # model is calibrated on): a user's own data only when named (--dataset), else those kept with the run.
-    data = checking_data(model, weights.parent, dataset, data_dir, own=True)  # None: upload and drawing only
-    model, note = serving_model(model, settings, data)
-    if note:
-        print(note, file=sys.stderr, flush=True)
-    info = {**run_info(weights, model), "lenet_version": __version__}
-    app = create_app(model, info, *((data.test_images, data.test_labels) if data is not None else ()), settings=settings)
+    if Path(run_or_checkpoint).suffix.lower() == ".onnx":  # an exported file, deployed without its checkpoint
+        weights, app = Path(run_or_checkpoint), exported_app(Path(run_or_checkpoint), settings)
+        info = {"name": None}
+    else:
+        weights = resolve_weights(run_or_checkpoint)
+        model = with_views(load(weights, resolve_device(device)), settings.views)
+        # The test images it checks ONNX Runtime on and shows at /samples (and the training images an int8
+        # model is calibrated on): a user's own data only when named (--dataset), else those kept with the run.
+        data = checking_data(model, weights.parent, dataset, data_dir, own=True)  # None: upload and drawing only
+        model, note = serving_model(model, settings, data)
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        info = {**run_info(weights, model), "lenet_version": __version__}
+        app = create_app(model, info, *((data.test_images, data.test_labels) if data is not None else ()),
+                         settings=settings)  # fmt: skip
     sock = bind(host, port)
     if warning := exposure_warning(sock):
         print(warning, file=sys.stderr, flush=True)
