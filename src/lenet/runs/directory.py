@@ -39,7 +39,6 @@ from lenet.runs.state import STATE_FILE, TrainStateRecord, write_train_state
 from lenet.runs.summary import SEEDS_FILE, SUMMARY_FILE, SeedsRecord, SummaryRecord
 
 REPORT_FILE, PLOTS_DIR = "report.html", "plots"
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "STATE_FILE", "SUMMARY_FILE", "SEEDS_FILE", "WEIGHTS_FILE"]
 
 
 @dataclass(frozen=True)
