@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad", action="store_const", const=True,
                    help="folder:PATH: train on the readable images, leaving unreadable files out (listed, and kept "
                         "in the run's config.json); without it, any unreadable file stops the load")  # fmt: skip
+    _add_shape_flags(t)
     t.add_argument("--seeds", type=positive_int, help="train this many seeds from --seed on; report statistics")
     t.add_argument("--val-split", type=positive_int, help="hold out this many training images and evaluate every epoch on them")
     t.add_argument("--eval-every", type=nonnegative_int, metavar="N",
@@ -118,13 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "line, else the test index), truth, prediction, confidence")  # fmt: skip
     e.set_defaults(func=cmd_eval)
 
-    v = sub.add_parser("preview", help="a PNG of the 28x28 inputs a data set gives the model, a few per class")
+    v = sub.add_parser("preview", help="a PNG of the inputs a data set gives the model, a few per class")
     v.add_argument("dataset", metavar="DATASET", help="fashion-mnist, mnist, kmnist, folder:PATH or csv:PATH")
     v.add_argument("--out", default="preview.png", help="the PNG file (default: preview.png)")
     v.add_argument("--per-class", type=positive_int, default=8, metavar="N",
                    help="images a class (default: 8, at most 32)")  # fmt: skip
     v.add_argument("--skip-bad", action="store_true",
                    help="leave a folder's unreadable images out instead of refusing it")  # fmt: skip
+    _add_shape_flags(v)
     _add_data_dir(v)
     v.set_defaults(func=cmd_preview)
 
@@ -236,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--skip-bad", action="store_const", const=True,
                    help="folder:PATH: every run trains on the readable images, leaving unreadable files out (listed, "
                         "and kept in plan.json's space as skip_bad); the SPACE file's skip_bad = true says the same")  # fmt: skip
+    _add_shape_flags(w)
     _add_data_dir(w)
     w.add_argument("--out", default="runs", help="directory that holds the sweep directory (default: runs)")
     w.add_argument("--name", help="sweep directory name (default: the SPACE file's name key, else sweep-Ntrials-YYYYMMDD-HHMMSS)")
@@ -319,6 +322,25 @@ def _add_own_data(p, what: str) -> None:
                         "chooses a path to read, and the data must be what the model was trained on (its SHA-256)")  # fmt: skip
 
 
+def _add_shape_flags(p) -> None:
+    from lenet.data.registry import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    p.add_argument("--channels", type=int, choices=(1, 3),
+                   help="folder:PATH: read its images in grey (1) or colour (3) (default: colour when a tenth of "
+                        "them have colour)")  # fmt: skip
+    p.add_argument("--size", type=_side, metavar="S",
+                   help=f"folder:PATH: the images' side, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} (default: 28 grey, 32 colour)")
+
+
+def _side(text: str) -> int:
+    from lenet.data.registry import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    side = positive_int(text)
+    if not MIN_IMAGE_SIZE <= side <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"an image side is {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, not {side}")
+    return side
+
+
 def _add_data_dir(p) -> None:
     p.add_argument("--data-dir", help="an existing directory with the data set's IDX files (looked in first; "
                                       "downloads go here)")  # fmt: skip
@@ -373,14 +395,17 @@ def cmd_train(args) -> int:
         device=args.device or base.device, deterministic=bool(args.deterministic), data_dir=args.data_dir, out=out,
         name=name, save=args.save_run, progress=args.progress, engine=replace(base.engine, **engine_fields),
         eval_every=base.eval_every if args.eval_every is None else args.eval_every, report=args.report is not False,
-        skip_bad=bool(args.skip_bad), start_from=args.start_from, patience=args.patience or 0,
+        skip_bad=bool(args.skip_bad), start_from=args.start_from, patience=args.patience or 0, channels=args.channels,
+        size=args.size,
     )  # fmt: skip
-    data = load_dataset(config.dataset, args.data_dir, skip_bad=config.skip_bad)  # loaded once: training, then the report
+    # Loaded once: training, then the report.
+    data = load_dataset(config.dataset, args.data_dir, skip_bad=config.skip_bad, channels=config.channels,
+                        size=config.size)  # fmt: skip
     check_before_training(config, data)  # what train() would refuse, refused before the header line
     start = check_start(read_parent(args.start_from), recipe, data.spec) if args.start_from else None
     _print_skipped(data)
     board = _tensorboard(args, out, name) if args.tensorboard else None
-    print(f"{data.spec.name}, recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
+    print(f"{data.spec.name} ({_shape_words(data.spec)}), recipe {recipe_name}: model {recipe.model}, {recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, "
           f"{plural(recipe.epochs, 'epoch')}, seed {seed}" + (f" (+{seeds - 1} more)" if seeds > 1 else "")
           + (f", distilled from {recipe.teacher}" if recipe.teacher else ""),
           flush=True)  # fmt: skip
@@ -407,6 +432,11 @@ def cmd_train(args) -> int:
     if board is not None:
         board.close()
     return 0
+
+
+def _shape_words(spec) -> str:
+    """'grey 28x28' or 'colour 32x32': how a data set's images reach the model."""
+    return f"{'colour' if spec.channels == 3 else 'grey'} {spec.image_size}x{spec.image_size}"
 
 
 def _print_skipped(data) -> None:
@@ -587,7 +617,7 @@ def cmd_compare(args) -> int:
 def cmd_preview(args) -> int:
     from lenet.insight.preview import write_preview
 
-    preview = write_preview(args.dataset, args.out, args.per_class, args.data_dir, args.skip_bad)
+    preview = write_preview(args.dataset, args.out, args.per_class, args.data_dir, args.skip_bad, args.channels, args.size)
     classes = plural(preview.classes, "class", "classes")
     print(f"{plural(preview.images, 'image')} of {classes} written to {preview.path}")
     if preview.short:
@@ -659,7 +689,8 @@ def cmd_summary(args) -> int:
     else:
         model, what = create_model(args.model or "lenet"), args.model or "lenet (the tutorial's model)"
     rows = summarize(model, args.batch_size)
-    print(f"{what}: input [{args.batch_size}, 1, 28, 28]")
+    config = model.config
+    print(f"{what}: input [{args.batch_size}, {config.in_channels}, {config.image_size}, {config.image_size}]")
     print(f"{'layer':<10} {'type':<12} {'output shape':<20} {'parameters':>10}")
     conv_out = [r for r in rows if r.name.startswith("conv.")][-1]
     for row in rows:

@@ -8,13 +8,23 @@ from dataclasses import dataclass, replace
 import torch
 
 from lenet.core.errors import DataError
-from lenet.data.registry import DATASETS, DEFAULT, IMAGE_SIZE, TENSOR_NAMES, DataSpec, data_digest
+from lenet.data.registry import (
+    CHANNELS,
+    DATASETS,
+    DEFAULT,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    TENSOR_NAMES,
+    DataSpec,
+    data_digest,
+)
 
 
 
 @dataclass
 class Dataset:
-    """The four tensors, uint8 images of shape [N, 1, 28, 28] and int64 labels, and what they are."""
+    """The four tensors, uint8 images of shape [N, C, S, S] (C = 1 grey or 3 RGB; S = 28 for the MNIST family)
+    and int64 labels, and what they are."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -35,17 +45,25 @@ class Dataset:
     @classmethod
     def from_tensors(cls, train_images, train_labels, test_images, test_labels, source: str, sha256: dict[str, str],
                      name: str, classes: tuple[str, ...]) -> Dataset:  # fmt: skip
-        """Check that decoded tensors ([N, 28, 28] images, [N] labels) fit together; shape them for training."""
+        """Check that decoded tensors (grey images [N, S, S] or [N, C, S, S], [N] labels) fit together; shape
+        them for training ([N, C, S, S])."""
+        train_images, test_images = _with_channels(train_images), _with_channels(test_images)
+        shape = tuple(train_images.shape[1:])
         for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
-            if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(f"{split} images have shape {list(images.shape)}, expected [N, 28, 28]")
+            if images.dim() != 4 or images.shape[1] not in CHANNELS or images.shape[2] != images.shape[3]:
+                raise DataError(f"{split} images have shape {list(images.shape)}, expected [N, S, S] or [N, C, S, S] "
+                                "with C = 1 or 3")  # fmt: skip
+            if tuple(images.shape[1:]) != shape:
+                raise DataError(f"test images are {list(images.shape[1:])} each, train images {list(shape)}")
+            if not MIN_IMAGE_SIZE <= images.shape[2] <= MAX_IMAGE_SIZE:
+                raise DataError(f"{split} images are {images.shape[2]}x{images.shape[3]}; lenet takes sides from "
+                                f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels")  # fmt: skip
             if labels.dim() != 1 or len(labels) != len(images):
                 raise DataError(f"{split} has {len(images)} images but {labels.numel()} labels")
             if len(labels) and int(labels.max()) >= len(classes):
                 raise DataError(f"{split} labels go up to {int(labels.max())}; {name} has {len(classes)} classes")
         spec = measured_spec(name, classes, train_images)
-        return cls(train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(),
-                   source, sha256, spec)  # fmt: skip
+        return cls(train_images, train_labels.long(), test_images, test_labels.long(), source, sha256, spec)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first `n_train` training and `n_test` test images (all of a split where None), for short
@@ -80,16 +98,32 @@ def tensor_hashes(*tensors: torch.Tensor) -> dict[str, str]:
 FashionMNIST = Dataset  # its name while Fashion-MNIST was the only data set
 
 
+def _with_channels(images: torch.Tensor) -> torch.Tensor:
+    """Grey images [N, S, S] (as IDX files hold them) as [N, 1, S, S]; anything else as it is."""
+    return images.unsqueeze(1) if images.dim() == 3 else images
+
+
 def measured_spec(name: str, classes: tuple[str, ...], train_images: torch.Tensor) -> DataSpec:
-    """The data set's description with the mean and std of its training pixels in [0, 1], to 4 places
-    (Fashion-MNIST: 0.2860 and 0.3530, MNIST: 0.1307 and 0.3081)."""
-    if not train_images.numel():
-        return DataSpec(name, tuple(classes), 0.5, 0.5)
+    """The data set's description ([N, C, S, S] images) with the mean and std of its training pixels in
+    [0, 1], to 4 places, one pair per channel for colour (Fashion-MNIST: 0.2860 and 0.3530, MNIST: 0.1307
+    and 0.3081)."""
+    channels, side = train_images.shape[1], train_images.shape[-1]
+    if channels == 1:
+        mean, std = _pixel_stats(train_images)
+    else:
+        mean, std = zip(*(_pixel_stats(train_images[:, c]) for c in range(channels)))
+    return DataSpec(name, tuple(classes), mean, std, image_size=side, channels=channels)
+
+
+def _pixel_stats(images: torch.Tensor) -> tuple[float, float]:
+    """The mean and std of uint8 pixels read as [0, 1], to 4 places; (0.5, 0.5) for no pixels."""
+    if not images.numel():
+        return 0.5, 0.5
     # From the 256-bin histogram of the uint8 pixels: exact, where the pixels as float64 took 750 MB.
-    counts = torch.bincount(train_images.flatten(), minlength=256).double()
+    counts = torch.bincount(images.flatten(), minlength=256).double()
     values = torch.arange(256, dtype=torch.float64) / 255
     n = counts.sum()
     mean = (counts * values).sum() / n
     std = ((counts * (values - mean) ** 2).sum() / (n - 1).clamp(min=1)).sqrt()  # Bessel's, as Tensor.std
-    return DataSpec(name, tuple(classes), round(mean.item(), 4), max(round(std.item(), 4), 1e-4))
+    return round(mean.item(), 4), max(round(std.item(), 4), 1e-4)
 

@@ -1,4 +1,12 @@
-"""Image files into Fashion-MNIST's form: the one preprocessing that predictions and folder data sets share.
+"""Image files into a model's input: the one preprocessing that predictions and folder data sets share.
+
+A grey model (one channel) takes pictures in Fashion-MNIST's form, below; a colour model (three
+channels) takes them as torchvision's classification references prepare photos: RGB (transparency
+composited onto white), the shorter side resized to the model's side S (bilinear, antialiased), then the
+centre S x S cropped; nothing is inverted, trimmed or moved, since a colour photo's ground is part of
+what it shows. An image already S x S is taken as it is, as CIFAR-10's are.
+
+The grey form, step by step:
 
 Fashion-MNIST images are 28x28, grey, a light object on a dark ground, the object
 trimmed and scaled so its longer side fills the frame. `load_image` makes any PNG or
@@ -7,7 +15,8 @@ JPEG look like that:
      16- and 32-bit values scaled to 0-255 (not clipped: see `_wide_to_grey`).
   2. Inverted when the ground is light (mean of the border pixels above 50%), so that
      an ordinary product photo on white becomes light-on-dark.
-  3. A 28x28 image is then taken as it is (it is already in Fashion-MNIST's form).
+  3. A 28x28 image (an S x S one, for a model of side S) is then taken as it is (it is already in
+     Fashion-MNIST's form).
      A larger or smaller one has its ground removed: the ground's level is the median of
      the border pixels, and pixels within the border's own spread of it become black, the
      rest stretched to 0-255 above it, so an off-white, grey or textured ground (paper at
@@ -46,14 +55,34 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """An image file as a uint8 tensor [1, 28, 28] in Fashion-MNIST's form."""
-    return _decode(path, str(path), max_pixels)[0]
+# A pixel has colour when its channels differ by more than this (of 255): JPEG's chroma noise on a grey
+# photo stays under about 10.
+COLOURFUL = 24
+# An image has colour when at least this share of its pixels does: a coloured speck is not a colour photo.
+COLOURFUL_SHARE = 0.01
+COLOUR_CHECK_SIDE = 64  # images are checked for colour on a copy at most this many pixels on a side
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Encoded image bytes (an upload) as a uint8 tensor [1, 28, 28]; `name` is for messages."""
-    return _decode(io.BytesIO(data), name, max_pixels)[0]
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, channels: int = 1,
+               size: int = IMAGE_SIZE) -> torch.Tensor:  # fmt: skip
+    """An image file as a uint8 tensor [C, S, S]: grey in Fashion-MNIST's form (the default, [1, 28, 28]),
+    or RGB resized and centre-cropped (`channels` 3)."""
+    with opened(path, str(path), max_pixels) as img:
+        return prepared(img, channels, size)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS, channels: int = 1,
+                 size: int = IMAGE_SIZE) -> torch.Tensor:  # fmt: skip
+    """Encoded image bytes (an upload) as a uint8 tensor [C, S, S], as `load_image`; `name` is for messages."""
+    with opened(io.BytesIO(data), name, max_pixels) as img:
+        return prepared(img, channels, size)
+
+
+def prepared(img, channels: int = 1, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A decoded PIL image in any mode and size as a model's input, uint8 [C, S, S]."""
+    if channels == 1:
+        return _to_side(_to_grey(img), size)
+    return _resized_and_cropped(_to_rgb(img), size)
 
 
 def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
@@ -103,8 +132,9 @@ def quiet_pillow_warnings() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"lenet\.data\.images")  # Pillow's, at stacklevel 2
 
 
-def _decode(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The image as uint8 [1, 28, 28], and its size before it was made 28x28."""
+@contextmanager
+def opened(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = MAX_PIXELS) -> Iterator:
+    """The image decoded (EXIF rotation applied), within the block; any failure one ImageError naming it."""
     from PIL import Image, ImageOps
 
     with _pillow_errors(name, max_pixels), Image.open(_nonempty(source, name), formats=IMAGE_FORMATS) as img:
@@ -114,8 +144,7 @@ def _decode(source: str | os.PathLike | IO[bytes], name: str, max_pixels: int = 
         if img.width * img.height == 0:
             raise ImageError(f"{name}: an image of {img.width}x{img.height} pixels is empty", "empty_image")
         img.load()
-        grey = _to_grey(ImageOps.exif_transpose(img, in_place=True) or img)
-    return _to_28x28(grey), grey.size
+        yield ImageOps.exif_transpose(img, in_place=True) or img
 
 
 def _nonempty(source: str | os.PathLike | IO[bytes], name: str) -> str | os.PathLike | IO[bytes]:
@@ -154,16 +183,62 @@ def _pillow_errors(name: str, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
         raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})", "damaged_image") from None
 
 
-def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """A uint8 grey array [H, W] (say, 28x28 pixels sent as JSON) through the same steps as an image file."""
+def from_pixels(pixels: torch.Tensor, channels: int = 1, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A uint8 array, grey [H, W] or RGB [H, W, 3] (say, pixels sent as JSON), through the same steps as an
+    image file, as uint8 [C, S, S]."""
     from PIL import Image
 
-    return to_fashion_mnist(Image.fromarray(pixels.to(torch.uint8).numpy()))
+    return prepared(Image.fromarray(pixels.to(torch.uint8).numpy()), channels, size)
 
 
 def to_fashion_mnist(img) -> torch.Tensor:
     """A PIL image in any mode and size as a uint8 tensor [1, 28, 28]."""
-    return _to_28x28(_to_grey(img))
+    return prepared(img)
+
+
+def has_colour(img) -> bool:
+    """Whether a decoded image shows colour: at least COLOURFUL_SHARE of its pixels with channels more than
+    COLOURFUL apart (an RGB file of a grey picture has none)."""
+    from PIL import ImageChops
+
+    if img.mode in ("1", "L", "LA", "I", "F", "LAB") or img.mode.startswith("I;16"):
+        return False
+    rgb = _to_rgb(img)
+    rgb.thumbnail((COLOUR_CHECK_SIDE, COLOUR_CHECK_SIDE))
+    r, g, b = rgb.split()
+    chroma = ImageChops.subtract(ImageChops.lighter(ImageChops.lighter(r, g), b),
+                                 ImageChops.darker(ImageChops.darker(r, g), b))  # fmt: skip
+    colourful = sum(chroma.histogram()[COLOURFUL + 1 :])
+    return colourful >= COLOURFUL_SHARE * rgb.width * rgb.height
+
+
+def _to_rgb(img):
+    """Any mode to "RGB": transparency composited onto white; 16-bit and float grey scaled as `_to_grey` does."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        return Image.composite(rgba.convert("RGB"), white, rgba.getchannel("A"))
+    if img.mode in ("LAB", "I", "F") or img.mode.startswith("I;16"):
+        return _to_grey(img).convert("RGB")
+    return img.convert("RGB")
+
+
+def _resized_and_cropped(rgb, size: int) -> torch.Tensor:
+    """torchvision's Resize(S) then CenterCrop(S): the shorter side to S (bilinear, antialiased), the centre
+    S x S kept; as uint8 [3, S, S]."""
+    from PIL import Image
+
+    w, h = rgb.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        resized = (max(size, round(w * scale)), max(size, round(h * scale)))
+        rgb = rgb.resize(resized, Image.Resampling.BILINEAR)
+        left, top = round((resized[0] - size) / 2), round((resized[1] - size) / 2)
+        rgb = rgb.crop((left, top, left + size, top + size))
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.reshape(size, size, 3).permute(2, 0, 1).contiguous()
 
 
 def _to_grey(img):
@@ -213,15 +288,16 @@ def _wide_to_grey(img):
     return Image.fromarray(grey)
 
 
-def _to_28x28(grey) -> torch.Tensor:
+def _to_side(grey, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A grey image in Fashion-MNIST's form, uint8 [1, S, S]."""
     from PIL import ImageOps
 
     if _border_mean(grey) > 127:
         grey = ImageOps.invert(grey)
-    if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
-        grey = _fit_object(grey)
+    if grey.size != (size, size):
+        grey = _fit_object(grey, size)
     pixels = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8)
-    return pixels.reshape(1, IMAGE_SIZE, IMAGE_SIZE)
+    return pixels.reshape(1, size, size)
 
 
 def _border_mean(grey) -> float:
@@ -263,7 +339,7 @@ def _remove_ground(grey):
     return cleared if cleared.getextrema()[1] else grey  # an object no brighter than its ground: kept as it was
 
 
-def _fit_object(grey):
+def _fit_object(grey, size: int):
     from PIL import Image
 
     grey = _remove_ground(grey)
@@ -272,11 +348,11 @@ def _fit_object(grey):
     if box:
         grey = grey.crop(box)
     w, h = grey.size
-    scale = IMAGE_SIZE / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    grey = grey.resize(size, Image.Resampling.LANCZOS)
-    canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
-    canvas.paste(grey, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
+    scale = size / max(w, h)
+    fitted = (max(1, round(w * scale)), max(1, round(h * scale)))
+    grey = grey.resize(fitted, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (size, size), 0)
+    canvas.paste(grey, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
     return canvas
 
 
@@ -306,7 +382,7 @@ NAMED = 10  # files named in a one-line summary; the rest are counted
 @dataclass(frozen=True)
 class LoadedImages:
     paths: list[str]  # the files read, in order
-    images: torch.Tensor  # uint8 [N, 1, 28, 28], one per path
+    images: torch.Tensor  # uint8 [N, C, S, S], one per path
     skipped: list[Skipped]  # files left out, and why
     small: list[str] = field(default_factory=list)  # files read whose longer side is under SMALL_SIDE
 
@@ -323,12 +399,13 @@ class LoadedImages:
         return f"skipped {plural(len(self.skipped), 'file')}: {', '.join(parts)}: {named}{more}"
 
     def small_warning(self) -> str:
-        """One line for all the images much smaller than 28x28 ("" when none): they were scaled up."""
+        """One line for all the images much smaller than the model's input ("" when none): they were scaled up."""
         if not self.small:
             return ""
+        side = self.images.shape[-1]
         named = ", ".join(self.small[:NAMED]) + (f", and {len(self.small) - NAMED} more" if len(self.small) > NAMED else "")
         return (f"warning: {plural(len(self.small), 'image')} under {SMALL_SIDE}x{SMALL_SIDE} pixels scaled up to "
-                f"{IMAGE_SIZE}x{IMAGE_SIZE}, so blurred; expect less reliable answers: {named}")
+                f"{side}x{side}, so blurred; expect less reliable answers: {named}")
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
@@ -345,8 +422,9 @@ def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Sk
     return found, skipped
 
 
-def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> LoadedImages:
-    """Every image in `paths` (files and directories) as one batch.
+def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False, channels: int = 1,
+                size: int = IMAGE_SIZE) -> LoadedImages:  # fmt: skip
+    """Every image in `paths` (files and directories) as one batch, uint8 [N, C, S, S] (see `load_image`).
 
     An unreadable file raises its ImageError, or with `skip_bad` is left out and listed in
     `skipped`; having no image at all is an ImageError either way.
@@ -356,7 +434,8 @@ def load_images(paths: Iterable[str | os.PathLike], skip_bad: bool = False) -> L
     small: list[str] = []
     for path in files:
         try:
-            image, (width, height) = _decode(path, str(path))
+            with opened(path, str(path)) as img:
+                image, (width, height) = prepared(img, channels, size), img.size
         except ImageError as e:
             if not skip_bad:
                 raise

@@ -20,17 +20,28 @@ def load_dataset(
     device: torch.device | str = "cpu",
     download: bool = True,
     skip_bad: bool = False,
+    channels: int | None = None,
+    size: int | None = None,
 ) -> Dataset:
-    """Find (or download), verify and decode a data set onto `device`: a registry name
-    (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
-    files are left out and listed in the data set's `skipped`, instead of refused)."""
-    name = dataset_name(name)  # Fashion-MNIST is fashion-mnist; a bare path is refused with its folder: or csv:
-    if name.startswith(("folder:", "csv:")):
-        # Imported here: a registry data set (what lenet train reads by default) needs no image decoding.
-        from lenet.data.user import load_csv, load_folder
+    """Find (or download), verify and decode a data set onto `device`.
 
-        kind, _, path = name.partition(":")
-        return (load_folder(path, skip_bad) if kind == "folder" else load_csv(path)).to(device)
+    Args:
+        name: a registry name (fashion-mnist, mnist, kmnist, cifar10), folder:PATH or csv:PATH.
+        skip_bad: a folder's unreadable files are left out and listed in the data set's `skipped`,
+            instead of refused.
+        channels, size: a folder's images in grey (1) or colour (3), at side `size`; inferred from the
+            folder where None. Any other data set has its own (a different one asked for is an error).
+    """
+    name = dataset_name(name)  # Fashion-MNIST is fashion-mnist; a bare path is refused with its folder: or csv:
+    if name.startswith("folder:"):
+        # Imported here: a registry data set (what lenet train reads by default) needs no image decoding.
+        from lenet.data.user import FolderShape, load_folder
+
+        return load_folder(name.partition(":")[2], skip_bad, FolderShape(channels, size)).to(device)
+    if name.startswith("csv:"):
+        from lenet.data.user import load_csv
+
+        return _with_shape(load_csv(name.partition(":")[2]), channels, size).to(device)
     entry = dataset_entry(name)
     directory = find_or_download(entry, data_dir, download)
     tensors, hashes = {}, {}
@@ -40,8 +51,18 @@ def load_dataset(
         raw = read_idx_bytes(path)
         hashes[spec.stem] = verified_digest(path, raw, spec, entry)
         tensors[key] = parse_idx(raw, str(path))
-    return Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name,
-                                classes=entry.classes).to(device)  # fmt: skip
+    data = Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name, classes=entry.classes)
+    return _with_shape(data, channels, size).to(device)
+
+
+def _with_shape(data: Dataset, channels: int | None, size: int | None) -> Dataset:
+    """The data set, once it is known to have the channels and side asked for (None: any)."""
+    spec = data.spec
+    if (channels or spec.channels) != spec.channels or (size or spec.image_size) != spec.image_size:
+        kind = "colour" if spec.channels == 3 else "grey"
+        raise DataError(f"{spec.name} has {kind} {spec.image_size}x{spec.image_size} images of its own; --channels "
+                        "and --size choose how a folder's images are read")  # fmt: skip
+    return data
 
 
 def load_model_data(
@@ -73,15 +94,24 @@ def load_model_data(
     # Any folder or CSV file named is checked, not only the one the model was trained from: a model's
     # figures are on its own test split, and another set of files would give other ones under its name.
     checked = is_user_data(given) and bool(model.sha256)
-    data = load_dataset(given, data_dir, device, skip_bad=checked)
+    data = load_dataset(given, data_dir, device, skip_bad=checked, **model_shape(given, model))
     if checked and data.spec.sha256 != model.sha256:
         left_out = f"; {len(data.skipped)} unreadable files left out now" if data.skipped else ""
         raise DataError(f"{given} is not the data the model was trained on: sha256 {model.sha256} then, "
                         f"{data.spec.sha256} now{left_out}; restore the data, or train on it anew (a changed data "
                         "set can put images the model trained on into its test split)")  # fmt: skip
+    if data.spec.image_shape != model.image_shape:
+        raise DataError(f"{given} has images of {'x'.join(map(str, data.spec.image_shape))}; the model takes "
+                        f"{'x'.join(map(str, model.image_shape))}")  # fmt: skip
     if len(data.spec.classes) != len(model.classes):
         raise DataError(f"{given} has {len(data.spec.classes)} classes; the model knows {len(model.classes)}")
     return data
+
+
+def model_shape(given: str, model: DataSpec) -> dict[str, int]:
+    """The channels and side to read `given` in for a model: its own, for a folder (read to fit the model);
+    any, for a data set of fixed images, which the caller then checks against the model's."""
+    return {"channels": model.channels, "size": model.image_size} if given.startswith("folder:") else {}
 
 
 def unnamed_data(model: DataSpec, why: str = "") -> DataError:

@@ -18,13 +18,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from lenet.core.errors import DataError, LenetError, UnknownDataset, short_repr
 
-IMAGE_SIZE = 28  # every data set here is 28x28 grey: LeNet's input
+IMAGE_SIZE = 28  # the MNIST family's side, the tutorial's input: a grey data set's default
+COLOUR_SIZE = 32  # CIFAR-10's side, and the pytorch.org classifier tutorial's input: a colour folder's default
+CHANNELS = (1, 3)  # grey or RGB
+# The sides an image may have: LeNet's two 5x5 convolutions and 2x2 pools leave nothing of a side under
+# 16 (padding 0), and a side over 128 makes the first fully connected layer and the data set in memory large
+# (50,000 RGB images of 128x128 are 2.5 GB) for a network that sees 5x5 windows.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
 MAX_CLASSES = 1000  # the most classes a data set (and so a model's output) may have
 USER_KINDS = ("folder", "csv")  # folder:PATH and csv:PATH name a user's own data, never a registry entry
 
@@ -42,17 +48,21 @@ class DataSpec:
 
     name: str
     classes: tuple[str, ...]
-    mean: float  # of the [0, 1] training pixels, to 4 places: models with batch norm normalise by these
-    std: float
-    image_size: int = IMAGE_SIZE
+    # Of the [0, 1] training pixels, to 4 places: models with batch norm normalise by these. A number for
+    # a grey data set, one per channel (R, G, B) for a colour one.
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
+    image_size: int = IMAGE_SIZE  # the side S of its [C, S, S] images
     # For a user's own data (folder:, csv:): one SHA-256 of its four tensors (`data_digest`), so the
     # exact images and split the model learned from can be recognised. Empty for a registry data set,
     # whose files are checked against their published hashes instead.
     sha256: str = ""
+    channels: int = 1  # 1 grey, 3 RGB
 
     def __post_init__(self) -> None:
-        if isinstance(self.classes, list):
-            object.__setattr__(self, "classes", tuple(self.classes))
+        for name in ("classes", "mean", "std"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.name, str) or not self.name:
             raise LenetError(f"a data set's name is a non-empty string, not {short_repr(self.name)}")
         if not (isinstance(self.classes, tuple) and 1 <= len(self.classes) <= MAX_CLASSES
@@ -60,26 +70,53 @@ class DataSpec:
             raise LenetError(f"a data set's classes are 1 to {MAX_CLASSES} names, not {short_repr(self.classes)}")
         if not isinstance(self.sha256, str) or not re.fullmatch(r"(|[0-9a-f]{64})", self.sha256):
             raise LenetError(f"a data set's sha256 is 64 hexadecimal digits or empty, not {short_repr(self.sha256)}")
+        if isinstance(self.channels, bool) or self.channels not in CHANNELS:
+            raise LenetError(f"a data set's channels are 1 (grey) or 3 (RGB), not {short_repr(self.channels)}")
+        side = self.image_size
+        if isinstance(side, bool) or not isinstance(side, int) or not MIN_IMAGE_SIZE <= side <= MAX_IMAGE_SIZE:
+            raise LenetError(f"a data set's image side is a whole number of pixels from {MIN_IMAGE_SIZE} to "
+                             f"{MAX_IMAGE_SIZE}, not {short_repr(side)}")  # fmt: skip
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise LenetError(f"a data set's {name} is a number in [0, 1], not {short_repr(value)}")
-        if self.std == 0 or self.image_size != IMAGE_SIZE:
-            raise LenetError(f"a data set has a positive std and {IMAGE_SIZE}x{IMAGE_SIZE} images")
+            values = value if isinstance(value, tuple) and self.channels > 1 else (value,)
+            if len(values) != self.channels or not all(_is_fraction(v) for v in values):
+                per = "a number" if self.channels == 1 else f"{self.channels} numbers, one per channel,"
+                raise LenetError(f"a data set's {name} is {per} in [0, 1], not {short_repr(value)}")
+        if 0 in self.channel_stds:
+            raise LenetError("a data set's std is positive")
+
+    @property
+    def channel_means(self) -> tuple[float, ...]:
+        """The mean of each channel, for grey and colour data sets alike."""
+        return self.mean if isinstance(self.mean, tuple) else (self.mean,)
+
+    @property
+    def channel_stds(self) -> tuple[float, ...]:
+        return self.std if isinstance(self.std, tuple) else (self.std,)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """[C, S, S]: one image as the model takes it."""
+        return (self.channels, self.image_size, self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
-        # Without an empty sha256, a registry model's description is what lenet wrote before the digest
-        # existed, so an older lenet still reads its checkpoints (its from_dict takes no other key).
-        return {k: v for k, v in asdict(self).items() if k != "sha256" or v}
+        # Without an empty sha256 or one channel, a grey registry model's description is what lenet wrote
+        # before either existed, so an older lenet still reads its checkpoints (its from_dict takes no other key).
+        defaults = {"sha256": "", "channels": 1}
+        return {k: v for k, v in asdict(self).items() if k not in defaults or v != defaults[k]}
 
     @classmethod
     def from_dict(cls, d: Any) -> DataSpec:
-        if not isinstance(d, dict) or set(d) - {"name", "classes", "mean", "std", "image_size", "sha256"}:
+        if not isinstance(d, dict) or set(d) - {f.name for f in fields(cls)}:
             raise LenetError(f"a data set description is a mapping of name, classes, mean, std, not {short_repr(d)}")
         try:
             return cls(**d)
         except TypeError as e:
             raise LenetError(f"incomplete data set description ({e})") from None
+
+
+def _is_fraction(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 @dataclass(frozen=True)

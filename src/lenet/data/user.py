@@ -11,19 +11,37 @@ import torch
 from lenet.core.errors import DataError, ImageError
 from lenet.core.text import clip, plural
 from lenet.data.dataset import Dataset, tensor_hashes
-from lenet.data.images import load_image
-from lenet.data.registry import IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
+from lenet.data.images import has_colour, opened, prepared
+from lenet.data.registry import COLOUR_SIZE, IMAGE_SIZE, MAX_CLASSES, TENSOR_NAMES, data_digest
 
 HELD_OUT = 0.2  # the test share of a folder or CSV file that comes without a test split
 SPLIT_SEED = 0  # that split depends on this seed only, so every run of a study shares it
 MAX_USER_IMAGES = 1_000_000
+# A folder is read in colour (unless --channels says) when at least this share of its images have colour:
+# a few coloured logos or stamps among grey scans do not triple every input.
+FOLDER_COLOUR_SHARE = 0.1
 
 
-def load_folder(path: str, skip_bad: bool = False) -> Dataset:
+@dataclass(frozen=True)
+class FolderShape:
+    """How a folder's images become tensors: `channels` 1 (grey) or 3 (RGB) and side `size`; None for
+    either: inferred from the folder (colour where FOLDER_COLOUR_SHARE of its images have it; the side 28
+    for grey, 32 for colour)."""
+
+    channels: int | None = None
+    size: int | None = None
+
+    def sides(self) -> dict[int, int]:
+        """The side each possible channel count gets: {1: S} or {3: S}, or both while undecided."""
+        wanted = (self.channels,) if self.channels else (1, 3)
+        return {c: self.size or (IMAGE_SIZE if c == 1 else COLOUR_SIZE) for c in wanted}
+
+
+def load_folder(path: str, skip_bad: bool = False, shape: FolderShape = FolderShape()) -> Dataset:
     """PATH/CLASS/*.png (any format `lenet predict` reads), or PATH/train/CLASS/* and PATH/test/CLASS/*.
 
-    Each image goes through `lenet.data.images.load_image`, the same preprocessing as
-    `lenet predict`. Every problem is found before any is reported: unreadable files, links
+    Each image goes through `lenet.data.images.prepared`, the same preprocessing as
+    `lenet predict`, in grey or colour and at the side `shape` gives (inferred where it gives none). Every problem is found before any is reported: unreadable files, links
     that lead out of the folder, empty and unbalanced classes all go into one error, so that
     one round of fixes is enough. With `skip_bad`, unreadable files (and links out of the
     folder) are left out instead and listed in the data set's `skipped`; an empty class is an
@@ -38,15 +56,20 @@ def load_folder(path: str, skip_bad: bool = False) -> Dataset:
         if _class_names(root / "test") != classes:
             raise DataError(f"folder:{path}: train/ and test/ must hold the same class folders "
                             f"(train: {', '.join(classes)}; test: {', '.join(_class_names(root / 'test'))})")  # fmt: skip
-        train, test = _read_classes(root / "train", classes, problems), _read_classes(root / "test", classes, problems)
+        sides = shape.sides()
+        train = _read_classes(root / "train", classes, problems, sides)
+        test = _read_classes(root / "test", classes, problems, sides)
         problems.raise_any(f"folder:{path}", skip_bad)
-        (train_x, train_y, _), (test_x, test_y, test_sources) = train, test
+        channels = shape.channels or _inferred_channels(train[3] + test[3])
+        (train_x, train_y, _), (test_x, test_y, test_sources) = (_in(train, channels, sides), _in(test, channels, sides))
         source = f"{root} (train/ and test/)"
     else:
         classes = _class_names(root)
-        everything = _read_classes(root, classes, problems)
+        sides = shape.sides()
+        everything = _read_classes(root, classes, problems, sides)
         problems.raise_any(f"folder:{path}", skip_bad)
-        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*everything)
+        channels = shape.channels or _inferred_channels(everything[3])
+        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*_in(everything, channels, sides))
         source = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})"
     return _user_dataset(train_x, train_y, test_x, test_y, source, f"folder:{root.resolve()}", classes,
                          tuple(f"{path}: {why}" for path, why in problems.unreadable), test_sources)  # fmt: skip
@@ -136,23 +159,39 @@ def _class_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if not p.name.startswith(".") and (p.is_file() or p.is_symlink()))
 
 
-def _read_classes(directory: Path, classes: tuple[str, ...],
-                  problems: _Problems) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # fmt: skip
-    """The images, their labels and their files (relative to the data set's folder), class by class."""
-    images, labels, files = [], [], []
+def _inferred_channels(coloured: list[bool]) -> int:
+    return 3 if coloured and sum(coloured) >= FOLDER_COLOUR_SHARE * len(coloured) else 1
+
+
+def _in(read: tuple, channels: int, sides: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images, labels, files) of what `_read_classes` read, the images in `channels` channels."""
+    by_channels, labels, files, _ = read
+    images = by_channels[channels]
+    return (torch.stack(images) if images else torch.empty(0, channels, sides[channels], sides[channels],
+                                                           dtype=torch.uint8), labels, files)  # fmt: skip
+
+
+def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems,
+                  sides: dict[int, int]) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor, list[str], list[bool]]:  # fmt: skip
+    """The images (a list for each channel count in `sides`), their labels, their files (relative to the data
+    set's folder) and whether each has colour, class by class."""
+    images: dict[int, list[torch.Tensor]] = {c: [] for c in sides}
+    labels, files, coloured = [], [], []
     for label, name in enumerate(classes):
-        folder, before = directory / name, len(images)
+        folder, before = directory / name, len(labels)
         if not folder.resolve().is_relative_to(problems.root):
             problems.bad(folder, OUTSIDE)
         else:
             for f in _class_files(folder):
-                if len(images) >= MAX_USER_IMAGES:
+                if len(labels) >= MAX_USER_IMAGES:
                     raise DataError(f"folder:{directory}: over {MAX_USER_IMAGES:,} images; lenet holds a data set in memory")
-                if (image := _read_one(f, problems)) is not None:
-                    images.append(image)
+                if (read := _read_one(f, problems, sides)) is not None:
+                    for channels, image in read[0].items():
+                        images[channels].append(image)
+                    coloured.append(read[1])
                     labels.append(label)
                     files.append(problems.shown(f))
-        if len(images) == before:
+        if len(labels) == before:
             problems.empty.append(problems.shown(folder))
     counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=len(classes))
     if len(labels) and counts.min() and counts.max() > 10 * counts.min():
@@ -160,12 +199,12 @@ def _read_classes(directory: Path, classes: tuple[str, ...],
         where = "" if problems.shown(directory) == "." else f" in {problems.shown(directory)}/"
         problems.unbalanced.append(f"class {worst!r}{where} has {int(counts.min())} images "
                                    f"against {int(counts.max())} for the largest")  # fmt: skip
-    return (torch.stack(images) if images else torch.empty(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
-            torch.tensor(labels, dtype=torch.long), files)  # fmt: skip
+    return images, torch.tensor(labels, dtype=torch.long), files, coloured
 
 
-def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
-    """The image as uint8 [28, 28], or None with the reason noted.
+def _read_one(path: Path, problems: _Problems, sides: dict[int, int]) -> tuple[dict[int, torch.Tensor], bool] | None:
+    """The image as uint8 [C, S, S] for each channel count C in `sides`, and whether it has colour; or None
+    with the reason noted.
 
     A link is followed only within the data set's folder: a data set is what its folder holds,
     and a link out of it (to a private file, or a whole other tree) is never read.
@@ -180,7 +219,8 @@ def _read_one(path: Path, problems: _Problems) -> torch.Tensor | None:
         problems.bad(path, "a link to something other than a file")
         return None
     try:
-        return load_image(path)[0]
+        with opened(path, str(path)) as img:
+            return {c: prepared(img, c, side) for c, side in sides.items()}, len(sides) > 1 and has_colour(img)
     except ImageError as e:
         problems.bad(path, str(e).removeprefix(f"{path}: "))
         return None

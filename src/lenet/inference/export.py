@@ -189,7 +189,7 @@ def checking_data(model: Classifier, run_dir: Path, dataset: str | None, data_di
     a registry data set other than the model's is refused (see load_model_data)."""
     if dataset is not None or not is_user_data(model.data.name):
         return load_model_data(model.data, dataset, data_dir, own=own)
-    samples = read_samples(run_dir, len(model.data.classes))
+    samples = read_samples(run_dir, len(model.data.classes), model.data.image_shape)
     if samples is None:
         return None
     images, labels = samples

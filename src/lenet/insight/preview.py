@@ -1,4 +1,4 @@
-"""`lenet preview DATASET`: the 28x28 inputs the model will see, a few per class, in one PNG.
+"""`lenet preview DATASET`: the inputs (28x28 grey, 32x32 colour, ...) the model will see, a few per class, in one PNG.
 
 A folder of photos goes through `data/images.py` (greyscale, inversion, the ground removed, trimmed
 and scaled) before training; this shows the result, so a user sees a grey frame, a lost object or a
@@ -32,7 +32,8 @@ class Preview:
 
 
 def write_preview(dataset: str, out: str | os.PathLike = "preview.png", per_class: int = PER_CLASS,
-                  data_dir: str | None = None, skip_bad: bool = False) -> Preview:  # fmt: skip
+                  data_dir: str | None = None, skip_bad: bool = False, channels: int | None = None,
+                  size: int | None = None) -> Preview:  # fmt: skip
     """Write a PNG grid of the first `per_class` images of each class, as the model sees them (training
     images first, then test images where a class has too few), each row named by its class.
 
@@ -42,6 +43,8 @@ def write_preview(dataset: str, out: str | os.PathLike = "preview.png", per_clas
         per_class: images a class, 1 to MAX_PER_CLASS.
         data_dir: where a registry data set's files are (as --data-dir).
         skip_bad: leave a folder's unreadable files out instead of refusing it (as --skip-bad).
+        channels, size: a folder's images in grey (1) or colour (3), at this side (as --channels and
+            --size); inferred where None.
     """
     target = Path(out)
     if target.suffix.lower() != ".png":
@@ -51,13 +54,14 @@ def write_preview(dataset: str, out: str | os.PathLike = "preview.png", per_clas
     if not 1 <= per_class <= MAX_PER_CLASS:
         raise LenetError(f"--per-class {per_class}: give 1 to {MAX_PER_CLASS}")
     plots = load_plots()  # before the data is read: a missing extra fails at once
-    data = load_dataset(dataset, data_dir, skip_bad=skip_bad)
+    data = load_dataset(dataset, data_dir, skip_bad=skip_bad, channels=channels, size=size)
     images = torch.cat([data.train_images, data.test_images]).cpu()
     labels = torch.cat([data.train_labels, data.test_labels]).cpu()
     classes = data.spec.classes
     rows = [images[(labels == c).nonzero().flatten()[:per_class]] for c in range(min(len(classes), MAX_CLASSES))]
     hidden = len(classes) - len(rows)
-    title = (f"{data.spec.name}: the first {per_class} images of each class as the model sees them (28x28 grey)"
+    title = (f"{data.spec.name}: the first {per_class} images of each class as the model sees them "
+             f"({'colour' if data.spec.channels == 3 else 'grey'} {data.spec.image_size}x{data.spec.image_size})"
              + (f"; {hidden} more classes not shown" if hidden else ""))  # fmt: skip
     png = plots.png_bytes(plots.preview(rows, classes[: len(rows)], per_class, title))
     write_bytes(target, png)

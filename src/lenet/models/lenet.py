@@ -4,8 +4,10 @@
 convolution -> sigmoid -> max-pool, then 256 -> 120 -> 84 -> 10. Every variant in the
 registry only changes options of that one definition.
 
-The model takes images scaled to [0, 1] ([N, 1, 28, 28]); a variant that wants
-normalised inputs carries its own mean and std, so callers never normalise by hand.
+The model takes images scaled to [0, 1], [N, C, S, S]: the tutorial's [N, 1, 28, 28] by default, any
+channels (1 grey, 3 RGB) and side the data has otherwise (`model_config` fits them to a data set; the
+first fully connected layer's width is computed from the side). A variant that wants normalised inputs
+carries its own mean and std (one per channel for colour), so callers never normalise by hand.
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from lenet.data.registry import MAX_CLASSES, DataSpec, default_spec
+from lenet.data.registry import (
+    CHANNELS,
+    IMAGE_SIZE,
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    DataSpec,
+    default_spec,
+)
 from lenet.core.errors import LenetError, UsageError, short_repr
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -44,16 +54,25 @@ class LeNetConfig:
     # Max-pool straight after each convolution, then batch norm and the activation: batch norm
     # sees a quarter of the values (its statistics are the pooled maps', so this is another model).
     norm_after_pool: bool = False
-    input_mean: float | None = None  # normalise [0, 1] inputs as (x - mean) / std
-    input_std: float | None = None
+    # Normalise [0, 1] inputs as (x - mean) / std: one number for every channel, or one per channel.
+    input_mean: float | tuple[float, ...] | None = None
+    input_std: float | tuple[float, ...] | None = None
     # Batch norm's own numbers, PyTorch's defaults written out: eps changes every prediction, so it
     # travels with the weights; momentum (how fast the running statistics follow a batch's) with it.
     norm_momentum: float = 0.1
     norm_eps: float = 1e-5
+    in_channels: int = 1  # of the input: 1 grey, 3 RGB
+    image_size: int = IMAGE_SIZE  # the input's side S
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, so a config read from a file
         # (a checkpoint's metadata) can never build an absurd or unbuildable model.
+        for name in ("input_mean", "input_std"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.in_channels, bool) or self.in_channels not in CHANNELS:
+            raise LenetError(f"in_channels must be 1 or 3, not {short_repr(self.in_channels)}")
+        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
         for name in ("channels", "hidden"):
             value = getattr(self, name)
             if isinstance(value, list):
@@ -78,8 +97,14 @@ class LeNetConfig:
         if not _is_real(self.norm_eps) or not 0.0 < self.norm_eps <= 1.0:
             raise LenetError(f"norm_eps must be in (0, 1], not {short_repr(self.norm_eps)}")
         mean, std = self.input_mean, self.input_std
-        if (mean is None) != (std is None) or (std is not None and not (_is_real(mean) and _is_real(std) and std > 0)):
-            raise LenetError("input_mean and input_std go together, and are finite numbers with a positive std")
+        if (mean is None) != (std is None) or (std is not None and not (_per_channel(mean, self.in_channels)
+                                                                        and _per_channel(std, self.in_channels)
+                                                                        and min(_as_tuple(std)) > 0)):  # fmt: skip
+            raise LenetError("input_mean and input_std go together, and are finite numbers (one, or one per input "
+                             "channel) with a positive std")  # fmt: skip
+        if self.feature_side < 1:
+            raise LenetError(f"a {self.image_size}x{self.image_size} input leaves nothing after the convolutions; "
+                             "use padding 2 or a larger side")  # fmt: skip
         if self.parameter_count > MAX_PARAMETERS:
             raise LenetError(f"a model of {self.parameter_count:,} parameters is over the limit of {MAX_PARAMETERS:,}")
 
@@ -87,14 +112,14 @@ class LeNetConfig:
     def parameter_count(self) -> int:
         """The number of parameters LeNet(self) has, computed without building it."""
         (c1, c2), (h1, h2) = self.channels, self.hidden
-        conv = (25 + 1) * c1 + (25 * c1 + 1) * c2 + (2 * (c1 + c2) if self.batch_norm else 0)
+        conv = (25 * self.in_channels + 1) * c1 + (25 * c1 + 1) * c2 + (2 * (c1 + c2) if self.batch_norm else 0)
         fc = (c2 * self.feature_side**2 + 1) * h1 + (h1 + 1) * h2 + (h2 + 1) * self.num_classes
         return conv + fc
 
     @property
     def feature_side(self) -> int:
-        """Height (= width) of the conv block's output for a 28x28 input: 4, or 5 with padding 2."""
-        after_first = (28 + 2 * self.padding - 4) // 2
+        """Height (= width) of the conv block's output: for a 28x28 input 4, or 5 with padding 2; for 32x32, 5."""
+        after_first = (self.image_size + 2 * self.padding - 4) // 2
         return (after_first - 4) // 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +141,15 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
         raise LenetError(f"{name} must be a whole number from {low} to {high}, not {short_repr(value)}")
 
 
+def _as_tuple(value: float | tuple[float, ...]) -> tuple[float, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _per_channel(value: Any, channels: int) -> bool:
+    """A finite number, or a tuple of one for each of `channels` channels."""
+    return _is_real(value) or (isinstance(value, tuple) and len(value) == channels and all(map(_is_real, value)))
+
+
 def _is_real(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -126,12 +160,21 @@ def _is_real(value: Any) -> bool:
 
 
 class Normalize(nn.Module):
-    def __init__(self, mean: float, std: float):
+    """(x - mean) / std, by one number for all channels or one per channel."""
+
+    def __init__(self, mean: float | tuple[float, ...], std: float | tuple[float, ...]):
         super().__init__()
         self.mean, self.std = mean, std
+        self.per_channel = isinstance(mean, tuple) or isinstance(std, tuple)
+        if self.per_channel:
+            # Buffers, so they follow the model to its device; not in the state dict, which the config rebuilds.
+            self.register_buffer("channel_mean", torch.tensor(_as_tuple(mean)).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("channel_std", torch.tensor(_as_tuple(std)).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        if self.per_channel:
+            return (x - self.channel_mean) / self.channel_std
+        return (x - self.mean) / self.std  # a Python number, as before colour: grey runs keep their exact floats
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
@@ -155,7 +198,7 @@ class LeNet(nn.Module):
 
         self.normalize = Normalize(c.input_mean, c.input_std) if c.input_mean is not None else nn.Identity()
         self.conv = nn.Sequential(
-            *block(nn.Conv2d(1, c1, 5, padding=c.padding)),  # in_channels, out_channels, kernel_size
+            *block(nn.Conv2d(c.in_channels, c1, 5, padding=c.padding)),  # in_channels, out_channels, kernel_size
             *block(nn.Conv2d(c1, c2, 5)),
         )
         self.fc = nn.Sequential(
@@ -173,62 +216,91 @@ class LeNet(nn.Module):
 
 # --- registry -------------------------------------------------------------------------
 
+
+class ModelEntry(NamedTuple):
+    """A registered model: its config (for Fashion-MNIST; `model_config` fits it to other data), what it is,
+    and whether it normalises its input by the data set's own mean and std (filled in from the data)."""
+
+    config: LeNetConfig
+    description: str
+    normalised: bool = False
+
+
 # Batch-norm variants normalise their input by the training data's mean and std, which
-# model_config fills in from the data set (see NORMALISED); these placeholders are never used.
+# model_config fills in from the data set (ModelEntry.normalised); these placeholders are never used.
 _BN = LeNetConfig(activation="relu", batch_norm=True, padding=2, input_mean=0.0, input_std=1.0)
 
-MODELS: dict[str, tuple[LeNetConfig, str]] = {
-    "lenet": (LeNetConfig(), "the tutorial's LeNet: sigmoid, max-pool, 256-120-84-10"),
-    "lenet5": (
+# Every model takes the data's channels and side (`model_config`): on CIFAR-10 or a colour folder each is
+# its own colour variant, with a first convolution over three channels.
+MODELS: dict[str, ModelEntry] = {
+    "lenet": ModelEntry(LeNetConfig(), "the tutorial's LeNet: sigmoid, max-pool, 256-120-84-10"),
+    "lenet5": ModelEntry(
         LeNetConfig(activation="tanh", pool="avg", padding=2),
         "classic LeNet-5: tanh, average pooling, padding 2, 16x5x5 flatten",
     ),
-    "lenet_relu": (LeNetConfig(activation="relu"), "the tutorial's LeNet with ReLU"),
-    "lenet_bn": (_BN, "ReLU, batch norm, padding 2, normalised input"),
-    "lenet_wide": (
+    "lenet_relu": ModelEntry(LeNetConfig(activation="relu"), "the tutorial's LeNet with ReLU"),
+    # pytorch.org's "Training a classifier" (CIFAR-10): its transform scales [0, 1] pixels to [-1, 1] by
+    # Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), a fixed 0.5 for every channel, not the data's own.
+    "lenet_cifar": ModelEntry(
+        LeNetConfig(activation="relu", input_mean=0.5, input_std=0.5),
+        "pytorch.org's classifier tutorial's net: ReLU, max-pool, (x - 0.5) / 0.5; 400-120-84-10 on 3x32x32",
+    ),
+    "lenet_bn": ModelEntry(_BN, "ReLU, batch norm, padding 2, normalised input", normalised=True),
+    "lenet_wide": ModelEntry(
         replace(_BN, channels=(16, 32), hidden=(96, 64)),
         "lenet_bn with 16/32 channels and 96/64 hidden units",
+        normalised=True,
     ),
-    "lenet_wide_pn": (
+    "lenet_wide_pn": ModelEntry(
         replace(_BN, channels=(16, 32), hidden=(96, 64), norm_after_pool=True),
         "lenet_wide with each max-pool before its batch norm: a quarter of the values to normalise",
+        normalised=True,
     ),
-    "lenet_32x48": (
+    "lenet_32x48": ModelEntry(
         replace(_BN, channels=(32, 48), hidden=(48, 32)),
         "lenet_bn with 32/48 channels and 48/32 hidden units: the budget in the convolutions",
+        normalised=True,
     ),
-    "lenet_32x48_pn": (
+    "lenet_32x48_pn": ModelEntry(
         replace(_BN, channels=(32, 48), hidden=(48, 32), norm_after_pool=True),
         "lenet_32x48 with each max-pool before its batch norm: a quarter of the values to normalise",
+        normalised=True,
     ),
     # Over the 100k budget on purpose: a teacher for distillation (recipe field `teacher`). Its
     # parameters sit mostly in the first hidden layer, so its step costs about three of lenet_32x48_pn's
     # (13.8 M multiply-adds per image against 4.5 M), not the fifteen its parameter count suggests.
-    "lenet_48x96_pn": (
+    "lenet_48x96_pn": ModelEntry(
         replace(_BN, channels=(48, 96), hidden=(512, 256), norm_after_pool=True),
         "a teacher for distillation: 48/96 channels and 512/256 hidden units, each max-pool before its batch norm",
+        normalised=True,
     ),
 }
 
 
 def list_models() -> dict[str, str]:
-    return {name: f"{description} ({model_config(name).parameter_count:,} parameters)"
-            for name, (_, description) in MODELS.items()}  # fmt: skip
+    return {name: f"{entry.description} ({model_config(name).parameter_count:,} parameters)"
+            for name, entry in MODELS.items()}  # fmt: skip
 
 
-NORMALISED = {name for name, (config, _) in MODELS.items() if config.input_mean is not None}
+NORMALISED = {name for name, entry in MODELS.items() if entry.normalised}
 
 
 def model_config(name: str, data: DataSpec | None = None, **overrides: Any) -> LeNetConfig:
-    """A registry config for a data set (default: Fashion-MNIST): its class count and, for the
-    models that normalise their input, its pixel mean and std."""
+    """A registry config for a data set (default: Fashion-MNIST): its class count, its images' channels and
+    side and, for the models that normalise their input, its pixel mean and std (one per channel in colour).
+
+    Example:
+        >>> model_config("lenet").image_size
+        28
+    """
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     data = data or default_spec()
-    fitted = {"num_classes": len(data.classes)}
-    if name in NORMALISED:
+    fitted: dict[str, Any] = {"num_classes": len(data.classes), "in_channels": data.channels,
+                              "image_size": data.image_size}  # fmt: skip
+    if MODELS[name].normalised:
         fitted.update(input_mean=data.mean, input_std=data.std)
-    return replace(MODELS[name][0], **{**fitted, **overrides})
+    return replace(MODELS[name].config, **{**fitted, **overrides})
 
 
 def create_model(name: str = "lenet", data: DataSpec | None = None, **overrides: Any) -> LeNet:
@@ -259,8 +331,8 @@ class LayerRow:
     parameters: int
 
 
-def summarize(model: nn.Module, batch_size: int = 64) -> list[LayerRow]:
-    """Every leaf layer's output shape and parameter count, for a [batch, 1, 28, 28] input."""
+def summarize(model: LeNet, batch_size: int = 64) -> list[LayerRow]:
+    """Every leaf layer's output shape and parameter count, for a [batch, C, S, S] input (the model's own)."""
     rows: list[LayerRow] = []
     hooks = [
         module.register_forward_hook(
@@ -274,7 +346,8 @@ def summarize(model: nn.Module, batch_size: int = 64) -> list[LayerRow]:
     device = next(model.parameters()).device
     try:
         with eval_mode(model), torch.no_grad():
-            model(torch.zeros(batch_size, 1, 28, 28, device=device))
+            c = model.config
+            model(torch.zeros(batch_size, c.in_channels, c.image_size, c.image_size, device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -52,9 +52,9 @@ FILES: list[tuple[str, type, tuple[type, ...], dict[str, str]]] = [
     ("RUN/samples.safetensors", SamplesMetadata, (), {
         "en": "A few test images of each class, kept when the run begins: the server's samples, and the images a "
               "runtime or an export is checked on where the data set is not named. The table is its metadata; its "
-              "tensors are `images` (uint8 [N, 1, 28, 28]) and `labels` (int64 [N]).",
+              "tensors are `images` (uint8 [N, C, S, S], the model's input) and `labels` (int64 [N]).",
         "zh": "运行开始时保存的每类几张测试图像：服务器页面上的示例；没有指明数据集时，也用它们检查运行时和导出。"
-              "下表是它的元数据；张量为 `images`（uint8 [N, 1, 28, 28]）和 `labels`（int64 [N]）。"}),
+              "下表是它的元数据；张量为 `images`（uint8 [N, C, S, S]，即模型的输入）和 `labels`（int64 [N]）。"}),
     ("RUN/train_state.pt", TrainStateRecord, (RngStates,), {
         "en": "What `--resume` needs, written after each epoch by `torch.save` and read with `weights_only=True`.",
         "zh": "`--resume` 所需的一切，每轮后以 `torch.save` 写入，以 `weights_only=True` 读取。"}),

@@ -19,11 +19,10 @@ from lenet.runs.record import Record, parse
 SAMPLES_FILE = "samples.safetensors"
 SAMPLES_PER_CLASS = 8  # test images a class kept with a run: a row for the page, a few dozen for a runtime's check
 FORMAT = "lenet.samples.v1"
-IMAGE = (1, 28, 28)
 
 
 class SamplesMetadata(Record):
-    """samples.safetensors' metadata; its tensors are `images` (uint8 [N, 1, 28, 28]) and `labels` (int64 [N])."""
+    """samples.safetensors' metadata; its tensors are `images` (uint8 [N, C, S, S], the model's input) and `labels` (int64 [N])."""
 
     FILE = SAMPLES_FILE
     ZH = {"format": "固定为 lenet.samples.v1", "split": "图像来自哪个划分：test",
@@ -47,8 +46,9 @@ def write_samples(run_dir: Path, images: torch.Tensor, labels: torch.Tensor) -> 
                                                                     "per_class": str(SAMPLES_PER_CLASS)}))  # fmt: skip
 
 
-def read_samples(run_dir: Path, classes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The images and labels kept with a run (None for a run of before they were kept), checked."""
+def read_samples(run_dir: Path, classes: int, shape: tuple[int, int, int] = (1, 28, 28)) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The images and labels kept with a run (None for a run of before they were kept), checked: images of
+    `shape` [C, S, S], the model's input."""
     path = run_dir / SAMPLES_FILE
     if not path.is_file():
         return None
@@ -62,8 +62,8 @@ def read_samples(run_dir: Path, classes: int) -> tuple[torch.Tensor, torch.Tenso
         raise
     except Exception as e:  # safetensors raises several types for a damaged file
         raise RunError(f"{path}: not a readable safetensors file ({type(e).__name__})") from None
-    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != IMAGE:
-        raise RunError(f"{path}: images are {images.dtype} {list(images.shape)}, not uint8 [N, 1, 28, 28]")
+    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        raise RunError(f"{path}: images are {images.dtype} {list(images.shape)}, not uint8 [N, {', '.join(map(str, shape))}]")
     shaped = labels.dtype == torch.int64 and labels.shape == (len(images),)
     if not shaped or (len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < classes)):
         raise RunError(f"{path}: labels are not {len(images)} class numbers below {classes}")

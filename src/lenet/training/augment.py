@@ -18,18 +18,21 @@ def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Gener
             mirror: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Random translations by up to `shift` pixels (zero fill) and horizontal flips.
 
-    One gather for the whole batch: each image reads its 28x28 window out of a zero-padded
-    copy at its own random offset. Works on uint8 or float images [N, 1, H, W]. `mirror` (bool,
-    one per image) says which images to flip; without it each is flipped with probability 1/2.
+    One gather for the whole batch: each image reads its HxW window out of a zero-padded copy
+    at its own random offset, every channel moved alike. Works on uint8 or float images [N, C, H, W].
+    `mirror` (bool, one per image) says which images to flip; without it each is flipped with
+    probability 1/2.
     """
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     device = images.device
     if shift:
         padded = torch.nn.functional.pad(images, (shift, shift, shift, shift))
         dy, dx = torch.randint(0, 2 * shift + 1, (2, n, 1), device=device, generator=generator)
-        rows = (dy + torch.arange(h, device=device))[:, :, None]  # [n, h, 1]
-        cols = (dx + torch.arange(w, device=device))[:, None, :]  # [n, 1, w]
-        images = padded[torch.arange(n, device=device)[:, None, None], 0, rows, cols].unsqueeze(1)
+        rows = (dy + torch.arange(h, device=device))[:, None, :, None]  # [n, 1, h, 1]
+        cols = (dx + torch.arange(w, device=device))[:, None, None, :]  # [n, 1, 1, w]
+        batch = torch.arange(n, device=device)[:, None, None, None]
+        channel = torch.arange(c, device=device)[None, :, None, None]
+        images = padded[batch, channel, rows, cols]  # [n, c, h, w]
     if flip:
         if mirror is None:
             mirror = torch.rand(n, device=device, generator=generator) < 0.5

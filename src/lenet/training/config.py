@@ -35,6 +35,10 @@ class TrainConfig:
     engine: Engine = field(default_factory=Engine)  # how the step runs; the maths stay the same
     report: bool = True  # the command line writes the report after training; recorded, so a resume keeps it
     skip_bad: bool = False  # folder:PATH: leave unreadable files out (listed in config.json) instead of refusing
+    # folder:PATH: read its images in grey (1) or colour (3), at this side; None: inferred from the folder
+    # (recorded in config.json's data spec either way).
+    channels: int | None = None
+    size: int | None = None
     start_from: str | None = None  # a run (or .safetensors) whose weights this run starts from (fine-tuning)
     patience: int = 0  # stop after this many judged epochs without a better validation accuracy; 0: never
 

@@ -49,6 +49,11 @@ STUCK_ADVICE = (
     "(the tutorial's Adam at lr 0.01 on [0, 1] inputs does this on 2 of seeds 0-9) and "
     "the run will most likely stay there; use --recipe default, or --lr 0.001, or --model lenet_relu"
 )
+# A model without sigmoids cannot saturate so: what it sees may not tell the classes apart.
+CHANCE_ADVICE = (
+    "accuracy after epoch 1 is {accuracy:.1%}, chance level: check that the classes differ in what the model "
+    "sees (lenet preview DATASET: colour thrown away, say, with --channels 1), or train longer"
+)
 # With the whole training set in one batch, an epoch is a single step: chance after it is no sign of saturation.
 ONE_STEP_ADVICE = (
     "accuracy after epoch 1 is {accuracy:.1%}, chance level, after a single step: the batch holds all "
@@ -98,7 +103,8 @@ def train(
     set_determinism(device, config.deterministic)
     if resume is not None:  # the data the run began on, or none: checked here, so every caller gets the check
         data = resumed_data(resume, data, config.data_dir)
-    data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
+    data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad, channels=config.channels,
+                                 size=config.size)).to(device)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = epoch_steps(len(splits.train[1]), recipe.batch_size)
 
@@ -152,7 +158,8 @@ def train(
             # Not evaluated, the first epoch's training accuracy tells a stuck run as well.
             first = row.eval_accuracy if row.eval_accuracy is not None else row.train_accuracy
             if epoch == 1 and is_stuck(first, model.net.config.num_classes):
-                advice = STUCK_ADVICE if steps_per_epoch > 1 else ONE_STEP_ADVICE
+                sigmoid = model.net.config.activation == "sigmoid"
+                advice = ONE_STEP_ADVICE if steps_per_epoch == 1 else STUCK_ADVICE if sigmoid else CHANCE_ADVICE
                 _warn(state, advice.format(accuracy=first, images=len(splits.train[1])), on_warning)
             if run_dir is not None:
                 runs.save_epoch(run_dir, state.to_record(), state.history, model)

@@ -213,6 +213,18 @@ RECIPES: dict[str, tuple[Recipe, str]] = {
         "the tutorial exactly: sigmoid LeNet, inputs in [0, 1], Adam lr 0.01, batch 64, 5 epochs "
         "(stuck at chance on 2 of seeds 0-9)",
     ),
+    # pytorch.org's "Training a classifier" on CIFAR-10, as `seed` is ours: SGD lr 0.001 momentum 0.9 (plain,
+    # not Nesterov), no weight decay, batch 4, 2 epochs, no augmentation, one view at test time. The one
+    # difference is the order of its images, drawn by lenet's generator, not torchvision's DataLoader.
+    "classifier": (
+        Recipe(
+            model="lenet_cifar", optimizer="sgd", lr=0.001, momentum=0.9, nesterov=False, weight_decay=0.0,
+            schedule="constant", batch_size=4, epochs=2, label_smoothing=0.0, shift=0, flip=False, test_flip=False,
+            test_shift=0, precision="fp32",
+        ),  # fmt: skip
+        "pytorch.org's classifier tutorial exactly (lenet_cifar; run it with --dataset cifar10): SGD lr 0.001, "
+        "momentum 0.9, batch 4, 2 epochs",
+    ),
     # lenet_32x48_pn, not lenet_32x48: the same layers with each max-pool before its batch norm, as
     # accurate on the validation split (docs/recipes.md, "Round 4") and about a sixth cheaper per step. bf16
     # where the device has bf16 units: as accurate on the validation split ("Round 5"), a third off a step.

@@ -95,8 +95,16 @@ def saved_config(run_dir: str | Path, saved: ConfigRecord) -> TrainConfig:
         dataset=saved.data.name, val_split=saved.val_split, device=saved.device, deterministic=saved.deterministic,
         eval_every=saved.eval_every, out=str(Path(run_dir).parent), name=Path(run_dir).name,
         engine=engine_from_record(saved.engine, where), report=saved.report, skip_bad=saved.data.skip_bad,
-        patience=saved.patience,
+        patience=saved.patience, **recorded_shape(saved),
     )  # fmt: skip
+
+
+def recorded_shape(saved: ConfigRecord) -> dict[str, int]:
+    """The channels and side a run on a folder read its images in, as recorded; {} for any other data."""
+    if not saved.data.name.startswith("folder:"):
+        return {}
+    spec = saved_data_spec(saved.data)
+    return {"channels": spec.channels, "size": spec.image_size}
 
 
 def resumed_teacher(run_dir: str | Path, saved: ConfigRecord, teacher: str | None) -> str:

@@ -26,7 +26,8 @@ def train_seeds(
     Returns the runs and the statistics of their final test accuracy (also saved as
     out/NAME/seeds.json when saving).
     """
-    data = data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)
+    data = data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad, channels=config.channels,
+                                size=config.size)
     group = None
     if config.save:
         group = (runs.create_run_dir(config.out, config.name) if config.name is not None else
