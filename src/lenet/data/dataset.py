@@ -10,6 +10,9 @@ import torch
 from lenet.core.errors import DataError
 from lenet.data.registry import DATASETS, DEFAULT, IMAGE_SIZE, TENSOR_NAMES, DataSpec, data_digest
 
+# CIFAR-10's images, [3, 32, 32], taken beside the grey [28, 28] ones until the core change that takes any
+# uint8 [N, C, S, S] (issue 37) replaces this check; they are kept as they are, the grey ones get their channel.
+COLOUR_SHAPE = (3, 32, 32)
 
 
 @dataclass
@@ -35,17 +38,22 @@ class Dataset:
     @classmethod
     def from_tensors(cls, train_images, train_labels, test_images, test_labels, source: str, sha256: dict[str, str],
                      name: str, classes: tuple[str, ...]) -> Dataset:  # fmt: skip
-        """Check that decoded tensors ([N, 28, 28] images, [N] labels) fit together; shape them for training."""
+        """Check that decoded tensors ([N, 28, 28] or [N, 3, 32, 32] images, [N] labels) fit together; shape them
+        for training."""
         for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
-            if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(f"{split} images have shape {list(images.shape)}, expected [N, 28, 28]")
+            if tuple(images.shape[1:]) not in ((IMAGE_SIZE, IMAGE_SIZE), COLOUR_SHAPE):
+                raise DataError(f"{split} images have shape {list(images.shape)}, "
+                                "expected [N, 28, 28] or [N, 3, 32, 32]")  # fmt: skip
+            if images.shape[1:] != train_images.shape[1:]:
+                raise DataError(f"test images are {list(images.shape[1:])}, train's {list(train_images.shape[1:])}")
             if labels.dim() != 1 or len(labels) != len(images):
                 raise DataError(f"{split} has {len(images)} images but {labels.numel()} labels")
             if len(labels) and int(labels.max()) >= len(classes):
                 raise DataError(f"{split} labels go up to {int(labels.max())}; {name} has {len(classes)} classes")
         spec = measured_spec(name, classes, train_images)
-        return cls(train_images.unsqueeze(1), train_labels.long(), test_images.unsqueeze(1), test_labels.long(),
-                   source, sha256, spec)  # fmt: skip
+        if train_images.dim() == 3:  # grey: given their one channel
+            train_images, test_images = train_images.unsqueeze(1), test_images.unsqueeze(1)
+        return cls(train_images, train_labels.long(), test_images, test_labels.long(), source, sha256, spec)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first `n_train` training and `n_test` test images (all of a split where None), for short
