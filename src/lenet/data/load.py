@@ -1,4 +1,4 @@
-"""load_dataset: a registry name (IDX files found or downloaded, verified), folder:PATH or csv:PATH."""
+"""load_dataset: a registry name (IDX files or an archive, found or downloaded, verified), folder:PATH or csv:PATH."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from lenet.data.cifar import read_archive
 from lenet.data.dataset import Dataset
 from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
-from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, dataset_name, is_user_data, shown_name
-from lenet.data.sources import file_in, find_or_download, verified_digest
+from lenet.data.registry import (DEFAULT, ArchiveDataset, DataSpec, IdxDataset, dataset_entry, dataset_name,
+                                 is_user_data, shown_name)  # fmt: skip
+from lenet.data.sources import file_in, find_or_download, verified_archive, verified_digest
 
 
 def load_dataset(
@@ -22,7 +24,7 @@ def load_dataset(
     skip_bad: bool = False,
 ) -> Dataset:
     """Find (or download), verify and decode a data set onto `device`: a registry name
-    (fashion-mnist, mnist, kmnist), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
+    (fashion-mnist, mnist, kmnist, cifar10), folder:PATH or csv:PATH (`skip_bad`: a folder's unreadable
     files are left out and listed in the data set's `skipped`, instead of refused)."""
     name = dataset_name(name)  # Fashion-MNIST is fashion-mnist; a bare path is refused with its folder: or csv:
     if name.startswith(("folder:", "csv:")):
@@ -33,6 +35,11 @@ def load_dataset(
         return (load_folder(path, skip_bad) if kind == "folder" else load_csv(path)).to(device)
     entry = dataset_entry(name)
     directory = find_or_download(entry, data_dir, download)
+    data = _load_archive(entry, directory) if isinstance(entry, ArchiveDataset) else _load_idx(entry, directory)
+    return data.to(device)
+
+
+def _load_idx(entry: IdxDataset, directory: Path) -> Dataset:
     tensors, hashes = {}, {}
     for key, spec in entry.files.items():
         path = file_in(directory, spec.stem)
@@ -41,7 +48,14 @@ def load_dataset(
         hashes[spec.stem] = verified_digest(path, raw, spec, entry)
         tensors[key] = parse_idx(raw, str(path))
     return Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name,
-                                classes=entry.classes).to(device)  # fmt: skip
+                                classes=entry.classes)  # fmt: skip
+
+
+def _load_archive(entry: ArchiveDataset, directory: Path) -> Dataset:
+    path = directory / entry.archive
+    tensors = read_archive(verified_archive(path, entry), entry, str(path))
+    return Dataset.from_tensors(**tensors, source=str(directory), sha256={entry.archive: entry.sha256},
+                                name=entry.name, classes=entry.classes)  # fmt: skip
 
 
 def load_model_data(
