@@ -260,3 +260,16 @@ def test_colour_training_images_with_grey_test_images_are_refused():
     assert data.train_images.shape == (2, 3, 32, 32)
     with pytest.raises(DataError, match=r"test images are \[28, 28\], train's \[3, 32, 32\]"):
         Dataset.from_tensors(colour, labels, grey, labels, "here", {}, "cifar10", ENTRY.classes)
+
+
+def test_training_on_cifar10_is_refused_in_one_line_until_the_models_take_colour(tmp_path, monkeypatch, capsys):
+    """The models take 1x28x28 grey images until issue 37's core change: CIFAR-10 loads, and a network is
+    never handed its 3x32x32 images (which failed with a traceback deep in the network)."""
+    blob = tar_gz(small_set()[0])
+    (tmp_path / ARCHIVE).write_bytes(blob)
+    with_digest(monkeypatch, blob)
+    argv = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-save-run", "--no-progress"]
+    assert main([*argv, "--device", "cpu", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("lenet train: error: cifar10's images are 3x32x32; the models of this version take "
+                           "1x28x28 grey images")  # fmt: skip

@@ -88,6 +88,16 @@ def tensor_hashes(*tensors: torch.Tensor) -> dict[str, str]:
 FashionMNIST = Dataset  # its name while Fashion-MNIST was the only data set
 
 
+def check_model_input(data: Dataset) -> None:
+    """Refuse colour images where a model is to see them, in one line: the models take [1, 28, 28] until the
+    core change of issue 37 (which replaces this check with COLOUR_SHAPE's); until then CIFAR-10 is loaded and
+    checked, not trained on or judged, where a network would fail on its shape with a traceback."""
+    shape = tuple(data.train_images.shape[1:])
+    if shape != (1, IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{data.spec.name}'s images are {'x'.join(map(str, shape))}; the models of this version "
+                        f"take 1x{IMAGE_SIZE}x{IMAGE_SIZE} grey images")  # fmt: skip
+
+
 def measured_spec(name: str, classes: tuple[str, ...], train_images: torch.Tensor) -> DataSpec:
     """The data set's description with the mean and std of its training pixels in [0, 1], to 4 places
     (Fashion-MNIST: 0.2860 and 0.3530, MNIST: 0.1307 and 0.3081)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from lenet.data.cifar import read_archive
-from lenet.data.dataset import Dataset
+from lenet.data.dataset import Dataset, check_model_input
 from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
 from lenet.data.registry import (DEFAULT, ArchiveDataset, DataSpec, IdxDataset, dataset_entry, dataset_name,
@@ -88,6 +88,7 @@ def load_model_data(
     # figures are on its own test split, and another set of files would give other ones under its name.
     checked = is_user_data(given) and bool(model.sha256)
     data = load_dataset(given, data_dir, device, skip_bad=checked)
+    check_model_input(data)
     if checked and data.spec.sha256 != model.sha256:
         left_out = f"; {len(data.skipped)} unreadable files left out now" if data.skipped else ""
         raise DataError(f"{given} is not the data the model was trained on: sha256 {model.sha256} then, "

@@ -22,7 +22,7 @@ from lenet.core.device import resolve_device
 from lenet.core.errors import Interrupted, LenetError, RunError
 from lenet.core.progress import bar, stage
 from lenet.data.batches import batch_indices, holdout, to_float
-from lenet.data.dataset import Dataset
+from lenet.data.dataset import Dataset, check_model_input
 from lenet.data.load import load_dataset
 from lenet.data.registry import is_user_data
 from lenet.models.views import Classifier
@@ -99,6 +99,7 @@ def train(
     if resume is not None:  # the data the run began on, or none: checked here, so every caller gets the check
         data = resumed_data(resume, data, config.data_dir)
     data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad)).to(device)
+    check_model_input(data)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
     steps_per_epoch = epoch_steps(len(splits.train[1]), recipe.batch_size)
 
