@@ -677,7 +677,7 @@ def check_folder(root, layout, linked_out_class, skip_bad) -> bool:
         assert "\n" not in str(e) and str(e).startswith("folder:"), str(e)
         return False
     images = torch.cat([data.train_images, data.test_images])
-    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28) and len(data.test_labels) >= 1
+    assert images.dtype == torch.uint8 and images.shape[1:] in ((1, 28, 28), (3, 32, 32)) and len(data.test_labels) >= 1
     labels = torch.cat([data.train_labels, data.test_labels])
     assert 2 <= len(data.spec.classes) <= MAX_CLASSES and 0 <= int(labels.min()) and int(labels.max()) < len(data.spec.classes)
     assert not linked_out_class

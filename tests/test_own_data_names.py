@@ -56,8 +56,8 @@ def test_an_unknown_data_set_is_a_usage_error_in_the_library_and_in_a_space_file
     with pytest.raises(DataError, match="did you mean mnist\\?"):  # a DataError still, for those who catch it
         dataset_name("mnst")
     space = tmp_path / "s.toml"
-    space.write_text('dataset = "cifar10"\nseeds = 2\n')
-    assert "unknown data set 'cifar10'" in usage_error(capsys, ["sweep", str(space), "--out", str(tmp_path / "runs")])
+    space.write_text('dataset = "svhn"\nseeds = 2\n')
+    assert "unknown data set 'svhn'" in usage_error(capsys, ["sweep", str(space), "--out", str(tmp_path / "runs")])
     space.write_text('dataset = "Fashion-MNIST"\nseeds = 2\n')
     from lenet.sweep.space import read_space
 

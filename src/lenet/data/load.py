@@ -1,4 +1,4 @@
-"""load_dataset: a registry name (IDX files found or downloaded, verified), folder:PATH or csv:PATH."""
+"""load_dataset: a registry name (IDX files or an archive, found or downloaded, verified), folder:PATH or csv:PATH."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from lenet.data.cifar import read_archive
 from lenet.data.dataset import Dataset
 from lenet.data.idx import parse_idx, read_idx_bytes
 from lenet.core.errors import DataError
-from lenet.data.registry import DEFAULT, DataSpec, dataset_entry, dataset_name, is_user_data, shown_name
-from lenet.data.sources import file_in, find_or_download, verified_digest
+from lenet.data.registry import (DEFAULT, ArchiveDataset, DataSpec, IdxDataset, dataset_entry, dataset_name,
+                                 is_user_data, shown_name)  # fmt: skip
+from lenet.data.sources import file_in, find_or_download, verified_archive, verified_digest
 
 
 def load_dataset(
@@ -44,6 +46,11 @@ def load_dataset(
         return _with_shape(load_csv(name.partition(":")[2]), channels, size).to(device)
     entry = dataset_entry(name)
     directory = find_or_download(entry, data_dir, download)
+    data = _load_archive(entry, directory) if isinstance(entry, ArchiveDataset) else _load_idx(entry, directory)
+    return _with_shape(data, channels, size).to(device)
+
+
+def _load_idx(entry: IdxDataset, directory: Path) -> Dataset:
     tensors, hashes = {}, {}
     for key, spec in entry.files.items():
         path = file_in(directory, spec.stem)
@@ -51,8 +58,15 @@ def load_dataset(
         raw = read_idx_bytes(path)
         hashes[spec.stem] = verified_digest(path, raw, spec, entry)
         tensors[key] = parse_idx(raw, str(path))
-    data = Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name, classes=entry.classes)
-    return _with_shape(data, channels, size).to(device)
+    return Dataset.from_tensors(**tensors, source=str(directory), sha256=hashes, name=entry.name,
+                                classes=entry.classes)  # fmt: skip
+
+
+def _load_archive(entry: ArchiveDataset, directory: Path) -> Dataset:
+    path = directory / entry.archive
+    tensors = read_archive(verified_archive(path, entry), entry, str(path))
+    return Dataset.from_tensors(**tensors, source=str(directory), sha256={entry.archive: entry.sha256},
+                                name=entry.name, classes=entry.classes)  # fmt: skip
 
 
 def _with_shape(data: Dataset, channels: int | None, size: int | None) -> Dataset:

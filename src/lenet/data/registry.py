@@ -1,13 +1,15 @@
 """The data-set registry: what lenet knows about each data set, beside the model registry.
 
 An IDX data set is one table entry: its class names, its four files with their published
-SHA-256s, and its mirrors. Its pixel mean and std (for the models that normalise their input)
-are measured on its training images when it is loaded (data/dataset.py's `measured_spec`). The
-one exception is the default data set's, which a model made without any data (`create_model()`)
-normalises by: they are in its entry (`stats`), DEFAULT_SPEC is made from it, and
-tests/test_datasets.py checks them against the measured ones. Every other module asks a loaded
-data set, or a loaded model, for class names and statistics; none holds a data set's constants.
-The file formats themselves are data/idx.py's.
+SHA-256s, and its mirrors. An archive data set (CIFAR-10) is one file, its SHA-256 and size, and
+the names of the record files inside it (data/cifar.py reads those). A data set's pixel mean and
+std (for the models that normalise their input) are measured on its training images when it is
+loaded (data/dataset.py's `measured_spec`). The one exception is the default data set's, which a
+model made without any data (`create_model()`) normalises by: they are in its entry (`stats`),
+DEFAULT_SPEC is made from it, and tests/test_datasets.py checks them against the measured ones.
+Every other module asks a loaded data set, or a loaded model, for class names and statistics; none
+holds a data set's constants.
+The file formats themselves are data/idx.py's and data/cifar.py's.
 
 `folder:PATH` (one sub-directory per class) and `csv:PATH` (a label and 784 pixels per row)
 name a user's own images; their class names come from the files.
@@ -135,6 +137,27 @@ class IdxDataset:
     stats: tuple[float, float] | None = None
 
 
+@dataclass(frozen=True)
+class ArchiveDataset:
+    """A data set published as one archive of record files (CIFAR-10's binary version), read in memory."""
+
+    name: str
+    classes: tuple[str, ...]
+    archive: str  # the file name, as on the mirrors and in the cache
+    sha256: str  # of the archive as published
+    size: int  # in bytes, as published: named when a file is too large to be it
+    train_members: tuple[str, ...]  # the record files inside, in the order their records are taken
+    test_members: tuple[str, ...]
+    meta_member: str  # the class names, one a line, checked against `classes`
+    mirrors: tuple[str, ...]
+    how_to_get: str
+    description: str
+    system_dir: str | None = None
+
+
+RegistryEntry = IdxDataset | ArchiveDataset
+
+
 def _files(*hashes: tuple[str, str]) -> dict[str, IdxFile]:
     stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     keys = ("train_images", "train_labels", "test_images", "test_labels")
@@ -144,7 +167,7 @@ def _files(*hashes: tuple[str, str]) -> dict[str, IdxFile]:
 # A file is accepted when its decompressed bytes have `sha256` or, failing that, the .gz file
 # as published has `gz_sha256`: distributions recompress (Debian's Fashion-MNIST .gz files
 # differ from Zalando's), while for KMNIST only the .gz hashes are published.
-DATASETS: dict[str, IdxDataset] = {
+DATASETS: dict[str, RegistryEntry] = {
     "fashion-mnist": IdxDataset(
         "fashion-mnist",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
@@ -188,6 +211,23 @@ DATASETS: dict[str, IdxDataset] = {
         how_to_get="pass --data-dir DIR holding the four .gz files (MNIST format) from github.com/rois-codh/kmnist",
         description="Kuzushiji-MNIST: ten cursive Japanese hiragana",
     ),
+    "cifar10": ArchiveDataset(
+        "cifar10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        archive="cifar-10-binary.tar.gz",
+        # The authors publish only an MD5 (c32a1d4ab5d03f1284b67883e8d87530, on www.cs.toronto.edu/~kriz/cifar.html).
+        # This SHA-256 and size are tensorflow/datasets' (tensorflow_datasets/url_checksums/cifar10.txt), and the
+        # same in Julia's MLDatasets and GoMLX's downloader: not measured here, where the archive cannot be fetched.
+        sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        size=170_052_171,
+        train_members=tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)),
+        test_members=("cifar-10-batches-bin/test_batch.bin",),
+        meta_member="cifar-10-batches-bin/batches.meta.txt",
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        how_to_get="pass --data-dir DIR holding cifar-10-binary.tar.gz (the binary version, not the Python one) "
+                   "from www.cs.toronto.edu/~kriz/cifar.html",
+        description="CIFAR-10: 32x32 colour photos of ten kinds of vehicle and animal (official binary archive)",
+    ),
 }
 DEFAULT = "fashion-mnist"
 # A user's own images: named by a kind and a path (data.load_dataset reads them), not registered.
@@ -196,10 +236,10 @@ USER_DATA = {
     "csv:PATH": "a label and 784 pixels per row (a file, or a directory with *train*.csv and *test*.csv)",
 }
 # The default data set's measured statistics, for a model created outside any data set (create_model()).
-DEFAULT_SPEC = DataSpec(DEFAULT, DATASETS[DEFAULT].classes, *DATASETS[DEFAULT].stats)
+DEFAULT_SPEC = DataSpec(DEFAULT, DATASETS[DEFAULT].classes, *DATASETS[DEFAULT].stats)  # type: ignore[union-attr,misc]
 
 
-def dataset_entry(name: str) -> IdxDataset:
+def dataset_entry(name: str) -> RegistryEntry:
     return DATASETS[dataset_name(name)]
 
 
