@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import LENET
+from sweeps import needs_ray
 from lenet import TrainConfig, get_recipe, train
 from lenet.core.errors import DataError, LenetError
 from lenet.data.images import load_image, prepared
@@ -194,3 +195,22 @@ def test_the_command_line_trains_a_colour_folder_and_refuses_bad_shapes(tmp_path
     assert wrong.returncode == 1 and "fashion-mnist has grey 28x28 images of its own" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
 
+
+
+@pytest.mark.usefixtures("ray_namespace")
+@needs_ray
+def test_a_sweep_trains_every_trial_on_a_colour_folder(tmp_path):
+    """`lenet sweep` on a colour folder: the plan records how the folder is read, the data goes to the trials as
+    it was read (3x32x32), and every trial learns the hues (chance is 1 in 3)."""
+    from sweeps import Sweep, read_table, space_file
+
+    folder = draw_discs(tmp_path / "colours", 30)
+    text = (f'dataset = "folder:{folder}"\nbase = "default"\ntrials = 2\nval_split = 18\nsize = 28\n[recipe]\n'
+            'epochs = 6\n[vary]\nlr = [0.01, 0.02]\n')  # fmt: skip
+    out, _ = Sweep(str(space_file(tmp_path, text)), "--out", str(tmp_path / "runs"), "--name", "hues").wait()
+    sweep = tmp_path / "runs" / "hues"
+    assert '"channels": 3' in (sweep / "trial-0001" / "config.json").read_text()
+    assert '"image_size": 28' in (sweep / "trial-0001" / "config.json").read_text()
+    assert '"size": 28' in (sweep / "plan.json").read_text()
+    rows = read_table(sweep)["rows"]
+    assert len(rows) == 2 and all(row["val"]["mean"] >= 0.8 for row in rows), rows

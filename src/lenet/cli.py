@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT", nargs="?", help="a trained model (default: --model)")
     s.add_argument("--model", choices=list(list_models()), help="a registry model, untrained (default: lenet, the tutorial's)")
     s.add_argument("--batch-size", type=positive_int, default=64)
+    s.add_argument("--channels", type=int, choices=(1, 3), help="--model: the input's channels, 1 grey or 3 colour "
+                                                                 "(default: 1)")  # fmt: skip
+    s.add_argument("--size", type=_side, metavar="S", help="--model: the input's side (default: 28; CIFAR-10's is 32)")
     s.set_defaults(func=cmd_summary)
 
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
@@ -679,15 +682,17 @@ def cmd_serve(args) -> int:
 
 def cmd_summary(args) -> int:
     from lenet.runs.checkpoint import load
+    from lenet.data.registry import IMAGE_SIZE
     from lenet.models.lenet import count_parameters, create_model, summarize
 
-    if args.run and args.model:
-        raise UsageError("give a RUN or --model, not both")
+    if args.run and (args.model or args.channels or args.size):
+        raise UsageError("give a RUN, or --model (with --channels and --size), not both: a run's model has its own input")
     if args.run:
         trained = load(args.run)
         model, what = trained.net, f"{args.run} ({trained.data.name}; predicts with {trained.views.describe()})"
     else:
-        model, what = create_model(args.model or "lenet"), args.model or "lenet (the tutorial's model)"
+        shape = {"in_channels": args.channels or 1, "image_size": args.size or IMAGE_SIZE}
+        model, what = create_model(args.model or "lenet", **shape), args.model or "lenet (the tutorial's model)"
     rows = summarize(model, args.batch_size)
     config = model.config
     print(f"{what}: input [{args.batch_size}, {config.in_channels}, {config.image_size}, {config.image_size}]")
@@ -757,7 +762,7 @@ def cmd_sweep(args) -> int:
         raise UsageError("give a SPACE file, or --resume SWEEP to finish a sweep")
     # On --resume, --dataset names where the sweep's own data is (a sweep's files never choose a path to read).
     planned = ("trials", "seeds", "val_split", "epochs", "name", "cpus_per_trial", "gpus_per_trial", "skip_bad",
-               *(() if args.resume else ("dataset",)))  # fmt: skip
+               "channels", "size", *(() if args.resume else ("dataset",)))  # fmt: skip
     changed = [f"--{k.replace('_', '-')}" for k in planned if getattr(args, k) is not None]
     if args.resume and changed:
         raise UsageError(f"--resume finishes a sweep as it was planned; drop {changed[0]}")
@@ -765,7 +770,8 @@ def cmd_sweep(args) -> int:
     options = Options(trials=args.trials, seeds=args.seeds, val_split=args.val_split, epochs=args.epochs,
                       **resources, address=args.address,
                       local_cpus=args.local_cpus, out=args.out, name=args.name, data_dir=args.data_dir,
-                      storage=args.storage, dataset=args.dataset, skip_bad=args.skip_bad)  # fmt: skip
+                      storage=args.storage, dataset=args.dataset, skip_bad=args.skip_bad, channels=args.channels,
+                      size=args.size)  # fmt: skip
     run_sweep(args.space, options, resume=args.resume, on_line=lambda line: print(line, flush=True))
     return 0
 

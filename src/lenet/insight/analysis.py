@@ -49,8 +49,9 @@ def first_conv(model: LeNet) -> nn.Conv2d:
 
 
 def first_layer_filters(model: LeNet) -> torch.Tensor:
-    """The first convolution's kernels, [out_channels, 5, 5] (one input channel: grey)."""
-    return first_conv(model).weight.detach().cpu()[:, 0]
+    """The first convolution's kernels, [out_channels, in_channels, 5, 5]: one input channel for grey, three
+    (R, G, B) for colour."""
+    return first_conv(model).weight.detach().cpu()
 
 
 def block_activations(model: LeNet) -> list[tuple[str, nn.Module]]:
@@ -103,7 +104,7 @@ class LayerActivations:
 
 @torch.inference_mode()
 def layer_activations(model: LeNet, images: torch.Tensor) -> LayerActivations:
-    """One pass of the network over uint8 images [N, 1, 28, 28], every activation kept on the way.
+    """One pass of the network over uint8 images [N, C, S, S], every activation kept on the way.
 
     The pass walks the layers as LeNet.forward runs them (normalise, conv block, flatten, fully
     connected block) instead of hooking them: hooks live on the shared modules, so two passes on two
@@ -127,7 +128,7 @@ def layer_activations(model: LeNet, images: torch.Tensor) -> LayerActivations:
 
 
 def feature_maps(model: LeNet, images: torch.Tensor) -> list[FeatureMaps]:
-    """Each convolution block's activations for uint8 images [N, 1, 28, 28]."""
+    """Each convolution block's activations for uint8 images [N, C, S, S]."""
     return layer_activations(model, images).conv
 
 

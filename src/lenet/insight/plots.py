@@ -130,12 +130,21 @@ def mistakes(images: torch.Tensor, found: Mistakes, classes: Sequence[str], rows
     return fig
 
 
-def samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], cols: int = 10) -> Figure:
-    """uint8 images [N, 1, 28, 28] in a grid, each titled with its class (the notebook's first look at the data)."""
+def samples(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], cols: int = 10,
+            name: str = "Fashion-MNIST") -> Figure:  # fmt: skip
+    """uint8 images [N, C, S, S] in a grid, each titled with its class (the notebook's first look at the data)."""
     fig = new_figure("samples")
     _image_grid(fig, list(images), [classes[label] for label in labels.tolist()], math.ceil(len(images) / cols), cols)
-    fig.suptitle(f"{len(images)} Fashion-MNIST images and their classes")
+    fig.suptitle(f"{len(images)} {name} images and their classes")
     return fig
+
+
+def show_image(ax, image: torch.Tensor) -> None:
+    """A uint8 image [C, S, S] on `ax`: grey on a grey scale, colour as it is."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image.cpu().permute(1, 2, 0).numpy())
 
 
 def _image_grid(fig: Figure, images: Sequence[torch.Tensor], titles: Sequence[str], rows: int, cols: int) -> None:
@@ -143,16 +152,21 @@ def _image_grid(fig: Figure, images: Sequence[torch.Tensor], titles: Sequence[st
     for ax in axes:
         ax.set_axis_off()
     for ax, image, title in zip(axes, images, titles):
-        ax.imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+        show_image(ax, image)
         ax.set_title(title, fontsize=8)
 
 
 def filters(weights: torch.Tensor) -> Figure:
-    """The first convolution's kernels [C, k, k], each on its own symmetric scale, stated under it.
+    """The first convolution's kernels [out, in, k, k], each on its own symmetric scale, stated under it.
 
     One shared scale leaves every filter but the strongest washed out; a filter's pattern is in
-    its signs and relative sizes, and its strength is the number under it.
+    its signs and relative sizes, and its strength is the number under it. A grey model's kernels are
+    drawn blue-white-red; a colour model's in RGB, each channel's weight as that colour's brightness
+    around a mid-grey 0 (as AlexNet's first-layer filters are usually shown).
     """
+    if weights.shape[1] == 3:
+        return _colour_filters(weights)
+    weights = weights[:, 0]
     fig = new_figure("filters")
     count = len(weights)
     cols = min(count, 8)
@@ -169,6 +183,23 @@ def filters(weights: torch.Tensor) -> Figure:
     return fig
 
 
+def _colour_filters(weights: torch.Tensor) -> Figure:
+    fig = new_figure("filters")
+    count = len(weights)
+    cols = min(count, 8)
+    axes = fig.subplots(math.ceil(count / cols), cols, squeeze=False).flatten()
+    for ax in axes:
+        ax.set_axis_off()
+    for i, (ax, kernel) in enumerate(zip(axes, weights)):
+        limit = kernel.abs().max().item() or 1.0
+        ax.imshow((kernel / limit / 2 + 0.5).permute(1, 2, 0).clamp(0, 1).numpy())  # [-x, x] -> [0, 1]: grey is 0
+        ax.set_title(f"filter {i + 1}: ±{limit:.2f}", fontsize=9)
+    side = weights.shape[-1]
+    fig.suptitle(f"the {count} {side}x{side} first-layer filters in RGB, each on its own scale: mid-grey 0, a colour "
+                 "brighter where the filter weighs that channel up (x above it)")  # fmt: skip
+    return fig
+
+
 def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps, classes: Sequence[str]) -> Figure:
     """One row per image: the input, then its feature maps in this block (analysis.channels_shown, as the
     server's page draws them)."""
@@ -177,7 +208,7 @@ def feature_maps(images: torch.Tensor, labels: torch.Tensor, found: FeatureMaps,
     fig = new_figure("features")
     axes = fig.subplots(len(images), channels + 1, squeeze=False)
     for row, (image, label, maps) in enumerate(zip(images, labels.tolist(), found.maps)):
-        axes[row, 0].imshow(image[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+        show_image(axes[row, 0], image)
         axes[row, 0].set_title(classes[label], fontsize=8)
         for column, c in enumerate(shown_channels, start=1):
             # Each map on its own scale: what matters is where it responds, not how much.
@@ -218,7 +249,7 @@ def metric_against(name: str, points: Sequence[tuple[object, float]], metric: st
 
 
 def preview(rows: Sequence[torch.Tensor], classes: Sequence[str], per_class: int, title: str) -> Figure:
-    """One row a class: its uint8 images [n, 1, 28, 28] (n <= per_class), the class named at the left.
+    """One row a class: its uint8 images [n, C, S, S] (n <= per_class), the class named at the left.
 
     Sized by the grid (not SIZES): 0.9 inch an image, so a thumbnail is 90x90 pixels whatever the count.
     """
@@ -233,7 +264,7 @@ def preview(rows: Sequence[torch.Tensor], classes: Sequence[str], per_class: int
             for spine in ax.spines.values():
                 spine.set_visible(i < len(images))
             if i < len(images):
-                ax.imshow(images[i][0].numpy(), cmap="gray", vmin=0, vmax=255)
+                show_image(ax, images[i])
         line[0].set_ylabel(name if len(images) else f"{name}\n(none)", rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -52,7 +52,8 @@ FIGURES = {
     "confusion": ("Confusion matrix", "Rows: true class; columns: prediction. The matrix `lenet eval` prints."),
     "mistakes": ("Most confident mistakes", "Wrong answers the model was surest of, with its probability."),
     "filters": ("First-layer filters", "The kernels of the first convolution, each on its own colour scale: "
-                "the number above a filter is the weight its full red stands for (full blue, minus it)."),
+                "the number above a filter is the weight its full red stands for (full blue, minus it); for a "
+                "colour model, in RGB around a mid-grey 0, each colour as bright as the filter weighs it up."),
     "features1": ("Feature maps: block 1", "What the first convolution block responds to, one row per test image."),
     "features2": ("Feature maps: block 2", "The second block's maps: coarser, combining the first block's features."),
 }

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lenet.core.errors import RunError
+from lenet.data.registry import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from lenet.runs.compat import upgrade_sessions, upgrade_trials
 from lenet.runs.config import HEX64
 from lenet.runs.record import Record, Versioned, read_record, write_record
@@ -50,7 +51,9 @@ class SpaceRecord(Record):
           "asha": "ASHA 提前停止的设置（无则为 null）", "train_subset": "只用前多少张训练图像（null：全部）",
           "test_subset": "只用前多少张测试图像（null：全部）", "name": "扫描的名字", "dataset": "数据集（null：Fashion-MNIST）",
           "search": "random 或 optuna", "max_concurrent": "同时运行的试验数上限",
-          "skip_bad": "folder: 数据集中无法读取的文件是否被略去（而不是拒绝整个数据集）"}
+          "skip_bad": "folder: 数据集中无法读取的文件是否被略去（而不是拒绝整个数据集）",
+          "channels": "folder: 数据集读作灰度（1）还是彩色（3）（null：由文件夹推断）",
+          "size": "folder: 数据集图像的边长（null：由文件夹推断）"}
 
     base: dict[str, Any] = Field(description="the base recipe's every field")
     base_name: str = Field("default", description="the base recipe's name or file")
@@ -71,6 +74,8 @@ class SpaceRecord(Record):
     search: Literal["random", "optuna"] = Field("random", description="random or optuna")
     max_concurrent: int | None = Field(None, ge=1, le=BIG, description="trials at a time at most")
     skip_bad: bool = Field(False, description="a folder's unreadable files left out (not the whole data set refused)")
+    channels: Literal[1, 3] | None = Field(None, description="a folder read in grey (1) or colour (3) (null: inferred)")
+    size: int | None = Field(None, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, description="a folder's image side (null: inferred)")
 
 
 class PlanRecord(Versioned):

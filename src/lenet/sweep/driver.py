@@ -191,7 +191,8 @@ def _load_data(plan_space: dict[str, Any], data_dir: str | None):
     from lenet.data.load import load_dataset
     from lenet.data.registry import DEFAULT
 
-    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir, skip_bad=bool(plan_space.get("skip_bad")))
+    data = load_dataset(plan_space.get("dataset") or DEFAULT, data_dir, skip_bad=bool(plan_space.get("skip_bad")),
+                        channels=plan_space.get("channels"), size=plan_space.get("size"))  # fmt: skip
     data = data.subset(plan_space["train_subset"], plan_space["test_subset"])
     if not plan_space["val_split"] < len(data.train_labels):
         raise LenetError(f"val_split {plan_space['val_split']:,} must be below the {len(data.train_labels):,} "

@@ -14,7 +14,7 @@ from typing import Any
 
 from lenet.core.errors import LenetError, UnknownDataset, UsageError, short_repr
 from lenet.core.values import bounds, check_value
-from lenet.data.registry import dataset_name
+from lenet.data.registry import CHANNELS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, dataset_name
 from lenet.training.recipes import RECIPES, Recipe, check_field_value, field_types, get_recipe, is_recipe_file
 from lenet.runs.record import load_toml
 from lenet.training.recipes import load_recipe_file, recipe_from_table
@@ -23,7 +23,7 @@ METRICS = {"final": "after the last epoch", "best": "at the best epoch"}
 DRAWS = ("choice", "uniform", "loguniform")  # how a drawn field is written: { uniform = [low, high] }
 SEARCHES = ("random", "optuna")  # random: lenet's own seeded draws; optuna: Tune's OptunaSearch (TPE)
 TOP_LEVEL = ("name", "base", "dataset", "search", "max_concurrent", "trials", "seeds", "first_seed", "seeds_per_trial", "val_split", "metric",
-             "sample_seed", "max_failures", "recipe", "vary", "asha", "data", "skip_bad")  # fmt: skip
+             "sample_seed", "max_failures", "recipe", "vary", "asha", "data", "skip_bad", "channels", "size")  # fmt: skip
 DEFAULT_VAL_SPLIT = 5000  # held-out training images: the test set decides nothing in a sweep
 SIGNIFICANT = 4  # drawn values are rounded to this many digits: readable tables and recipe files
 
@@ -67,6 +67,8 @@ class Space:
     search: str = "random"
     max_concurrent: int | None = None  # trials at a time at most (None: as many as the CPUs allow)
     skip_bad: bool = False  # folder:PATH: train on the readable images, as lenet train --skip-bad
+    channels: int | None = None  # folder:PATH: grey (1) or colour (3), as lenet train --channels; None: inferred
+    size: int | None = None  # folder:PATH: the images' side, as lenet train --size; None: inferred
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Options:
     dataset: str | None = None  # --dataset: overrides the file's
     storage: str | None = None  # Tune's storage_path: s3://BUCKET/PREFIX or a path every node mounts
     skip_bad: bool | None = None  # --skip-bad: overrides the file's
+    channels: int | None = None  # --channels and --size: override the file's
+    size: int | None = None
 
 
 def read_space(path: str | os.PathLike, options: Options = Options()) -> Space:
@@ -128,7 +132,13 @@ def parse_space(table: dict[str, Any], where: str, options: Options = Options())
         search=_get(table, "search", str, where, "random"),
         max_concurrent=_get(table, "max_concurrent", int, where, None, minimum=1),
         skip_bad=_pick(options.skip_bad, _get(table, "skip_bad", bool, where, False)),
+        channels=_pick(options.channels, _get(table, "channels", int, where, None, minimum=1)),
+        size=_pick(options.size, _get(table, "size", int, where, None, minimum=1)),
     )  # fmt: skip
+    if space.channels not in (None, *CHANNELS):
+        raise LenetError(f"{where}: channels is 1 (grey) or 3 (colour), not {space.channels}")
+    if space.size is not None and not MIN_IMAGE_SIZE <= space.size <= MAX_IMAGE_SIZE:
+        raise LenetError(f"{where}: size is {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, not {space.size}")
     if space.search not in SEARCHES:
         raise LenetError(f"{where}: search must be one of {', '.join(map(repr, SEARCHES))}, not {space.search!r}")
     if space.search == "optuna":
