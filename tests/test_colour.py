@@ -214,3 +214,22 @@ def test_a_sweep_trains_every_trial_on_a_colour_folder(tmp_path):
     assert '"size": 28' in (sweep / "plan.json").read_text()
     rows = read_table(sweep)["rows"]
     assert len(rows) == 2 and all(row["val"]["mean"] >= 0.8 for row in rows), rows
+
+
+def test_a_colour_folder_run_resumes_evaluates_and_fine_tunes_with_its_own_shape(tmp_path, capsys):
+    from lenet.cli import main
+    from lenet.training.resume import recorded_data
+
+    folder = f"folder:{draw_discs(tmp_path / 'colours', 12)}"
+    runs = tmp_path / "runs"
+    base = ["--dataset", folder, "--out", str(runs), "--no-report", "--no-progress", "--device", "cpu"]
+    assert main(["train", *base, "--size", "24", "--epochs", "2", "--name", "c"]) == 0
+    again = load_model_data(recorded_data(runs / "c"), folder, own=True)  # as a resume reads it
+    assert again.spec.image_shape == (3, 24, 24)  # read as recorded, not as the folder's default 32
+    assert main(["eval", str(runs / "c"), "--dataset", folder]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    # Fine-tuning a colour 24x24 model on the folder read at its default 32: refused, saying how to fit it.
+    assert main(["train", *base, "--start-from", str(runs / "c"), "--epochs", "1", "--name", "f"]) == 1
+    assert "takes colour 24x24 images, the data gives colour 32x32; read a folder to fit it with --channels 3 " \
+           "--size 24" in capsys.readouterr().err
+    assert main(["train", *base, "--size", "24", "--start-from", str(runs / "c"), "--epochs", "1", "--name", "g"]) == 0

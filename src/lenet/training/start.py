@@ -61,6 +61,10 @@ def check_start(parent: Parent, recipe: Recipe, data: DataSpec) -> str:
     """One line on what the new run takes from its parent; a parent of another architecture is refused."""
     mine = recipe_model_config(recipe, data)
     theirs = parent.model.net.config
+    if (mine.in_channels, mine.image_size) != (theirs.in_channels, theirs.image_size):
+        raise LenetError(f"--start-from {parent.record.path}: it takes {input_words(theirs)} images, the data gives "
+                         f"{input_words(mine)}; read a folder to fit it with --channels {theirs.in_channels} --size "
+                         f"{theirs.image_size}, or start afresh")  # fmt: skip
     if architecture(mine) != architecture(theirs):
         raise LenetError(f"--start-from {parent.record.path}: its network ({describe(theirs)}) is not the recipe's "
                          f"{recipe.model} ({describe(mine)}); pass --model with the parent's model, or start afresh")  # fmt: skip
@@ -77,6 +81,10 @@ def architecture(config: LeNetConfig) -> tuple:
     batch norm's momentum (the recipe's)."""
     return (config.activation, config.pool, config.batch_norm, config.padding, config.channels, config.hidden,
             config.norm_after_pool)  # fmt: skip
+
+
+def input_words(config: LeNetConfig) -> str:
+    return f"{'colour' if config.in_channels == 3 else 'grey'} {config.image_size}x{config.image_size}"
 
 
 def describe(config: LeNetConfig) -> str:
