@@ -1,9 +1,9 @@
 """Colour and size (issue 37): images carry their shape [C, S, S], models are sized from the data, colour
 folders are learned where grey ones cannot be, and grey data goes on exactly as before."""
 
-import hashlib
-import random
+import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import LENET
+from benchmarks.colour import draw_discs
+from conftest import LENET, REPO
 from sweeps import needs_ray
 from lenet import TrainConfig, get_recipe, train
 from lenet.core.errors import DataError, LenetError
@@ -20,65 +21,63 @@ from lenet.data.load import load_dataset, load_model_data
 from lenet.data.registry import DataSpec
 from lenet.models.lenet import create_model, model_config
 
-# Equal brightness, different hue: Pillow's grey values of the three are 99.7-99.8 (issue 37's folder).
-HUES = {"red": (230, 45, 40), "green": (0, 170, 0), "blue": (40, 100, 255)}
-
-
-def draw_discs(root: Path, per_class: int, grey: bool = False, seed: int = 0) -> Path:
-    """A disc of each class's hue on a light ground, at a random size and place, in an image of 24-48 pixels."""
-    rng = random.Random(seed)
-    for name, colour in HUES.items():
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            side = rng.randint(24, 48)
-            img = Image.new("RGB", (side, side), tuple(rng.randint(225, 250) for _ in range(3)))
-            r = rng.uniform(0.2, 0.4) * side
-            cx, cy = rng.uniform(r, side - r), rng.uniform(r, side - r)
-            ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-            (img.convert("L") if grey else img).save(folder / f"{i}.png")
-    return root
-
-
-def _weights_digest(net: torch.nn.Module) -> str:
+# The last commit before images carried their shape: the grey path must give its bits, on whatever machine
+# the tests run (float kernels differ between CPUs, so the two are compared on the same one).
+BEFORE_COLOUR = "e1ca10d"
+# Trains the default and seed recipes for one epoch on the first 2,048 training images (one thread), then reads
+# a grey folder; prints the weights' and the folder's SHA-256s. Run with each version of the package.
+PROBE = """
+import hashlib, sys
+from dataclasses import replace
+import torch
+torch.set_num_threads(1)
+from lenet import TrainConfig, get_recipe, train
+from lenet.data.load import load_dataset
+data = load_dataset("fashion-mnist").subset(2048, 512)
+for name in ("default", "seed"):
+    config = TrainConfig(recipe=replace(get_recipe(name), epochs=1), recipe_name=name, device="cpu", save=False,
+                         progress=False)
     digest = hashlib.sha256()
-    for key, value in sorted(net.state_dict().items()):
+    for key, value in sorted(train(config, data=data).model.net.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    print(name, digest.hexdigest())
+print("folder", load_dataset("folder:" + sys.argv[1]).spec.sha256)
+"""
+
+
+def _probe(source: Path, folder: Path) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", PROBE, str(folder)], capture_output=True, text=True, env=env,
+                          cwd=folder.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_fashion_mnist_and_grey_folders_give_the_same_bits_as_before_colour(tmp_path):
+    """The default and seed recipes' weights after an epoch on Fashion-MNIST, and a grey folder's tensors, equal
+    those of the code before colour, taken from the repository's history."""
+    old = tmp_path / "before"
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_COLOUR, "src/lenet"], capture_output=True)
+    if archive.returncode != 0:
+        message = f"the repository's history lacks {BEFORE_COLOUR} (a shallow clone?): {archive.stderr.decode()[:200]}"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    old.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    folder = draw_discs(tmp_path / "grey", 40, grey=True)
+    before, now = _probe(old / "src", folder), _probe(REPO / "src", folder)
+    assert len(now) == 6 and now == before
+
+
+def test_a_grey_folder_is_read_in_grey_as_before(tmp_path):
+    data = load_dataset(f"folder:{draw_discs(tmp_path / 'grey', 40, grey=True)}")
+    assert data.spec.channels == 1 and data.train_images.shape[1:] == (1, 28, 28)
+    assert "channels" not in data.spec.to_dict()  # a grey description is written as before
 
 
 def _quick(recipe: str, tmp_path, **fields) -> TrainConfig:
     return TrainConfig(recipe=replace(get_recipe(recipe), **fields), recipe_name=recipe, device="cpu",
                        out=str(tmp_path), name=recipe, progress=False, save=False)  # fmt: skip
-
-
-# SHA-256 of the weights after one epoch on the first 2,048 training images, one thread, computed at e1ca10d
-# (before images carried their shape): the grey path must give the same bits.
-BEFORE_COLOUR = {
-    "default": "3228879791725ec71a23a50e91c23c9a4a312bc9bdbfddc2c7327c2f68375946",
-    "seed": "8b1bedd2cd7ff323d591ca8db625a6c16108be450512717035ae5a13f2c0b19a",
-}
-
-
-@pytest.mark.parametrize("recipe", sorted(BEFORE_COLOUR))
-def test_fashion_mnist_trains_to_the_same_bits_as_before_colour(fmnist, tmp_path, recipe):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        net = train(_quick(recipe, tmp_path, epochs=1), data=fmnist.subset(2048, 512)).model.net
-    finally:
-        torch.set_num_threads(threads)
-    assert fmnist.train_images.shape[1:] == (1, 28, 28) and fmnist.spec.channels == 1
-    assert _weights_digest(net) == BEFORE_COLOUR[recipe]
-
-
-def test_a_grey_folder_reads_to_the_same_tensors_as_before_colour(tmp_path):
-    # The data digest of this folder at e1ca10d.
-    data = load_dataset(f"folder:{draw_discs(tmp_path / 'grey', 40, grey=True)}")
-    assert data.spec.channels == 1 and data.train_images.shape[1:] == (1, 28, 28)
-    assert data.spec.sha256 == "cd32566c9bb3c255862eb68218de50071956e2dd7087499c7a93954f95c4e4fd"
-    assert "channels" not in data.spec.to_dict()  # a grey description is written as before
 
 
 def test_the_hue_folder_is_learned_in_colour_and_not_in_grey(tmp_path):
