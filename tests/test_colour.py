@@ -232,3 +232,22 @@ def test_a_colour_folder_run_resumes_evaluates_and_fine_tunes_with_its_own_shape
     assert "takes colour 24x24 images, the data gives colour 32x32; read a folder to fit it with --channels 3 " \
            "--size 24" in capsys.readouterr().err
     assert main(["train", *base, "--size", "24", "--start-from", str(runs / "c"), "--epochs", "1", "--name", "g"]) == 0
+
+
+def test_the_report_of_a_colour_run_shows_colour_images_and_rgb_filters(tmp_path):
+    from lenet.cli import main
+    from lenet.insight import plots
+
+    folder = f"folder:{draw_discs(tmp_path / 'colours', 12)}"
+    argv = ["train", "--dataset", folder, "--out", str(tmp_path), "--name", "c", "--epochs", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c" / "plots" / "filters.png").is_file()
+    assert main(["summary", str(tmp_path / "c")]) == 0
+    weights = torch.zeros(2, 3, 5, 5)
+    weights[0, 0] = 1.0  # a filter that weighs red up: drawn red on mid-grey
+    drawn = plots.filters(weights).axes[0].images[0].get_array()
+    assert drawn.shape == (5, 5, 3) and drawn[0, 0].tolist() == [1.0, 0.5, 0.5]
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    image[2] = 200  # blue
+    figure = plots.samples(image[None], torch.tensor([0]), ["blue"], name="colours")
+    assert figure.axes[0].images[0].get_array()[0, 0].tolist() == [0, 0, 200]

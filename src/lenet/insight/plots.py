@@ -164,9 +164,7 @@ def filters(weights: torch.Tensor) -> Figure:
     drawn blue-white-red; a colour model's in RGB, each channel's weight as that colour's brightness
     around a mid-grey 0 (as AlexNet's first-layer filters are usually shown).
     """
-    if weights.shape[1] == 3:
-        return _colour_filters(weights)
-    weights = weights[:, 0]
+    colour = weights.shape[1] == 3
     fig = new_figure("filters")
     count = len(weights)
     cols = min(count, 8)
@@ -175,28 +173,15 @@ def filters(weights: torch.Tensor) -> Figure:
         ax.set_axis_off()
     for i, (ax, kernel) in enumerate(zip(axes, weights)):
         limit = kernel.abs().max().item() or 1.0
-        ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        if colour:
+            ax.imshow((kernel / limit / 2 + 0.5).permute(1, 2, 0).clamp(0, 1).numpy())  # [-x, x] -> [0, 1]: grey is 0
+        else:
+            ax.imshow(kernel[0].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"filter {i + 1}: ±{limit:.2f}", fontsize=9)
     side = weights.shape[-1]
-    fig.suptitle(f"the {count} {side}x{side} first-layer filters, each on its own scale: blue -x, white 0, red +x "
-                 "(x above it)")  # fmt: skip
-    return fig
-
-
-def _colour_filters(weights: torch.Tensor) -> Figure:
-    fig = new_figure("filters")
-    count = len(weights)
-    cols = min(count, 8)
-    axes = fig.subplots(math.ceil(count / cols), cols, squeeze=False).flatten()
-    for ax in axes:
-        ax.set_axis_off()
-    for i, (ax, kernel) in enumerate(zip(axes, weights)):
-        limit = kernel.abs().max().item() or 1.0
-        ax.imshow((kernel / limit / 2 + 0.5).permute(1, 2, 0).clamp(0, 1).numpy())  # [-x, x] -> [0, 1]: grey is 0
-        ax.set_title(f"filter {i + 1}: ±{limit:.2f}", fontsize=9)
-    side = weights.shape[-1]
-    fig.suptitle(f"the {count} {side}x{side} first-layer filters in RGB, each on its own scale: mid-grey 0, a colour "
-                 "brighter where the filter weighs that channel up (x above it)")  # fmt: skip
+    scale = ("in RGB, each on its own scale: mid-grey 0, a colour brighter where the filter weighs that channel up"
+             if colour else "each on its own scale: blue -x, white 0, red +x")  # fmt: skip
+    fig.suptitle(f"the {count} {side}x{side} first-layer filters {scale} (x above it)")
     return fig
 
 
