@@ -94,7 +94,7 @@ def test_from_idx_shapes_for_training_and_keeps_every_value():
     "change, message",
     [
         ({"train_labels": torch.zeros(5, dtype=torch.uint8)}, "4 images but 5 labels"),
-        ({"test_images": torch.zeros(3, 32, 32, dtype=torch.uint8)}, "expected \\[N, 28, 28\\]"),
+        ({"test_images": torch.zeros(3, 32, 32, dtype=torch.uint8)}, "test images are \\[1, 32, 32\\] each, train images \\[1, 28, 28\\]"),
         ({"test_labels": torch.tensor([0, 10, 2], dtype=torch.uint8)}, "labels go up to 10"),
     ],
 )

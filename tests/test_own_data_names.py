@@ -70,7 +70,7 @@ def test_an_unknown_data_set_is_a_usage_error_in_the_library_and_in_a_space_file
         (["train", "--recipe", "nope"], "neither a recipe"),
         (["train", "--dataset", "nonsense"], "unknown data set 'nonsense'"),
         (["summary", "--model", "resnet"], "invalid choice: 'resnet'"),
-        (["summary", "runs/x", "--model", "lenet"], "give a RUN or --model, not both"),
+        (["summary", "runs/x", "--model", "lenet"], "give a RUN, or --model (with --channels and --size), not both"),
         (["sweep"], "give a SPACE file, or --resume SWEEP"),
         (["train", "--tensorboard", "--seeds", "2"], "--tensorboard logs one run"),
     ],

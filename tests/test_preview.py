@@ -55,7 +55,9 @@ def test_preview_draws_the_inputs_the_model_will_see_per_class(tmp_path, capsys,
         assert torch.equal(row, images[labels == c][:3])
     with Image.open(out) as png:
         assert png.format == "PNG" and png.width > 3 * 80 and png.height > 3 * 80  # 90 pixels a thumbnail
-    assert drawn["rows"][0][0].shape == (1, 28, 28)
+    assert drawn["rows"][0][0].shape == (3, 32, 32)  # brown bags on paper: colour photos, read in colour
+    assert main(["preview", f"folder:{root}", "--out", str(out), "--per-class", "3", "--channels", "1"]) == 0
+    assert drawn["rows"][0][0].shape == (1, 28, 28)  # in grey, as Fashion-MNIST's
 
 
 def test_preview_of_a_registry_data_set_shows_each_class(tmp_path, capsys):

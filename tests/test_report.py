@@ -139,7 +139,7 @@ def test_feature_maps_for_every_model(name, data):
     assert [m.kind for m in maps] == [ACTIVATIONS[config.activation].__name__] * 2
     assert maps[0].maps.shape == (3, config.channels[0], first // pooled, first // pooled)
     assert maps[1].maps.shape == (3, config.channels[1], second // pooled, second // pooled)
-    assert first_layer_filters(model).shape == (config.channels[0], 5, 5)
+    assert first_layer_filters(model).shape == (config.channels[0], 1, 5, 5)
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed
     fig = plots.feature_maps(data.test_images[:3], data.test_labels[:3], maps[1], CLASSES)
     assert Image.open(io.BytesIO(plots.png_bytes(fig))).size == expected_size("features")
