@@ -123,6 +123,29 @@ def small_run(fmnist, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def colour_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A colour run: the default recipe, 3 epochs on test_colour's folder of red, green and blue discs (40 a class,
+    read as 3x32x32), a few seconds; (its run directory, the folder)."""
+    from dataclasses import replace
+
+    from test_colour import draw_discs
+
+    from lenet import TrainConfig, get_recipe, train
+
+    tmp = tmp_path_factory.mktemp("colour")
+    root = draw_discs(tmp / "discs", 40)
+    recipe = replace(get_recipe("default"), epochs=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = train(TrainConfig(recipe=recipe, recipe_name="default", dataset=f"folder:{root}", device="cpu",
+                                out=str(tmp / "runs"), name="discs", progress=False)).run_dir  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return run, root
+
+
+@pytest.fixture(scope="session")
 def live_server(small_run):
     """`lenet serve` as a user runs it, on 127.0.0.1 and a free port; yields its base URL."""
     with serving(small_run) as url:

@@ -509,3 +509,58 @@ def test_digit_and_kana_models_get_their_own_hints_and_the_canvas(browser, live_
         assert not [word for word in CLOTHING if word in page.locator(".inputs").inner_text()]
     finally:
         close_page(page)
+
+
+# --- a colour model: pictures in colour, no drawing pad -----------------------------------------
+
+COLOUR_HINTS = {"en-US": "Upload an image of one of: blue, green, red", "zh-CN": "请上传一张属于以下某一类的图片：blue、green、red"}
+
+
+@pytest.fixture(scope="module")
+def colour_server(colour_run):
+    """`lenet serve` of conftest's colour run (3x32x32 discs), without its data: the samples are the ones it keeps."""
+    from conftest import serving
+
+    with serving(colour_run[0]) as url:
+        yield url
+
+
+@pytest.mark.parametrize("locale", list(COLOUR_HINTS), ids=["en", "zh"])
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280px", "390px"])
+def test_a_colour_models_page_shows_its_input_in_colour_and_offers_no_drawing(
+        browser, colour_server, colour_run, viewport, locale, tmp_path):  # fmt: skip
+    from lenet.data.images import load_image
+
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, colour_server, viewport, locale)
+    try:
+        page.goto(colour_server)
+        page.wait_for_selector("#samples img")
+        assert COLOUR_HINTS[locale] in page.text_content("#give-hint")
+        # A pen stroke is nothing like a colour photo: neither the pad, nor its hint, nor the button that opens it.
+        assert page.is_hidden("#draw-part") and page.is_hidden("#draw-hint") and page.is_hidden("#draw-open")
+        # The samples are the run's own 32x32 RGB images (once loaded: the element comes before its picture).
+        page.wait_for_function("document.querySelector('#samples img').naturalWidth > 0")
+        assert page.evaluate("document.querySelector('#samples img').naturalWidth") == 32
+
+        path = colour_run[1] / "blue" / "0.png"
+        page.set_input_files("#file", str(path))
+        assert answered(page) in ("red", "green", "blue")
+        in_view(page, "#answer", viewport)
+        assert page.get_attribute("#seen", "width") == "32"
+        seen = torch.tensor(canvas_pixels(page, "#seen", 0), dtype=torch.uint8).reshape(32, 32, 3).permute(2, 0, 1)
+        assert torch.equal(seen, load_image(path, channels=3, size=32))  # the RGB input itself, not a grey copy
+        assert "32x32" in page.get_attribute("#seen", "aria-label") or "32×32" in page.get_attribute("#seen", "aria-label")
+
+        page.wait_for_selector("#layers-output")
+        assert page.locator("#layers .maps").count() == 2 and page.locator("#layers .maps.block1 canvas").count() > 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        for i in range(page.locator("#layers figure").count()):
+            box = page.locator("#layers figure").nth(i).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], box
+        lang = locale[:2]
+        page.screenshot(path=str(shots / f"colour-{viewport['width']}-{lang}.png"), full_page=True)
+        assert serious_violations(page) == []
+    finally:
+        close_page(page)

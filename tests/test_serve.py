@@ -88,6 +88,7 @@ def test_json_pixels_ints_and_floats_mean_the_same_image(client, fmnist):
     "body, status, fragment",
     [
         ({"images": [[[0] * 28] * 27]}, 422, "at least 28"),
+        ({"images": [[[0] * 28] * 27]}, 422, "This model takes 28x28 grey images: 28 rows of 28 pixels."),
         ({"images": [[[0] * 28] * 28 + [[0] * 28]]}, 422, "at most 28"),
         ({"images": []}, 422, "at least 1"),
         ({"pixels": []}, 422, "images"),
@@ -158,6 +159,7 @@ def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, fmnist):
 def test_model_samples_page_and_docs(client, small_run, fmnist):
     info = client.get("/model").json()
     assert info["name"] == "lenet_bn" and info["parameters"] == 61_750 and info["classes"] == list(CLASSES)
+    assert (info["channels"], info["image_size"]) == (1, 28)  # the page draws, and offers the drawing pad, by these
     assert 0.5 < info["test_accuracy"] <= 1
     samples = client.get("/samples").json()
     assert {s["label"] for s in samples} == set(CLASSES)
@@ -462,7 +464,7 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
 
     niceness = []
 
-    def slow_when_big(data, name, max_pixels):
+    def slow_when_big(data, name, max_pixels, *shape):  # shape: the model's channels and side
         if name.startswith("heavy"):
             niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             with lock:
@@ -471,7 +473,7 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
             release.wait(10)
             with lock:
                 busy[0] -= 1
-        return decode_image(data, name, max_pixels)
+        return decode_image(data, name, max_pixels, *shape)
 
     monkeypatch.setattr(lenet.inference.decoding, "decode_image", slow_when_big)
     heavy, light = big_png(1500), png(torch.zeros(28, 28, dtype=torch.uint8))

@@ -634,11 +634,12 @@ def cmd_predict(args) -> int:
     from lenet.core.device import resolve_device
     from lenet.data.images import load_images
     from lenet.inference.predict import check_top_k, prediction_record, predict, write_predictions_csv
-    from lenet.models.views import classes_of
+    from lenet.models.views import classes_of, input_shape
 
     model = load(args.checkpoint, resolve_device(args.device))
     top_k = check_top_k(args.top_k, len(classes_of(model)))
-    loaded = load_images(args.images, args.skip_bad)
+    channels, side, _ = input_shape(model)
+    loaded = load_images(args.images, args.skip_bad, channels, side)
     predictions = predict(model, loaded.images, top_k)
     for line in (loaded.skipped_summary(), loaded.small_warning()):
         if line:

@@ -20,7 +20,7 @@ from lenet.models.views import classes_of
 
 @dataclass
 class _Job:
-    images: torch.Tensor  # uint8 [n, 1, 28, 28]
+    images: torch.Tensor  # uint8 [n, C, S, S]
     future: asyncio.Future
 
 
@@ -64,7 +64,7 @@ class MicroBatcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def __call__(self, images: torch.Tensor) -> list[Prediction]:
-        """All classes, most probable first, for uint8 images [n, 1, 28, 28]."""
+        """All classes, most probable first, for uint8 images [n, C, S, S] (the model's shape)."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         futures = []

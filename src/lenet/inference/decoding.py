@@ -15,6 +15,7 @@ import torch
 from lenet.core.errors import LenetError
 from lenet.core.text import plural
 from lenet.data.images import MAX_PIXELS, decode_image, image_size
+from lenet.data.registry import IMAGE_SIZE
 from lenet.inference.settings import DEFAULTS
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -45,6 +46,8 @@ class Decoder:
     light: int = DEFAULTS.light_decodes
     heavy: int = DEFAULTS.heavy_decodes
     niceness: int = DEFAULTS.heavy_niceness
+    channels: int = 1  # the model's input, which every image is decoded to: 1 grey, 3 RGB
+    side: int = IMAGE_SIZE
     light_requests: int = 0  # requests decoded in each lane so far
     heavy_requests: int = 0
     refused: int = 0  # requests over the budget
@@ -71,7 +74,7 @@ class Decoder:
             return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def __call__(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
-        """(name, uint8 [1, 28, 28]) for each (name, encoded bytes), in order."""
+        """(name, uint8 [C, S, S]) for each (name, encoded bytes), in order: the model's channels and side."""
         decoded = await self.run(self._measure_and_decode_light, blobs)
         if decoded is not None:
             self.light_requests += 1
@@ -95,7 +98,7 @@ class Decoder:
 
     def _decode(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
         bound = min(MAX_PIXELS, self.budget)
-        return [(name, decode_image(data, name, bound)) for name, data in blobs]
+        return [(name, decode_image(data, name, bound, self.channels, self.side)) for name, data in blobs]
 
 
 def _lower_priority(niceness: int) -> None:

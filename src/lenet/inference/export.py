@@ -1,8 +1,9 @@
 """A trained model as a file other runtimes load: ONNX or TorchScript, verified before it is kept.
 
 The exported graph is the whole LeNet, normalisation included, so a caller only has to do
-what `lenet predict` does before the model: make the image a 28x28 grey Fashion-MNIST-like
-picture (inference.to_fashion_mnist) and scale its uint8 pixels to [0, 1]. That contract is
+what `lenet predict` does before the model: make the image the model's [C, S, S] input (a 28x28 grey
+Fashion-MNIST-like picture, or an RGB one resized and centre-cropped: lenet.data.images.load_image) and
+scale its uint8 pixels to [0, 1]. That contract is
 written three times, so it cannot get lost: in the file's own metadata (ONNX metadata_props,
 TorchScript extra files), in a JSON sidecar beside it, and in the run's export.json.
 
@@ -39,10 +40,10 @@ from lenet.data.registry import IMAGE_SIZE, DataSpec, is_user_data, shown_name
 from lenet.core.errors import ExportError, LenetError
 from lenet.core.files import write_bytes
 from lenet.training.metrics import predict_logits
-from lenet.models.lenet import LeNet, count_parameters
+from lenet.models.lenet import LeNet, LeNetConfig, count_parameters
 from lenet.core.progress import bar, on_terminal, stage
 from lenet.core.text import plural
-from lenet.models.views import Classifier
+from lenet.models.views import Classifier, input_shape
 from lenet.inference.quantize import (QUANTIZATIONS, AccuracyCheck, calibration_images, check_accuracy,
                                       quantization_record, quantize_int8)  # fmt: skip
 
@@ -83,18 +84,36 @@ class ExportResult:
 def preprocessing(model: Classifier) -> dict[str, Any]:
     """What a caller must feed the exported model, in words and numbers."""
     c = model.net.config
-    normalise = f"(x - {c.input_mean}) / {c.input_std}, inside the model" if c.input_mean is not None else "none"
+    channels, side, _ = input_shape(model)
     return {
-        "input": {"name": INPUT, "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "dtype": "float32"},
+        "input": {"name": INPUT, "shape": ["batch", channels, side, side], "dtype": "float32"},
         "output": {"name": OUTPUT, "shape": ["batch", len(model.data.classes)], "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
-        "image": f"grey 28x28, a light object on a dark ground, trimmed and centred as in {shown_name(model.data.name)} "
-        "(lenet.data.images.to_fashion_mnist does this to any picture)",
+        "image": _image_text(model.data.name, channels, side),
         "scaling": "uint8 pixel / 255, giving floats in [0, 1]",
-        "normalisation": normalise,
+        "normalisation": _normalisation_text(c.input_mean, c.input_std),
         "test_time_views": model.views.describe() + ", logits averaged, inside the model",
         "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
     }  # fmt: skip
+
+
+def _image_text(data_set: str, channels: int, side: int) -> str:
+    """How a picture becomes the model's input: grey in Fashion-MNIST's form, or colour as torchvision prepares photos."""
+    if channels == 1:
+        tool = "to_fashion_mnist" if side == IMAGE_SIZE else f"load_image(path, size={side})"
+        return (f"grey {side}x{side}, a light object on a dark ground, trimmed and centred as in {shown_name(data_set)} "
+                f"(lenet.data.images.{tool} does this to any picture)")  # fmt: skip
+    return (f"RGB {side}x{side}, channels first (R, G, B): transparency composited onto white, the shorter side "
+            f"resized to {side} (bilinear, antialiased), the centre {side}x{side} cropped, nothing inverted "
+            f"(lenet.data.images.load_image(path, channels={channels}, size={side}) does this to any picture)")  # fmt: skip
+
+
+def _normalisation_text(mean: float | tuple[float, ...] | None, std: float | tuple[float, ...] | None) -> str:
+    if mean is None:
+        return "none"
+    if isinstance(mean, tuple) and len(mean) > 1:
+        return f"per channel (R, G, B): (x - mean) / std, mean {list(mean)}, std {list(std)}, inside the model"
+    return f"(x - {mean}) / {std}, inside the model"
 
 
 def export(
@@ -226,7 +245,7 @@ def check_output_name(path: Path, fmt: str) -> None:
 
 def verify(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, runtime: str = "",
            progress: bool = False) -> Verification:  # fmt: skip
-    """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, 1, 28, 28])."""
+    """Compare PyTorch's logits with the exported model's on every image given (uint8 [N, C, S, S])."""
     expected = predict_logits(model, images, BATCH, "PyTorch" if progress else None).float()
     got = run_batches(runner, images, runtime, progress)
     if got.shape != expected.shape:
@@ -250,9 +269,9 @@ def run_batches(runner: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
     return torch.cat([runner(to_float(images[i : i + BATCH])) for i in bar(starts, len(starts), label, progress)]).float()
 
 
-def _example() -> torch.Tensor:
-    # Batch 2, not 1, so no exporter can specialise the batch axis to a constant.
-    return torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+def _example(model: nn.Module) -> torch.Tensor:
+    """An input of the model's shape. Batch 2, not 1, so no exporter can specialise the batch axis to a constant."""
+    return torch.zeros(2, *input_shape(model))
 
 
 # --- ONNX -----------------------------------------------------------------------------------
@@ -274,7 +293,7 @@ def _onnx(model: Classifier, info: dict[str, Any]) -> bytes:
     onnx.helper.set_model_props(proto, {
         "lenet": json.dumps(info),
         "classes": json.dumps(pre["classes"]),
-        "input": f"{INPUT}: float32 [batch, 1, 28, 28]; {pre['scaling']}",
+        "input": f"{INPUT}: float32 [{', '.join(map(str, pre['input']['shape']))}]; {pre['scaling']}",
         "normalisation": pre["normalisation"],
     })  # fmt: skip
     proto.doc_string = f"LeNet on {pre['data_set']} (lenet {__version__}); see metadata_props 'lenet' for preprocessing"
@@ -292,7 +311,7 @@ def onnx_graph(model: Classifier) -> bytes:
         # The views' slices are not constant-folded; PyTorch says so, and the export is verified anyway.
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
-            model.eval(), (_example(),), buffer, input_names=[INPUT], output_names=[OUTPUT],
+            model.eval(), (_example(model),), buffer, input_names=[INPUT], output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
     onnx, _ = _require_onnx()
@@ -352,7 +371,7 @@ class RuntimeClassifier(Classifier):
 
 def onnx_runtime(model: Classifier, images: torch.Tensor, threads: int) -> RuntimeClassifier:
     """`model` exported to ONNX in memory and run by ONNX Runtime on `threads` threads, once it has
-    given PyTorch's answers on `images` (uint8 [N, 1, 28, 28]); else an ExportError, and nothing changes.
+    given PyTorch's answers on `images` (uint8 [N, C, S, S]); else an ExportError, and nothing changes.
 
     The threads sleep between passes instead of spinning (ONNX Runtime's default): a server's passes
     come with gaps, and a spinning thread takes the core the event loop needs for the next requests.
@@ -391,9 +410,7 @@ def exported_runtime(path: Path, threads: int) -> tuple[RuntimeClassifier, Expor
     classes = entry.preprocessing.get("classes")
     try:
         config, views = model_and_views(entry.net, entry.views)
-        spec = DataSpec(str(entry.preprocessing.get("data_set", "exported")), classes,
-                        config.input_mean if config.input_mean is not None else 0.5,
-                        config.input_std if config.input_std is not None else 0.5)  # fmt: skip
+        spec = exported_spec(config, str(entry.preprocessing.get("data_set", "exported")), classes)
     except LenetError as e:
         raise ExportError(f"{sidecar}: {e}") from None
     if len(spec.classes) != config.num_classes:
@@ -402,6 +419,18 @@ def exported_runtime(path: Path, threads: int) -> tuple[RuntimeClassifier, Expor
     runtime = f"onnxruntime {ort.__version__} ({plural(threads, 'thread')}), exported file {path.name}"
     shell = Classifier(LeNet(config), views, spec).eval()
     return RuntimeClassifier(shell, _onnx_runner(data, threads, spin=False), runtime), entry
+
+
+def exported_spec(config: LeNetConfig, data_set: str, classes: Any) -> DataSpec:
+    """The data set an exported file's sidecar describes, in the network's shape; its mean and std only name the
+    model's input normalisation (a network without one: 0.5, a placeholder nothing reads)."""
+    def per_channel(value: float | tuple[float, ...] | None) -> float | tuple[float, ...]:
+        values = (0.5,) if value is None else value if isinstance(value, tuple) else (value,)
+        values = values * config.in_channels if len(values) == 1 else values  # one number for every channel
+        return values[0] if config.in_channels == 1 else tuple(values)
+
+    return DataSpec(data_set, classes, per_channel(config.input_mean), per_channel(config.input_std),
+                    image_size=config.image_size, channels=config.in_channels)  # fmt: skip
 
 
 def onnx_int8_runtime(model: Classifier, verify_images: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
@@ -433,7 +462,7 @@ def _torchscript(model: Classifier, info: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format asked for
-        traced = torch.jit.trace(model.eval(), _example())
+        traced = torch.jit.trace(model.eval(), _example(model))
         torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA: json.dumps(info)})
     return buffer.getvalue()
 

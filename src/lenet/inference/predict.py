@@ -48,7 +48,8 @@ def check_top_k(top_k: int, classes: int) -> int:
 
 
 def predict(model: nn.Module, images: torch.Tensor, top_k: int = DEFAULT_TOP_K) -> list[Prediction]:
-    """Top-k classes for uint8 images [N, 1, 28, 28]."""
+    """Top-k classes for uint8 images [N, C, S, S], the model's shape (`views.input_shape`; load_images reads
+    files in it)."""
     device = next(model.parameters()).device
     probabilities = predict_logits(model, images.to(device)).float().softmax(dim=1).cpu()
     values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)

@@ -94,7 +94,7 @@ def quantization_record(calibration: torch.Tensor) -> dict[str, Any]:
 
 def quantize_int8(fp32_model: bytes, calibration: torch.Tensor) -> bytes:
     """The fp32 ONNX model (bytes) statically quantized to int8, its activation ranges measured on
-    `calibration` (uint8 [N, 1, 28, 28] training images). Metadata is carried over."""
+    `calibration` (uint8 [N, C, S, S] training images, the model's shape). Metadata is carried over."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -14,29 +14,45 @@ from lenet.inference.settings import DEFAULTS, MAX_IMAGES
 # --- request bodies ---------------------------------------------------------------------------
 
 
-def json_body_model():
-    """The JSON body of POST /predict and /layers, `{"images": [28x28 pixel arrays]}`, as a pydantic model."""
+def json_body_model(channels: int = 1, side: int = IMAGE_SIZE):
+    """The JSON body of POST /predict and /layers, `{"images": [...]}`, as a pydantic model: for a grey model,
+    S x S pixel rows; for a colour one, S rows of S [r, g, b] pixels (S the model's side)."""
 
     from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
     # fail_fast: each list stops at its first bad item, so a body of 50,000 bad pixels costs one
     # error, not 50,000 (which took seconds to list and megabytes to send).
-    side = Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE, fail_fast=True)
-    Row = Annotated[list[Union[StrictInt, StrictFloat]], side]
-    Image = Annotated[list[Row], side]
+    across = Field(min_length=side, max_length=side, fail_fast=True)
+    Value = Union[StrictInt, StrictFloat]
+    Pixel = Value if channels == 1 else Annotated[list[Value], Field(min_length=channels, max_length=channels, fail_fast=True)]
+    Row = Annotated[list[Pixel], across]
+    Image = Annotated[list[Row], across]
 
     class PixelImages(BaseModel):
-        """28x28 grey images as pixel rows. An image of JSON integers is read as 0-255; one with any
-        number written with a decimal point or exponent is read as floats in [0, 1]."""
-
         images: Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
 
+    PixelImages.__doc__ = (f"{image_words(channels, side)} An image of JSON integers is read as 0-255; one with any "
+                           "number written with a decimal point or exponent is read as floats in [0, 1].")  # fmt: skip
     return PixelImages
+
+
+def image_words(channels: int, side: int) -> str:
+    """The shape a model's JSON images take, in a sentence (the docs' schema, and a 422 for a wrong shape)."""
+    if channels == 1:
+        return f"This model takes {side}x{side} grey images: {side} rows of {side} pixels."
+    return f"This model takes {side}x{side} colour images: {side} rows of {side} [r, g, b] pixels."
+
+
+# The validation problems that mean an image of the wrong shape (a row too short, a number where a pixel's
+# [r, g, b] belongs): their 422 names the shape the model takes.
+SHAPE_PROBLEMS = ("too_short", "too_long", "list_type")
 
 
 def response_models() -> SimpleNamespace:
     """The answers' shapes, for the OpenAPI schema (/docs); the tests validate real answers against them."""
     from pydantic import BaseModel, ConfigDict, Field
+
+    Pixels = Union[list[list[int]], list[list[list[int]]]]  # grey rows, or rows of [r, g, b]
 
     class ClassProbability(BaseModel):
         model_config = ConfigDict(populate_by_name=True)
@@ -47,7 +63,8 @@ def response_models() -> SimpleNamespace:
         name: str = Field(description="the file's name, or images[i] for JSON pixels")
         label: str = Field(description="the most probable class")
         top: list[ClassProbability] = Field(description="top_k classes, most probable first")
-        pixels: list[list[int]] | None = Field(None, description="with ?pixels=true: the 28x28 input the model saw, 0-255")
+        pixels: Pixels | None = Field(None, description="with ?pixels=true: the input the model saw, 0-255, "
+                                                         "in the JSON body's shape (S rows of S values, or of [r, g, b])")
 
     class Predictions(BaseModel):
         predictions: list[ImagePrediction] = Field(description="one per image, in the order sent")
@@ -69,7 +86,7 @@ def response_models() -> SimpleNamespace:
 
     class Layers(BaseModel):
         name: str
-        pixels: list[list[int]] = Field(description="the 28x28 input the network saw, 0-255")
+        pixels: Pixels = Field(description="the input the network saw, 0-255, in the JSON body's shape")
         views: str = Field(description="what was passed through the network")
         conv: list[FeatureMaps]
         hidden: list[HiddenLayer]
@@ -96,6 +113,8 @@ def response_models() -> SimpleNamespace:
         parameters: int
         data_set: str
         classes: list[str]
+        channels: int = Field(description="of the model's input: 1 grey, 3 colour (RGB)")
+        image_size: int = Field(description="the input's side S: the model takes S x S images")
         test_accuracy: float | None = Field(description="the run's, when it has one")
         runtime: str = Field(description="what runs the model: ONNX Runtime or PyTorch, with versions")
 
@@ -129,14 +148,15 @@ def image_responses(schemas: SimpleNamespace, ok: type, what: str) -> dict[int |
         413: {"model": error, "description": f"a body over the size limit, or images holding more pixels than the "
                                              f"server's limit per request (--max-request-pixels, default {DEFAULTS.max_request_pixels:,})"},
         415: {"model": error, "description": "a body that is neither multipart/form-data nor application/json"},
-        422: {"model": error, "description": "JSON that is not 28x28 images of pixels in range, or a bad query parameter"},
+        422: {"model": error, "description": "JSON that is not images of the model's shape (GET /model: channels, "
+                                             "image_size) with pixels in range, or a bad query parameter"},
     }  # fmt: skip
 
 
-def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
-    """One 28x28 JSON image as uint8 [28, 28]; ints are 0-255, floats are [0, 1]."""
-    floats = any(isinstance(v, float) for row in image for v in row)
+def pixels_to_uint8(image: list, where: str) -> torch.Tensor:
+    """One JSON image, grey [S, S] or colour [S, S, 3], as uint8 of that shape; ints are 0-255, floats are [0, 1]."""
     values = torch.tensor(image, dtype=torch.float64)
+    floats = _any_float(image)
     if not values.isfinite().all():  # NaN or infinity: JSON has neither, but Python's parsers take both
         raise ValueError(f"{where}: pixel values must be finite numbers")
     low, high = (0.0, 1.0) if floats else (0, 255)
@@ -144,6 +164,16 @@ def pixels_to_uint8(image: list[list[int | float]], where: str) -> torch.Tensor:
         kind = "float pixels must be in [0, 1]" if floats else "integer pixels must be in 0-255"
         raise ValueError(f"{where}: {kind}, got values from {values.min().item():g} to {values.max().item():g}")
     return (values * 255).round().to(torch.uint8) if floats else values.to(torch.uint8)
+
+
+def _any_float(values: list) -> bool:
+    """Whether any number in nested lists is a float (written with a decimal point or an exponent)."""
+    return any(_any_float(v) if isinstance(v, list) else isinstance(v, float) for v in values)
+
+
+def pixels_json(image: torch.Tensor) -> list:
+    """A model's input, uint8 [C, S, S], as the JSON body sends it: S rows of S values (grey) or of [r, g, b]."""
+    return image[0].tolist() if len(image) == 1 else image.permute(1, 2, 0).tolist()
 
 
 def body_openapi(PixelImages, one: bool = False) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """`lenet serve`: a run's model behind a small HTTP API and a web page to try it.
 
-    POST /predict      image files (multipart) or {"images": [28x28 pixel arrays]} -> top-k classes
+    POST /predict      image files (multipart) or {"images": [S x S pixel arrays]} -> top-k classes
     POST /layers       one image, the same two ways -> what each layer of one pass sees, as arrays
     GET  /model        model config, parameter count, classes, the run's test accuracy
     GET  /healthz      liveness, and how many forward passes served how many images
     GET  /samples      a few test images (GET /samples/{index}.png) for the page to try
     GET  /             the page; /docs and /redoc are the OpenAPI documentation, served offline
 
-Every image goes through `lenet.data.images.decode_image` / `from_pixels` (-> `to_fashion_mnist`) and
-`lenet.inference.predict`: the same code as `lenet predict`, so the server and the CLI cannot disagree.
+Every image goes through `lenet.data.images.decode_image` / `from_pixels` (-> `prepared`, in the model's
+channels and side) and `lenet.inference.predict`: the same code as `lenet predict`, so the server and the CLI
+cannot disagree. A grey model's JSON images are S rows of S pixels, a colour model's S rows of S [r, g, b].
 Requests that arrive together share one forward pass (batcher.MicroBatcher), of at most `max_batch`
 images. The settings and their defaults are settings.py's; the bodies' and answers' schemas schemas.py's.
 
@@ -43,12 +44,13 @@ from lenet.insight.analysis import LayerActivations, channels_shown, layer_activ
 from lenet.inference.predict import DEFAULT_TOP_K, DIGITS, Prediction, prediction_record
 from lenet.data.images import from_pixels, quiet_pillow_warnings
 from lenet.models.lenet import count_parameters
-from lenet.models.views import Classifier, Views, classes_of
+from lenet.models.views import Classifier, Views, classes_of, input_shape
 from lenet.core.device import resolve_device
 from lenet.inference.batcher import MicroBatcher
 from lenet.inference.decoding import Decoder, PixelBudgetError
 from lenet.inference.export import checking_data, exported_runtime, onnx_int8_runtime, onnx_runtime
-from lenet.inference.schemas import body_openapi, image_responses, json_body_model, pixels_to_uint8, response_models
+from lenet.inference.schemas import (SHAPE_PROBLEMS, body_openapi, image_responses, image_words, json_body_model,
+                                     pixels_json, pixels_to_uint8, response_models)  # fmt: skip
 from lenet.inference.settings import DEFAULTS, MAX_IMAGES, RUNTIMES, VIEW_CHOICES, ServeSettings
 
 if TYPE_CHECKING:
@@ -128,7 +130,7 @@ def exported_app(path: Path, settings: ServeSettings):
         raise ServeError(str(e)) from None
     info = {"name": None, "checkpoint": path.name, "config": model.net.config.to_dict(), "views": model.views.to_dict(),
             "parameters": entry.parameters, "data_set": shown_name(model.data.name), "classes": list(model.data.classes),
-            "test_accuracy": None, "runtime": model.runtime, "lenet_version": __version__}  # fmt: skip
+            **input_info(model), "test_accuracy": None, "runtime": model.runtime, "lenet_version": __version__}  # fmt: skip
     return create_app(model, info, settings=settings, layers=False)
 
 
@@ -155,9 +157,16 @@ def run_info(weights: Path, model: nn.Module) -> dict[str, Any]:
         "parameters": count_parameters(model),
         "data_set": shown_name(model.data.name),
         "classes": list(model.data.classes),
+        **input_info(model),
         "test_accuracy": summary.test.accuracy if summary is not None else None,
         "runtime": getattr(model, "runtime", f"torch {torch.__version__}"),
     }
+
+
+def input_info(model: nn.Module) -> dict[str, int]:
+    """GET /model's word on the images the model takes: the page draws, and hides the drawing pad, by it."""
+    channels, side, _ = input_shape(model)
+    return {"channels": channels, "image_size": side}
 
 
 def pick_samples(images: torch.Tensor, labels: torch.Tensor, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
@@ -191,9 +200,10 @@ def create_app(
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
 
+    channels, side, _ = input_shape(model)
     batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
     decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_decodes, settings.heavy_decodes,
-                      settings.heavy_niceness)  # fmt: skip
+                      settings.heavy_niceness, channels, side)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -206,7 +216,8 @@ def create_app(
     # FastAPI's own /docs and /redoc load their scripts from public CDNs: blank pages offline.
     # fastapi-offline serves the same Swagger UI and ReDoc from files in its package.
     app = FastAPIOffline(title="lenet", version=__version__, lifespan=lifespan, static_url=DOCS_ASSETS, redoc_url=None,
-                         description=f"LeNet on {info.get('data_set', 'its data set')}: classify 28x28 grey images.")  # fmt: skip
+                         description=f"LeNet on {info.get('data_set', 'its data set')}: classify {side}x{side} "
+                                     f"{'grey' if channels == 1 else 'colour'} images.")  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_error_replies(app)
@@ -294,7 +305,7 @@ def add_info_routes(app, schemas: SimpleNamespace, info: dict[str, Any], batcher
         return [{"index": i, "label": classes[int(test_labels[i])], "url": f"/samples/{i}.png"} for i in samples]
 
     @app.get("/samples/{index}.png", response_class=Response,
-             responses={200: {"content": {"image/png": {}}, "description": "the test image, 28x28 grey"},
+             responses={200: {"content": {"image/png": {}}, "description": "the test image, as the model takes it"},
                         404: {"model": schemas.Error, "description": "no test image of that index"}})  # fmt: skip
     async def sample_png(index: int) -> Response:
         if test_images is None or not 0 <= index < len(test_images):
@@ -308,7 +319,8 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
     from fastapi import Query, Request
     from fastapi.responses import JSONResponse, Response
 
-    PixelImages = json_body_model()
+    channels, side, _ = input_shape(model)
+    PixelImages = json_body_model(channels, side)
     classes = classes_of(model)
     views_served = model.views.describe() if isinstance(model, Classifier) else "the image alone"
 
@@ -317,10 +329,11 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
     async def predict_endpoint(
         request: Request,
         top_k: Annotated[int, Query(ge=1, le=len(classes), description="classes per image, as `lenet predict --top-k`")] = DEFAULT_TOP_K,
-        pixels: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
+        pixels: Annotated[bool, Query(description="also return the input the model saw, in the JSON body's shape")] = False,
     ) -> dict[str, Any]:
         """Classify images: multipart image files (any PNG/JPEG, prepared as `lenet predict` does) or
-        JSON `{"images": [...]}` of 28x28 pixel arrays. Answers in the order sent, with the keys of
+        JSON `{"images": [...]}` of pixel arrays in the model's shape (S rows of S values, or of [r, g, b] for a
+        colour model; GET /model names channels and image_size). Answers in the order sent, with the keys of
         `lenet predict --json`."""
         named = await images_from_body(request, decoder, PixelImages)
         images = torch.stack([tensor for _, tensor in named])
@@ -329,7 +342,7 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
         for (name, tensor), p in zip(named, predictions):
             result = prediction_record(name, Prediction(p.top[:top_k]))
             if pixels:
-                result["pixels"] = tensor[0].tolist()
+                result["pixels"] = pixels_json(tensor)
             results.append(result)
         return {"predictions": results, "views": views_served}
 
@@ -390,7 +403,9 @@ async def images_from_form(request: "Request", decoder: Decoder) -> list[tuple[s
 
 
 async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
-    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted off the event loop."""
+    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted off the event loop to the model's
+    channels and side (the decoder's)."""
+    channels, side = decoder.channels, decoder.side
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 
@@ -398,10 +413,11 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
         body = PixelImages.model_validate_json(await request.body())
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
-        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+        raise RequestValidationError([shape_named(error, channels, side) for error in errors]) from None
 
     def convert() -> list[tuple[str, torch.Tensor]]:
-        return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"))) for i, img in enumerate(body.images)]
+        return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"), channels, side))
+                for i, img in enumerate(body.images)]  # fmt: skip
 
     try:
         return await decoder.run(convert)
@@ -409,12 +425,21 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
         raise Refused(422, "bad_pixels", str(e)) from None
 
 
+def shape_named(error: dict[str, Any], channels: int, side: int) -> dict[str, Any]:
+    """A validation problem placed in the body; one inside an image that is a wrong shape (a row too short, a
+    number where [r, g, b] belongs) also says, on its one line, the shape the model takes."""
+    named = {**error, "loc": ("body", *error["loc"])}
+    if error.get("type") in SHAPE_PROBLEMS and len(error["loc"]) >= 2:  # ("images", i, ...): an image or inside one
+        named["msg"] = f"{error['msg']}. {image_words(channels, side)}"
+    return named
+
+
 def layers_record(name: str, image: torch.Tensor, seen: LayerActivations, classes: Sequence[str]) -> dict[str, Any]:
     """POST /layers's answer for one image: every array as nested lists, rounded."""
     probabilities = seen.logits[0].double().softmax(0)
     return {
         "name": name,
-        "pixels": image[0].tolist(),
+        "pixels": pixels_json(image),
         "views": "the image alone: one pass of the network, without the test-time views",
         "conv": [{"layer": maps.layer, "kind": maps.kind, "block": maps.block, "shape": list(maps.maps.shape[1:]),
                   "channels": (shown := channels_shown(maps.maps.shape[1])),
@@ -443,10 +468,11 @@ def brief_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _png(image: torch.Tensor) -> bytes:
+    """A model's input, uint8 [C, S, S], as a grey or an RGB PNG."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image[0].numpy()).save(buffer, format="PNG")
+    Image.fromarray(image[0].numpy() if len(image) == 1 else image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -108,3 +108,9 @@ def shifted_views(img: torch.Tensor, shift: int) -> list[torch.Tensor]:
     padded = F.pad(img, (shift, shift, shift, shift))
     offsets = [(0, 0), (-shift, 0), (shift, 0), (0, -shift), (0, shift)]
     return [padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w] for dy, dx in offsets]
+
+
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """[C, S, S]: the image a model takes, from its network's config (a Classifier's or a bare LeNet's)."""
+    config = getattr(model, "net", model).config
+    return (config.in_channels, config.image_size, config.image_size)

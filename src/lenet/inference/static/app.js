@@ -16,6 +16,7 @@ const TEXT = {
     giveDigits: "It tells apart the ten handwritten digits, 0 to 9.",
     giveKana: "It tells apart ten cursive hiragana (Kuzushiji-MNIST): {classes}.",
     giveOwn: "It was trained on your own images ({data}). Upload an image of one of: {classes}.",
+    givePhotos: "It tells apart ten kinds of small colour photos (CIFAR-10): {classes}.",
     drop: "Drop an image here, or choose an image file",
     draw: "Or draw one",
     drawFashion: "Draw one piece of clothing as a filled silhouette, as the Fashion-MNIST images are: " +
@@ -32,7 +33,7 @@ const TEXT = {
     samples: "Or pick a test image",
     sample: "Test image {index}: {label}",
     sees: "What the model sees",
-    seenLabel: "The 28x28 image the model sees",
+    seenLabel: "The {side}x{side} image the model sees",
     prediction: "Prediction:",
     none: "none yet",
     truth: "True class:",
@@ -55,7 +56,7 @@ const TEXT = {
     drawing: "your drawing",
     layersTitle: "What each layer sees",
     layersNone: "Give the model an image, and this shows what each layer of the network makes of it.",
-    layersHint: "One pass of the network over the 28x28 image above. Brighter is a stronger response; " +
+    layersHint: "One pass of the network over the {side}x{side} image above. Brighter is a stronger response; " +
       "each map is on its own scale.",
     conv: "Convolution {block} ({kind}): {shown} feature maps of {height}x{width}",
     convSome: "Convolution {block} ({kind}): the first {shown} of {total} feature maps, {height}x{width}",
@@ -70,6 +71,7 @@ const TEXT = {
     giveDigits: "它能分辨 0 到 9 这十个手写数字。",
     giveKana: "它能分辨十个草书平假名（Kuzushiji-MNIST）：{classes}。",
     giveOwn: "它是用你自己的图片（{data}）训练的。请上传一张属于以下某一类的图片：{classes}。",
+    givePhotos: "它能分辨十类彩色小照片（CIFAR-10）：{classes}。",
     drop: "把图片拖到这里，或者选择一个图片文件",
     draw: "或者画一张",
     drawFashion: "照 Fashion-MNIST 图片的样子，画一件衣物的实心剪影，比如一只鞋、一个包、一件衬衫：" +
@@ -84,7 +86,7 @@ const TEXT = {
     samples: "或者选一张测试图片",
     sample: "测试图片 {index}：{label}",
     sees: "模型看到的图像",
-    seenLabel: "模型看到的 28×28 图像",
+    seenLabel: "模型看到的 {side}×{side} 图像",
     prediction: "预测结果：",
     none: "暂无",
     truth: "真实类别：",
@@ -106,7 +108,7 @@ const TEXT = {
     drawing: "你画的图",
     layersTitle: "每一层看到了什么",
     layersNone: "给模型一张图片，这里就会显示网络的每一层如何处理它。",
-    layersHint: "这是网络对上面这张 28×28 图像做的一次前向传播。颜色越亮，响应越强；每张特征图的颜色刻度各自独立。",
+    layersHint: "这是网络对上面这张 {side}×{side} 图像做的一次前向传播。颜色越亮，响应越强；每张特征图的颜色刻度各自独立。",
     conv: "第 {block} 个卷积层（{kind}）：{shown} 张 {height}×{width} 的特征图",
     convSome: "第 {block} 个卷积层（{kind}）：{total} 张特征图中的前 {shown} 张，{height}×{width}",
     hidden: "第 {index} 个全连接层（{kind}）：{units} 个单元",
@@ -119,6 +121,8 @@ const CLASS_NAMES = {
   zh: {
     "T-shirt/top": "T恤/上衣", Trouser: "裤子", Pullover: "套头衫", Dress: "连衣裙", Coat: "外套",
     Sandal: "凉鞋", Shirt: "衬衫", Sneaker: "运动鞋", Bag: "包", "Ankle boot": "短靴",
+    airplane: "飞机", automobile: "汽车", bird: "鸟", cat: "猫", deer: "鹿", dog: "狗", frog: "青蛙", horse: "马",
+    ship: "船", truck: "卡车",
   },
 };
 // Kuzushiji-MNIST's classes are romanised; the hints show each kana beside its name.
@@ -127,11 +131,20 @@ const KANA = { o: "お", ki: "き", su: "す", tsu: "つ", na: "な", ha: "は",
 // What the model was trained on, from GET /model, decides the hints and whether the drawing is offered:
 // the grey registry data sets are drawn in (a pen stroke looks like their images); a user's own folder or CSV
 // may be photos of anything, so its page offers upload, and drawing only when asked for (docs/serving.md).
+// A colour model is never offered the drawing: a black pen stroke on white is nothing like a colour photo.
 function dataKind(model) {
   if (!model) return null;
-  return { "fashion-mnist": "fashion", mnist: "digits", kmnist: "kana" }[model.data_set] ?? "own";
+  return { "fashion-mnist": "fashion", mnist: "digits", kmnist: "kana", cifar10: "photos" }[model.data_set] ?? "own";
 }
-const KIND_KEYS = { fashion: "Fashion", digits: "Digits", kana: "Kana", own: "Own" };
+const KIND_KEYS = { fashion: "Fashion", digits: "Digits", kana: "Kana", own: "Own", photos: "Photos" };
+// The image the model takes, from GET /model: its side S, and whether it is in colour (3 channels).
+const GREY_SIDE = 28; // a server of before GET /model named its input took Fashion-MNIST's 28x28 grey images
+function side() {
+  return state.model?.image_size ?? GREY_SIDE;
+}
+function inColour() {
+  return state.model?.channels === 3;
+}
 
 let language = pickLanguage();
 function pickLanguage() {
@@ -230,8 +243,9 @@ async function post(path, blob, name) {
 
 function render() {
   document.documentElement.lang = language === "zh" ? "zh-CN" : "en";
-  for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
-  for (const node of document.querySelectorAll("[data-t-label]")) node.setAttribute("aria-label", t(node.dataset.tLabel));
+  const shape = { side: side() };
+  for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t, shape);
+  for (const node of document.querySelectorAll("[data-t-label]")) node.setAttribute("aria-label", t(node.dataset.tLabel, shape));
   for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", button.dataset.lang === language);
   renderModel();
   renderInputs();
@@ -255,11 +269,11 @@ function renderInputs() {
   $("give-hint").hidden = !kind;
   $("give-hint").textContent = kind ? t(`give${KIND_KEYS[kind]}`, values) : "";
   $("draw-hint").textContent = kind ? t(`draw${KIND_KEYS[kind]}`, values) : "";
-  const asked = kind === "own";
+  const asked = kind === "own" && !inColour();
   $("draw-open").hidden = !asked;
   $("draw-open").textContent = t(state.drawAsked ? "drawClose" : "drawOpen");
   $("draw-open").setAttribute("aria-expanded", state.drawAsked);
-  $("draw-part").hidden = !kind || (asked && !state.drawAsked);
+  $("draw-part").hidden = !kind || inColour() || (asked && !state.drawAsked);
   $("samples-part").hidden = state.samples.length === 0;
 }
 
@@ -315,12 +329,14 @@ function drawBars(prediction) {
   }
 }
 
+// The model's input as the server sent it: S rows of S grey values, or of [r, g, b] for a colour model.
 function drawPixels(pixels) {
-  const seen = $("seen").getContext("2d");
-  const image = seen.createImageData(28, 28);
-  image.data.fill(0);
-  (pixels ?? []).flat().forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
-  if (!pixels) for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255;
+  const canvas = $("seen");
+  canvas.width = canvas.height = side(); // a new size clears the canvas too
+  const seen = canvas.getContext("2d");
+  const image = seen.createImageData(canvas.width, canvas.height);
+  for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255; // black, where there is no image
+  (pixels ?? []).flat().forEach((v, i) => image.data.set(Array.isArray(v) ? v : [v, v, v], 4 * i));
   seen.putImageData(image, 0, 0);
 }
 
@@ -337,7 +353,7 @@ function renderLayers() {
   const view = $("layers");
   view.replaceChildren();
   const layers = state.layers;
-  $("layers-hint").textContent = t(layers ? "layersHint" : "layersNone");
+  $("layers-hint").textContent = t(layers ? "layersHint" : "layersNone", { side: side() });
   if (!layers) return;
   for (const block of layers.conv) view.append(convFigure(block));
   layers.hidden.forEach((layer, i) => view.append(unitsFigure(t("hidden", { index: i + 1, kind: layer.kind, units: layer.values.length }), layer.values)));
@@ -495,7 +511,7 @@ async function start() {
     button.dataset.label = sample.label;
     const img = document.createElement("img");
     img.src = sample.url;
-    img.width = img.height = 28;
+    img.width = img.height = side();
     button.append(img);
     button.addEventListener("click", async () => {
       const blob = await (await fetch(sample.url)).blob();
