@@ -128,7 +128,7 @@ def colour_run(tmp_path_factory) -> tuple[Path, Path]:
     read as 3x32x32), a few seconds; (its run directory, the folder)."""
     from dataclasses import replace
 
-    from test_colour import draw_discs
+    from benchmarks.colour import draw_discs
 
     from lenet import TrainConfig, get_recipe, train
 

@@ -69,6 +69,13 @@ def open_page(browser, live_server, viewport=DESKTOP, locale="en-US", **options)
     return page
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where a test's screenshots go: $SCREENSHOTS to keep them and look at them, else the test's own folder."""
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 def close_page(page):
     page.context.close()
     assert page.errors == [] and page.elsewhere == [], (page.errors, page.elsewhere)
@@ -161,8 +168,7 @@ def test_an_error_clears_the_previous_answer(page, tmp_path):
 
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"], ids=["en", "zh"])
 def test_a_phone_sized_screen_needs_no_sideways_scrolling(browser, live_server, locale, tmp_path):
-    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     page = open_page(browser, live_server, PHONE, locale)
     try:
         page.goto(live_server)
@@ -327,8 +333,7 @@ def test_the_layer_view_draws_each_layers_arrays_in_both_languages(browser, live
     problem = chinese_font_problem()
     if problem and os.environ.get("CI"):
         pytest.fail(f"the Chinese page cannot be checked under CI: {problem}")
-    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     page = open_page(browser, live_server, viewport)
     try:
         page.goto(live_server)
@@ -426,8 +431,7 @@ LANGUAGES = {"en-US": ("Upload an image of one of: bars, blocks, stripes", "is n
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1280px", "390px"])
 def test_a_folder_models_page_names_its_classes_offers_upload_and_brings_the_answer_into_view(
         browser, folder_server, folder_run, viewport, locale, tmp_path):  # fmt: skip
-    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     hint_text, refusal = LANGUAGES[locale]
     page = open_page(browser, folder_server, viewport, locale)
     try:
@@ -531,8 +535,7 @@ def test_a_colour_models_page_shows_its_input_in_colour_and_offers_no_drawing(
         browser, colour_server, colour_run, viewport, locale, tmp_path):  # fmt: skip
     from lenet.data.images import load_image
 
-    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     page = open_page(browser, colour_server, viewport, locale)
     try:
         page.goto(colour_server)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import LENET
-from test_colour import HUES
+from benchmarks.colour import HUES
 
 from lenet import load, predict
 from lenet.data.images import decode_image, load_image, prepared
