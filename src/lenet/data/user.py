@@ -41,7 +41,8 @@ def load_folder(path: str, skip_bad: bool = False, shape: FolderShape = FolderSh
     """PATH/CLASS/*.png (any format `lenet predict` reads), or PATH/train/CLASS/* and PATH/test/CLASS/*.
 
     Each image goes through `lenet.data.images.prepared`, the same preprocessing as
-    `lenet predict`, in grey or colour and at the side `shape` gives (inferred where it gives none). Every problem is found before any is reported: unreadable files, links
+    `lenet predict`, in grey or colour and at the side `shape` gives (inferred where it gives
+    none). Every problem is found before any is reported: unreadable files, links
     that lead out of the folder, empty and unbalanced classes all go into one error, so that
     one round of fixes is enough. With `skip_bad`, unreadable files (and links out of the
     folder) are left out instead and listed in the data set's `skipped`; an empty class is an
@@ -60,16 +61,16 @@ def load_folder(path: str, skip_bad: bool = False, shape: FolderShape = FolderSh
         train = _read_classes(root / "train", classes, problems, sides)
         test = _read_classes(root / "test", classes, problems, sides)
         problems.raise_any(f"folder:{path}", skip_bad)
-        channels = shape.channels or _inferred_channels(train[3] + test[3])
-        (train_x, train_y, _), (test_x, test_y, test_sources) = (_in(train, channels, sides), _in(test, channels, sides))
+        channels = shape.channels or _inferred_channels(train.coloured + test.coloured)
+        (train_x, train_y, _), (test_x, test_y, test_sources) = train.split(channels, sides), test.split(channels, sides)
         source = f"{root} (train/ and test/)"
     else:
         classes = _class_names(root)
         sides = shape.sides()
         everything = _read_classes(root, classes, problems, sides)
         problems.raise_any(f"folder:{path}", skip_bad)
-        channels = shape.channels or _inferred_channels(everything[3])
-        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*_in(everything, channels, sides))
+        channels = shape.channels or _inferred_channels(everything.coloured)
+        (train_x, train_y, _), (test_x, test_y, test_sources) = _split(*everything.split(channels, sides))
         source = f"{root} (a random {HELD_OUT:.0%} held out as test, seed {SPLIT_SEED})"
     return _user_dataset(train_x, train_y, test_x, test_y, source, f"folder:{root.resolve()}", classes,
                          tuple(f"{path}: {why}" for path, why in problems.unreadable), test_sources)  # fmt: skip
@@ -163,18 +164,26 @@ def _inferred_channels(coloured: list[bool]) -> int:
     return 3 if coloured and sum(coloured) >= FOLDER_COLOUR_SHARE * len(coloured) else 1
 
 
-def _in(read: tuple, channels: int, sides: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(images, labels, files) of what `_read_classes` read, the images in `channels` channels."""
-    by_channels, labels, files, _ = read
-    images = by_channels[channels]
-    return (torch.stack(images) if images else torch.empty(0, channels, sides[channels], sides[channels],
-                                                           dtype=torch.uint8), labels, files)  # fmt: skip
+@dataclass(frozen=True)
+class _Read:
+    """A folder's images as read, before grey or colour is chosen: each image in every channel count asked for."""
+
+    images: dict[int, list[torch.Tensor]]  # channels -> one uint8 [C, S, S] an image
+    labels: torch.Tensor
+    files: list[str]  # relative to the data set's folder
+    coloured: list[bool]  # whether each image has colour
+
+    def split(self, channels: int, sides: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """(images, labels, files), the images [N, C, S, S] in `channels` channels."""
+        images = self.images[channels]
+        side = sides[channels]
+        stacked = torch.stack(images) if images else torch.empty(0, channels, side, side, dtype=torch.uint8)
+        return stacked, self.labels, self.files
 
 
-def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems,
-                  sides: dict[int, int]) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor, list[str], list[bool]]:  # fmt: skip
-    """The images (a list for each channel count in `sides`), their labels, their files (relative to the data
-    set's folder) and whether each has colour, class by class."""
+def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems, sides: dict[int, int]) -> _Read:
+    """The images (in each channel count in `sides`), their labels, their files and whether each has colour,
+    class by class."""
     images: dict[int, list[torch.Tensor]] = {c: [] for c in sides}
     labels, files, coloured = [], [], []
     for label, name in enumerate(classes):
@@ -199,7 +208,7 @@ def _read_classes(directory: Path, classes: tuple[str, ...], problems: _Problems
         where = "" if problems.shown(directory) == "." else f" in {problems.shown(directory)}/"
         problems.unbalanced.append(f"class {worst!r}{where} has {int(counts.min())} images "
                                    f"against {int(counts.max())} for the largest")  # fmt: skip
-    return images, torch.tensor(labels, dtype=torch.long), files, coloured
+    return _Read(images, torch.tensor(labels, dtype=torch.long), files, coloured)
 
 
 def _read_one(path: Path, problems: _Problems, sides: dict[int, int]) -> tuple[dict[int, torch.Tensor], bool] | None:
