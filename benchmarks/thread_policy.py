@@ -9,7 +9,12 @@ makes them sleep at once. Measured, each figure the median images/s over --round
 1. the tutorial's recipe (`seed`, 1 thread) alone, then beside a 2-thread `default` run with the
    default policy, then beside the same neighbour with PASSIVE, then with PASSIVE in both;
 2. the same beside the same neighbour at niceness 15, which Ray gives its workers (RAY_worker_niceness);
-3. a 2-thread `default` run alone with each policy: the price of PASSIVE when nothing competes.
+3. a 2-thread `default` run alone with each policy: the price of PASSIVE when nothing competes;
+4. two `default` runs started together (issue 39's neighbour goal: each at least 0.4x its speed alone,
+   and alone at most 5% slower than with today's settings), for each lever: the wait policy, a shorter
+   spin (GOMP_SPINCOUNT), and the thread counts (both 1, or one 2 and one 1, as a run that took its
+   threads from a busy machine at its start would). Both runs' images/s, against 2 threads alone with
+   OpenMP's defaults.
 Every run is a fresh `lenet train` process; training images/s are read from its metrics.csv.
 """
 
@@ -81,6 +86,59 @@ CASES = (  # name, recipe, threads, the run's environment, the neighbour's (None
 )
 
 
+PAIRS = (  # name, the threads of the two runs, the environment of both
+    ("OpenMP's defaults", (2, 2), {}),
+    ("OMP_WAIT_POLICY=PASSIVE", (2, 2), PASSIVE),
+    ("GOMP_SPINCOUNT=1000", (2, 2), {"GOMP_SPINCOUNT": "1000"}),
+    ("GOMP_SPINCOUNT=5000", (2, 2), {"GOMP_SPINCOUNT": "5000"}),
+    ("1 thread each", (1, 1), {}),
+    ("2 threads beside 1", (2, 1), {}),
+)
+ALONE = ("2 threads alone, OpenMP's defaults", 2, {})
+ALONE_LEVERS = (ALONE, ("2 threads alone, PASSIVE", 2, PASSIVE), ("2 threads alone, GOMP_SPINCOUNT=1000", 2,
+                {"GOMP_SPINCOUNT": "1000"}), ("1 thread alone", 1, {}))  # fmt: skip
+
+
+def measured_pair(work: Path, name: str, threads: tuple[int, int], env: dict, args) -> tuple[float, float]:
+    """images/s of two `default` runs started together, each on --pair-subset images."""
+    procs = [start(work, f"{name}-{i}", "default", t, args.pair_subset, args.epochs, env) for i, t in enumerate(threads)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            sys.exit(f"thread_policy: lenet train failed: {err.strip()[-2000:]}")
+    first, second = (images_per_s(work / f"{name}-{i}") for i in range(2))
+    return first, second
+
+
+def pairs_table(work: Path, args) -> str:
+    """The neighbour study (part 4): each lever alone and in a pair, the medians of --rounds rounds."""
+    alone: dict[str, list[float]] = {label: [] for label, *_ in ALONE_LEVERS}
+    paired: dict[str, list[tuple[float, float]]] = {label: [] for label, *_ in PAIRS}
+    for round_ in range(args.rounds):
+        for i, (label, threads, env) in enumerate(ALONE_LEVERS):
+            proc = start(work, f"p{round_}-alone{i}", "default", threads, args.pair_subset, args.epochs, env)
+            proc.communicate(timeout=900)
+            alone[label].append(images_per_s(work / f"p{round_}-alone{i}"))
+            print(f"round {round_ + 1}: {label}: {alone[label][-1]:,.0f} images/s", flush=True)
+        for i, (label, threads, env) in enumerate(PAIRS):
+            paired[label].append(measured_pair(work, f"p{round_}-pair{i}", threads, env, args))
+            print(f"round {round_ + 1}: pair, {label}: {paired[label][-1][0]:,.0f} and {paired[label][-1][1]:,.0f} "
+                  "images/s", flush=True)  # fmt: skip
+    base = statistics.median(alone[ALONE[0]])
+    rows = [f"| alone: {label} | {', '.join(f'{v:,.0f}' for v in values)} | **{statistics.median(values):,.0f}** | "
+            f"{statistics.median(values) / base:.2f} |" for label, values in alone.items()]  # fmt: skip
+    for label, values in paired.items():
+        medians = [statistics.median(v[i] for v in values) for i in range(2)]
+        shown = ", ".join(f"{a:,.0f} and {b:,.0f}" for a, b in values)
+        rows.append(f"| together: {label} | {shown} | **{medians[0]:,.0f}** and **{medians[1]:,.0f}** | "
+                    f"{medians[0] / base:.2f} and {medians[1] / base:.2f} |")
+    return (f"Two `default` runs of {args.epochs} epochs on {args.pair_subset:,} images each, started together; "
+            "the last column against one run alone with 2 threads and OpenMP's defaults (the goal: each at least "
+            "0.40 together, and alone at least 0.95).\n\n"
+            "| runs | images/s, per round | median | against 2 threads alone |\n| --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -89,6 +147,7 @@ def main() -> int:
     parser.add_argument("--neighbour-subset", type=int, default=60_000, help="training images of the neighbour's epochs")
     parser.add_argument("--neighbour-epochs", type=int, default=50, help="more than the measured run lasts")
     parser.add_argument("--settle", type=float, default=6.0, help="seconds the neighbour trains before the run starts")
+    parser.add_argument("--pair-subset", type=int, default=20_000, help="training images of each run of a pair")
     parser.add_argument("--write", type=Path, help="put the results in this Markdown file's section")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
@@ -100,6 +159,7 @@ def main() -> int:
                 value = measured(Path(tmp), f"r{round_}-{i}", recipe, threads, env, neighbour, niceness, args)
                 figures[label].append(value)
                 print(f"round {round_ + 1}: {label}: {value:,.0f} images/s", flush=True)
+        pairs = pairs_table(Path(tmp), args)
     median = {label: statistics.median(values) for label, values in figures.items()}
     alone_seed, alone_default = median[CASES[0][0]], median[CASES[5][0]]
     rows = "".join(
@@ -114,6 +174,7 @@ def main() -> int:
         f"A measured run trains {args.epochs} epochs on {args.subset:,} images; the neighbour trains `default` "
         "with 2 threads on all of them throughout. Images/s of training (the median of the run's epochs).\n\n"
         "| run | images/s, per round | median | against the same run alone |\n| --- | --- | --- | --- |\n" + rows
+        + "\n" + pairs
     )
     print(text)
     if args.write:
