@@ -13,8 +13,8 @@ makes them sleep at once. Measured, each figure the median images/s over --round
 4. two `default` runs started together (issue 39's neighbour goal: each at least 0.4x its speed alone,
    and alone at most 5% slower than with today's settings), for each lever: the wait policy, a shorter
    spin (GOMP_SPINCOUNT), and the thread counts (both 1, or one 2 and one 1, as a run that took its
-   threads from a busy machine at its start would). Both runs' images/s, against 2 threads alone with
-   OpenMP's defaults.
+   threads from a busy machine at its start would: what lenet chooses, core/cpushare.py, for a run started
+   beside a busy one). Both runs' images/s, against 2 threads alone with OpenMP's defaults.
 Every run is a fresh `lenet train` process; training images/s are read from its metrics.csv.
 """
 
@@ -38,13 +38,17 @@ SECTION = "## Trial threads and the OpenMP wait policy"
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def start(work: Path, name: str, recipe: str, threads: int, subset: int, epochs: int, env: dict,
+def start(work: Path, name: str, recipe: str, threads: int | None, subset: int, epochs: int, env: dict,
           niceness: int = 0) -> subprocess.Popen:  # fmt: skip
-    args = ["train", "--recipe", recipe, "--epochs", str(epochs), "--threads", str(threads), "--device", "cpu",
+    """`lenet train` on `subset` images; `threads` None: as a user starts it, lenet choosing (its share of a busy
+    machine), with no OMP_NUM_THREADS."""
+    pinned = ["--threads", str(threads)] if threads is not None else []
+    args = ["train", "--recipe", recipe, "--epochs", str(epochs), *pinned, "--device", "cpu",
             "--val-split", "1000", "--eval-every", "0", "--out", str(work), "--name", name, "--no-report", "--no-progress"]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if threads is not None or k != "OMP_NUM_THREADS"}
     # One session for the run and its neighbour: where the kernel groups processes by session (autogroup),
     # a niceness counts only against processes of the same session.
-    return subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, str(subset), "1000", *args], env={**os.environ, **env},
+    return subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, str(subset), "1000", *args], env={**base, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=(lambda: os.nice(niceness)) if niceness else None)  # fmt: skip
 
@@ -92,7 +96,7 @@ PAIRS = (  # name, the threads of the two runs, the environment of both
     ("GOMP_SPINCOUNT=1000", (2, 2), {"GOMP_SPINCOUNT": "1000"}),
     ("GOMP_SPINCOUNT=5000", (2, 2), {"GOMP_SPINCOUNT": "5000"}),
     ("1 thread each", (1, 1), {}),
-    ("2 threads beside 1", (2, 1), {}),
+    ("2 threads beside 1 (lenet's choice for a run started beside a busy one)", (2, 1), {}),
 )
 ALONE = ("2 threads alone, OpenMP's defaults", 2, {})
 ALONE_LEVERS = (ALONE, ("2 threads alone, PASSIVE", 2, PASSIVE), ("2 threads alone, GOMP_SPINCOUNT=1000", 2,

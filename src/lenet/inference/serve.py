@@ -38,6 +38,7 @@ from lenet.runs.directory import run_records
 from lenet.runs.samples import first_per_class
 from lenet.data.dataset import Dataset
 from lenet.data.registry import shown_name
+from lenet.core.cpushare import registered
 from lenet.core.errors import LenetError, ServeError
 from lenet.core.text import clip
 from lenet.insight.analysis import LayerActivations, channels_shown, layer_activations
@@ -583,5 +584,6 @@ def serve(
     print(f"serving {info['name'] or 'model'} from {weights} at http://{shown}:{bound_port}/ "
           f"(API docs at /docs); Ctrl-C stops", flush=True)  # fmt: skip
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    with registered():  # a training started while the server is busy answering takes its share of the cores
+        server.run(sockets=[sock])
     return 0

@@ -14,12 +14,14 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from lenet.core.cpushare import fair_threads
 from lenet.core.errors import LenetError
+from lenet.core.text import plural
 from lenet.training.objective import Objective
 
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory gives them. 32 MiB is the
@@ -101,6 +103,21 @@ def _confstr(name: str) -> str:
         return os.confstr(name) or ""
     except (ValueError, OSError):  # a name this system does not know
         return ""
+
+
+def shared_threads(engine: Engine, device: torch.device) -> tuple[Engine, str | None]:
+    """The engine with its share of the cores, and a line saying so, for a CPU run whose threads nobody chose
+    (--threads, OMP_NUM_THREADS) started beside busy lenet processes (core/cpushare.py says why); else the
+    engine as it is and None. The count goes into the engine, so config.json records it for a resume."""
+    if device.type != "cpu" or engine.threads is not None or "OMP_NUM_THREADS" in os.environ:
+        return engine, None
+    cores = torch.get_num_threads()
+    threads, busy = fair_threads(cores)
+    if threads >= cores:
+        return engine, None
+    return replace(engine, threads=threads), (
+        f"{plural(busy, 'other lenet process', 'other lenet processes')} busy on this machine: this run takes "
+        f"{plural(threads, 'thread')} of {cores} (recorded in config.json; --threads {cores} takes them all)")
 
 
 def prepare(model: nn.Module, engine: Engine) -> nn.Module:

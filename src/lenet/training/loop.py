@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from lenet.core.cpushare import registered
 from lenet.core.device import resolve_device
 from lenet.core.errors import Interrupted, LenetError, RunError
 from lenet.core.progress import bar, stage
@@ -33,7 +34,7 @@ from lenet.runs.state import STATE_FILE
 from lenet.training.augment import augment, erase
 from lenet.training.build import build_model, check_schedule, steps_per_epoch as epoch_steps
 from lenet.training.config import RunResult, TrainConfig
-from lenet.training.engine import Step, prepare, resolve_precision, training_order
+from lenet.training.engine import Step, prepare, resolve_precision, shared_threads, training_order
 from lenet.training.metrics import Evaluation, evaluate
 from lenet.training.objective import Objective
 from lenet.training.recipes import Recipe
@@ -95,7 +96,19 @@ def train(
 
     With `resume` (a run directory made with the same config, see `resume_config`), the
     run continues after its last completed epoch and ends as an uninterrupted run would.
+    While it trains, the process is in the registry of busy lenet processes (core/cpushare.py),
+    so that a training started beside it takes its share of the cores.
     """
+    threads = torch.get_num_threads()
+    try:
+        with registered():
+            return _train(config, data, on_epoch, on_warning, resume)
+    finally:  # a run's thread count (--threads, or its share of a busy machine) is its own, not the next one's
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, data: Dataset | None, on_epoch: Callable[[EpochMetrics], None] | None,
+           on_warning: Callable[[str], None] | None, resume: str | Path | None) -> RunResult:  # fmt: skip
     device = resolve_device(config.device)
     # "auto" becomes what this device runs, so config.json (and a resume) says which precision trained.
     config = replace(config, recipe=replace(config.recipe, precision=resolve_precision(config.recipe.precision, device)))
@@ -106,6 +119,10 @@ def train(
     data = (data or load_dataset(config.dataset, config.data_dir, skip_bad=config.skip_bad, channels=config.channels,
                                  size=config.size)).to(device)
     splits = Splits.of(data, config.val_split, recipe.val_seed)
+    shared = None
+    if resume is None:  # a resume keeps the thread count its run recorded
+        engine, shared = shared_threads(config.engine, device)
+        config = replace(config, engine=engine)
     steps_per_epoch = epoch_steps(len(splits.train[1]), recipe.batch_size)
 
     teacher, identity = None, None
@@ -126,6 +143,8 @@ def train(
         take_weights(model, parent)
     prepare(model.net, config.engine)
     state = start_state(config, model.net, len(splits.train[1]), steps_per_epoch, device)
+    if shared is not None:
+        _warn(state, shared, on_warning)
     # The engine's fall-backs (no compiler, no graph capture) are the run's warnings too: summary.json keeps them.
     step = Step(model.net, state.optimizer, state.schedule, config.engine, precision=recipe.precision,
                 on_warning=lambda text: _warn(state, text, on_warning),
