@@ -1,9 +1,9 @@
 """The lenet processes busy on this machine, so that a training started beside them takes its share of the
 cores instead of all of them.
 
-Two trainings with PyTorch's default of one thread per core ran at 0.13x their speed alone on two cores:
+Two trainings with PyTorch's default of one thread per core ran at 0.13-0.16x their speed alone on two cores:
 OpenMP's threads spin at every barrier, and a thread that loses its core holds its siblings up. One thread
-each kept both at 0.54-0.56x; no wait policy or spin count did (BENCHMARKS.md, "Trial threads and the
+each kept both at 0.50-0.56x; no wait policy or spin count did (BENCHMARKS.md, "Trial threads and the
 OpenMP wait policy"). So each lenet training registers here while it runs, and one that starts beside busy
 ones takes cores // (1 + busy) threads. The choice is made once, at the start, and recorded with the run
 (config.json's engine.threads), so that the run computes the same numbers when resumed: a thread count
