@@ -62,7 +62,7 @@ class LeNetConfig:
     norm_momentum: float = 0.1
     norm_eps: float = 1e-5
     in_channels: int = 1  # of the input: 1 grey, 3 RGB
-    image_size: int = IMAGE_SIZE  # the input's side S
+    image_size: int = IMAGE_SIZE  # the input's side S; MIN_IMAGE_SIZE leaves a 1x1 map after the convolutions
 
     def __post_init__(self) -> None:
         # Every field is checked for type and range here, so a config read from a file
@@ -102,9 +102,6 @@ class LeNetConfig:
                                                                         and min(_as_tuple(std)) > 0)):  # fmt: skip
             raise LenetError("input_mean and input_std go together, and are finite numbers (one, or one per input "
                              "channel) with a positive std")  # fmt: skip
-        if self.feature_side < 1:
-            raise LenetError(f"a {self.image_size}x{self.image_size} input leaves nothing after the convolutions; "
-                             "use padding 2 or a larger side")  # fmt: skip
         if self.parameter_count > MAX_PARAMETERS:
             raise LenetError(f"a model of {self.parameter_count:,} parameters is over the limit of {MAX_PARAMETERS:,}")
 
