@@ -251,3 +251,15 @@ def test_the_report_of_a_colour_run_shows_colour_images_and_rgb_filters(tmp_path
     image[2] = 200  # blue
     figure = plots.samples(image[None], torch.tensor([0]), ["blue"], name="colours")
     assert figure.axes[0].images[0].get_array()[0, 0].tolist() == [0, 0, 200]
+
+
+def test_a_model_is_listed_and_summarised_on_the_input_it_was_made_for(capsys):
+    from lenet.cli import main
+    from lenet.models.lenet import list_models
+
+    assert list_models()["lenet_cifar"].endswith("(62,006 parameters on 3x32x32)")
+    assert list_models()["lenet"].endswith("(44,426 parameters on 1x28x28)")
+    assert main(["summary", "--model", "lenet_cifar"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "lenet_cifar: input [64, 3, 32, 32]"
+    assert main(["summary", "--model", "lenet_cifar", "--channels", "1", "--size", "28"]) == 0
+    assert "total parameters: 44,426" in capsys.readouterr().out

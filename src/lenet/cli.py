@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", choices=list(list_models()), help="a registry model, untrained (default: lenet, the tutorial's)")
     s.add_argument("--batch-size", type=positive_int, default=64)
     s.add_argument("--channels", type=int, choices=(1, 3), help="--model: the input's channels, 1 grey or 3 colour "
-                                                                 "(default: 1)")  # fmt: skip
-    s.add_argument("--size", type=_side, metavar="S", help="--model: the input's side (default: 28; CIFAR-10's is 32)")
+                                                                 "(default: the model's own, 1 but lenet_cifar's 3)")  # fmt: skip
+    s.add_argument("--size", type=_side, metavar="S", help="--model: the input's side (default: the model's own, 28 "
+                                                           "but lenet_cifar's 32)")  # fmt: skip
     s.set_defaults(func=cmd_summary)
 
     r = sub.add_parser("report", help="plots and a self-contained HTML report of a run")
@@ -683,8 +684,7 @@ def cmd_serve(args) -> int:
 
 def cmd_summary(args) -> int:
     from lenet.runs.checkpoint import load
-    from lenet.data.registry import IMAGE_SIZE
-    from lenet.models.lenet import count_parameters, create_model, summarize
+    from lenet.models.lenet import LeNet, count_parameters, made_for_config, summarize
 
     if args.run and (args.model or args.channels or args.size):
         raise UsageError("give a RUN, or --model (with --channels and --size), not both: a run's model has its own input")
@@ -692,8 +692,9 @@ def cmd_summary(args) -> int:
         trained = load(args.run)
         model, what = trained.net, f"{args.run} ({trained.data.name}; predicts with {trained.views.describe()})"
     else:
-        shape = {"in_channels": args.channels or 1, "image_size": args.size or IMAGE_SIZE}
-        model, what = create_model(args.model or "lenet", **shape), args.model or "lenet (the tutorial's model)"
+        name = args.model or "lenet"
+        shape = {k: v for k, v in (("in_channels", args.channels), ("image_size", args.size)) if v is not None}
+        model, what = LeNet(made_for_config(name, **shape)), args.model or "lenet (the tutorial's model)"
     rows = summarize(model, args.batch_size)
     config = model.config
     print(f"{what}: input [{args.batch_size}, {config.in_channels}, {config.image_size}, {config.image_size}]")

@@ -216,11 +216,13 @@ class LeNet(nn.Module):
 
 class ModelEntry(NamedTuple):
     """A registered model: its config (for Fashion-MNIST; `model_config` fits it to other data), what it is,
-    and whether it normalises its input by the data set's own mean and std (filled in from the data)."""
+    whether it normalises its input by the data set's own mean and std (filled in from the data), and the
+    input (channels, side) it was made for, which `lenet models` and `lenet summary` show it on."""
 
     config: LeNetConfig
     description: str
     normalised: bool = False
+    made_for: tuple[int, int] = (1, IMAGE_SIZE)
 
 
 # Batch-norm variants normalise their input by the training data's mean and std, which
@@ -240,7 +242,8 @@ MODELS: dict[str, ModelEntry] = {
     # Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), a fixed 0.5 for every channel, not the data's own.
     "lenet_cifar": ModelEntry(
         LeNetConfig(activation="relu", input_mean=0.5, input_std=0.5),
-        "pytorch.org's classifier tutorial's net: ReLU, max-pool, (x - 0.5) / 0.5; 400-120-84-10 on 3x32x32",
+        "pytorch.org's classifier tutorial's net: ReLU, max-pool, (x - 0.5) / 0.5, 400-120-84-10",
+        made_for=(3, 32),  # CIFAR-10's
     ),
     "lenet_bn": ModelEntry(_BN, "ReLU, batch norm, padding 2, normalised input", normalised=True),
     "lenet_wide": ModelEntry(
@@ -275,8 +278,15 @@ MODELS: dict[str, ModelEntry] = {
 
 
 def list_models() -> dict[str, str]:
-    return {name: f"{entry.description} ({model_config(name).parameter_count:,} parameters)"
-            for name, entry in MODELS.items()}  # fmt: skip
+    """Each model's description, with its parameters on the input it was made for."""
+    return {name: f"{entry.description} ({made_for_config(name).parameter_count:,} parameters on "
+                  f"{entry.made_for[0]}x{entry.made_for[1]}x{entry.made_for[1]})" for name, entry in MODELS.items()}  # fmt: skip
+
+
+def made_for_config(name: str, **overrides: Any) -> LeNetConfig:
+    """A registry config on the input its model was made for (1x28x28, or CIFAR-10's 3x32x32), ten classes."""
+    channels, side = MODELS[name].made_for if name in MODELS else (1, IMAGE_SIZE)
+    return model_config(name, **{"in_channels": channels, "image_size": side, **overrides})
 
 
 NORMALISED = {name for name, entry in MODELS.items() if entry.normalised}
