@@ -434,7 +434,8 @@ def test_a_header_past_pillows_own_limit_is_413_naming_the_servers_budget(client
 
 
 def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):
-    """Even a 28x28 PNG (it used to be decoded inline, under 64 KB) and JSON pixels go to a decode thread."""
+    """Even a 28x28 PNG (it used to be decoded inline, under 64 KB) and JSON pixels are decoded off the event
+    loop: on the forward thread, just before their pass."""
     import threading
 
     import lenet.inference.decoding
@@ -448,12 +449,12 @@ def test_decoding_never_runs_on_the_event_loop(client, fmnist, monkeypatch):
     small = png(fmnist.test_images[0])
     assert client.post("/predict", files=[("files", ("t.png", small, "image/png"))]).status_code == 200
     assert client.post("/predict", json={"images": [fmnist.test_images[0, 0].tolist()]}).status_code == 200
-    assert len(threads) == 2 and all(t.startswith("lenet-decode") for t in threads), threads
+    assert len(threads) == 2 and all(t.startswith("lenet-forward") for t in threads), threads
 
 
 def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatch):
     """One heavy slot: two requests of large images never decode at once, and while one decodes,
-    light requests (28x28 images) are decoded and answered."""
+    light requests (28x28 images) are measured and handed on, to be decoded on the forward thread."""
     import threading
 
     import lenet.inference.decoding
@@ -479,7 +480,7 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
     heavy, light = big_png(1500), png(torch.zeros(28, 28, dtype=torch.uint8))
 
     async def go():
-        decoder = Decoder(budget=10_000_000, light_pixels=100_000, light=2, heavy=1)
+        decoder = Decoder(budget=10_000_000, light_pixels=100_000, heavy=1)
         decoder.start()
         try:
             heavies = [asyncio.create_task(decoder([(f"heavy{i}", heavy)])) for i in range(2)]
@@ -487,14 +488,15 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
             lights = await asyncio.wait_for(asyncio.gather(*(decoder([("light", light)]) for _ in range(20))), 5)
             assert not any(h.done() for h in heavies)  # the heavy ones are still held up, the light ones are done
             release.set()
-            await asyncio.gather(*heavies)
-            return lights, decoder
+            return [make() for make in lights], await asyncio.gather(*heavies), decoder
         finally:
             release.set()
             decoder.stop()
 
-    lights, decoder = asyncio.run(go())
-    assert len(lights) == 20 and most[0] == 1
+    lights, heavies, decoder = asyncio.run(go())
+    assert [tuple(images.shape) for images in lights] == [(1, 1, 28, 28)] * 20
+    assert [tuple(images.shape) for images in heavies] == [(1, 1, 28, 28)] * 2
+    assert most[0] == 1
     if sys.platform.startswith("linux"):  # the heavy lane yields the cores to the rest (per thread on Linux)
         assert niceness == [os.getpriority(os.PRIO_PROCESS, 0) + DEFAULTS.heavy_niceness] * 2, niceness
     assert (decoder.light_requests, decoder.heavy_requests) == (20, 2)

@@ -18,18 +18,63 @@ from lenet.models.views import classes_of
 # --- batching ---------------------------------------------------------------------------------
 
 
+class Later:
+    """A request's `count` images, made by `make()` (uint8 [count, C, S, S]) on the forward thread just
+    before the first pass that holds any of them: a light request's uploads, decoded there instead of
+    on a thread of their own. Made once, for all of the request's parts; what `make` raises is the
+    request's answer (every part's), and no other request's."""
+
+    def __init__(self, count: int, make: Callable[[], torch.Tensor]):
+        self.count, self._make = count, make
+        self._images: torch.Tensor | None = None
+        self._error: Exception | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def images(self) -> torch.Tensor:
+        """The images, made now if they are not yet: call it on the forward thread (or once the request's
+        passes are done, when it only hands back what was made)."""
+        if self._images is None and self._error is None:
+            try:
+                self._images = self._make()
+            except Exception as e:
+                self._error = e
+        if self._error is not None:
+            raise self._error
+        assert self._images is not None and len(self._images) == self.count, "made the wrong number of images"
+        return self._images
+
+
+def made(images: torch.Tensor | Later) -> torch.Tensor:
+    """The images themselves: a Later's made now if they are not yet (so only on the forward thread, or once
+    the request's passes are done)."""
+    return images.images() if isinstance(images, Later) else images
+
+
 @dataclass
 class _Job:
-    images: torch.Tensor  # uint8 [n, C, S, S]
+    images: torch.Tensor | Later  # uint8 [n, C, S, S], or a whole request's to be made on the forward thread
+    start: int  # this part's images: images[start:stop]
+    stop: int
     future: asyncio.Future
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def part(self) -> torch.Tensor:
+        """This part's images (forward thread)."""
+        return made(self.images)[self.start : self.stop]
 
 
 @dataclass
 class MicroBatcher:
     """Collects requests for up to `max_wait_s` or `max_batch` images, then runs one forward pass.
 
-    The forward pass runs on one worker thread, so the event loop keeps accepting and decoding
-    requests meanwhile; those requests form the next batch. No pass holds more than `max_batch`
+    The forward pass runs on one worker thread, so the event loop keeps accepting and reading
+    requests meanwhile; those requests form the next batch. A request may come as its images or as a
+    `Later`, whose images are made on that thread just before the pass: a pass holds the requests that
+    were made, and one that fails to be made fails alone. No pass holds more than `max_batch`
     images: a bigger request is split into parts, and a request that would not fit waits for the next pass.
     """
 
@@ -63,40 +108,67 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher.start() was not called")
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def __call__(self, images: torch.Tensor) -> list[Prediction]:
-        """All classes, most probable first, for uint8 images [n, C, S, S] (the model's shape)."""
+    async def __call__(self, images: torch.Tensor | Later) -> list[Prediction]:
+        """All classes, most probable first, for uint8 images [n, C, S, S] (the model's shape), or for
+        those a `Later` makes."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
+        loop = asyncio.get_running_loop()
         futures = []
-        for part in images.split(self.max_batch):
-            futures.append(asyncio.get_running_loop().create_future())
-            await self._queue.put(_Job(part, futures[-1]))
-        return [p for part in await asyncio.gather(*futures) for p in part]
+        for start in range(0, len(images), self.max_batch):
+            futures.append(loop.create_future())
+            await self._queue.put(_Job(images, start, min(start + self.max_batch, len(images)), futures[-1]))
+        try:
+            return [p for part in await asyncio.gather(*futures) for p in part]
+        except BaseException:
+            for future in futures:  # the request has its answer (or its client is gone): its other parts are skipped
+                future.cancel()
+            raise
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._collect()
-            batch = torch.cat([job.images for job in jobs])
+            jobs = [job for job in await self._collect() if not job.future.done()]  # a cancelled part is skipped
+            if not jobs:
+                continue
             try:
-                predictions = await loop.run_in_executor(self._executor, predict, self.model, batch, len(classes_of(self.model)))
+                parts, predictions = await loop.run_in_executor(self._executor, self._forward, jobs)
             except Exception as e:  # a failed pass fails its requests, never the server
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
-            self.batches, self.images = self.batches + 1, self.images + len(batch)
-            self.largest = max(self.largest, len(batch))
+            if predictions:
+                self.batches, self.images = self.batches + 1, self.images + len(predictions)
+                self.largest = max(self.largest, len(predictions))
             start = 0
-            for job in jobs:
+            for job, images in zip(jobs, parts):
+                if isinstance(images, Exception):
+                    if not job.future.done():
+                        job.future.set_exception(images)
+                    continue
                 if not job.future.done():  # its client may have gone
-                    job.future.set_result(predictions[start : start + len(job.images)])
-                start += len(job.images)
+                    job.future.set_result(predictions[start : start + len(images)])
+                start += len(images)
+
+    def _forward(self, jobs: list[_Job]) -> tuple[list[torch.Tensor | Exception], list[Prediction]]:
+        """On the forward thread: each job's images made (or what making them raised), then one pass
+        over all those made."""
+        parts: list[torch.Tensor | Exception] = []
+        for job in jobs:
+            try:
+                parts.append(job.part())
+            except Exception as e:  # an upload that will not decode: its request's answer alone
+                parts.append(e)
+        batch = [images for images in parts if not isinstance(images, Exception)]
+        if not batch:
+            return parts, []
+        return parts, predict(self.model, torch.cat(batch), len(classes_of(self.model)))
 
     async def _collect(self) -> list[_Job]:
         assert self._queue is not None
         first, self._held = self._held or await self._queue.get(), None
-        jobs, count = [first], len(first.images)
+        jobs, count = [first], len(first)
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while count < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -106,11 +178,9 @@ class MicroBatcher:
                 job = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
                 break
-            if count + len(job.images) > self.max_batch:
+            if count + len(job) > self.max_batch:
                 self._held = job  # first in the next pass, so requests keep their order
                 break
             jobs.append(job)
-            count += len(job.images)
+            count += len(job)
         return jobs
-
-

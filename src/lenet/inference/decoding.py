@@ -1,4 +1,10 @@
-"""The server's decoding of uploads: a pixel budget per request, worker threads, a light and a heavy lane."""
+"""The server's decoding of uploads: a pixel budget per request, and which thread decodes them.
+
+A light request's uploads are decoded on the forward thread, just before the pass that holds them
+(`Decoder` hands back the function that decodes them; `batcher.Later` calls it there); a heavy
+request's on a low-priority thread of their own (the heavy lane). Nothing here decodes a pixel on the
+event loop: there, at most the headers of a request of a few KB are read.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 import torch
 
@@ -25,17 +31,22 @@ class PixelBudgetError(LenetError):
     """A request whose images hold more pixels in all than the server decodes for one request."""
 
 
+Blobs = list[tuple[str, bytes]]  # a request's uploads: (name, encoded bytes), in the order sent
+
+
 @dataclass
 class Decoder:
-    """Decodes a request's uploads on worker threads, within a pixel budget, in two lanes.
+    """Routes a request's uploads, within a pixel budget, to the thread that decodes them.
 
-    Each request first takes a light slot: its images' headers are read (no pixel decoded), their
-    pixels summed and held against `budget` (PixelBudgetError); when they hold at most `light_pixels`
-    the images are decoded in the same step. A request of larger images gives its light slot back
-    and waits for a heavy slot. Each lane is a semaphore over a thread pool of its own, as many threads
-    as slots, so a heavy decode never holds up a light one, and at most `heavy` cores
-    ever decode large images, however many clients send them. The heavy threads run at a lower
-    priority (`niceness`), so those cores go to the event loop and the forward passes first.
+    A light request (at most `light_bytes` encoded bytes in all) has its images' headers read on the
+    event loop (no pixel decoded: Pillow reads a header in microseconds, and at worst about a
+    microsecond a byte, which `light_bytes` bounds), their pixels summed and held against `budget`
+    (PixelBudgetError). When they hold at most `light_pixels`, the caller gets back the function that
+    decodes them, for the forward thread to call just before their pass: one hand-off per request.
+    Any other request, of large images or of many bytes, waits for a slot in the heavy lane: a thread
+    pool of `heavy` threads at a lower priority (`niceness`), where its headers are read and its
+    images decoded, so a costly decode never holds up a light request or the forward passes, and at
+    most `heavy` cores ever decode large images, however many clients send them.
 
     Each image is decoded with an explicit bound (`decode_image(..., max_pixels)`): nothing here
     changes Pillow's process-wide MAX_IMAGE_PIXELS or the warning filters from a thread.
@@ -43,62 +54,76 @@ class Decoder:
 
     budget: int = DEFAULTS.max_request_pixels
     light_pixels: int = DEFAULTS.light_pixels
-    light: int = DEFAULTS.light_decodes
+    light_bytes: int = DEFAULTS.light_bytes
     heavy: int = DEFAULTS.heavy_decodes
     niceness: int = DEFAULTS.heavy_niceness
     channels: int = 1  # the model's input, which every image is decoded to: 1 grey, 3 RGB
     side: int = IMAGE_SIZE
-    light_requests: int = 0  # requests decoded in each lane so far
+    # Requests each lane took so far, whether or not their images then decoded (counted on the event
+    # loop); those over the budget are `refused` instead.
+    light_requests: int = 0
     heavy_requests: int = 0
     refused: int = 0  # requests over the budget
-    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _heavy_executor: ThreadPoolExecutor | None = field(default=None, repr=False)
-    _light_slots: asyncio.Semaphore | None = field(default=None, repr=False)
     _heavy_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.light, thread_name_prefix="lenet-decode")
         self._heavy_executor = ThreadPoolExecutor(self.heavy, thread_name_prefix="lenet-decode-heavy",
                                                   initializer=_lower_priority, initargs=(self.niceness,))  # fmt: skip
-        self._light_slots, self._heavy_slots = asyncio.Semaphore(self.light), asyncio.Semaphore(self.heavy)
+        self._heavy_slots = asyncio.Semaphore(self.heavy)
 
     def stop(self) -> None:
-        for executor in (self._executor, self._heavy_executor):
-            if executor is not None:
-                executor.shutdown(wait=True)
+        if self._heavy_executor is not None:
+            self._heavy_executor.shutdown(wait=True)
 
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Any light work (JSON pixels to images) in a light slot, off the event loop."""
-        assert self._executor is not None and self._light_slots is not None, "Decoder.start() was not called"
-        async with self._light_slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def __call__(self, blobs: Blobs) -> torch.Tensor | Callable[[], torch.Tensor]:
+        """A request's images, uint8 [n, C, S, S] in the order sent (the model's channels and side): for a
+        light request, the function that decodes them, to be called on the forward thread; for a heavy
+        one, the images, decoded in the heavy lane."""
+        try:
+            if sum(len(data) for _, data in blobs) <= self.light_bytes and self.measure(blobs) <= self.light_pixels:
+                self.light_requests += 1
+                return partial(self.decode, blobs)
+            return await self._in_heavy_lane(blobs)
+        except PixelBudgetError:
+            self.refused += 1
+            raise
 
-    async def __call__(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
-        """(name, uint8 [C, S, S]) for each (name, encoded bytes), in order: the model's channels and side."""
-        decoded = await self.run(self._measure_and_decode_light, blobs)
-        if decoded is not None:
-            self.light_requests += 1
-            return decoded
-        assert self._heavy_slots is not None
+    async def _in_heavy_lane(self, blobs: Blobs) -> torch.Tensor:
+        assert self._heavy_slots is not None, "Decoder.start() was not called"
         async with self._heavy_slots:
+            try:
+                loop = asyncio.get_running_loop()
+                images = await loop.run_in_executor(self._heavy_executor, self._measure_and_decode, blobs)
+            except PixelBudgetError:
+                raise
+            except Exception:
+                self.heavy_requests += 1  # the lane took it, though an image would not decode
+                raise
             self.heavy_requests += 1
-            return await asyncio.get_running_loop().run_in_executor(self._heavy_executor, self._decode, blobs)
+            return images
 
-    def _measure_and_decode_light(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]] | None:
+    def measure(self, blobs: Blobs) -> int:
+        """The pixels the images hold in all, from their headers (no pixel decoded); over the budget,
+        PixelBudgetError."""
         sizes = [image_size(data, name) for name, data in blobs]
         pixels = sum(width * height for width, height in sizes)
         if pixels > self.budget:
-            self.refused += 1
             largest = max(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
             (width, height), name = sizes[largest], blobs[largest][0]
             raise PixelBudgetError(
                 f"{plural(len(blobs), 'image')} of {pixels:,} pixels in all (the largest {name}, "
                 f"{width}x{height}) is over this server's limit of {self.budget:,} pixels per request")
-        return self._decode(blobs) if pixels <= self.light_pixels else None
+        return pixels
 
-    def _decode(self, blobs: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
+    def decode(self, blobs: Blobs) -> torch.Tensor:
+        """The images decoded, [n, C, S, S]; the first that cannot be decoded raises its ImageError."""
         bound = min(MAX_PIXELS, self.budget)
-        return [(name, decode_image(data, name, bound, self.channels, self.side)) for name, data in blobs]
+        return torch.stack([decode_image(data, name, bound, self.channels, self.side) for name, data in blobs])
+
+    def _measure_and_decode(self, blobs: Blobs) -> torch.Tensor:
+        self.measure(blobs)
+        return self.decode(blobs)
 
 
 def _lower_priority(niceness: int) -> None:
@@ -111,5 +136,3 @@ def _lower_priority(niceness: int) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + niceness)
         except OSError:  # a sandbox that forbids it: the lane still holds `heavy` threads at most
             pass
-
-

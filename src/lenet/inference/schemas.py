@@ -119,8 +119,8 @@ def response_models() -> SimpleNamespace:
         runtime: str = Field(description="what runs the model: ONNX Runtime or PyTorch, with versions")
 
     class Decodes(BaseModel):
-        light: int = Field(description="requests decoded in the light lane")
-        heavy: int = Field(description="requests of large images, decoded in the heavy lane")
+        light: int = Field(description="requests of small uploads, decoded on the forward thread before their pass")
+        heavy: int = Field(description="requests of large images (or many bytes), decoded in the heavy lane")
         over_budget: int = Field(description="requests refused (413) for holding too many pixels")
 
     class Health(BaseModel):

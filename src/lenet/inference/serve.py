@@ -14,9 +14,10 @@ Requests that arrive together share one forward pass (batcher.MicroBatcher), of 
 images. The settings and their defaults are settings.py's; the bodies' and answers' schemas schemas.py's.
 
 Decoding is bounded (decoding.Decoder): a request's images may hold `max_request_pixels` in all, read from
-their headers before any pixel is decoded (else 413); every decode runs on a worker thread, never on
-the event loop; and a request whose images are large decodes in a lane of its own, so a client that
-sends decompression-heavy images waits on itself, not on everyone else.
+their headers before any pixel is decoded (else 413); no pixel is decoded on the event loop: a light
+request's images are decoded on the forward thread just before their pass (batcher.Later), and a request
+whose images are large decodes in a lane of its own, so a client that sends decompression-heavy images
+waits on itself, not on everyone else.
 """
 
 import io
@@ -47,7 +48,7 @@ from lenet.data.images import from_pixels, quiet_pillow_warnings
 from lenet.models.lenet import count_parameters
 from lenet.models.views import Classifier, Views, classes_of, input_shape
 from lenet.core.device import resolve_device
-from lenet.inference.batcher import MicroBatcher
+from lenet.inference.batcher import Later, MicroBatcher, made
 from lenet.inference.decoding import Decoder, PixelBudgetError
 from lenet.inference.export import checking_data, exported_runtime, onnx_int8_runtime, onnx_runtime
 from lenet.inference.schemas import (SHAPE_PROBLEMS, body_openapi, image_responses, image_words, json_body_model,
@@ -203,7 +204,7 @@ def create_app(
 
     channels, side, _ = input_shape(model)
     batcher = MicroBatcher(model, settings.max_batch, settings.max_wait_ms / 1000)
-    decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_decodes, settings.heavy_decodes,
+    decoder = Decoder(settings.max_request_pixels, settings.light_pixels, settings.light_bytes, settings.heavy_decodes,
                       settings.heavy_niceness, channels, side)  # fmt: skip
 
     @asynccontextmanager
@@ -336,14 +337,14 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
         JSON `{"images": [...]}` of pixel arrays in the model's shape (S rows of S values, or of [r, g, b] for a
         colour model; GET /model names channels and image_size). Answers in the order sent, with the keys of
         `lenet predict --json`."""
-        named = await images_from_body(request, decoder, PixelImages)
-        images = torch.stack([tensor for _, tensor in named])
+        names, images = await images_from_body(request, decoder, PixelImages)
         predictions = await batcher(images)
+        shown = made(images) if pixels else None  # made by now: a Later hands back what its passes made
         results = []
-        for (name, tensor), p in zip(named, predictions):
+        for i, (name, p) in enumerate(zip(names, predictions)):
             result = prediction_record(name, Prediction(p.top[:top_k]))
-            if pixels:
-                result["pixels"] = pixels_json(tensor)
+            if shown is not None:
+                result["pixels"] = pixels_json(shown[i])
             results.append(result)
         return {"predictions": results, "views": views_served}
 
@@ -357,11 +358,15 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
         pass of the trained network over the image as shown (no test-time views): the first and the
         second convolution's feature maps after their activation (the channels the run's report draws),
         the fully connected layers' activations, the logits and the class probabilities, as arrays."""
-        named = await images_from_body(request, decoder, PixelImages)
-        if len(named) != 1:
-            raise Refused(400, "one_image_only", f"/layers looks at one image at a time; got {len(named)}")
-        (name, image), = named
-        seen = await batcher.on_forward_thread(layer_activations, getattr(model, "net", model), image.unsqueeze(0))
+        names, images = await images_from_body(request, decoder, PixelImages)
+        if len(names) != 1:
+            raise Refused(400, "one_image_only", f"/layers looks at one image at a time; got {len(names)}")
+
+        def look() -> tuple[torch.Tensor, LayerActivations]:  # on the forward thread: a Later's image is made there
+            one = made(images)
+            return one[0], layer_activations(getattr(model, "net", model), one)
+
+        (name,), (image, seen) = names, await batcher.on_forward_thread(look)
         # Straight to JSON: FastAPI's encoder would walk the ~20,000 numbers once more first.
         return JSONResponse(layers_record(name, image, seen, classes))
 
@@ -369,23 +374,26 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
 # --- a request's images -----------------------------------------------------------------------
 
 
-async def images_from_body(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
-    """A request's images, each with its name, from a multipart form or a JSON body (`PixelImages`)."""
+Images = torch.Tensor | Later  # a request's images, uint8 [n, C, S, S], or to be made on the forward thread
+
+
+async def images_from_body(request: "Request", decoder: Decoder, PixelImages) -> tuple[list[str], Images]:
+    """A request's images and their names, from a multipart form or a JSON body (`PixelImages`)."""
 
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        named = await images_from_form(request, decoder)
+        names, images = await images_from_form(request, decoder)
     elif content_type.startswith("application/json"):
-        named = await images_from_json(request, decoder, PixelImages)
+        names, images = await images_from_json(request, decoder, PixelImages)
     else:
         raise Refused(415, "unsupported_content_type", "send multipart/form-data image files or an application/json body")
-    if len(named) > MAX_IMAGES:
-        raise Refused(400, "too_many_images", f"{len(named)} images in one request; at most {MAX_IMAGES}")
-    return named
+    if len(names) > MAX_IMAGES:
+        raise Refused(400, "too_many_images", f"{len(names)} images in one request; at most {MAX_IMAGES}")
+    return names, images
 
 
-async def images_from_form(request: "Request", decoder: Decoder) -> list[tuple[str, torch.Tensor]]:
-    """Multipart image files, named by their file names, decoded off the event loop."""
+async def images_from_form(request: "Request", decoder: Decoder) -> tuple[list[str], Images]:
+    """Multipart image files, named by their file names, decoded off the event loop (decoding.Decoder)."""
     from starlette.datastructures import UploadFile
 
     from starlette.exceptions import HTTPException
@@ -400,12 +408,13 @@ async def images_from_form(request: "Request", decoder: Decoder) -> list[tuple[s
     if not uploads:
         raise Refused(400, "no_image_files", "no image files in the form: send them as multipart fields named 'files'")
     blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
-    return await decoder(blobs)
+    images = await decoder(blobs)
+    return [name for name, _ in blobs], images if isinstance(images, torch.Tensor) else Later(len(blobs), images)
 
 
-async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> list[tuple[str, torch.Tensor]]:
-    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted off the event loop to the model's
-    channels and side (the decoder's)."""
+async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> tuple[list[str], Images]:
+    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted on the forward thread, just
+    before their pass, to the model's channels and side (the decoder's)."""
     channels, side = decoder.channels, decoder.side
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
@@ -416,14 +425,14 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
         errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
         raise RequestValidationError([shape_named(error, channels, side) for error in errors]) from None
 
-    def convert() -> list[tuple[str, torch.Tensor]]:
-        return [(f"images[{i}]", from_pixels(pixels_to_uint8(img, f"images[{i}]"), channels, side))
-                for i, img in enumerate(body.images)]  # fmt: skip
+    def convert() -> torch.Tensor:
+        try:
+            return torch.stack([from_pixels(pixels_to_uint8(img, f"images[{i}]"), channels, side)
+                                for i, img in enumerate(body.images)])  # fmt: skip
+        except ValueError as e:
+            raise Refused(422, "bad_pixels", str(e)) from None
 
-    try:
-        return await decoder.run(convert)
-    except ValueError as e:
-        raise Refused(422, "bad_pixels", str(e)) from None
+    return [f"images[{i}]" for i in range(len(body.images))], Later(len(body.images), convert)
 
 
 def shape_named(error: dict[str, Any], channels: int, side: int) -> dict[str, Any]:

@@ -34,11 +34,16 @@ class ServeSettings:
     # Pixels all of one request's images may hold, from their headers: 24 megapixels is two 12 MP phone
     # photos, or 30,000 28x28 images; a 35 KB PNG can claim 36 MP, which takes a core about 0.26 s.
     max_request_pixels: int = 24_000_000
-    # A request whose images hold more pixels than this decodes in the heavy lane, which takes
-    # `heavy_decodes` requests at a time; the rest (a 28x28 image is 784 pixels, a drawing 78,400)
-    # decode `light_decodes` at a time, never queued behind a heavy one.
+    # A request whose images hold more pixels than this, or more encoded bytes than `light_bytes`, decodes
+    # in the heavy lane, which takes `heavy_decodes` requests at a time; the rest (a 28x28 image is 784
+    # pixels, a drawing 78,400) decode on the forward thread just before their pass, never queued behind
+    # a heavy one: a second hand-off, to a decode thread, cost more CPU than decoding a small image.
     light_pixels: int = 1_000_000
-    light_decodes: int = 2
+    # A light request's headers are read on the event loop, and its images decoded on the forward thread,
+    # where every request waits on them. Reading a header costs Pillow up to about 1 us a byte (a PNG of
+    # many compressed text chunks, a JPEG of many tiny segments), so 16 KB keeps one request's hold on
+    # either under the 20 ms p99 the server aims for; a 28x28 PNG is about 500 bytes.
+    light_bytes: int = 16 * 1024
     heavy_decodes: int = 1
     # The heavy lane's threads run at this niceness (Linux: per thread), so that under load the event
     # loop and the forward passes get the cores first and a heavy decode the time left over.
