@@ -225,3 +225,22 @@ def test_the_pixel_budget_refuses_on_the_headers_as_before(served, fmnist, decod
     assert {k: after["decodes"][k] - before["decodes"][k] for k in after["decodes"]} == {"light": 0, "heavy": 0, "over_budget": 2}
     assert client.post("/predict", files=[upload("a.png", big.getvalue())]).status_code == 200  # one alone is within
     assert [lane(t) for t in decode_threads] == ["lenet-decode-heavy"]
+
+
+def test_predict_answers_the_bytes_fastapis_own_encoding_gives(served, fmnist):
+    """/predict hands its answer to JSONResponse itself: the body and headers are what FastAPI's path for a
+    returned dict (jsonable_encoder, then its default JSONResponse) makes of the same answer."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+
+    client, _ = served
+    files = [upload("鞋 1.png", png(fmnist.test_images[0])), upload("t.png", png(fmnist.test_images[1]))]
+    for answer in (client.post("/predict?top_k=4&pixels=true", files=files),
+                   client.post("/predict", json={"images": [fmnist.test_images[2, 0].tolist()]})):  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        expected = JSONResponse(jsonable_encoder(answer.json()))
+        assert answer.content == expected.body
+        assert answer.headers["content-type"] == expected.headers["content-type"] == "application/json"
+        assert answer.headers["content-length"] == expected.headers["content-length"]
+    assert answer.json()["predictions"][0]["name"] == "images[0]"
+    assert '"name":"鞋 1.png"' in client.post("/predict", files=files[:1]).content.decode()  # not \\u-escaped

@@ -332,7 +332,7 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
         request: Request,
         top_k: Annotated[int, Query(ge=1, le=len(classes), description="classes per image, as `lenet predict --top-k`")] = DEFAULT_TOP_K,
         pixels: Annotated[bool, Query(description="also return the input the model saw, in the JSON body's shape")] = False,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Classify images: multipart image files (any PNG/JPEG, prepared as `lenet predict` does) or
         JSON `{"images": [...]}` of pixel arrays in the model's shape (S rows of S values, or of [r, g, b] for a
         colour model; GET /model names channels and image_size). Answers in the order sent, with the keys of
@@ -346,7 +346,8 @@ def add_image_routes(app, schemas: SimpleNamespace, model: nn.Module, batcher: M
             if shown is not None:
                 result["pixels"] = pixels_json(shown[i])
             results.append(result)
-        return {"predictions": results, "views": views_served}
+        # Straight to JSON, the same bytes: FastAPI's encoder would first walk every answer once more.
+        return JSONResponse({"predictions": results, "views": views_served})
 
     if not layers:
         return
