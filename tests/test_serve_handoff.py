@@ -204,6 +204,28 @@ def test_a_client_gone_mid_pass_leaves_the_others_answered(small_run, fmnist):
     assert [p.label for p in answer + later] == [p.label for p in expected]
 
 
+@pytest.mark.tripwires  # its patches are reached only by decoding, which it shows it would catch
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_the_header_read_on_the_event_loop_decodes_no_pixel(image_format, monkeypatch):
+    """image_size, which a light request's uploads meet on the event loop, never loads an image's pixels."""
+    from PIL import ImageFile
+
+    from lenet.core.errors import ImageError
+    from lenet.data.images import image_size
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 10, 10)).save(buffer, format=image_format)
+
+    def no_pixels(*_args, **_kwargs):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_pixels)
+    monkeypatch.setattr(Image.Image, "load", no_pixels)
+    assert image_size(buffer.getvalue(), "x") == (300, 200)
+    with pytest.raises(ImageError, match="pixels decoded"):  # decoding itself meets the tripwire
+        decode_image(buffer.getvalue(), "x")
+
+
 def test_the_pixel_budget_refuses_on_the_headers_as_before(served, fmnist, decode_threads):
     """413 with the same one line, nothing decoded and nothing sent to a pass, whichever lane reads the headers."""
     client, _ = served
