@@ -266,3 +266,21 @@ def test_predict_answers_the_bytes_fastapis_own_encoding_gives(served, fmnist):
         assert answer.headers["content-length"] == expected.headers["content-length"]
     assert answer.json()["predictions"][0]["name"] == "images[0]"
     assert '"name":"鞋 1.png"' in client.post("/predict", files=files[:1]).content.decode()  # not \\u-escaped
+
+
+def test_the_server_process_offers_the_gil_at_its_switch_interval(small_run, monkeypatch):
+    """`lenet serve` sets the process's switch interval from its settings before it answers anything, so the
+    event loop waits at most that long behind a decode on the forward thread (sys's default is 5 ms)."""
+    import sys
+
+    import uvicorn
+
+    import lenet.inference.serve as serve_module
+
+    seen = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=(): [sock.close() for sock in sockets])  # not served
+    monkeypatch.setattr(sys, "setswitchinterval", seen.append)  # recorded, not set: this is the test's process
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # and its threads stay the test's
+    assert serve_module.serve(str(small_run), port=0, settings=ServeSettings(switch_interval_ms=0.25)) == 0
+    assert seen == [0.25 / 1000]
+    assert DEFAULTS.switch_interval_ms == 0.5

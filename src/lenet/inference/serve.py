@@ -570,6 +570,7 @@ def serve(
 
     # LeNet's passes are tiny: PyTorch's intra-op threads only spin against the event loop on a small machine.
     torch.set_num_threads(1)
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)  # the process is the server's alone
     quiet_pillow_warnings()  # once, here on the main thread: the decoding threads never touch the filters
     if Path(run_or_checkpoint).suffix.lower() == ".onnx":  # an exported file, deployed without its checkpoint
         weights, app = Path(run_or_checkpoint), exported_app(Path(run_or_checkpoint), settings)

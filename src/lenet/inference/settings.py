@@ -48,6 +48,11 @@ class ServeSettings:
     # The heavy lane's threads run at this niceness (Linux: per thread), so that under load the event
     # loop and the forward passes get the cores first and a heavy decode the time left over.
     heavy_niceness: int = 10
+    # How often (ms) Python offers the GIL to another waiting thread in the server's process (Python's
+    # default is 5 ms). A light request's images decode on the forward thread, in Python; with 5 ms the event
+    # loop can wait that long for the GIL behind a decode or a pass's bookkeeping, once per pass: p99 at 8
+    # clients 12.8-35.6 ms at 5 ms against 12.8-15.3 ms at 0.5 ms, the same CPU per request (BENCHMARKS.md, Serving).
+    switch_interval_ms: float = 0.5
 
 
 DEFAULTS = ServeSettings()
