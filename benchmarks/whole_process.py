@@ -15,7 +15,9 @@ for counts: the interpreter and torch starting, reading the data, the epochs and
 The two take turns (tutorial, lenet, tutorial, ...) after one warm-up run each, so that a change in the
 machine's speed falls on both alike. Printed: each one's wall and CPU seconds (user + system, its
 DataLoader workers included), median and range, its test accuracy, and the ratio tutorial / lenet of
-each pair's wall seconds, with the machine and versions.
+each pair's wall seconds, with the machine and versions. Peak memory is the largest resident set of the
+process or of any child it waited for (its DataLoader workers): what `/usr/bin/time -v` reports as
+"Maximum resident set size", read from the same wait4 call.
 """
 
 from __future__ import annotations
@@ -45,18 +47,21 @@ class Timings:
     command: list[str]
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    peak_mib: list[float] = field(default_factory=list)
     accuracy: str = ""
 
     def row(self) -> str:
-        return f"| {self.label} | {_spread(self.wall)} | {_spread(self.cpu)} | {self.accuracy} |"
+        memory = _spread(self.peak_mib, ".0f")
+        return f"| {self.label} | {_spread(self.wall)} | {_spread(self.cpu)} | {memory} | {self.accuracy} |"
 
 
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+def _spread(values: list[float], form: str = ".2f") -> str:
+    return f"{statistics.median(values):{form}} ({min(values):{form}}-{max(values):{form}})"
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (the process and the children it waited for) and the output of one run."""
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds, peak resident MiB (the process and the children it waited for) and the
+    output of one run."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -67,7 +72,7 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         text = out.read()
     if proc.returncode:
         sys.exit(f"{command[0]} ... exited with {proc.returncode}:\n{text[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, text
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text  # ru_maxrss: KiB on Linux
 
 
 def tutorial_result(text: str) -> dict:
@@ -114,14 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                         [sys.executable, "-m", "lenet.cli", "train", "--recipe", "seed", "--epochs", str(args.epochs),
                          "--seed", str(args.seed), "--no-report", "--no-progress", "--out", str(Path(scratch) / "runs")])  # fmt: skip
         # Warm-up runs (page cache, compiled bytecode); the tutorial's also names its torch and torchvision.
-        versions = tutorial_result(timed(tutorial.command, env)[2])["versions"]
+        versions = tutorial_result(timed(tutorial.command, env)[-1])["versions"]
         timed(lenet.command, env)
         ratios = []
         for run in range(args.runs):
             for one, accuracy in ((tutorial, tutorial_accuracy), (lenet, lenet_accuracy)):
-                wall, cpu, text = timed(one.command, env)
+                wall, cpu, peak, text = timed(one.command, env)
                 one.wall.append(wall)
                 one.cpu.append(cpu)
+                one.peak_mib.append(peak)
                 one.accuracy = accuracy(text)
             ratios.append(tutorial.wall[-1] / lenet.wall[-1])
             print(f"run {run + 1}: tutorial {tutorial.wall[-1]:.2f} s, lenet {lenet.wall[-1]:.2f} s, "
@@ -130,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         context + f". The tutorial's code under {versions} (its own venv); lenet under the PyTorch above. "
         f"{args.runs} runs of each, taking turns after a warm-up run each; seconds from the process's start to its exit.",
         "",
-        "| process | wall s, median (range) | CPU s, median (range) | test accuracy |",
-        "| --- | --- | --- | --- |",
+        "| process | wall s, median (range) | CPU s, median (range) | peak resident MiB, median (range) | test accuracy |",
+        "| --- | --- | --- | --- | --- |",
         tutorial.row(),
         lenet.row(),
         "",

@@ -248,3 +248,14 @@ def test_whole_process_needs_torchvision_and_reads_both_processes_accuracy():
     assert proc.stdout == ""
     assert tutorial_accuracy('noise\n{"accuracy": 0.8586, "seconds": [1.0]}\n') == "85.86%"
     assert lenet_accuracy("epoch 2/2 ...\ntest accuracy 85.86% (8586/10000), test loss 0.41\n") == "85.86%"
+
+
+def test_whole_process_reads_a_runs_peak_memory_children_included():
+    """The peak resident set comes from the run's own wait4, as `/usr/bin/time -v` reads it: a child that holds
+    about 200 MiB while its parent holds little is the run's peak."""
+    from benchmarks.whole_process import timed
+
+    holds = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'b = bytearray(200 * 2**20); b[::4096] = b\"x\" * len(b[::4096])'])"
+    wall, cpu, peak_mib, text = timed([sys.executable, "-c", holds], dict(os.environ))
+    assert 200 <= peak_mib < 400, peak_mib
+    assert wall > 0 and cpu > 0 and text == ""
