@@ -3,6 +3,7 @@ decoded on the forward thread just before their pass (batcher.Later), large ones
 
 import asyncio
 import io
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -117,6 +118,30 @@ def test_light_uploads_decode_on_the_forward_thread_and_large_ones_in_the_heavy_
     assert [(name, lane(t)) for name, t in measured] == [("small.png", "event loop"), ("large.png", "event loop"),
                                                          ("large.png", "lenet-decode-heavy"), ("wordy.png", "lenet-decode-heavy")]  # fmt: skip
     assert (after["light"] - before["light"], after["heavy"] - before["heavy"]) == (1, 2)
+
+
+def test_json_pixels_convert_on_the_forward_thread_and_a_large_body_in_the_heavy_lane(served, fmnist, monkeypatch):
+    """A JSON body of a few KB is converted just before its pass; one over light_bytes (12 images here) in the heavy
+    lane, where its conversion holds up no other request's pass. Both answer as the model does."""
+    import lenet.inference.serve as serve_module
+
+    client, model = served
+    threads = []
+    real = serve_module.from_pixels
+    monkeypatch.setattr(serve_module, "from_pixels",
+                        lambda *args: threads.append(threading.current_thread().name) or real(*args))  # fmt: skip
+    expected = [p.top[0][0] for p in predict(model, fmnist.test_images[:12])]
+    before = client.get("/healthz").json()["decodes"]
+    for count in (1, 12):
+        body = {"images": [image[0].tolist() for image in fmnist.test_images[:count]]}
+        assert (len(json.dumps(body, separators=(",", ":"))) > DEFAULTS.light_bytes) == (count == 12)
+        answer = client.post("/predict", json=body)
+        assert answer.status_code == 200, answer.text
+        assert [p["label"] for p in answer.json()["predictions"]] == expected[:count]
+    after = client.get("/healthz").json()["decodes"]
+
+    assert [lane(t) for t in threads] == ["lenet-forward"] + ["lenet-decode-heavy"] * 12, threads
+    assert (after["light"] - before["light"], after["heavy"] - before["heavy"]) == (0, 1)
 
 
 def test_requests_keep_their_order_across_split_passes_and_each_later_is_made_once(small_run, fmnist):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -84,24 +85,25 @@ class Decoder:
             if sum(len(data) for _, data in blobs) <= self.light_bytes and self.measure(blobs) <= self.light_pixels:
                 self.light_requests += 1
                 return partial(self.decode, blobs)
-            return await self._in_heavy_lane(blobs)
+            return await self.in_heavy_lane(self._measure_and_decode, blobs)
         except PixelBudgetError:
             self.refused += 1
             raise
 
-    async def _in_heavy_lane(self, blobs: Blobs) -> torch.Tensor:
-        assert self._heavy_slots is not None, "Decoder.start() was not called"
+    async def in_heavy_lane(self, work: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """`work(*args)` in the heavy lane: a slot, then a thread at a lower priority. For decoding that would hold
+        the forward thread (and so every request) too long: large images, or a large JSON body's pixels."""
+        assert self._heavy_slots is not None and self._heavy_executor is not None, "Decoder.start() was not called"
         async with self._heavy_slots:
+            refused = False
             try:
-                loop = asyncio.get_running_loop()
-                images = await loop.run_in_executor(self._heavy_executor, self._measure_and_decode, blobs)
+                return await asyncio.get_running_loop().run_in_executor(self._heavy_executor, work, *args)
             except PixelBudgetError:
+                refused = True  # counted as refused, not as taken
                 raise
-            except Exception:
-                self.heavy_requests += 1  # the lane took it, though an image would not decode
-                raise
-            self.heavy_requests += 1
-            return images
+            finally:
+                if not refused:  # the lane took it, whether or not its images then decoded
+                    self.heavy_requests += 1
 
     def measure(self, blobs: Blobs) -> int:
         """The pixels the images hold in all, from their headers (no pixel decoded); over the budget,

@@ -414,14 +414,16 @@ async def images_from_form(request: "Request", decoder: Decoder) -> tuple[list[s
 
 
 async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> tuple[list[str], Images]:
-    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted on the forward thread, just
-    before their pass, to the model's channels and side (the decoder's)."""
+    """JSON `{"images": [...]}` of pixel arrays, named images[i], converted to the model's channels and side
+    (the decoder's): on the forward thread just before their pass, or in the heavy lane for a body of more
+    than the decoder's `light_bytes` (a big body's conversion would hold up every request's pass)."""
     channels, side = decoder.channels, decoder.side
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 
+    raw = await request.body()
     try:
-        body = PixelImages.model_validate_json(await request.body())
+        body = PixelImages.model_validate_json(raw)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False)[:MAX_ERRORS]
         raise RequestValidationError([shape_named(error, channels, side) for error in errors]) from None
@@ -433,7 +435,8 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
         except ValueError as e:
             raise Refused(422, "bad_pixels", str(e)) from None
 
-    return [f"images[{i}]" for i in range(len(body.images))], Later(len(body.images), convert)
+    names = [f"images[{i}]" for i in range(len(body.images))]
+    return names, Later(len(names), convert) if len(raw) <= decoder.light_bytes else await decoder.in_heavy_lane(convert)
 
 
 def shape_named(error: dict[str, Any], channels: int, side: int) -> dict[str, Any]:

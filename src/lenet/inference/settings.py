@@ -42,7 +42,8 @@ class ServeSettings:
     # A light request's headers are read on the event loop, and its images decoded on the forward thread,
     # where every request waits on them. Reading a header costs Pillow up to about 1 us a byte (a PNG of
     # many compressed text chunks, a JPEG of many tiny segments), so 16 KB keeps one request's hold on
-    # either under the 20 ms p99 the server aims for; a 28x28 PNG is about 500 bytes.
+    # either under the 20 ms p99 the server aims for; a 28x28 PNG is about 500 bytes. A JSON body of pixels
+    # over this size is converted in the heavy lane too (a 28x28 image is about 3 KB of JSON).
     light_bytes: int = 16 * 1024
     heavy_decodes: int = 1
     # The heavy lane's threads run at this niceness (Linux: per thread), so that under load the event
