@@ -15,9 +15,10 @@ for counts: the interpreter and torch starting, reading the data, the epochs and
 The two take turns (tutorial, lenet, tutorial, ...) after one warm-up run each, so that a change in the
 machine's speed falls on both alike. Printed: each one's wall and CPU seconds (user + system, its
 DataLoader workers included), median and range, its test accuracy, and the ratio tutorial / lenet of
-each pair's wall seconds, with the machine and versions. Peak memory is the largest resident set of the
-process or of any child it waited for (its DataLoader workers): what `/usr/bin/time -v` reports as
-"Maximum resident set size", read from the same wait4 call.
+each pair's wall seconds, with the machine and versions. Peak memory is `/usr/bin/time`'s "Maximum resident
+set size": the largest resident set of the process or of any child it waited for (its DataLoader workers).
+It is measured by /usr/bin/time, not by this process's own wait4, because a child started from a large
+process (this one holds torch and the data) inherits that process's peak in its own at exec.
 """
 
 from __future__ import annotations
@@ -59,20 +60,25 @@ def _spread(values: list[float], form: str = ".2f") -> str:
     return f"{statistics.median(values):{form}} ({min(values):{form}}-{max(values):{form}})"
 
 
+TIME = "/usr/bin/time"  # GNU time (Debian's `time` package)
+
+
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
     """Wall seconds, CPU seconds, peak resident MiB (the process and the children it waited for) and the
     output of one run."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    with tempfile.TemporaryFile("w+") as out, tempfile.NamedTemporaryFile("r") as peak:
+        proc = subprocess.Popen([TIME, "-f", "%M", "-o", peak.name, *command], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=REPO)  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
+        kib = peak.read().split()
     if proc.returncode:
         sys.exit(f"{command[0]} ... exited with {proc.returncode}:\n{text[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text  # ru_maxrss: KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, int(kib[-1]) / 1024, text
 
 
 def tutorial_result(text: str) -> dict:
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.epochs < 1:
         parser.error("--runs and --epochs must be at least 1")
+    if not os.access(TIME, os.X_OK):
+        parser.error(f"{TIME} measures each process's peak memory: install Debian's `time` package")
     if not has_torchvision(args.tutorial_python):
         parser.error(f"{args.tutorial_python} cannot import torchvision: `make tutorial-venv` makes .venv-tutorial")
 

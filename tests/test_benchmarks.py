@@ -251,8 +251,9 @@ def test_whole_process_needs_torchvision_and_reads_both_processes_accuracy():
 
 
 def test_whole_process_reads_a_runs_peak_memory_children_included():
-    """The peak resident set comes from the run's own wait4, as `/usr/bin/time -v` reads it: a child that holds
-    about 200 MiB while its parent holds little is the run's peak."""
+    """The peak resident set is /usr/bin/time's: a child that holds about 200 MiB while its parent holds little
+    is the run's peak, and this test's own process (torch and a test run's data, often over 400 MiB) is not
+    (a child's own wait4 figure inherits the peak of the process that started it)."""
     from benchmarks.whole_process import timed
 
     holds = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'b = bytearray(200 * 2**20); b[::4096] = b\"x\" * len(b[::4096])'])"

@@ -242,5 +242,5 @@ def test_the_accurate_recipe_is_the_default_trained_longer_under_100k_parameters
     from lenet.models.lenet import count_parameters
 
     accurate, default = get_recipe("accurate"), get_recipe("default")
-    assert dataclasses.replace(accurate, epochs=default.epochs) == default and accurate.epochs == 30
+    assert dataclasses.replace(accurate, epochs=default.epochs) == default and accurate.epochs == 50
     assert count_parameters(build_model(accurate)) <= 100_000
