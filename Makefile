@@ -9,7 +9,7 @@ TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 ARGS   ?=
 BIN    := $(VENV)/bin
 
-.PHONY: train notebook test fault-test cluster-test install data browser tutorial-venv bench bench-serve fuzz-table clean
+.PHONY: train notebook test fault-test cluster-test install data browser gnu-time tutorial-venv bench bench-serve fuzz-table clean
 
 train: install data
 	$(BIN)/lenet train $(ARGS)
@@ -26,7 +26,7 @@ $(VENV)/.notebook: $(VENV)/.installed
 # One pytest worker per core, a test file to a worker (so the fuzzing file counts RELIABILITY.md's table
 # in one process), each test on one thread: on 2 cores the suite took 325 s so, against 598 s on one
 # worker (tests train tiny nets, which more threads only slow).
-test: install data browser
+test: install data browser gnu-time
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile -m "not cluster and not faults" $(ARGS)
 
 # The sweep under faults on a local Ray (Ctrl-C, a killed driver, a node lost, ASHA, the token): about five
@@ -69,6 +69,9 @@ data:
 # The HTML report's test opens it in Debian's chromium, driven by Playwright.
 browser:
 	@sh scripts/get-browser.sh
+
+gnu-time:
+	@sh scripts/get-time.sh
 
 clean:
 	rm -rf $(VENV) .venv-tutorial build src/*.egg-info .pytest_cache
