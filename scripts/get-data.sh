@@ -6,12 +6,6 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/lenet/fashion-mnist"
 for dir in "${LENET_DATA_DIR:-}" "$CACHE_DIR" "$SYSTEM_DIR"; do
     [ -n "$dir" ] && [ -f "$dir/t10k-labels-idx1-ubyte.gz" ] && [ -f "$dir/train-images-idx3-ubyte.gz" ] && exit 0
 done
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "installing Debian's dataset-fashion-mnist package into $SYSTEM_DIR"
-    if (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }); then
-        exit 0
-    fi
-    echo "apt-get could not install dataset-fashion-mnist"
-fi
+. "$(dirname "$0")/apt-install.sh"
+apt_install "Debian's dataset-fashion-mnist package into $SYSTEM_DIR" dataset-fashion-mnist
 echo "Fashion-MNIST is not on this machine; lenet will download it on first use into $CACHE_DIR"
