@@ -24,7 +24,7 @@ from lenet.runs.checkpoint import resolve_weights
 from lenet.data.registry import DATASETS
 from lenet.core.errors import ServeError
 from lenet.data.images import decode_image
-from lenet.inference.batcher import MicroBatcher
+from lenet.inference.batcher import MicroBatcher, made
 from lenet.inference.serve import bind, create_app, exposure_warning, require_serve_extra, run_info
 from lenet.inference.settings import DEFAULTS, ServeSettings
 
@@ -488,7 +488,7 @@ def test_heavy_decodes_queue_in_their_own_lane_while_light_ones_go_on(monkeypatc
             lights = await asyncio.wait_for(asyncio.gather(*(decoder([("light", light)]) for _ in range(20))), 5)
             assert not any(h.done() for h in heavies)  # the heavy ones are still held up, the light ones are done
             release.set()
-            return [make() for make in lights], await asyncio.gather(*heavies), decoder
+            return [made(later) for later in lights], await asyncio.gather(*heavies), decoder
         finally:
             release.set()
             decoder.stop()

@@ -1,7 +1,7 @@
 """The server's decoding of uploads: a pixel budget per request, and which thread decodes them.
 
 A light request's uploads are decoded on the forward thread, just before the pass that holds them
-(`Decoder` hands back the function that decodes them; `batcher.Later` calls it there); a heavy
+(`Decoder` hands back a `batcher.Later`, which decodes them there); a heavy
 request's on a low-priority thread of their own (the heavy lane). Nothing here decodes a pixel on the
 event loop: there, at most the headers of a request of a few KB are read.
 """
@@ -23,6 +23,7 @@ from lenet.core.errors import LenetError
 from lenet.core.text import plural
 from lenet.data.images import MAX_PIXELS, decode_image, image_size
 from lenet.data.registry import IMAGE_SIZE
+from lenet.inference.batcher import Later
 from lenet.inference.settings import DEFAULTS
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -77,18 +78,23 @@ class Decoder:
         if self._heavy_executor is not None:
             self._heavy_executor.shutdown(wait=True)
 
-    async def __call__(self, blobs: Blobs) -> torch.Tensor | Callable[[], torch.Tensor]:
+    async def __call__(self, blobs: Blobs) -> torch.Tensor | Later:
         """A request's images, uint8 [n, C, S, S] in the order sent (the model's channels and side): for a
-        light request, the function that decodes them, to be called on the forward thread; for a heavy
-        one, the images, decoded in the heavy lane."""
+        light request, a Later that decodes them on the forward thread; for a heavy one, the images, decoded
+        in the heavy lane."""
         try:
             if sum(len(data) for _, data in blobs) <= self.light_bytes and self.measure(blobs) <= self.light_pixels:
                 self.light_requests += 1
-                return partial(self.decode, blobs)
+                return Later(len(blobs), partial(self.decode, blobs))
             return await self.in_heavy_lane(self._measure_and_decode, blobs)
         except PixelBudgetError:
             self.refused += 1
             raise
+
+    async def placed(self, count: int, size: int, make: Callable[[], torch.Tensor]) -> torch.Tensor | Later:
+        """`count` images that `make()` makes from `size` bytes of a request (JSON pixels): made on the forward
+        thread just before their pass (a Later) when `size` is at most `light_bytes`, else in the heavy lane."""
+        return Later(count, make) if size <= self.light_bytes else await self.in_heavy_lane(make)
 
     async def in_heavy_lane(self, work: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
         """`work(*args)` in the heavy lane: a slot, then a thread at a lower priority. For decoding that would hold

@@ -409,8 +409,7 @@ async def images_from_form(request: "Request", decoder: Decoder) -> tuple[list[s
     if not uploads:
         raise Refused(400, "no_image_files", "no image files in the form: send them as multipart fields named 'files'")
     blobs = [(clip(u.filename or f"upload {i}", 100), await u.read()) for i, u in enumerate(uploads)]
-    images = await decoder(blobs)
-    return [name for name, _ in blobs], images if isinstance(images, torch.Tensor) else Later(len(blobs), images)
+    return [name for name, _ in blobs], await decoder(blobs)
 
 
 async def images_from_json(request: "Request", decoder: Decoder, PixelImages) -> tuple[list[str], Images]:
@@ -436,7 +435,7 @@ async def images_from_json(request: "Request", decoder: Decoder, PixelImages) ->
             raise Refused(422, "bad_pixels", str(e)) from None
 
     names = [f"images[{i}]" for i in range(len(body.images))]
-    return names, Later(len(names), convert) if len(raw) <= decoder.light_bytes else await decoder.in_heavy_lane(convert)
+    return names, await decoder.placed(len(names), len(raw), convert)
 
 
 def shape_named(error: dict[str, Any], channels: int, side: int) -> dict[str, Any]:
